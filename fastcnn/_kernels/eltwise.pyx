@@ -1,0 +1,254 @@
+"""Elementwise kernels: unary activations/math, broadcasting binary ops, softmax.
+
+Layouts: unary works on flat C-contiguous buffers; binary ops take an output of up to 6 dims
+(collapsed by the caller) and per-input element strides (0 on broadcast dims); softmax views its
+input as (outer, axis_len, inner).
+"""
+cimport cython
+from cython.parallel cimport prange
+from libc.math cimport expf, logf, powf, INFINITY
+
+from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.act cimport *
+
+ACT_CODES = {
+    "": ACT_NONE, "Relu": ACT_RELU, "LeakyRelu": ACT_LEAKY, "Clip": ACT_CLIP,
+    "Sigmoid": ACT_SIGMOID, "Tanh": ACT_TANH, "HardSigmoid": ACT_HARDSIGMOID,
+    "HardSwish": ACT_HARDSWISH, "Elu": ACT_ELU, "Selu": ACT_SELU, "Celu": ACT_CELU,
+    "ThresholdedRelu": ACT_THRESHOLDED, "Softplus": ACT_SOFTPLUS, "Softsign": ACT_SOFTSIGN,
+    "Exp": ACT_EXP, "Log": ACT_LOG, "Sqrt": ACT_SQRT, "Reciprocal": ACT_RECIPROCAL,
+    "Erf": ACT_ERF, "Neg": ACT_NEG, "Abs": ACT_ABS, "Sign": ACT_SIGN, "Floor": ACT_FLOOR,
+    "Ceil": ACT_CEIL, "Round": ACT_ROUND, "Gelu": ACT_GELU, "GeluTanh": ACT_GELU_TANH,
+    "Mish": ACT_MISH, "Identity": ACT_IDENTITY, "Swish": ACT_SWISH,
+}
+
+# Binary operation codes
+cdef enum:
+    BIN_ADD = 0
+    BIN_SUB = 1
+    BIN_MUL = 2
+    BIN_DIV = 3
+    BIN_POW = 4
+    BIN_MAX = 5
+    BIN_MIN = 6
+    BIN_PRELU = 7
+
+BINARY_CODES = {"Add": BIN_ADD, "Sub": BIN_SUB, "Mul": BIN_MUL, "Div": BIN_DIV, "Pow": BIN_POW,
+                "Max": BIN_MAX, "Min": BIN_MIN, "PRelu": BIN_PRELU}
+
+# Below this many elements a kernel runs on one thread: waking the team costs more than it saves.
+cdef Py_ssize_t PARALLEL_MIN = 32768
+
+
+cdef inline int threads_for(Py_ssize_t work, int num_threads) noexcept nogil:
+    return num_threads if work >= PARALLEL_MIN else 1
+
+
+# ----------------------------------------------------------------------------- unary
+cdef void unary_kernel(const float *x, float *out, Py_ssize_t n, int kind, float alpha,
+                       float beta, int num_threads) noexcept nogil:
+    """out[i] = act(x[i]) for i < n (x may equal out)."""
+    cdef Py_ssize_t i, chunk, c, lo, hi, nchunks
+    cdef int nt = threads_for(n, num_threads)
+    if nt <= 1:
+        for i in range(n):
+            out[i] = apply_act(x[i], kind, alpha, beta)
+        return
+    chunk = 4096
+    nchunks = (n + chunk - 1) // chunk
+    for c in prange(nchunks, num_threads=nt, schedule="static"):
+        lo = c * chunk
+        hi = lo + chunk
+        if hi > n:
+            hi = n
+        for i in range(lo, hi):
+            out[i] = apply_act(x[i], kind, alpha, beta)
+
+
+cdef class UnaryStep(Step):
+    """out = act(x) elementwise. x, out: flat float32 (n,), C-contiguous; may alias."""
+    cdef const float[::1] x
+    cdef float[::1] out
+    cdef int kind
+    cdef float alpha, beta
+
+    def __init__(self, const float[::1] x, float[::1] out, int kind, float alpha=0.0, float beta=0.0):
+        if x.shape[0] != out.shape[0]:
+            raise ValueError("UnaryStep: x and out differ in size")
+        self.x = x
+        self.out = out
+        self.kind = kind
+        self.alpha = alpha
+        self.beta = beta
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t n = self.out.shape[0]
+        if n == 0:
+            return
+        with nogil:
+            unary_kernel(&self.x[0], &self.out[0], n, self.kind, self.alpha, self.beta, self.num_threads)
+
+
+def unary(const float[::1] x, float[::1] out, int kind, float alpha=0.0, float beta=0.0,
+          int num_threads=1):
+    """Apply activation `kind` (see ACT_CODES) to x (n,) into out (n,)."""
+    if x.shape[0] != out.shape[0]:
+        raise ValueError("x and out differ in size")
+    if x.shape[0]:
+        with nogil:
+            unary_kernel(&x[0], &out[0], x.shape[0], kind, alpha, beta, num_threads)
+
+
+# ----------------------------------------------------------------------------- binary broadcast
+cdef inline float binary_op(float a, float b, int op) noexcept nogil:
+    if op == BIN_ADD:
+        return a + b
+    elif op == BIN_SUB:
+        return a - b
+    elif op == BIN_MUL:
+        return a * b
+    elif op == BIN_DIV:
+        return a / b
+    elif op == BIN_POW:
+        return powf(a, b)
+    elif op == BIN_MAX:
+        return a if (a != a or a > b) else b
+    elif op == BIN_MIN:
+        return a if (a != a or a < b) else b
+    else:  # BIN_PRELU: a is x, b is the slope
+        return a * b if a < 0 else a
+
+
+cdef class BinaryStep(Step):
+    """out[idx] = a[idx . a_strides] (op) b[idx . b_strides] over an output of up to 6 dims.
+
+    shape: output dims, outermost first (padded with leading 1s to 6). a_strides, b_strides:
+    element strides (0 on broadcast dims). out is C-contiguous. Offsets were checked by the caller.
+    """
+    cdef const float[::1] a
+    cdef const float[::1] b
+    cdef float[::1] out
+    cdef Py_ssize_t shape[6]
+    cdef Py_ssize_t sa[6]
+    cdef Py_ssize_t sb[6]
+    cdef int op
+
+    def __init__(self, const float[::1] a, const float[::1] b, float[::1] out, shape, a_strides,
+                 b_strides, int op):
+        cdef int k, pad = 6 - len(shape)
+        if pad < 0:
+            raise ValueError("BinaryStep: more than 6 dims")
+        self.a = a
+        self.b = b
+        self.out = out
+        self.op = op
+        for k in range(6):
+            self.shape[k] = 1 if k < pad else shape[k - pad]
+            self.sa[k] = 0 if k < pad else a_strides[k - pad]
+            self.sb[k] = 0 if k < pad else b_strides[k - pad]
+
+    cdef void run(self) noexcept:
+        if self.out.shape[0] == 0:
+            return
+        with nogil:
+            binary_kernel(&self.a[0], &self.b[0], &self.out[0], self.shape, self.sa, self.sb,
+                          self.op, self.num_threads)
+
+
+cdef void binary_rows(const float *a, const float *b, float *o, Py_ssize_t n, Py_ssize_t sa,
+                      Py_ssize_t sb, int op) noexcept nogil:
+    cdef Py_ssize_t i
+    if sa == 1 and sb == 1:
+        if op == BIN_ADD:
+            for i in range(n):
+                o[i] = a[i] + b[i]
+        elif op == BIN_MUL:
+            for i in range(n):
+                o[i] = a[i] * b[i]
+        else:
+            for i in range(n):
+                o[i] = binary_op(a[i], b[i], op)
+    elif sa == 1 and sb == 0:
+        if op == BIN_ADD:
+            for i in range(n):
+                o[i] = a[i] + b[0]
+        elif op == BIN_MUL:
+            for i in range(n):
+                o[i] = a[i] * b[0]
+        else:
+            for i in range(n):
+                o[i] = binary_op(a[i], b[0], op)
+    else:
+        for i in range(n):
+            o[i] = binary_op(a[i * sa], b[i * sb], op)
+
+
+cdef void binary_kernel(const float *a, const float *b, float *out, Py_ssize_t *shape,
+                        Py_ssize_t *sa, Py_ssize_t *sb, int op, int num_threads) noexcept nogil:
+    # Rows are the innermost dim; the five outer dims are flattened into `rows` and decoded.
+    cdef Py_ssize_t inner = shape[5]
+    cdef Py_ssize_t rows = shape[0] * shape[1] * shape[2] * shape[3] * shape[4]
+    cdef Py_ssize_t r, rem, i0, i1, i2, i3, i4, oa, ob
+    cdef int nt = threads_for(rows * inner, num_threads)
+    for r in prange(rows, num_threads=nt, schedule="static"):
+        rem = r
+        i4 = rem % shape[4]
+        rem = rem // shape[4]
+        i3 = rem % shape[3]
+        rem = rem // shape[3]
+        i2 = rem % shape[2]
+        rem = rem // shape[2]
+        i1 = rem % shape[1]
+        i0 = rem // shape[1]
+        oa = i0 * sa[0] + i1 * sa[1] + i2 * sa[2] + i3 * sa[3] + i4 * sa[4]
+        ob = i0 * sb[0] + i1 * sb[1] + i2 * sb[2] + i3 * sb[3] + i4 * sb[4]
+        binary_rows(a + oa, b + ob, out + r * inner, inner, sa[5], sb[5], op)
+
+
+# ----------------------------------------------------------------------------- softmax
+cdef void softmax_kernel(const float *x, float *out, Py_ssize_t outer, Py_ssize_t length,
+                         Py_ssize_t inner, bint log, int num_threads) noexcept nogil:
+    """x, out: (outer, length, inner) C-contiguous; softmax (or log-softmax) over `length`."""
+    cdef Py_ssize_t o, j, i, base
+    cdef float m, s, v, ls
+    cdef int nt = threads_for(outer * length * inner, num_threads)
+    for o in prange(outer * inner, num_threads=nt, schedule="static"):
+        base = (o // inner) * length * inner + (o % inner)
+        m = -INFINITY
+        for j in range(length):
+            v = x[base + j * inner]
+            if v > m or v != v:
+                m = v
+        s = 0
+        for j in range(length):
+            s = s + expf(x[base + j * inner] - m)
+        if log:
+            ls = logf(s)
+            for j in range(length):
+                out[base + j * inner] = x[base + j * inner] - m - ls
+        else:
+            s = 1.0 / s
+            for j in range(length):
+                out[base + j * inner] = expf(x[base + j * inner] - m) * s
+
+
+cdef class SoftmaxStep(Step):
+    """Softmax or log-softmax of x (outer, length, inner) over the middle axis, into out."""
+    cdef const float[::1] x
+    cdef float[::1] out
+    cdef Py_ssize_t outer, length, inner
+    cdef bint log
+
+    def __init__(self, const float[::1] x, float[::1] out, Py_ssize_t outer, Py_ssize_t length,
+                 Py_ssize_t inner, bint log):
+        if x.shape[0] != outer * length * inner or out.shape[0] != x.shape[0]:
+            raise ValueError("SoftmaxStep: sizes do not match")
+        self.x, self.out = x, out
+        self.outer, self.length, self.inner, self.log = outer, length, inner, log
+
+    cdef void run(self) noexcept:
+        if self.out.shape[0] == 0:
+            return
+        with nogil:
+            softmax_kernel(&self.x[0], &self.out[0], self.outer, self.length, self.inner,
+                           self.log, self.num_threads)

@@ -1,0 +1,18 @@
+# Eight-lane float vectors (AVX2/FMA or a portable fallback); see simd.h.
+cdef extern from "simd.h" nogil:
+    const char *FASTCNN_SIMD_NAME
+    int FASTCNN_HAVE_AVX2
+    ctypedef struct vf8:
+        pass
+    vf8 vf8_zero()
+    vf8 vf8_set1(float v)
+    vf8 vf8_load(const float *p)
+    void vf8_store(float *p, vf8 v)
+    vf8 vf8_fmadd(vf8 a, vf8 b, vf8 c)
+    vf8 vf8_add(vf8 a, vf8 b)
+    vf8 vf8_sub(vf8 a, vf8 b)
+    vf8 vf8_mul(vf8 a, vf8 b)
+    vf8 vf8_div(vf8 a, vf8 b)
+    vf8 vf8_max(vf8 a, vf8 b)
+    vf8 vf8_min(vf8 a, vf8 b)
+    float vf8_hsum(vf8 v)

@@ -1,0 +1,98 @@
+"""Process-wide settings: default thread count and the memory limit.
+
+Threads are resolved here and nowhere else (DESIGN rule 7); kernels receive the number.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+_lock = threading.Lock()
+_default_threads: int | None = None
+_memory_limit: int | None = None
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyperthread siblings count once)."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 1))
+    cores = set()
+    try:
+        for cpu in allowed:
+            path = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+            with open(path + "core_id") as f:
+                core = f.read().strip()
+            with open(path + "physical_package_id") as f:
+                pkg = f.read().strip()
+            cores.add((pkg, core))
+    except OSError:
+        return max(1, len(allowed))
+    return max(1, min(len(cores), len(allowed)))
+
+
+def default_threads() -> int:
+    """Thread count used when a model is loaded with num_threads=None.
+
+    Order: fastcnn.set_num_threads(), then FASTCNN_NUM_THREADS, then OMP_NUM_THREADS, then the
+    number of physical cores.
+    """
+    if _default_threads is not None:
+        return _default_threads
+    for var in ("FASTCNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = os.environ.get(var, "").split(",")[0].strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    return physical_cores()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the default thread count for models loaded afterwards (None: back to automatic)."""
+    global _default_threads
+    if n is not None:
+        n = check_threads(n)
+    with _lock:
+        _default_threads = n
+
+
+def check_threads(n) -> int:
+    from fastcnn.errors import FastCNNError
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
+        raise FastCNNError(f"num_threads must be an int from 1 to 1024, got {n!r}")
+    return n
+
+
+def _total_ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def memory_limit() -> int:
+    """Most bytes one plan (activations and scratch) or one tensor may use.
+
+    Default: FASTCNN_MEMORY_LIMIT (bytes, or with a K/M/G suffix) if set, else half the RAM.
+    """
+    if _memory_limit is not None:
+        return _memory_limit
+    v = os.environ.get("FASTCNN_MEMORY_LIMIT", "").strip().upper()
+    if v:
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(v[-1], 1)
+        digits = v[:-1] if v[-1] in "KMG" else v
+        if digits.isdigit():
+            return int(digits) * mult
+    return _total_ram() // 2
+
+
+def set_memory_limit(nbytes: int | None) -> None:
+    """Set the memory limit in bytes (None: back to the default)."""
+    global _memory_limit
+    from fastcnn.errors import FastCNNError
+
+    if nbytes is not None and (isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes <= 0):
+        raise FastCNNError(f"memory limit must be a positive int (bytes), got {nbytes!r}")
+    with _lock:
+        _memory_limit = nbytes

@@ -1,0 +1,1 @@
+"""On-device fine-tuning of a model's classifier head."""

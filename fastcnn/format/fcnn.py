@@ -1,0 +1,292 @@
+"""The native .fcnn format: one file, data only, loads zero-copy through a read-only mmap.
+
+Layout (all integers little-endian):
+
+    offset 0   preamble, 64 bytes
+               magic        8 bytes  b"FCNN\\0\\r\\n\\x1a"   (PNG-style: catches text-mode mangling)
+               version      u32      FORMAT_VERSION
+               flags        u32      0 (reserved)
+               header_off   u64      64
+               header_len   u64      bytes of UTF-8 JSON
+               data_off     u64      first tensor byte, a multiple of 64
+               data_len     u64      bytes of the tensor region
+               reserved     16 bytes zero
+    header     JSON: {"format": "fcnn", "version", "producer", "graph": {name, inputs, outputs,
+               nodes}, "tensors": [{name, dtype, shape, offset, nbytes}], "metadata": {...}}
+    tensors    raw little-endian C-order arrays, each at a 64-byte-aligned absolute offset
+    trailer    16 bytes: b"FCNNCRC\\0", u32 CRC-32 of every byte before the trailer, u32 zero
+
+Nothing in the file is executed: the header is parsed as JSON data and validated; tensor sizes
+are checked against the file before any array is created. `save` writes a temporary file in the
+destination's directory, fsyncs it and renames it over the destination.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+from fastcnn.errors import ModelFileError
+from fastcnn.ir.graph import DTYPES, Graph, Node, TensorSpec
+
+MAGIC = b"FCNN\x00\r\n\x1a"
+TRAILER_MAGIC = b"FCNNCRC\x00"
+FORMAT_VERSION = 1
+ALIGN = 64
+PREAMBLE = struct.Struct("<8sIIQQQQ16x")  # 64 bytes
+TRAILER = struct.Struct("<8sII")          # 16 bytes
+assert PREAMBLE.size == 64 and TRAILER.size == 16
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+# ----------------------------------------------------------------------------- writing
+def header_dict(graph: Graph, tensors: list) -> dict:
+    from fastcnn import __version__
+    return {
+        "format": "fcnn",
+        "version": FORMAT_VERSION,
+        "producer": f"fastcnn {__version__}",
+        "graph": {
+            "name": graph.name,
+            "inputs": [t.to_json() for t in graph.inputs],
+            "outputs": [t.to_json() for t in graph.outputs],
+            "nodes": [n.to_json() for n in graph.nodes],
+        },
+        "tensors": tensors,
+        "metadata": graph.metadata,
+    }
+
+
+def save(graph: Graph, path: str) -> None:
+    """Write `graph` (its nodes, initializers and metadata) to `path` atomically."""
+    arrays = []
+    table = []
+    for name, arr in graph.initializers.items():
+        arr = np.asarray(arr)
+        if arr.dtype.name not in DTYPES:
+            raise ModelFileError(f"{path}: tensor '{name}' has dtype {arr.dtype}, which .fcnn cannot store")
+        le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        arrays.append(np.ascontiguousarray(le))
+        table.append({"name": name, "dtype": arr.dtype.name, "shape": [int(d) for d in arr.shape],
+                      "offset": 0, "nbytes": int(arr.nbytes)})
+    # The header holds the offsets, and the data offset depends on the header's length:
+    # iterate until the layout is stable (at most a couple of rounds).
+    data_off = 0
+    for _ in range(8):
+        off = data_off
+        for entry in table:
+            entry["offset"] = off
+            off = _align(off + entry["nbytes"])
+        try:
+            header = json.dumps(header_dict(graph, table), separators=(",", ":")).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{path}: metadata or attributes are not JSON data ({e})") from None
+        need = _align(64 + len(header))
+        if need == data_off:
+            break
+        data_off = need
+    data_len = (table[-1]["offset"] + table[-1]["nbytes"] - data_off) if table else 0
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fcnn-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            crc = 0
+
+            def write(b):
+                nonlocal crc
+                f.write(b)
+                crc = zlib.crc32(b, crc)
+
+            write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, 64, len(header), data_off, data_len))
+            write(header)
+            pos = 64 + len(header)
+            for entry, arr in zip(table, arrays):
+                if entry["offset"] > pos:
+                    write(b"\0" * (entry["offset"] - pos))
+                    pos = entry["offset"]
+                write(memoryview(arr).cast("B") if arr.size else b"")
+                pos += entry["nbytes"]
+            f.write(TRAILER.pack(TRAILER_MAGIC, crc & 0xFFFFFFFF, 0))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------- reading
+class MappedFile:
+    """Keeps a model file's read-only mapping alive while its arrays are in use."""
+
+    def __init__(self, f, mm):
+        self._f = f
+        self._mm = mm
+
+    def close(self):
+        mm, self._mm = self._mm, None
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                # Arrays still view the mapping (the caller kept references): it is unmapped
+                # when the last of them goes away.
+                pass
+        f, self._f = self._f, None
+        if f is not None:
+            f.close()
+
+
+def _bad(path, msg):
+    return ModelFileError(f"{path}: {msg}")
+
+
+def _expect(path, cond, msg):
+    if not cond:
+        raise _bad(path, msg)
+
+
+def _is_str_list(v):
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+def _spec(path, d, what) -> TensorSpec:
+    _expect(path, isinstance(d, dict) and isinstance(d.get("name"), str), f"bad {what} entry")
+    shape = d.get("shape")
+    _expect(path, isinstance(shape, list) and len(shape) <= 64 and
+            all(s is None or (isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2 ** 31)
+                for s in shape), f"{what} '{d['name']}' has an invalid shape {shape!r:.80}")
+    dtype = d.get("dtype", "float32")
+    _expect(path, dtype in DTYPES, f"{what} '{d['name']}' has an unknown dtype {dtype!r:.40}")
+    layout = d.get("layout", "")
+    _expect(path, isinstance(layout, str), f"{what} '{d['name']}' has an invalid layout")
+    return TensorSpec(d["name"], tuple(shape), dtype, layout)
+
+
+def read_header(path: str, buf) -> tuple:
+    """Validate preamble, trailer and checksum of a mapped file; return (header dict, data range)."""
+    size = len(buf)
+    _expect(path, size >= 64 + 16, f"file too short ({size} bytes) to be a .fcnn model")
+    magic, version, flags, h_off, h_len, d_off, d_len = PREAMBLE.unpack_from(buf, 0)
+    _expect(path, magic == MAGIC, "not a .fcnn file (bad magic bytes)")
+    if version > FORMAT_VERSION:
+        raise _bad(path, f"written in .fcnn format version {version}, newer than this fastcnn reads "
+                         f"(version {FORMAT_VERSION}); upgrade fastcnn to load it")
+    _expect(path, version >= 1, f"invalid format version {version}")
+    _expect(path, flags == 0, f"unknown flags {flags:#x}")
+    t_magic, crc, _ = TRAILER.unpack_from(buf, size - 16)
+    _expect(path, t_magic == TRAILER_MAGIC, "the file is truncated or corrupt (no trailer)")
+    actual = 0
+    view = memoryview(buf)
+    step = 16 << 20
+    for start in range(0, size - 16, step):
+        actual = zlib.crc32(view[start:min(start + step, size - 16)], actual)
+    view.release()
+    if actual & 0xFFFFFFFF != crc:
+        raise _bad(path, f"checksum mismatch (stored {crc:#010x}, computed {actual & 0xFFFFFFFF:#010x}): "
+                         f"the file is corrupt")
+    _expect(path, h_off == 64 and 0 < h_len <= size - 16 - 64, "invalid header location")
+    _expect(path, d_off % ALIGN == 0 and h_off + h_len <= d_off <= size - 16 and
+            d_len <= size - 16 - d_off, "invalid tensor data location")
+    try:
+        header = json.loads(bytes(buf[h_off:h_off + h_len]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _bad(path, f"header is not valid JSON ({e})") from None
+    _expect(path, isinstance(header, dict) and header.get("format") == "fcnn", "header is not a .fcnn header")
+    return header, d_off, d_off + d_len
+
+
+def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) -> Graph:
+    g = header.get("graph")
+    _expect(path, isinstance(g, dict), "header has no graph")
+    _expect(path, isinstance(g.get("nodes"), list) and isinstance(g.get("inputs"), list) and
+            isinstance(g.get("outputs"), list), "graph needs nodes, inputs and outputs lists")
+    inputs = [_spec(path, d, "input") for d in g["inputs"]]
+    outputs = [_spec(path, d, "output") for d in g["outputs"]]
+    nodes = []
+    for i, d in enumerate(g["nodes"]):
+        _expect(path, isinstance(d, dict) and isinstance(d.get("op"), str) and
+                isinstance(d.get("name"), str) and _is_str_list(d.get("inputs")) and
+                _is_str_list(d.get("outputs")) and isinstance(d.get("attrs", {}), dict),
+                f"node #{i} is malformed")
+        nodes.append(Node(d["op"], d["name"], list(d["inputs"]), list(d["outputs"]), dict(d.get("attrs", {}))))
+    tensors = header.get("tensors")
+    _expect(path, isinstance(tensors, list), "header has no tensor table")
+    initializers = {}
+    for t in tensors:
+        _expect(path, isinstance(t, dict) and isinstance(t.get("name"), str), "bad tensor table entry")
+        name = t["name"]
+        _expect(path, name not in initializers, f"tensor '{name}' appears twice")
+        dtype, shape, off, nbytes = t.get("dtype"), t.get("shape"), t.get("offset"), t.get("nbytes")
+        _expect(path, dtype in DTYPES, f"tensor '{name}' has an unknown dtype {dtype!r:.40}")
+        _expect(path, isinstance(shape, list) and len(shape) <= 64 and
+                all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape),
+                f"tensor '{name}' has an invalid shape {shape!r:.80}")
+        _expect(path, all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (off, nbytes)),
+                f"tensor '{name}' has an invalid offset or size")
+        count = 1
+        for s in shape:
+            count *= s
+        itemsize = np.dtype(dtype).itemsize
+        _expect(path, count * itemsize == nbytes,
+                f"tensor '{name}': shape {shape} of {dtype} needs {count * itemsize} bytes, the table says {nbytes}")
+        if nbytes == 0:
+            arr = np.zeros(shape, dtype)
+        else:
+            _expect(path, off % ALIGN == 0 and d_start <= off and off + nbytes <= d_end,
+                    f"tensor '{name}' ({nbytes} bytes at offset {off}) lies outside the data region")
+            arr = np.frombuffer(buf, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=off)
+            arr = arr.reshape(shape)
+            if not arr.dtype.isnative:
+                arr = arr.astype(np.dtype(dtype))
+        arr.setflags(write=False)
+        initializers[name] = arr
+    metadata = header.get("metadata", {})
+    _expect(path, isinstance(metadata, dict), "metadata must be an object")
+    name = g.get("name", "graph")
+    return Graph(name if isinstance(name, str) else "graph", inputs, outputs, nodes, initializers,
+                 metadata, source=path)
+
+
+def load(path: str):
+    """Read a .fcnn file. Returns (graph, MappedFile); weights are read-only views of the mapping."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot open ({e.strerror or e})") from None
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if size < 64 + 16:
+            raise _bad(path, f"file too short ({size} bytes) to be a .fcnn model")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except BaseException:
+        f.close()
+        raise
+    res = MappedFile(f, mm)
+    try:
+        header, d_start, d_end = read_header(path, mm)
+        graph = graph_from_header(path, header, mm, d_start, d_end)
+    except BaseException:
+        res.close()
+        raise
+    return graph, res

@@ -1,0 +1,1 @@
+"""Importers: turn model files from other frameworks into the Graph IR."""

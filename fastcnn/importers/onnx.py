@@ -1,0 +1,581 @@
+"""ONNX importer: ModelProto -> Graph.
+
+One converter per ONNX operator (`CONVERTERS`), each taking the node's attributes with ONNX's
+names and returning IR nodes in fastcnn's canonical form (opset-13+ semantics: axes, pads, shapes
+and split sizes as inputs; Clip bounds as attributes; legacy broadcasting resolved). Converters
+that only rename or filter attributes are declared in `DIRECT` with the ONNX attributes they
+understand; any other attribute is refused rather than silently ignored.
+
+Needs the `onnx` package (extra `fastcnn[onnx]`) for protobuf parsing only.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastcnn.errors import FastCNNError, ModelFileError, UnsupportedOpError
+from fastcnn.ir.graph import Graph, Node, TensorSpec
+
+# ONNX TensorProto element type -> numpy dtype name
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+               7: "int64", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
+SUPPORTED_OPSETS = range(1, 23)
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise FastCNNError("reading .onnx files needs the onnx package: pip install 'fastcnn[onnx]'") from None
+    import onnx
+    return onnx
+
+
+class ImportContext:
+    """State shared by the converters while one graph is imported."""
+
+    def __init__(self, where: str, opset: int):
+        self.where = where
+        self.opset = opset
+        self.initializers = {}   # name -> np.ndarray
+        self.nodes = []
+        self._names = set()
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self._names or name in self.initializers:
+            k += 1
+            name = f"{base}__{k}"
+        self._names.add(name)
+        return name
+
+    def const(self, name):
+        """The constant value of a tensor name, or None."""
+        return self.initializers.get(name) if name else None
+
+    def add_const(self, base: str, value) -> str:
+        name = self.fresh(base)
+        self.initializers[name] = np.asarray(value)
+        return name
+
+    def emit(self, op, name, inputs, outputs, attrs=None):
+        self.nodes.append(Node(op, name, list(inputs), list(outputs), dict(attrs or {})))
+
+    def unsupported(self, node, msg):
+        raise UnsupportedOpError(f"{self.where}: node '{node.name}' ({node.op_type}): {msg}")
+
+    def fail(self, node, msg):
+        raise ModelFileError(f"{self.where}: node '{node.name}' ({node.op_type}): {msg}")
+
+
+# ----------------------------------------------------------------------------- attribute parsing
+def _attr_value(ctx, node, a):
+    from onnx import AttributeProto, numpy_helper
+    t = a.type
+    if t == AttributeProto.FLOAT:
+        return float(a.f)
+    if t == AttributeProto.INT:
+        return int(a.i)
+    if t == AttributeProto.STRING:
+        return a.s.decode("utf-8", "replace")
+    if t == AttributeProto.FLOATS:
+        return [float(v) for v in a.floats]
+    if t == AttributeProto.INTS:
+        return [int(v) for v in a.ints]
+    if t == AttributeProto.STRINGS:
+        return [s.decode("utf-8", "replace") for s in a.strings]
+    if t == AttributeProto.TENSOR:
+        return _tensor_to_array(ctx, a.t, f"attribute '{a.name}' of node '{node.name}'")
+    ctx.unsupported(node, f"attribute '{a.name}' has a type fastcnn does not read ({t})")
+
+
+def _tensor_to_array(ctx, tensor, what) -> np.ndarray:
+    from onnx import numpy_helper
+    if tensor.data_type not in ONNX_DTYPES:
+        raise UnsupportedOpError(f"{ctx.where}: {what}: tensor element type {tensor.data_type} "
+                                 f"is not supported")
+    if tensor.data_location == 1:  # EXTERNAL, must have been loaded by onnx.load
+        raise ModelFileError(f"{ctx.where}: {what}: external tensor data was not found next to the model")
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        raise ModelFileError(f"{ctx.where}: {what}: negative dimension in {dims}")
+    count = 1
+    for d in dims:
+        count *= d
+    itemsize = np.dtype(ONNX_DTYPES[tensor.data_type]).itemsize
+    # A file cannot justify more elements than it stores: check before numpy allocates.
+    stored = max(len(tensor.raw_data) // max(itemsize, 1), len(tensor.float_data), len(tensor.int32_data),
+                 len(tensor.int64_data), len(tensor.double_data), len(tensor.uint64_data))
+    if count != stored and not (count == 0 and stored == 0):
+        raise ModelFileError(f"{ctx.where}: {what}: shape {dims} needs {count} elements but the "
+                             f"file stores {stored}")
+    try:
+        arr = numpy_helper.to_array(tensor)
+    except Exception as e:  # malformed protobuf content
+        raise ModelFileError(f"{ctx.where}: {what}: cannot decode tensor ({e})") from None
+    arr = np.array(arr, copy=True)  # own, writeable-free copy detached from the protobuf
+    if arr.dtype == np.float16 or arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    if arr.dtype in (np.uint16, np.uint32, np.uint64):
+        arr = arr.astype(np.int64)
+    arr.setflags(write=False)
+    return arr
+
+
+def _attrs(ctx, node) -> dict:
+    return {a.name: _attr_value(ctx, node, a) for a in node.attribute}
+
+
+# ----------------------------------------------------------------------------- converters
+def _check_known(ctx, node, attrs, known):
+    extra = sorted(set(attrs) - set(known))
+    if extra:
+        ctx.unsupported(node, f"attribute(s) {', '.join(extra)} not supported")
+
+
+def direct(op=None, known=(), rename=None, drop=()):
+    """Converter for ops whose ONNX form is the IR form. `known`: attributes passed through,
+    `drop`: attributes understood and ignored (no effect at inference)."""
+    rename = rename or {}
+
+    def convert(ctx, node, attrs):
+        _check_known(ctx, node, attrs, tuple(known) + tuple(drop) + tuple(rename))
+        out = {rename.get(k, k): v for k, v in attrs.items() if k not in drop}
+        ctx.emit(op or node.op_type, node.name, node.input, node.output, out)
+    return convert
+
+
+def _axes_to_input(attr_name="axes", min_opset=13):
+    """Squeeze/Unsqueeze/Reduce*/Split: before `min_opset` the list was an attribute."""
+    def convert(ctx, node, attrs, op=None, extra=()):
+        inputs = list(node.input)
+        if attr_name in attrs:
+            inputs = inputs[:1] + [ctx.add_const(f"{node.name}_{attr_name}", np.array(attrs.pop(attr_name), np.int64))]
+        return inputs, attrs
+    return convert
+
+
+def conv_squeeze(ctx, node, attrs):
+    inputs, attrs = _axes_to_input()(ctx, node, attrs)
+    _check_known(ctx, node, attrs, ())
+    ctx.emit(node.op_type, node.name, inputs, node.output)
+
+
+def conv_reduce(ctx, node, attrs):
+    inputs = list(node.input)
+    if "axes" in attrs:
+        inputs = inputs[:1] + [ctx.add_const(f"{node.name}_axes", np.array(attrs.pop("axes"), np.int64))]
+    _check_known(ctx, node, attrs, ("keepdims", "noop_with_empty_axes"))
+    ctx.emit(node.op_type, node.name, inputs, node.output, attrs)
+
+
+def conv_split(ctx, node, attrs):
+    inputs = list(node.input)
+    if "split" in attrs:
+        inputs = inputs[:1] + [ctx.add_const(f"{node.name}_split", np.array(attrs.pop("split"), np.int64))]
+    _check_known(ctx, node, attrs, ("axis", "num_outputs"))
+    ctx.emit("Split", node.name, inputs, node.output, attrs)
+
+
+def conv_reshape(ctx, node, attrs):
+    inputs = list(node.input)
+    if "shape" in attrs:  # opset < 5
+        inputs = inputs[:1] + [ctx.add_const(f"{node.name}_shape", np.array(attrs.pop("shape"), np.int64))]
+    _check_known(ctx, node, attrs, ("allowzero",))
+    attrs.pop("consumed_inputs", None)
+    ctx.emit("Reshape", node.name, inputs, node.output, attrs)
+
+
+def conv_slice(ctx, node, attrs):
+    inputs = list(node.input)
+    if "starts" in attrs:  # opset < 10
+        inputs = inputs[:1]
+        inputs.append(ctx.add_const(f"{node.name}_starts", np.array(attrs.pop("starts"), np.int64)))
+        inputs.append(ctx.add_const(f"{node.name}_ends", np.array(attrs.pop("ends"), np.int64)))
+        if "axes" in attrs:
+            inputs.append(ctx.add_const(f"{node.name}_axes", np.array(attrs.pop("axes"), np.int64)))
+    _check_known(ctx, node, attrs, ())
+    ctx.emit("Slice", node.name, inputs, node.output)
+
+
+def conv_pad(ctx, node, attrs):
+    inputs = list(node.input)
+    mode = attrs.pop("mode", "constant")
+    if "pads" in attrs or "paddings" in attrs:  # opset < 11
+        pads = attrs.pop("pads", None) or attrs.pop("paddings")
+        value = attrs.pop("value", 0.0)
+        inputs = inputs[:1] + [ctx.add_const(f"{node.name}_pads", np.array(pads, np.int64)),
+                               ctx.add_const(f"{node.name}_value", np.array(value, np.float32))]
+    _check_known(ctx, node, attrs, ())
+    ctx.emit("Pad", node.name, inputs, node.output, {"mode": mode})
+
+
+def conv_clip(ctx, node, attrs):
+    lo, hi = attrs.pop("min", -np.inf), attrs.pop("max", np.inf)
+    for i, key in ((1, "min"), (2, "max")):
+        if len(node.input) > i and node.input[i]:
+            v = ctx.const(node.input[i])
+            if v is None:
+                ctx.unsupported(node, f"{key} must be a constant")
+            if key == "min":
+                lo = float(np.asarray(v).reshape(-1)[0])
+            else:
+                hi = float(np.asarray(v).reshape(-1)[0])
+    _check_known(ctx, node, attrs, ())
+    ctx.emit("Clip", node.name, node.input[:1], node.output, {"min": float(lo), "max": float(hi)})
+
+
+def conv_softmax(ctx, node, attrs):
+    _check_known(ctx, node, attrs, ("axis",))
+    if ctx.opset >= 13:
+        ctx.emit(node.op_type, node.name, node.input, node.output, {"axis": attrs.get("axis", -1)})
+        return
+    # Before opset 13: the input is coerced to 2-D at `axis` (default 1) and normalised per row.
+    axis = attrs.get("axis", 1)
+    flat = ctx.fresh(f"{node.name}_2d")
+    soft = ctx.fresh(f"{node.name}_rows")
+    shape = ctx.fresh(f"{node.name}_shape")
+    ctx.emit("Flatten", ctx.fresh(f"{node.name}_flatten"), node.input[:1], [flat], {"axis": axis})
+    ctx.emit(node.op_type, node.name, [flat], [soft], {"axis": 1})
+    ctx.emit("Shape", ctx.fresh(f"{node.name}_shapeof"), node.input[:1], [shape])
+    ctx.emit("Reshape", ctx.fresh(f"{node.name}_restore"), [soft, shape], node.output)
+
+
+def conv_batchnorm(ctx, node, attrs):
+    if attrs.pop("spatial", 1) != 1:
+        ctx.unsupported(node, "spatial=0 (per-activation statistics)")
+    if attrs.get("training_mode", 0) or (ctx.opset < 7 and attrs.get("is_test", 0) == 0 and
+                                         any(o for o in node.output[1:])):
+        ctx.unsupported(node, "training mode")
+    attrs.pop("is_test", None)
+    attrs.pop("consumed_inputs", None)
+    if any(o for o in node.output[1:]):
+        ctx.unsupported(node, "running mean/variance outputs (training mode)")
+    _check_known(ctx, node, attrs, ("epsilon", "momentum", "training_mode"))
+    ctx.emit("BatchNormalization", node.name, node.input, node.output[:1], attrs)
+
+
+def conv_dropout(ctx, node, attrs):
+    attrs.pop("is_test", None)
+    attrs.pop("ratio", None)
+    if len(node.input) > 2 and node.input[2]:
+        tm = ctx.const(node.input[2])
+        if tm is None or bool(np.asarray(tm).reshape(-1)[0]):
+            ctx.unsupported(node, "training_mode=True")
+    _check_known(ctx, node, attrs, ("seed",))
+    ctx.emit("Dropout", node.name, node.input[:1], node.output[:2], attrs)
+
+
+def conv_maxpool(ctx, node, attrs):
+    if len(node.output) > 1 and node.output[1]:
+        ctx.unsupported(node, "the Indices output")
+    _check_known(ctx, node, attrs, ("kernel_shape", "strides", "pads", "dilations", "ceil_mode",
+                                    "auto_pad", "storage_order"))
+    ctx.emit(node.op_type, node.name, node.input, node.output[:1], attrs)
+
+
+def conv_lppool(ctx, node, attrs):
+    if "p" in attrs:
+        p = attrs["p"]
+        if float(p) != int(p):
+            ctx.unsupported(node, f"non-integer p={p}")
+        attrs["p"] = int(p)
+    _check_known(ctx, node, attrs, ("kernel_shape", "strides", "pads", "dilations", "ceil_mode",
+                                    "auto_pad", "p"))
+    ctx.emit(node.op_type, node.name, node.input, node.output, attrs)
+
+
+def conv_global_lp(ctx, node, attrs):
+    if "p" in attrs:
+        attrs["p"] = int(attrs["p"])
+    _check_known(ctx, node, attrs, ("p",))
+    ctx.emit(node.op_type, node.name, node.input, node.output, attrs)
+
+
+def _legacy_broadcast(ctx, node, attrs):
+    """Opset < 7 elementwise ops broadcast B against A starting at `axis` (when broadcast=1).
+    Rewrites a constant B to a numpy-broadcastable shape; returns the inputs."""
+    inputs = list(node.input)
+    attrs.pop("consumed_inputs", None)
+    if attrs.pop("broadcast", 0) and "axis" in attrs:
+        axis = attrs.pop("axis")
+        b = ctx.const(inputs[1])
+        if b is None:
+            ctx.unsupported(node, "legacy broadcast with axis on a non-constant operand")
+        a_rank = None
+        # A's rank is unknown here; the common case is a bias over axis 1 of an NCHW tensor.
+        if axis >= 0:
+            trailing = max(0, 4 - axis - b.ndim) if a_rank is None else a_rank - axis - b.ndim
+            inputs[1] = ctx.add_const(f"{node.name}_b", b.reshape(b.shape + (1,) * trailing))
+        else:
+            trailing = -axis - b.ndim
+            inputs[1] = ctx.add_const(f"{node.name}_b", b.reshape(b.shape + (1,) * max(trailing, 0)))
+    attrs.pop("axis", None)
+    return inputs
+
+
+def conv_binary(ctx, node, attrs):
+    inputs = _legacy_broadcast(ctx, node, attrs)
+    _check_known(ctx, node, attrs, ("fmod",))
+    ctx.emit(node.op_type, node.name, inputs, node.output, attrs)
+
+
+def conv_variadic(ctx, node, attrs):
+    attrs.pop("consumed_inputs", None)
+    _check_known(ctx, node, attrs, ())
+    ctx.emit(node.op_type, node.name, node.input, node.output)
+
+
+def conv_unary(known=()):
+    def convert(ctx, node, attrs):
+        attrs.pop("consumed_inputs", None)
+        _check_known(ctx, node, attrs, known)
+        ctx.emit(node.op_type, node.name, node.input, node.output, attrs)
+    return convert
+
+
+def conv_gemm(ctx, node, attrs):
+    attrs.pop("broadcast", None)  # opset < 7: C always broadcasts in the IR
+    _check_known(ctx, node, attrs, ("alpha", "beta", "transA", "transB"))
+    ctx.emit("Gemm", node.name, node.input, node.output, attrs)
+
+
+def conv_cast(ctx, node, attrs):
+    to = attrs.get("to")
+    if isinstance(to, str):  # opset < 6 stored a type name
+        name = to.lower()
+        to_name = {"float": "float32", "double": "float64", "int32": "int32", "int64": "int64",
+                   "bool": "bool", "float16": "float16", "uint8": "uint8", "int8": "int8"}.get(name)
+    else:
+        to_name = ONNX_DTYPES.get(to)
+    if to_name is None:
+        ctx.unsupported(node, f"cast to element type {to!r}")
+    attrs.pop("saturate", None)
+    _check_known(ctx, node, {k: v for k, v in attrs.items() if k != "to"}, ())
+    ctx.emit("Cast", node.name, node.input, node.output, {"to": to_name})
+
+
+def conv_constant(ctx, node, attrs):
+    if len(attrs) != 1:
+        ctx.fail(node, "Constant needs exactly one value attribute")
+    (key, v), = attrs.items()
+    if key in ("value",):
+        arr = v
+    elif key == "value_float":
+        arr = np.array(v, np.float32)
+    elif key == "value_floats":
+        arr = np.array(v, np.float32)
+    elif key == "value_int":
+        arr = np.array(v, np.int64)
+    elif key == "value_ints":
+        arr = np.array(v, np.int64)
+    else:
+        ctx.unsupported(node, f"Constant with attribute {key}")
+    arr = np.asarray(arr)
+    arr.setflags(write=False)
+    ctx.initializers[node.output[0]] = arr
+
+
+def conv_constant_of_shape(ctx, node, attrs):
+    v = attrs.pop("value", None)
+    _check_known(ctx, node, attrs, ())
+    if v is None:
+        value, dtype = 0.0, "float32"
+    else:
+        value, dtype = float(np.asarray(v).reshape(-1)[0]), np.asarray(v).dtype.name
+    ctx.emit("ConstantOfShape", node.name, node.input, node.output, {"value": value, "dtype": dtype})
+
+
+def conv_flatten(ctx, node, attrs):
+    _check_known(ctx, node, attrs, ("axis",))
+    ctx.emit("Flatten", node.name, node.input, node.output, attrs)
+
+
+def conv_concat(ctx, node, attrs):
+    _check_known(ctx, node, attrs, ("axis",))
+    ctx.emit("Concat", node.name, node.input, node.output, {"axis": attrs.get("axis", 1)})
+
+
+def conv_upsample_unsupported(ctx, node, attrs):
+    ctx.unsupported(node, "not supported yet")
+
+
+def conv_prelu(ctx, node, attrs):
+    inputs = list(node.input)
+    attrs.pop("consumed_inputs", None)
+    _check_known(ctx, node, attrs, ())
+    slope = ctx.const(inputs[1])
+    if slope is not None and slope.ndim == 1 and slope.size > 1 and ctx.opset < 7:
+        # legacy unidirectional broadcast of a per-channel slope over (N, C, ...)
+        inputs[1] = ctx.add_const(f"{node.name}_slope", slope.reshape(-1, 1, 1))
+    ctx.emit("PRelu", node.name, inputs, node.output)
+
+
+_WINDOW = ("kernel_shape", "strides", "pads", "auto_pad")
+CONVERTERS = {
+    "Conv": direct(known=_WINDOW + ("dilations", "group")),
+    "Gemm": conv_gemm,
+    "MatMul": direct(),
+    "MaxPool": conv_maxpool,
+    "AveragePool": direct(known=_WINDOW + ("ceil_mode", "count_include_pad")),
+    "LpPool": conv_lppool,
+    "GlobalAveragePool": direct(),
+    "GlobalMaxPool": direct(),
+    "GlobalLpPool": conv_global_lp,
+    "BatchNormalization": conv_batchnorm,
+    "InstanceNormalization": direct(known=("epsilon",)),
+    "LayerNormalization": direct(known=("axis", "epsilon", "stash_type")),
+    "LRN": direct(known=("size", "alpha", "beta", "bias")),
+    "Relu": conv_unary(),
+    "LeakyRelu": conv_unary(("alpha",)),
+    "PRelu": conv_prelu,
+    "Elu": conv_unary(("alpha",)),
+    "Selu": conv_unary(("alpha", "gamma")),
+    "Celu": conv_unary(("alpha",)),
+    "ThresholdedRelu": conv_unary(("alpha",)),
+    "Clip": conv_clip,
+    "Sigmoid": conv_unary(),
+    "Tanh": conv_unary(),
+    "HardSigmoid": conv_unary(("alpha", "beta")),
+    "HardSwish": conv_unary(),
+    "Softplus": conv_unary(),
+    "Softsign": conv_unary(),
+    "Gelu": conv_unary(("approximate",)),
+    "Mish": conv_unary(),
+    "Softmax": conv_softmax,
+    "LogSoftmax": conv_softmax,
+    "Exp": conv_unary(), "Log": conv_unary(), "Sqrt": conv_unary(), "Reciprocal": conv_unary(),
+    "Erf": conv_unary(), "Neg": conv_unary(), "Abs": conv_unary(), "Sign": conv_unary(),
+    "Floor": conv_unary(), "Ceil": conv_unary(), "Round": conv_unary(), "Not": conv_unary(),
+    "Add": conv_binary, "Sub": conv_binary, "Mul": conv_binary, "Div": conv_binary,
+    "Pow": conv_binary, "Mod": conv_binary,
+    "Equal": conv_binary, "Less": conv_binary, "Greater": conv_binary,
+    "LessOrEqual": conv_binary, "GreaterOrEqual": conv_binary,
+    "And": conv_binary, "Or": conv_binary, "Xor": conv_binary,
+    "Sum": conv_variadic, "Mean": conv_variadic, "Max": conv_variadic, "Min": conv_variadic,
+    "Where": direct(),
+    "Identity": direct(),
+    "Dropout": conv_dropout,
+    "Flatten": conv_flatten,
+    "Reshape": conv_reshape,
+    "Squeeze": conv_squeeze,
+    "Unsqueeze": conv_squeeze,
+    "Transpose": direct(known=("perm",)),
+    "Concat": conv_concat,
+    "Split": conv_split,
+    "Slice": conv_slice,
+    "Pad": conv_pad,
+    "Expand": direct(),
+    "Tile": direct(),
+    "Gather": direct(known=("axis",)),
+    "DepthToSpace": direct(known=("blocksize", "mode")),
+    "SpaceToDepth": direct(known=("blocksize",)),
+    "ReduceMean": conv_reduce, "ReduceSum": conv_reduce, "ReduceMax": conv_reduce,
+    "ReduceMin": conv_reduce, "ReduceProd": conv_reduce, "ReduceL1": conv_reduce,
+    "ReduceL2": conv_reduce, "ReduceSumSquare": conv_reduce, "ReduceLogSumExp": conv_reduce,
+    "ArgMax": direct(known=("axis", "keepdims", "select_last_index")),
+    "ArgMin": direct(known=("axis", "keepdims", "select_last_index")),
+    "Shape": direct(known=("start", "end")),
+    "Size": direct(),
+    "Cast": conv_cast,
+    "Constant": conv_constant,
+    "ConstantOfShape": conv_constant_of_shape,
+    "Range": direct(),
+    "NonZero": direct(),
+}
+
+
+# ----------------------------------------------------------------------------- graph import
+def _value_spec(ctx, vi, is_input):
+    t = vi.type
+    if not t.HasField("tensor_type"):
+        raise UnsupportedOpError(f"{ctx.where}: graph {'input' if is_input else 'output'} "
+                                 f"'{vi.name}' is not a tensor")
+    tt = t.tensor_type
+    dtype = ONNX_DTYPES.get(tt.elem_type, f"onnx-type-{tt.elem_type}")
+    if not tt.HasField("shape"):
+        if is_input:
+            raise UnsupportedOpError(f"{ctx.where}: graph input '{vi.name}' has no shape; fastcnn "
+                                     f"needs at least its rank")
+        return TensorSpec(vi.name, (), dtype)
+    dims = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(None)
+    return TensorSpec(vi.name, tuple(dims), dtype, "NCHW" if len(dims) == 4 else "")
+
+
+def import_model(model, where: str = "model") -> Graph:
+    """Convert an onnx.ModelProto into a Graph (not yet checked or optimised)."""
+    opset = None
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            opset = int(o.version)
+    if opset is None:
+        opset = 1 if not model.opset_import else None
+    if opset is None:
+        raise UnsupportedOpError(f"{where}: the model uses no standard ONNX opset "
+                                 f"({', '.join(o.domain for o in model.opset_import)})")
+    if opset not in SUPPORTED_OPSETS:
+        raise UnsupportedOpError(f"{where}: ONNX opset {opset} is not supported "
+                                 f"(fastcnn reads opsets {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1})")
+    g = model.graph
+    ctx = ImportContext(where, opset)
+    for t in g.initializer:
+        if not t.name:
+            raise ModelFileError(f"{where}: an initializer has no name")
+        ctx.initializers[t.name] = _tensor_to_array(ctx, t, f"initializer '{t.name}'")
+        ctx._names.add(t.name)
+    for t in g.sparse_initializer:
+        raise UnsupportedOpError(f"{where}: sparse initializers are not supported")
+    # Old exporters list initializers among the graph inputs: those are weights, not inputs.
+    inputs = [_value_spec(ctx, vi, True) for vi in g.input if vi.name not in ctx.initializers]
+    for n in g.node:
+        for o in n.output:
+            ctx._names.add(o)
+        ctx._names.add(n.name)
+    for i, n in enumerate(g.node):
+        if n.domain not in ("", "ai.onnx"):
+            raise UnsupportedOpError(f"{where}: node '{n.name}' uses operator '{n.op_type}' from "
+                                     f"domain '{n.domain}', which fastcnn does not support")
+        conv = CONVERTERS.get(n.op_type)
+        if conv is None:
+            from fastcnn.ir.ops import OPS
+            raise UnsupportedOpError(
+                f"{where}: node '{n.name or f'#{i}'}' uses ONNX operator '{n.op_type}', which "
+                f"fastcnn does not support. Supported ONNX operators: {', '.join(sorted(CONVERTERS))}")
+        if not n.name:
+            n.name = ctx.fresh(f"{n.op_type}_{i}")
+        conv(ctx, n, _attrs(ctx, n))
+    outputs = [_value_spec(ctx, vi, False) for vi in g.output]
+    metadata = {"producer": f"{model.producer_name} {model.producer_version}".strip(),
+                "source_format": "onnx", "onnx_opset": opset}
+    for prop in model.metadata_props:
+        if prop.key == "labels":
+            metadata["labels"] = [s for s in prop.value.split("\n") if s] if "\n" in prop.value \
+                else prop.value.split(",")
+        else:
+            metadata.setdefault("onnx_metadata", {})[prop.key] = prop.value
+    return Graph(g.name or os.path.basename(where), inputs, outputs, ctx.nodes, ctx.initializers,
+                 metadata, source=where)
+
+
+def import_file(path: str) -> Graph:
+    """Read an .onnx file into a Graph. Raises ModelFileError for unreadable files."""
+    onnx = _require_onnx()
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size == 0:
+        raise ModelFileError(f"{path}: empty file")
+    try:
+        model = onnx.load(path)
+    except Exception as e:  # protobuf DecodeError, external data errors, ...
+        raise ModelFileError(f"{path}: not a valid ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
+    if not model.HasField("graph"):
+        raise ModelFileError(f"{path}: the ONNX file has no graph")
+    return import_model(model, path)

@@ -1,0 +1,575 @@
+"""Shape functions: `fn(ctx: NodeContext) -> list[ValueType]`, one per operator family.
+
+Each function validates everything its kernel will rely on (ranks, dims, dtypes, attribute values,
+constant inputs) and raises GraphError/UnsupportedOpError naming the node otherwise. Semantics
+are ONNX's (opset 13+ forms; importers convert older forms).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastcnn.ir.geometry import MAX_DIM, window_geometry
+from fastcnn.ir.graph import ValueType
+from fastcnn.ir.opspec import NodeContext, broadcast_shapes, check_dtype_name, product
+
+F32 = "float32"
+# Activations that Conv/Gemm can apply in their epilogue (attribute `activation`).
+FUSABLE_ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
+                       "HardSwish", "Elu")
+
+
+def _same(ctx: NodeContext, i=0, dtype=None):
+    t = ctx.type(i)
+    return ValueType(t.shape, dtype or t.dtype)
+
+
+def _check_activation(ctx: NodeContext):
+    act = ctx.attrs.get("activation", "")
+    if act not in FUSABLE_ACTIVATIONS:
+        ctx.fail(f"activation {act!r} cannot be fused; use one of {', '.join(FUSABLE_ACTIVATIONS[1:])}")
+
+
+# ----------------------------------------------------------------------------- convolution
+def conv_geometry(ctx: NodeContext):
+    """Validate a Conv node. Returns (geometry, n, c_in, c_out, group).
+
+    X: (n, c_in, *spatial) with 1 or 2 spatial dims; W: (c_out, c_in/group, *kernel), constant;
+    B: (c_out,) optional, constant; residual (4th input, fused Add): same shape as the output.
+    """
+    ctx.expect_float(0, 1, 2, 3)
+    ctx.expect_rank(0, (3, 4), "X: (N, C, W) or (N, C, H, W)")
+    x, w = ctx.shape(0), ctx.shape(1)
+    if len(w) != len(x):
+        ctx.fail(f"weight '{ctx.name(1)}' has rank {len(w)} shape {list(w)}; expected rank {len(x)} "
+                 f"to match input '{ctx.name(0)}' {list(x)}")
+    ctx.const(1, "weights")
+    n, c_in = x[0], x[1]
+    c_out, c_per_group = w[0], w[1]
+    group = ctx.attrs["group"]
+    if group < 1:
+        ctx.fail(f"group must be >= 1, got {group}")
+    if c_in % group or c_per_group * group != c_in:
+        ctx.fail(f"input '{ctx.name(0)}' has {c_in} channels but weight '{ctx.name(1)}' {list(w)} "
+                 f"with group={group} expects {c_per_group * group}")
+    if c_out % group:
+        ctx.fail(f"output channels {c_out} are not divisible by group={group}")
+    kernel = ctx.attrs["kernel_shape"] or list(w[2:])
+    if list(kernel) != list(w[2:]):
+        ctx.fail(f"kernel_shape {list(kernel)} does not match weight shape {list(w)}")
+    if ctx.has(2):
+        ctx.const(2, "bias")
+        if ctx.shape(2) != (c_out,):
+            ctx.fail(f"bias '{ctx.name(2)}' has shape {list(ctx.shape(2))}; expected [{c_out}]")
+    _check_activation(ctx)
+    geo = window_geometry(ctx, x[2:], kernel, ctx.attrs["strides"], ctx.attrs["pads"],
+                          ctx.attrs["dilations"], ctx.attrs["auto_pad"])
+    return geo, n, c_in, c_out, group
+
+
+def conv(ctx: NodeContext):
+    geo, n, c_in, c_out, group = conv_geometry(ctx)
+    out = (n, c_out) + geo.out
+    if ctx.has(3) and ctx.shape(3) != out:
+        ctx.fail(f"residual input '{ctx.name(3)}' has shape {list(ctx.shape(3))}; expected {list(out)}")
+    return [ValueType(out, F32)]
+
+
+# ----------------------------------------------------------------------------- pooling
+def pool_geometry(ctx: NodeContext):
+    """Validate a windowed pooling node over X: (n, c, *spatial), 1 or 2 spatial dims."""
+    ctx.expect_float(0)
+    ctx.expect_rank(0, (3, 4), "X: (N, C, W) or (N, C, H, W)")
+    x = ctx.shape(0)
+    a = ctx.attrs
+    geo = window_geometry(ctx, x[2:], a["kernel_shape"], a["strides"], a["pads"],
+                          a.get("dilations", []), a["auto_pad"], a.get("ceil_mode", 0))
+    r = geo.rank
+    for i in range(r):
+        if geo.pads[i] >= geo.kernel[i] or geo.pads[i + r] >= geo.kernel[i]:
+            # As onnxruntime: a window lying wholly in the padding has no defined max/min/average.
+            ctx.fail(f"pads {list(geo.pads)} must be smaller than kernel_shape {list(geo.kernel)}")
+    if ctx.node.op == "LpPool" and not 1 <= a["p"] <= 64:
+        ctx.fail(f"p must be between 1 and 64, got {a['p']}")
+    if a.get("storage_order", 0) not in (0, 1):
+        ctx.fail("storage_order must be 0 or 1")
+    return geo
+
+
+def pool(ctx: NodeContext):
+    geo = pool_geometry(ctx)
+    x = ctx.shape(0)
+    return [ValueType(x[:2] + geo.out, F32)]
+
+
+def global_pool(ctx: NodeContext):
+    ctx.expect_float(0)
+    if ctx.rank(0) < 3:
+        ctx.fail(f"input '{ctx.name(0)}' must be (N, C, spatial...), got shape {list(ctx.shape(0))}")
+    if ctx.node.op == "GlobalLpPool" and not 1 <= ctx.attrs["p"] <= 64:
+        ctx.fail(f"p must be between 1 and 64, got {ctx.attrs['p']}")
+    x = ctx.shape(0)
+    if product(x[2:]) == 0:
+        ctx.fail(f"input '{ctx.name(0)}' has an empty spatial extent {list(x)}")
+    return [ValueType(x[:2] + (1,) * (len(x) - 2), F32)]
+
+
+# ----------------------------------------------------------------------------- dense
+def gemm(ctx: NodeContext):
+    """Y = alpha * A' @ B' + beta * C; A' = A or A.T (transA), B' likewise; C broadcasts to (M, N)."""
+    ctx.expect_float(0, 1, 2)
+    ctx.expect_rank(0, 2, "A")
+    ctx.expect_rank(1, 2, "B")
+    a, b = ctx.shape(0), ctx.shape(1)
+    m, k = (a[1], a[0]) if ctx.attrs["transA"] else a
+    k2, n = (b[1], b[0]) if ctx.attrs["transB"] else b
+    if k != k2:
+        ctx.fail(f"inner dimensions differ: A {list(a)} (transA={ctx.attrs['transA']}) and "
+                 f"B {list(b)} (transB={ctx.attrs['transB']}) give K={k} and K={k2}")
+    if ctx.has(2):
+        c = ctx.shape(2)
+        if len(c) > 2 or broadcast_shapes(ctx, [c, (m, n)]) != (m, n):
+            ctx.fail(f"C '{ctx.name(2)}' shape {list(c)} does not broadcast to [{m}, {n}]")
+    _check_activation(ctx)
+    return [ValueType((m, n), F32)]
+
+
+def matmul(ctx: NodeContext):
+    """numpy.matmul semantics: 1-D operands are promoted, leading dims broadcast."""
+    ctx.expect_float(0, 1)
+    a, b = ctx.shape(0), ctx.shape(1)
+    if not a or not b:
+        ctx.fail("MatMul operands must have rank >= 1")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        ctx.fail(f"inner dimensions differ: {list(a)} @ {list(b)}")
+    batch = broadcast_shapes(ctx, [a2[:-2], b2[:-2]])
+    out = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return [ValueType(out, F32)]
+
+
+# ----------------------------------------------------------------------------- normalisation
+def _channel_params(ctx: NodeContext, first: int, last: int, c: int):
+    for i in range(first, last + 1):
+        if not ctx.has(i):
+            ctx.fail(f"input {i} is required")
+        if ctx.shape(i) != (c,):
+            ctx.fail(f"'{ctx.name(i)}' has shape {list(ctx.shape(i))}; expected [{c}] (one per channel)")
+
+
+def batchnorm(ctx: NodeContext):
+    ctx.expect_float()
+    if ctx.rank(0) < 2:
+        ctx.fail(f"input '{ctx.name(0)}' must be (N, C, ...), got {list(ctx.shape(0))}")
+    if ctx.attrs["training_mode"]:
+        ctx.unsupported("training_mode=1 (fastcnn runs BatchNormalization in inference mode)")
+    if not ctx.attrs["epsilon"] >= 0:
+        ctx.fail(f"epsilon must be >= 0, got {ctx.attrs['epsilon']}")
+    _channel_params(ctx, 1, 4, ctx.shape(0)[1])
+    return [_same(ctx)]
+
+
+def instancenorm(ctx: NodeContext):
+    ctx.expect_float()
+    if ctx.rank(0) < 3:
+        ctx.fail(f"input '{ctx.name(0)}' must be (N, C, spatial...), got {list(ctx.shape(0))}")
+    _channel_params(ctx, 1, 2, ctx.shape(0)[1])
+    return [_same(ctx)]
+
+
+def layernorm(ctx: NodeContext):
+    ctx.expect_float()
+    x = ctx.shape(0)
+    axis = ctx.axis(ctx.attrs["axis"], len(x))
+    norm = x[axis:]
+    for i in (1, 2):
+        if ctx.has(i) and broadcast_shapes(ctx, [ctx.shape(i), norm]) != norm:
+            ctx.fail(f"'{ctx.name(i)}' shape {list(ctx.shape(i))} does not broadcast to {list(norm)}")
+    return [_same(ctx)]
+
+
+def lrn(ctx: NodeContext):
+    ctx.expect_float()
+    if ctx.rank(0) < 3:
+        ctx.fail(f"input '{ctx.name(0)}' must be (N, C, spatial...), got {list(ctx.shape(0))}")
+    if ctx.attrs["size"] < 1:
+        ctx.fail(f"size must be >= 1, got {ctx.attrs['size']}")
+    return [_same(ctx)]
+
+
+# ----------------------------------------------------------------------------- elementwise
+def unary(ctx: NodeContext):
+    """Same shape and dtype out as in. Runtime kernels exist for float32 only."""
+    if ctx.node.op == "Clip" and ctx.attrs["min"] > ctx.attrs["max"]:
+        ctx.fail(f"min {ctx.attrs['min']} is greater than max {ctx.attrs['max']}")
+    return [_same(ctx)]
+
+
+def unary_float(ctx: NodeContext):
+    ctx.expect_float(0)
+    return unary(ctx)
+
+
+def softmax(ctx: NodeContext):
+    ctx.expect_float(0)
+    if ctx.rank(0) == 0:
+        ctx.fail("input must have rank >= 1")
+    ctx.axis(ctx.attrs["axis"], ctx.rank(0))
+    return [_same(ctx)]
+
+
+def prelu(ctx: NodeContext):
+    ctx.expect_float(0, 1)
+    x, s = ctx.shape(0), ctx.shape(1)
+    if broadcast_shapes(ctx, [x, s]) != x:
+        ctx.fail(f"slope '{ctx.name(1)}' shape {list(s)} does not broadcast to input {list(x)}")
+    return [_same(ctx)]
+
+
+def _common_dtype(ctx: NodeContext):
+    dts = {ctx.dtype(i) for i in range(ctx.n_inputs) if ctx.has(i)}
+    if len(dts) != 1:
+        ctx.fail(f"inputs have different dtypes {sorted(dts)}")
+    return dts.pop()
+
+
+def broadcast(ctx: NodeContext):
+    """Add, Sub, Mul, Div, Pow, Max, Min, Sum, Mean: numpy broadcasting over all inputs."""
+    if ctx.node.op == "Pow":
+        dtype = ctx.dtype(0)  # exponent may have another type
+    else:
+        dtype = _common_dtype(ctx)
+    shapes = [ctx.shape(i) for i in range(ctx.n_inputs) if ctx.has(i)]
+    return [ValueType(broadcast_shapes(ctx, shapes), dtype)]
+
+
+def compare(ctx: NodeContext):
+    """Equal, Less, Greater, ...: broadcast, bool output."""
+    if ctx.node.op not in ("And", "Or", "Xor"):
+        _common_dtype(ctx)
+    return [ValueType(broadcast_shapes(ctx, [ctx.shape(0), ctx.shape(1)]), "bool")]
+
+
+def where(ctx: NodeContext):
+    if ctx.dtype(0) != "bool":
+        ctx.fail(f"condition '{ctx.name(0)}' must be bool, got {ctx.dtype(0)}")
+    if ctx.dtype(1) != ctx.dtype(2):
+        ctx.fail(f"X and Y have different dtypes {ctx.dtype(1)} and {ctx.dtype(2)}")
+    return [ValueType(broadcast_shapes(ctx, [ctx.shape(0), ctx.shape(1), ctx.shape(2)]), ctx.dtype(1))]
+
+
+def logical_not(ctx: NodeContext):
+    if ctx.dtype(0) != "bool":
+        ctx.fail(f"input must be bool, got {ctx.dtype(0)}")
+    return [_same(ctx)]
+
+
+# ----------------------------------------------------------------------------- tensor layout
+def identity(ctx: NodeContext):
+    return [_same(ctx)]
+
+
+def dropout(ctx: NodeContext):
+    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1]:
+        ctx.unsupported("the mask output of Dropout is not supported (inference only)")
+    return [_same(ctx), ValueType(ctx.shape(0), "bool")]
+
+
+def flatten(ctx: NodeContext):
+    x = ctx.shape(0)
+    axis = ctx.axis(ctx.attrs["axis"], len(x), allow_end=True)
+    return [ValueType((product(x[:axis]), product(x[axis:])), ctx.dtype(0))]
+
+
+def reshape_target(ctx: NodeContext, x, spec, allowzero=0) -> tuple:
+    """Resolve a Reshape shape (0 = copy the input dim unless allowzero, -1 = infer)."""
+    out, infer_at = [], None
+    for i, d in enumerate(spec):
+        if d == -1:
+            if infer_at is not None:
+                ctx.fail(f"shape {spec} has more than one -1")
+            infer_at = i
+            out.append(1)
+        elif d == 0 and not allowzero:
+            if i >= len(x):
+                ctx.fail(f"shape {spec} copies dim {i} (0) but the input has rank {len(x)}")
+            out.append(x[i])
+        elif d < 0 or d >= MAX_DIM:
+            ctx.fail(f"shape {spec} has an invalid dim {d}")
+        else:
+            out.append(d)
+    total = product(x)
+    if infer_at is not None:
+        rest = product(out)
+        if rest == 0 or total % rest:
+            ctx.fail(f"cannot reshape {list(x)} ({total} elements) to {spec}")
+        out[infer_at] = total // rest
+    if product(out) != total:
+        ctx.fail(f"cannot reshape {list(x)} ({total} elements) to {spec} ({product(out)} elements)")
+    return tuple(out)
+
+
+def reshape(ctx: NodeContext):
+    spec = ctx.const_ints(1, "shape")
+    return [ValueType(reshape_target(ctx, ctx.shape(0), spec, ctx.attrs["allowzero"]), ctx.dtype(0))]
+
+
+def transpose(ctx: NodeContext):
+    x = ctx.shape(0)
+    perm = ctx.attrs["perm"] or list(range(len(x)))[::-1]
+    if sorted(perm) != list(range(len(x))):
+        ctx.fail(f"perm {perm} is not a permutation of the {len(x)} axes of {list(x)}")
+    return [ValueType(tuple(x[p] for p in perm), ctx.dtype(0))]
+
+
+def squeeze(ctx: NodeContext):
+    x = ctx.shape(0)
+    if ctx.has(1):
+        axes = {ctx.axis(a, len(x), "axes") for a in ctx.const_ints(1, "axes")}
+        for a in axes:
+            if x[a] != 1:
+                ctx.fail(f"cannot squeeze axis {a} of shape {list(x)}: its size is not 1")
+    else:
+        axes = {i for i, d in enumerate(x) if d == 1}
+    return [ValueType(tuple(d for i, d in enumerate(x) if i not in axes), ctx.dtype(0))]
+
+
+def unsqueeze(ctx: NodeContext):
+    x = ctx.shape(0)
+    axes_in = ctx.const_ints(1, "axes")
+    rank = len(x) + len(axes_in)
+    axes = sorted(ctx.axis(a, rank, "axes") for a in axes_in)
+    if len(set(axes)) != len(axes):
+        ctx.fail(f"axes {axes_in} repeat an axis")
+    out, it = [], iter(x)
+    for i in range(rank):
+        out.append(1 if i in axes else next(it))
+    return [ValueType(tuple(out), ctx.dtype(0))]
+
+
+def concat(ctx: NodeContext):
+    shapes = [ctx.shape(i) for i in range(ctx.n_inputs)]
+    dtype = _common_dtype(ctx)
+    rank = len(shapes[0])
+    axis = ctx.axis(ctx.attrs["axis"], rank)
+    for s, name in zip(shapes, ctx.node.inputs):
+        if len(s) != rank or any(s[i] != shapes[0][i] for i in range(rank) if i != axis):
+            ctx.fail(f"input '{name}' shape {list(s)} does not match {list(shapes[0])} "
+                     f"except on axis {axis}")
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return [ValueType(tuple(out), dtype)]
+
+
+def split_sizes(ctx: NodeContext):
+    """Resolve a Split node to (axis, sizes)."""
+    x = ctx.shape(0)
+    axis = ctx.axis(ctx.attrs["axis"], len(x))
+    n_out = len(ctx.node.outputs)
+    if ctx.has(1):
+        sizes = ctx.const_ints(1, "split")
+        if len(sizes) != n_out or sum(sizes) != x[axis] or min(sizes) < 0:
+            ctx.fail(f"split {sizes} must have {n_out} non-negative sizes summing to {x[axis]}")
+    else:
+        parts = ctx.attrs["num_outputs"] or n_out
+        if parts != n_out:
+            ctx.fail(f"num_outputs={parts} but the node has {n_out} outputs")
+        chunk = -(-x[axis] // parts)
+        sizes = [min(chunk, max(0, x[axis] - chunk * i)) for i in range(parts)]
+        if ctx.attrs["num_outputs"] == 0 and x[axis] % parts:
+            ctx.fail(f"axis {axis} of size {x[axis]} does not split evenly into {parts} outputs")
+    return axis, sizes
+
+
+def split(ctx: NodeContext):
+    x = ctx.shape(0)
+    axis, sizes = split_sizes(ctx)
+    return [ValueType(x[:axis] + (s,) + x[axis + 1:], ctx.dtype(0)) for s in sizes]
+
+
+def slice_params(ctx: NodeContext):
+    """Resolve a Slice node to per-axis (start, stop, step) with numpy-style clamping.
+
+    Returns (starts, stops, steps, out_shape) over all axes of the input.
+    """
+    x = ctx.shape(0)
+    starts = ctx.const_ints(1, "starts")
+    ends = ctx.const_ints(2, "ends")
+    axes = ctx.const_ints(3, "axes") if ctx.has(3) else list(range(len(starts)))
+    steps = ctx.const_ints(4, "steps") if ctx.has(4) else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        ctx.fail(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
+    r = len(x)
+    full = [(0, d, 1) for d in x]
+    seen = set()
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a = ctx.axis(a, r, "axes")
+        if a in seen:
+            ctx.fail(f"axes {axes} repeat axis {a}")
+        seen.add(a)
+        if st == 0:
+            ctx.fail("steps must not be 0")
+        full[a] = slice(s, e, st).indices(x[a])
+    out = tuple(len(range(*t)) for t in full)
+    return [t[0] for t in full], [t[1] for t in full], [t[2] for t in full], out
+
+
+def slice_(ctx: NodeContext):
+    return [ValueType(slice_params(ctx)[3], ctx.dtype(0))]
+
+
+def pad_amounts(ctx: NodeContext):
+    """Resolve a Pad node to (begin, end) per axis of the input (may be negative: cropping)."""
+    x = ctx.shape(0)
+    pads = ctx.const_ints(1, "pads")
+    r = len(x)
+    axes = [ctx.axis(a, r, "axes") for a in ctx.const_ints(3, "axes")] if ctx.has(3) else list(range(r))
+    if len(pads) != 2 * len(axes):
+        ctx.fail(f"pads {pads} must have {2 * len(axes)} values")
+    begin, end = [0] * r, [0] * r
+    for k, a in enumerate(axes):
+        begin[a], end[a] = pads[k], pads[k + len(axes)]
+    mode = ctx.attrs["mode"]
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        ctx.fail(f"mode must be constant, reflect, edge or wrap, got {mode!r}")
+    for a in range(r):
+        if x[a] + begin[a] + end[a] < 0 or max(begin[a], end[a]) >= MAX_DIM:
+            ctx.fail(f"pads {pads} are invalid for shape {list(x)}")
+        if mode == "reflect" and max(begin[a], end[a]) > x[a] - 1 and (begin[a] or end[a]):
+            ctx.fail(f"reflect padding {begin[a]},{end[a]} on axis {a} needs the axis to be longer "
+                     f"than the padding (size {x[a]})")
+        if mode in ("edge", "wrap") and x[a] == 0 and (begin[a] or end[a]):
+            ctx.fail(f"{mode} padding of an empty axis {a}")
+    if ctx.has(2) and ctx.type(2).size != 1:
+        ctx.fail("constant_value must be a scalar")
+    return begin, end
+
+
+def pad(ctx: NodeContext):
+    x = ctx.shape(0)
+    begin, end = pad_amounts(ctx)
+    return [ValueType(tuple(d + b + e for d, b, e in zip(x, begin, end)), ctx.dtype(0))]
+
+
+def expand(ctx: NodeContext):
+    shape = ctx.const_ints(1, "shape")
+    if any(d < 0 for d in shape):
+        ctx.fail(f"shape {shape} has negative dims")
+    return [ValueType(broadcast_shapes(ctx, [ctx.shape(0), tuple(shape)]), ctx.dtype(0))]
+
+
+def tile(ctx: NodeContext):
+    x = ctx.shape(0)
+    reps = ctx.const_ints(1, "repeats")
+    if len(reps) != len(x) or any(r < 0 for r in reps):
+        ctx.fail(f"repeats {reps} must have {len(x)} non-negative values")
+    return [ValueType(tuple(d * r for d, r in zip(x, reps)), ctx.dtype(0))]
+
+
+def gather(ctx: NodeContext):
+    x = ctx.shape(0)
+    if len(x) == 0:
+        ctx.fail("data must have rank >= 1")
+    axis = ctx.axis(ctx.attrs["axis"], len(x))
+    if ctx.dtype(1) not in ("int64", "int32"):
+        ctx.fail(f"indices must be int64 or int32, got {ctx.dtype(1)}")
+    if ctx.is_const(1):
+        idx = ctx.in_consts[1]
+        if idx.size and (idx.min() < -x[axis] or idx.max() >= x[axis]):
+            ctx.fail(f"indices {idx.reshape(-1)[:8].tolist()} are out of range for axis {axis} of size {x[axis]}")
+    elif not ctx.is_const(0):
+        ctx.unsupported("indices computed at run time are not supported")
+    return [ValueType(x[:axis] + ctx.shape(1) + x[axis + 1:], ctx.dtype(0))]
+
+
+def depth_to_space(ctx: NodeContext):
+    ctx.expect_rank(0, 4, "(N, C, H, W)")
+    n, c, h, w = ctx.shape(0)
+    b = ctx.attrs["blocksize"]
+    if b < 1 or c % (b * b):
+        ctx.fail(f"channels {c} must be divisible by blocksize^2 = {b}^2")
+    if ctx.node.op == "DepthToSpace" and ctx.attrs["mode"] not in ("DCR", "CRD"):
+        ctx.fail(f"mode must be DCR or CRD, got {ctx.attrs['mode']!r}")
+    return [ValueType((n, c // (b * b), h * b, w * b), ctx.dtype(0))]
+
+
+def space_to_depth(ctx: NodeContext):
+    ctx.expect_rank(0, 4, "(N, C, H, W)")
+    n, c, h, w = ctx.shape(0)
+    b = ctx.attrs["blocksize"]
+    if b < 1 or h % b or w % b:
+        ctx.fail(f"spatial dims {h}x{w} must be divisible by blocksize {b}")
+    return [ValueType((n, c * b * b, h // b, w // b), ctx.dtype(0))]
+
+
+def reduce(ctx: NodeContext):
+    """ReduceMean/Max/Min/Sum/Prod/L1/L2/SumSquare/LogSumExp (axes as input, opset 18 form)."""
+    x = ctx.shape(0)
+    axes = ctx.const_ints(1, "axes") if ctx.has(1) else []
+    if not axes:
+        if ctx.attrs["noop_with_empty_axes"]:
+            return [_same(ctx)]
+        axes = list(range(len(x)))
+    axes = {ctx.axis(a, len(x), "axes") for a in axes}
+    if ctx.node.op in ("ReduceMax", "ReduceMin") and any(x[a] == 0 for a in axes):
+        ctx.fail(f"cannot take {ctx.node.op} over an empty axis of {list(x)}")
+    if ctx.attrs["keepdims"]:
+        out = tuple(1 if i in axes else d for i, d in enumerate(x))
+    else:
+        out = tuple(d for i, d in enumerate(x) if i not in axes)
+    return [ValueType(out, ctx.dtype(0))]
+
+
+def argreduce(ctx: NodeContext):
+    x = ctx.shape(0)
+    axis = ctx.axis(ctx.attrs["axis"], len(x))
+    if x[axis] == 0:
+        ctx.fail(f"cannot take {ctx.node.op} over an empty axis")
+    out = x[:axis] + ((1,) if ctx.attrs["keepdims"] else ()) + x[axis + 1:]
+    return [ValueType(out, "int64")]
+
+
+# ----------------------------------------------------------------------------- shape arithmetic
+def shape_of(ctx: NodeContext):
+    r = ctx.rank(0)
+    start, end = ctx.attrs["start"], ctx.attrs.get("end")
+    n = len(range(*slice(start, end if end is not None and end != 2 ** 62 else None).indices(r)))
+    return [ValueType((n,), "int64")]
+
+
+def size_of(ctx: NodeContext):
+    return [ValueType((), "int64")]
+
+
+def cast(ctx: NodeContext):
+    return [_same(ctx, 0, check_dtype_name(ctx, ctx.attrs["to"]))]
+
+
+def constant_of_shape(ctx: NodeContext):
+    shape = ctx.const_ints(0, "shape")
+    if any(d < 0 or d >= MAX_DIM for d in shape):
+        ctx.fail(f"shape {shape} has invalid dims")
+    return [ValueType(tuple(shape), check_dtype_name(ctx, ctx.attrs["dtype"]))]
+
+
+def range_(ctx: NodeContext):
+    vals = [ctx.const(i, name) for i, name in enumerate(("start", "limit", "delta"))]
+    for i, v in enumerate(vals):
+        if v.size != 1:
+            ctx.fail(f"input {i} must be a scalar")
+    start, limit, delta = (v.reshape(-1)[0] for v in vals)
+    if delta == 0:
+        ctx.fail("delta must not be 0")
+    n = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
+    if n >= MAX_DIM:
+        ctx.fail(f"range of {n} elements is too large")
+    return [ValueType((n,), _common_dtype(ctx))]
+
+
+def nonzero(ctx: NodeContext):
+    v = ctx.const(0, "input (NonZero has a data-dependent shape)")
+    return [ValueType((v.ndim, int(np.count_nonzero(v))), "int64")]

@@ -1,0 +1,252 @@
+"""`Model`: a loaded graph plus its cached plans. The API mirrors onnxruntime's InferenceSession.
+
+Concurrency: every plan owns its activation memory and is used by one call at a time. A call that
+finds every plan for its input shapes busy builds another (up to `max_concurrent` per shape,
+sharing the packed weights) and beyond that waits for one, so calls from several Python threads
+are safe and give exactly the results of serial calls.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from fastcnn import config
+from fastcnn.errors import FastCNNError, InputError
+from fastcnn.ir.graph import Graph, TensorSpec, ValueType
+from fastcnn.ir.infer import infer_graph
+from fastcnn.runtime.plan import Plan, build_plan
+
+MAX_CACHED_SHAPES = 8
+
+
+def _specimen_types(graph: Graph, fill: int) -> dict:
+    """Input types with every dynamic dim replaced by `fill`."""
+    return {t.name: ValueType(tuple(fill if d is None else d for d in t.shape), t.dtype)
+            for t in graph.inputs}
+
+
+class Model:
+    """A runnable model. Create it with `fastcnn.load` (or `fastcnn.nn`, or `FineTuner.model`).
+
+    inputs / outputs: lists of TensorSpec (name, shape with None for dynamic dims, dtype).
+    metadata: dict from the model file (class labels under "labels", producer, ...).
+    """
+
+    def __init__(self, graph: Graph, num_threads: int | None = None, max_concurrent: int = 4,
+                 _resources=None):
+        self._graph = graph
+        self._threads = config.check_threads(num_threads) if num_threads is not None else config.default_threads()
+        self._cache = {}
+        self._plans = OrderedDict()  # shape key -> list[Plan]
+        self._lock = threading.Lock()
+        self._max_concurrent = max(1, int(max_concurrent))
+        self._resources = _resources  # e.g. an mmap to close
+        self._closed = False
+        self.inputs = list(graph.inputs)
+        for t in self.inputs:
+            if t.dtype != "float32":
+                from fastcnn.errors import UnsupportedOpError
+                raise UnsupportedOpError(f"{graph.where()}: input '{t.name}' has dtype {t.dtype}; "
+                                         f"fastcnn models take float32 inputs")
+        self.outputs = self._output_specs()
+        # Build (and cache) the plan for the smallest input now: every node is validated and
+        # every weight packed at load, not at the first run.
+        self._get_plan(tuple(tuple(1 if d is None else d for d in t.shape) for t in self.inputs))[1].lock.release()
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def graph(self) -> Graph:
+        return self._graph
+
+    @property
+    def metadata(self) -> dict:
+        return self._graph.metadata
+
+    @property
+    def labels(self):
+        return self._graph.metadata.get("labels")
+
+    @property
+    def num_threads(self) -> int:
+        return self._threads
+
+    def _output_specs(self):
+        g = self._graph
+        t1 = infer_graph(g, _specimen_types(g, 1)).types
+        dynamic = any(d is None for t in g.inputs for d in t.shape)
+        t2 = infer_graph(g, _specimen_types(g, 2)).types if dynamic else t1
+        specs = []
+        for t in g.outputs:
+            a, b = t1[t.name], t2[t.name]
+            shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape)) \
+                if len(a.shape) == len(b.shape) else (None,) * len(a.shape)
+            specs.append(TensorSpec(t.name, shape, a.dtype, t.layout))
+        return specs
+
+    def get_inputs(self):
+        """onnxruntime-style alias of `inputs`."""
+        return self.inputs
+
+    def get_outputs(self):
+        """onnxruntime-style alias of `outputs`."""
+        return self.outputs
+
+    # ------------------------------------------------------------------ running
+    def set_num_threads(self, n: int) -> None:
+        """Change the number of threads used by later calls (safe between and during calls)."""
+        n = config.check_threads(n)
+        with self._lock:
+            self._threads = n
+            plans = [p for pool in self._plans.values() for p in pool]
+        for p in plans:
+            with p.lock:
+                p.set_num_threads(n)
+
+    def _check_feed(self, input_feed) -> tuple:
+        where = self._graph.where()
+        if not isinstance(input_feed, dict):
+            raise InputError(f"{where}: inputs must be a dict of name -> numpy array, got "
+                             f"{type(input_feed).__name__}")
+        names = [t.name for t in self.inputs]
+        missing = [n for n in names if n not in input_feed]
+        extra = [n for n in input_feed if n not in names]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+            if extra:
+                parts.append(f"unknown input(s) {', '.join(map(repr, map(str, extra)))}")
+            raise InputError(f"{where}: {'; '.join(parts)}; the model's inputs are "
+                             f"{', '.join(f'{t.name!r} {_fmt_shape(t.shape)}' for t in self.inputs)}")
+        feed, shapes = {}, []
+        for t in self.inputs:
+            x = input_feed[t.name]
+            if not isinstance(x, np.ndarray):
+                raise InputError(f"{where}: input '{t.name}' must be a numpy.ndarray, got "
+                                 f"{type(x).__name__}")
+            if x.dtype != np.float32:
+                raise InputError(f"{where}: input '{t.name}' has dtype {x.dtype}; expected float32 "
+                                 f"(convert with x.astype(np.float32))")
+            if x.ndim != len(t.shape) or any(d is not None and d != a for d, a in zip(t.shape, x.shape)):
+                raise InputError(f"{where}: input '{t.name}' has shape {list(x.shape)}; expected "
+                                 f"{_fmt_shape(t.shape)}" + (f" ({t.layout})" if t.layout else ""))
+            if x.size == 0:
+                raise InputError(f"{where}: input '{t.name}' is empty (shape {list(x.shape)}); "
+                                 f"every dimension must be at least 1")
+            feed[t.name] = x
+            shapes.append(tuple(x.shape))
+        return feed, tuple(shapes)
+
+    def _get_plan(self, key):
+        """Return (key, plan) with plan.lock held by the caller."""
+        with self._lock:
+            if self._closed:
+                raise FastCNNError(f"{self._graph.where()}: the model is closed")
+            pool = self._plans.get(key)
+            if pool is not None:
+                self._plans.move_to_end(key)
+                for p in pool:
+                    if p.lock.acquire(blocking=False):
+                        return key, p
+                if len(pool) >= self._max_concurrent:
+                    waiting = pool[0]
+                else:
+                    waiting = None
+            else:
+                waiting = None
+        if waiting is not None:
+            waiting.lock.acquire()
+            return key, waiting
+        plan = self._build(key)
+        plan.lock.acquire()
+        with self._lock:
+            pool = self._plans.setdefault(key, [])
+            pool.append(plan)
+            self._plans.move_to_end(key)
+            while len(self._plans) > MAX_CACHED_SHAPES:
+                self._plans.popitem(last=False)
+        return key, plan
+
+    def _build(self, key) -> Plan:
+        g = self._graph
+        types = {t.name: ValueType(shape, "float32") for t, shape in zip(g.inputs, key)}
+        limit = config.memory_limit()
+        inferred = infer_graph(g, types, max_tensor_bytes=limit)
+        return build_plan(g, inferred, self._threads, self._cache, limit)
+
+    def run(self, output_names, input_feed, run_options=None) -> list:
+        """Run the model. output_names: None for all outputs, or a list of output names.
+        input_feed: dict input name -> float32 numpy array (any strides). Returns a list of new
+        numpy arrays, one per requested output."""
+        feed, key = self._check_feed(input_feed)
+        if output_names is None:
+            picks = list(range(len(self.outputs)))
+        else:
+            if isinstance(output_names, str):
+                output_names = [output_names]
+            index = {t.name: i for i, t in enumerate(self.outputs)}
+            unknown = [n for n in output_names if n not in index]
+            if unknown:
+                raise InputError(f"{self._graph.where()}: unknown output name(s) "
+                                 f"{', '.join(map(repr, unknown))}; the model's outputs are "
+                                 f"{', '.join(repr(t.name) for t in self.outputs)}")
+            picks = [index[n] for n in output_names]
+        _, plan = self._get_plan(key)
+        try:
+            if plan.num_threads != self._threads:
+                plan.set_num_threads(self._threads)
+            outs = plan.run(feed)
+        finally:
+            plan.lock.release()
+        return [outs[i] for i in picks]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run a single-input model on `x` and return its first output."""
+        if len(self.inputs) != 1:
+            raise InputError(f"{self._graph.where()}: the model has {len(self.inputs)} inputs; "
+                             f"use model.run(None, {{name: array, ...}})")
+        return self.run(None, {self.inputs[0].name: x})[0]
+
+    def plan_for(self, shapes=None) -> Plan:
+        """The plan for the given input shapes (default: dynamic dims = 1), for inspection."""
+        key = tuple(tuple(shapes[i]) if shapes else tuple(1 if d is None else d for d in t.shape)
+                    for i, t in enumerate(self.inputs))
+        _, plan = self._get_plan(key)
+        plan.lock.release()
+        return plan
+
+    # ------------------------------------------------------------------ saving, closing
+    def save(self, path) -> None:
+        """Write the model (graph after passes, weights, metadata) to a .fcnn file atomically."""
+        from fastcnn.format import fcnn
+        fcnn.save(self._graph, os.fspath(path))
+
+    def close(self) -> None:
+        """Release plans, packed weights and the model file mapping. The model cannot run after."""
+        with self._lock:
+            self._closed = True
+            self._plans.clear()
+            self._cache.clear()
+            res, self._resources = self._resources, None
+        self._graph = Graph(self._graph.name, self._graph.inputs, self._graph.outputs,
+                            source=self._graph.source, metadata=self._graph.metadata)
+        if res is not None:
+            res.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        ins = ", ".join(f"{t.name}{_fmt_shape(t.shape)}" for t in self.inputs)
+        outs = ", ".join(f"{t.name}{_fmt_shape(t.shape)}" for t in self.outputs)
+        return f"<fastcnn.Model {self._graph.where()!r}: ({ins}) -> ({outs}), {self._threads} threads>"
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"

@@ -1,0 +1,92 @@
+"""prepare for Gemm and MatMul."""
+from __future__ import annotations
+
+import numpy as np
+
+from fastcnn._kernels import gemm as gemm_kernels
+from fastcnn.runtime.k_eltwise import activation_code
+from fastcnn.runtime.prepare import Prepared
+
+
+def prepare_gemm(p):
+    """Y (m, n) = act(alpha * A' @ B' + beta * C). B and C constant: alpha folded into the packed
+    B, beta*C into a bias row (n,) or a full (m, n) addend. Runtime B/C are copied per call."""
+    a = p.attrs
+    m, n = p.out_types[0].shape
+    k = p.in_types[0].shape[0] if a["transA"] else p.in_types[0].shape[1]
+    alpha, beta = a["alpha"], a["beta"]
+    act = activation_code(a["activation"])
+    b_const = p.const(1)
+    if b_const is None:
+        p.unsupported("Gemm with weights computed at run time (B must be a constant)")
+
+    def make_w():
+        w = p.const_f32(1)
+        w = w.T if a["transB"] else w
+        return np.ascontiguousarray(w * np.float32(alpha) if alpha != 1.0 else w, np.float32)
+
+    w = p.cached(("w", alpha, a["transB"]), make_w)
+    bias, addend_const, addend_runtime = None, None, False
+    if len(p.node.inputs) > 2 and p.node.inputs[2] and beta != 0.0:
+        c = p.const(2)
+        if c is None:
+            addend_runtime = True
+        else:
+            c = np.asarray(c, np.float32) * np.float32(beta)
+            if c.ndim == 2 and c.shape[0] != 1:
+                addend_const = np.ascontiguousarray(np.broadcast_to(c, (m, n)))
+            else:
+                bias = np.ascontiguousarray(np.broadcast_to(c.reshape(-1) if c.size > 1 else c.reshape(()), (n,)))
+    if addend_runtime:
+        p.unsupported("Gemm with C computed at run time")
+    transA = a["transA"]
+
+    def bind(ins, outs, scratch):
+        x = ins[0]
+        steps = []
+        if transA:
+            from fastcnn._kernels.copy import CopyStep
+            xt = scratch[:m * k].reshape(m, k)
+            steps.append(CopyStep(x.reshape(-1), xt.reshape(-1), [m, k], 0, [1, m], 0, [k, 1]))
+            x = xt
+        steps.append(gemm_kernels.DenseStep(x, w, bias, addend_const, outs[0], act,
+                                            a["activation_alpha"], a["activation_beta"]))
+        return steps
+
+    return Prepared(bind, scratch=m * k if transA else 0, flops=2 * m * n * k)
+
+
+def prepare_matmul(p):
+    """numpy.matmul semantics. A constant B with a 2-D shape becomes a DenseStep over the
+    flattened leading dims of A; otherwise a batched step walks broadcast offsets."""
+    sa, sb = p.in_types[0].shape, p.in_types[1].shape
+    out_shape = p.out_types[0].shape
+    a2 = (1,) + sa if len(sa) == 1 else sa
+    b2 = sb + (1,) if len(sb) == 1 else sb
+    m, k, n = a2[-2], a2[-1], b2[-1]
+    batch = np.broadcast_shapes(a2[:-2], b2[:-2])
+    flops = 2 * int(np.prod(batch, dtype=np.int64)) * m * n * k
+    if p.const(1) is not None and len(b2) == 2:
+        w = p.cached("w", lambda: np.ascontiguousarray(p.const_f32(1).reshape(k, n)))
+        rows = int(np.prod(a2[:-1], dtype=np.int64))
+
+        def bind(ins, outs, scratch):
+            return gemm_kernels.DenseStep(ins[0].reshape(rows, k), w, None, None,
+                                          outs[0].reshape(rows, n))
+
+        return Prepared(bind, flops=flops)
+
+    a_batch = np.broadcast_to(np.arange(int(np.prod(a2[:-2], dtype=np.int64)), dtype=np.int64)
+                              .reshape(a2[:-2]), batch).reshape(-1) * (m * k)
+    b_batch = np.broadcast_to(np.arange(int(np.prod(b2[:-2], dtype=np.int64)), dtype=np.int64)
+                              .reshape(b2[:-2]), batch).reshape(-1) * (k * n)
+    c_batch = np.arange(a_batch.shape[0], dtype=np.int64) * (m * n)
+
+    def bind(ins, outs, scratch):
+        a_arr = np.ascontiguousarray(ins[0], np.float32).reshape(-1)
+        b_arr = np.ascontiguousarray(ins[1], np.float32).reshape(-1)
+        return gemm_kernels.BatchedMatMulStep(a_arr, b_arr, outs[0].reshape(-1),
+                                              np.ascontiguousarray(a_batch),
+                                              np.ascontiguousarray(b_batch), c_batch, m, k, n)
+
+    return Prepared(bind, flops=flops)

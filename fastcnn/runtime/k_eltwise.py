@@ -1,0 +1,111 @@
+"""prepare functions for elementwise ops: unary activations and math, broadcasting binary and
+variadic ops, PRelu, Softmax/LogSoftmax, float32 Cast."""
+from __future__ import annotations
+
+import numpy as np
+
+from fastcnn._kernels import eltwise
+from fastcnn.runtime.layout import broadcast_strides, collapse, flat
+from fastcnn.runtime.prepare import Prepared
+
+# ONNX op -> (activation code name, alpha attr, beta attr)
+UNARY_PARAMS = {
+    "Relu": ("Relu", None, None), "LeakyRelu": ("LeakyRelu", "alpha", None),
+    "Elu": ("Elu", "alpha", None), "Selu": ("Selu", "alpha", "gamma"), "Celu": ("Celu", "alpha", None),
+    "ThresholdedRelu": ("ThresholdedRelu", "alpha", None), "Clip": ("Clip", "min", "max"),
+    "Sigmoid": ("Sigmoid", None, None), "Tanh": ("Tanh", None, None),
+    "HardSigmoid": ("HardSigmoid", "alpha", "beta"), "HardSwish": ("HardSwish", None, None),
+    "Softplus": ("Softplus", None, None), "Softsign": ("Softsign", None, None),
+    "Mish": ("Mish", None, None), "Exp": ("Exp", None, None), "Log": ("Log", None, None),
+    "Sqrt": ("Sqrt", None, None), "Reciprocal": ("Reciprocal", None, None), "Erf": ("Erf", None, None),
+    "Neg": ("Neg", None, None), "Abs": ("Abs", None, None), "Sign": ("Sign", None, None),
+    "Floor": ("Floor", None, None), "Ceil": ("Ceil", None, None), "Round": ("Round", None, None),
+    "Identity": ("Identity", None, None), "Dropout": ("Identity", None, None),
+    "Cast": ("Identity", None, None),
+}
+
+
+def activation_code(name: str) -> int:
+    return eltwise.ACT_CODES[name]
+
+
+def prepare_unary(p):
+    op = p.node.op
+    if op == "Gelu":
+        code = eltwise.ACT_CODES["GeluTanh" if p.attrs["approximate"] == "tanh" else "Gelu"]
+        alpha = beta = 0.0
+    else:
+        name, a, b = UNARY_PARAMS[op]
+        code = eltwise.ACT_CODES[name]
+        alpha = float(p.attrs[a]) if a else 0.0
+        beta = float(p.attrs[b]) if b else 0.0
+    if op == "Cast" and p.attrs["to"] != "float32":
+        p.unsupported(f"casting to {p.attrs['to']} at run time")
+
+    def bind(ins, outs, scratch):
+        return eltwise.UnaryStep(flat(np.asarray(ins[0], np.float32)), flat(outs[0]), code, alpha, beta)
+
+    return Prepared(bind, inplace=0, flops=p.out_types[0].size)
+
+
+def _binary_step(a, b, out, op_code):
+    """A BinaryStep computing out = a (op) b with numpy broadcasting (a, b: arrays)."""
+    a = np.ascontiguousarray(a, np.float32)
+    b = np.ascontiguousarray(b, np.float32)
+    shape = out.shape
+    sa = broadcast_strides(a.shape, shape)
+    sb = broadcast_strides(b.shape, shape)
+    from fastcnn.runtime.layout import c_strides
+    cshape, (csa, csb, _) = collapse(shape, sa, sb, c_strides(shape))
+    if len(cshape) > 6:
+        raise ValueError("broadcast over more than 6 non-mergeable dims")
+    return eltwise.BinaryStep(flat(a), flat(b), flat(out), cshape, csa, csb, op_code)
+
+
+def prepare_binary(p):
+    """Add/Sub/Mul/Div/Pow/Max/Min/Sum/Mean/PRelu; variadic ops chain binary steps into out."""
+    op = p.node.op
+    n_in = len(p.node.inputs)
+    if len(p.out_types[0].shape) > 6:
+        p.unsupported("broadcasting over more than 6 dims")
+    if op in ("Sum", "Mean"):
+        code = eltwise.BINARY_CODES["Add"]
+    else:
+        code = eltwise.BINARY_CODES[op]
+    if op == "Pow":
+        for i in (0, 1):
+            if p.in_types[i].dtype != "float32":
+                p.unsupported(f"Pow with a {p.in_types[i].dtype} operand at run time")
+
+    def bind(ins, outs, scratch):
+        out = outs[0]
+        arrs = [np.asarray(x, np.float32) for x in ins]
+        if n_in == 1:
+            steps = [eltwise.UnaryStep(flat(np.broadcast_to(arrs[0], out.shape).copy()
+                                            if arrs[0].shape != out.shape else arrs[0]),
+                                       flat(out), eltwise.ACT_CODES["Identity"])]
+        else:
+            steps = [_binary_step(arrs[0], arrs[1], out, code)]
+            for x in arrs[2:]:
+                steps.append(_binary_step(out, x, out, code))
+        if op == "Mean" and n_in > 1:
+            steps.append(_binary_step(out, np.array(1.0 / n_in, np.float32), out,
+                                      eltwise.BINARY_CODES["Mul"]))
+        return steps
+
+    # in place is safe for the first input when it already has the output's shape
+    inplace = 0 if p.in_types[0].shape == p.out_types[0].shape and n_in <= 2 else None
+    return Prepared(bind, inplace=inplace, flops=p.out_types[0].size * max(1, n_in - 1))
+
+
+def prepare_softmax(p):
+    shape = p.in_types[0].shape
+    axis = p.attrs["axis"] % len(shape)
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    log = p.node.op == "LogSoftmax"
+
+    def bind(ins, outs, scratch):
+        return eltwise.SoftmaxStep(flat(ins[0]), flat(outs[0]), outer, shape[axis], inner, log)
+
+    return Prepared(bind, flops=3 * p.out_types[0].size)

@@ -1,0 +1,47 @@
+"""prepare for pooling ops (windowed and global). 1-D pooling runs as 2-D with height 1."""
+from __future__ import annotations
+
+from fastcnn._kernels import pool as pool_kernels
+from fastcnn.ir.geometry import window_geometry
+from fastcnn.runtime.k_conv import _GeomCtx
+from fastcnn.runtime.prepare import Prepared
+
+
+def prepare_pool(p):
+    a = p.attrs
+    x, y = p.in_types[0].shape, p.out_types[0].shape
+    geo = window_geometry(_GeomCtx(p), x[2:], a["kernel_shape"], a["strides"], a["pads"],
+                          a.get("dilations", []), a["auto_pad"], a.get("ceil_mode", 0))
+    if len(x) == 3:
+        kernel, strides, dil = (1,) + geo.kernel, (1,) + geo.strides, (1,) + geo.dilations
+        pads = (0, geo.pads[0], 0, geo.pads[1])
+        x4, y4 = (x[0], x[1], 1, x[2]), (y[0], y[1], 1, y[2])
+    else:
+        kernel, strides, dil, pads, x4, y4 = geo.kernel, geo.strides, geo.dilations, geo.pads, x, y
+    kind = pool_kernels.POOL_CODES[p.node.op]
+    include_pad = bool(a.get("count_include_pad", 0))
+    power = float(a.get("p", 2))
+
+    def bind(ins, outs, scratch):
+        return pool_kernels.Pool2dStep(ins[0].reshape(x4), outs[0].reshape(y4), kind, kernel,
+                                       strides, pads, dil, include_pad, power)
+
+    size = 1
+    for d in y:
+        size *= d
+    return Prepared(bind, flops=size * kernel[0] * kernel[1])
+
+
+def prepare_global_pool(p):
+    x = p.in_types[0].shape
+    rows = x[0] * x[1]
+    cols = 1
+    for d in x[2:]:
+        cols *= d
+    kind = pool_kernels.POOL_CODES[p.node.op]
+    power = float(p.attrs.get("p", 2))
+
+    def bind(ins, outs, scratch):
+        return pool_kernels.GlobalPoolStep(ins[0].reshape(rows, cols), outs[0].reshape(rows), kind, power)
+
+    return Prepared(bind, flops=rows * cols)

@@ -1,0 +1,183 @@
+"""Build a plan: choose kernels, pack weights, lay out one arena, bind the steps.
+
+Runs once per distinct set of input shapes (the model caches plans). After `build_plan` returns,
+running the model only copies the inputs in, runs the steps and copies the outputs out.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from fastcnn.errors import ResourceLimitError, UnsupportedOpError
+from fastcnn.ir.graph import Graph
+from fastcnn.ir.infer import Inferred
+from fastcnn.runtime.memory import ALIGN, plan_offsets
+from fastcnn.runtime.prepare import PrepareContext, Prepared
+
+
+def aligned_empty(nbytes: int) -> np.ndarray:
+    """A uint8 array of `nbytes` whose data pointer is 64-byte aligned."""
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGN
+    return raw[start:start + nbytes]
+
+
+class Plan:
+    """A prepared execution of a graph for fixed input shapes.
+
+    input_views:  graph input name -> arena view the input is copied into.
+    outputs:      per graph output, an arena view (or a constant array for folded outputs).
+    steps:        Step objects, run in order.
+    arena_bytes:  activation arena size; naive_bytes: sum of all activation sizes (no reuse).
+    lock:         held while the plan's buffers are in use by one call.
+    """
+
+    def __init__(self, input_views, outputs, steps, step_nodes, arena, scratch, arena_bytes,
+                 naive_bytes, num_threads, flops):
+        self.input_views = input_views
+        self.outputs = outputs
+        self.steps = steps
+        self.step_nodes = step_nodes
+        self.arena = arena
+        self.scratch = scratch
+        self.arena_bytes = arena_bytes
+        self.naive_bytes = naive_bytes
+        self.scratch_bytes = scratch.nbytes
+        self.num_threads = num_threads
+        self.flops = flops
+        self.lock = threading.Lock()
+
+    def set_num_threads(self, n: int):
+        from fastcnn._kernels.step import set_step_threads
+        set_step_threads(self.steps, n)
+        self.num_threads = n
+
+    def run(self, feed: dict) -> list:
+        """feed: name -> validated float32 array of the planned shape. Returns fresh output arrays.
+        The caller holds `self.lock`."""
+        from fastcnn._kernels.step import run_steps
+        for name, arr in feed.items():
+            np.copyto(self.input_views[name], arr, casting="no")
+        run_steps(self.steps)
+        return [np.array(v, dtype=v.dtype, copy=True) for v in self.outputs]
+
+
+def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
+               memory_limit: int) -> Plan:
+    """Prepare every runtime node of `graph` (already checked and inferred for concrete shapes)."""
+    from fastcnn._kernels.step import Step
+    from fastcnn.runtime.kernels import KERNELS
+
+    where = graph.where()
+    types, consts = inferred.types, inferred.consts
+    run_nodes, preps = [], []
+    for node in graph.nodes:
+        if not any(o and o not in consts for o in node.outputs):
+            continue  # folded while planning
+        for o in node.outputs:
+            if o and o not in consts and types[o].dtype != "float32":
+                raise UnsupportedOpError(
+                    f"{where}: node '{node.name}' ({node.op}) computes the {types[o].dtype} tensor "
+                    f"'{o}' at run time; fastcnn runs float32 tensors only (integer and bool "
+                    f"tensors must be computable while planning, from constants and shapes)")
+        make = KERNELS.get(node.op)
+        if make is None:
+            raise UnsupportedOpError(
+                f"{where}: node '{node.name}' ({node.op}) has inputs known only at run time, but "
+                f"{node.op} can only be evaluated on constants in fastcnn")
+        p = PrepareContext(node, inferred.attrs[node.name],
+                           [types[x] if x else None for x in node.inputs],
+                           [types[o] if o else None for o in node.outputs],
+                           [consts.get(x) if x else None for x in node.inputs],
+                           num_threads, cache, where)
+        preps.append(make(p))
+        run_nodes.append(node)
+
+    # --- buffer groups: aliases (views) and in-place outputs share their input's buffer
+    end = len(run_nodes)
+    last_use = {}
+    for s, node in enumerate(run_nodes):
+        for x in node.inputs:
+            if x and x not in consts:
+                last_use[x] = s
+    for t in graph.outputs:
+        if t.name not in consts:
+            last_use[t.name] = end
+    base, members = {}, {}
+    first = {}
+    for t in graph.inputs:
+        base[t.name] = t.name
+        members[t.name] = [t.name]
+        first[t.name] = 0
+    for s, (node, prep) in enumerate(zip(run_nodes, preps)):
+        for k, o in enumerate(node.outputs):
+            if not o or o in consts:
+                continue
+            b = None
+            if k == 0 and prep.alias:
+                b = base[node.inputs[0]]
+            elif k == 0 and prep.inplace is not None:
+                x = node.inputs[prep.inplace]
+                if x and x not in consts:
+                    cand = base[x]
+                    if (max(last_use.get(u, first[cand]) for u in members[cand]) == s
+                            and types[cand].nbytes == types[o].nbytes):
+                        b = cand
+            if b is None:
+                b = o
+                members[o] = []
+                first[o] = s
+            base[o] = b
+            members[b].append(o)
+
+    groups = list(members)
+    spans = [(types[b].nbytes, first[b], max(last_use.get(u, first[b]) for u in members[b]))
+             for b in groups]
+    offsets, arena_bytes = plan_offsets(spans)
+    naive = sum(types[v].nbytes for v in base)
+    scratch_elems = max([p.scratch for p in preps] + [0])
+    total = arena_bytes + scratch_elems * 4
+    if total > memory_limit:
+        raise ResourceLimitError(
+            f"{where}: running with input shapes "
+            f"{ {t.name: list(types[t.name].shape) for t in graph.inputs} } needs {total:,} bytes "
+            f"of activations and scratch, more than the memory limit of {memory_limit:,} bytes "
+            f"(fastcnn.set_memory_limit, FASTCNN_MEMORY_LIMIT)")
+    arena = aligned_empty(max(arena_bytes, ALIGN))
+    scratch = aligned_empty(max(scratch_elems, 16) * 4).view(np.float32)
+    group_offset = dict(zip(groups, offsets))
+
+    def view(v):
+        t = types[v]
+        off = group_offset[base[v]]
+        return arena[off:off + t.nbytes].view(np.float32).reshape(t.shape)
+
+    steps, step_nodes, flops = [], [], 0
+    for node, prep in zip(run_nodes, preps):
+        flops += prep.flops
+        if prep.alias or prep.bind is None:
+            continue
+        ins = [None if not x else (consts[x] if x in consts else view(x)) for x in node.inputs]
+        outs = [view(o) if o and o not in consts else None for o in node.outputs]
+        made = prep.bind(ins, outs, scratch)
+        for st in (made if isinstance(made, (list, tuple)) else [made]):
+            if st is None:
+                continue
+            if not isinstance(st, Step):
+                raise TypeError(f"kernel for {node.op} returned {type(st).__name__}, not a Step")
+            if not st.name:
+                st.name = node.name
+            st.num_threads = num_threads
+            steps.append(st)
+            step_nodes.append(node)
+
+    input_views = {t.name: view(t.name) for t in graph.inputs}
+    outputs = []
+    for t in graph.outputs:
+        if t.name in consts:
+            outputs.append(np.asarray(consts[t.name]))
+        else:
+            outputs.append(view(t.name))
+    return Plan(input_views, outputs, steps, step_nodes, arena, scratch, arena_bytes, naive,
+                num_threads, flops)
