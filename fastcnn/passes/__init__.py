@@ -2,11 +2,19 @@
 PIPELINE runs them in order. Every pass is tested by running the graph before and after."""
 from __future__ import annotations
 
+from fastcnn.passes.batchnorm import fold_batchnorm
+from fastcnn.passes.constants import fold_constants
 from fastcnn.passes.dead_nodes import remove_dead_nodes
+from fastcnn.passes.fusion import fuse_activation, fuse_residual_add
 from fastcnn.passes.identity import remove_identities
 
 PIPELINE = [
     remove_identities,
+    fold_constants,
+    remove_dead_nodes,
+    fold_batchnorm,
+    fuse_residual_add,
+    fuse_activation,
     remove_dead_nodes,
 ]
 
@@ -14,5 +22,5 @@ PIPELINE = [
 def run_pipeline(graph, passes=None):
     """Apply `passes` (default PIPELINE) in order and return the new, checked graph."""
     for p in PIPELINE if passes is None else passes:
-        graph = p(graph)
-    return graph.check()
+        graph = p(graph).check()
+    return graph

@@ -1,0 +1,42 @@
+"""Facts about a graph that passes need: value types (for a specimen batch), which values are
+static (independent of the runtime inputs), and use counts."""
+from __future__ import annotations
+
+from fastcnn.ir.graph import Graph, ValueType
+from fastcnn.ir.infer import infer_graph
+
+
+def specimen_types(graph: Graph, fill: int) -> dict:
+    return {t.name: ValueType(tuple(fill if d is None else d for d in t.shape), t.dtype)
+            for t in graph.inputs}
+
+
+def infer_specimens(graph: Graph):
+    """Infer with dynamic dims = 1 and = 2. Returns (inferred_1, inferred_2); equal when the
+    graph has no dynamic dims."""
+    a = infer_graph(graph, specimen_types(graph, 1))
+    dynamic = any(d is None for t in graph.inputs for d in t.shape)
+    b = infer_graph(graph, specimen_types(graph, 2)) if dynamic else a
+    return a, b
+
+
+def use_counts(graph: Graph) -> dict:
+    """value -> number of node inputs reading it, plus one per graph output naming it."""
+    counts = {}
+    for n in graph.nodes:
+        for x in n.inputs:
+            if x:
+                counts[x] = counts.get(x, 0) + 1
+    for t in graph.outputs:
+        counts[t.name] = counts.get(t.name, 0) + 1
+    return counts
+
+
+def single_consumer(graph: Graph, value: str):
+    """The only node reading `value` if exactly one node reads it once and it is no graph output."""
+    if value in {t.name for t in graph.outputs}:
+        return None
+    readers = [n for n in graph.nodes if value in n.inputs]
+    if len(readers) != 1 or readers[0].inputs.count(value) != 1:
+        return None
+    return readers[0]

@@ -1,0 +1,124 @@
+"""Fold inference BatchNormalization (and constant per-channel Mul/Add) into the preceding Conv
+or Gemm, so the normalisation costs nothing at run time.
+
+Conv W (c_out, ...), B (c_out,) followed by BN with s = scale / sqrt(var + eps):
+    W' = W * s[:, None, None, None],   B' = (B - mean) * s + bias
+Gemm (y = A @ B' + C over columns) followed by BN over axis 1 of (N, n): same per column.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastcnn.ir.graph import Graph
+from fastcnn.passes.analysis import single_consumer
+
+
+def _const(g, name):
+    return g.initializers.get(name) if name else None
+
+
+def _per_channel(v, c, rank):
+    """A constant that broadcasts as one value per channel of an (N, c, ...) tensor, as (c,)."""
+    v = np.asarray(v)
+    if v.size == 1:
+        return np.full(c, float(v.reshape(-1)[0]), np.float64)
+    shape = v.shape
+    if len(shape) > rank:
+        return None
+    full = (1,) * (rank - len(shape)) + shape
+    if full[1] != c or any(d != 1 for i, d in enumerate(full) if i != 1):
+        return None
+    return v.reshape(c).astype(np.float64)
+
+
+def _conv_like(node):
+    return node.op == "Conv" and not node.attrs.get("activation") and len(node.inputs) <= 3
+
+
+def _gemm_like(node):
+    return node.op == "Gemm" and not node.attrs.get("activation") and not node.attrs.get("transA", 0)
+
+
+def _out_channels(g, node):
+    w = _const(g, node.inputs[1])
+    if w is None:
+        return None
+    if node.op == "Conv":
+        return w.shape[0]
+    return w.shape[0] if node.attrs.get("transB", 0) else w.shape[1]
+
+
+def _apply(g, node, scale, shift):
+    """Replace node's weights/bias by scale*W and scale*B + shift (per output channel)."""
+    w = np.asarray(g.initializers[node.inputs[1]], np.float64)
+    c = scale.shape[0]
+    if node.op == "Conv":
+        w2 = w * scale.reshape((c,) + (1,) * (w.ndim - 1))
+        b_in = node.inputs[2] if len(node.inputs) > 2 else ""
+        b = np.asarray(_const(g, b_in), np.float64) if b_in else np.zeros(c)
+        b2 = b * scale + shift
+    else:  # Gemm: Y = alpha * A @ B' + beta * C; columns are output channels
+        alpha, beta = node.attrs.get("alpha", 1.0), node.attrs.get("beta", 1.0)
+        w2 = w * (scale.reshape(c, 1) if node.attrs.get("transB", 0) else scale.reshape(1, c)) * alpha
+        b_in = node.inputs[2] if len(node.inputs) > 2 else ""
+        cb = np.asarray(_const(g, b_in), np.float64) * beta if b_in else np.zeros(c)
+        b2 = np.broadcast_to(cb, np.broadcast_shapes(cb.shape, (c,))) * scale + shift
+        node.attrs["alpha"] = 1.0
+        node.attrs["beta"] = 1.0
+    wn = g.add_initializer(f"{node.name}_w_folded", w2.astype(np.float32))
+    bn = g.add_initializer(f"{node.name}_b_folded", np.ascontiguousarray(b2, dtype=np.float32))
+    node.inputs = [node.inputs[0], wn, bn]
+
+
+def fold_batchnorm(graph: Graph) -> Graph:
+    g = graph.copy()
+    changed = True
+    while changed:
+        changed = False
+        for node in g.nodes:
+            if not (_conv_like(node) or _gemm_like(node)):
+                continue
+            if _const(g, node.inputs[1]) is None or (len(node.inputs) > 2 and node.inputs[2]
+                                                     and _const(g, node.inputs[2]) is None):
+                continue
+            nxt = single_consumer(g, node.outputs[0])
+            if nxt is None:
+                continue
+            c = _out_channels(g, node)
+            rank = 2 if node.op == "Gemm" else None
+            scale = shift = None
+            if nxt.op == "BatchNormalization" and nxt.inputs[0] == node.outputs[0]:
+                params = [_const(g, x) for x in nxt.inputs[1:5]]
+                if any(p is None for p in params) or nxt.attrs.get("training_mode", 0):
+                    continue
+                gamma, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
+                if gamma.shape[0] != c:
+                    continue
+                eps = nxt.attrs.get("epsilon", 1e-5)
+                scale = gamma / np.sqrt(var + eps)
+                shift = beta - mean * scale
+            elif nxt.op in ("Mul", "Add", "Sub") and len(nxt.inputs) == 2:
+                other = nxt.inputs[1] if nxt.inputs[0] == node.outputs[0] else nxt.inputs[0]
+                if nxt.op == "Sub" and other == nxt.inputs[0]:
+                    continue  # const - conv: not a per-channel affine of the conv output
+                v = _const(g, other)
+                if v is None:
+                    continue
+                r = rank or (len(_const(g, node.inputs[1]).shape))
+                per = _per_channel(v, c, r)
+                if per is None:
+                    continue
+                if nxt.op == "Mul":
+                    scale, shift = per, np.zeros(c)
+                elif nxt.op == "Add":
+                    scale, shift = np.ones(c), per
+                else:
+                    scale, shift = np.ones(c), -per
+            else:
+                continue
+            _apply(g, node, scale, shift)
+            node.outputs = [nxt.outputs[0]]
+            g.nodes.remove(nxt)
+            changed = True
+            break
+    return g

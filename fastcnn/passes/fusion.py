@@ -1,0 +1,75 @@
+"""Fuse what follows a Conv/Gemm into its epilogue: a residual Add (Conv only) and then an
+activation. One pass over the output instead of two or three.
+
+    Conv -> Add(conv, z) -> Relu     becomes    Conv(x, W, B, z, activation="Relu")
+    Gemm -> Clip(0, 6)               becomes    Gemm(..., activation="Clip", alpha=0, beta=6)
+"""
+from __future__ import annotations
+
+from fastcnn.ir.graph import Graph
+from fastcnn.ir.shapes import FUSABLE_ACTIVATIONS
+from fastcnn.passes.analysis import infer_specimens, single_consumer
+
+# activation op -> (attribute giving activation_alpha, attribute giving activation_beta, defaults)
+ACTIVATION_PARAMS = {
+    "Relu": (None, None), "LeakyRelu": ("alpha", None), "Clip": ("min", "max"),
+    "Sigmoid": (None, None), "Tanh": (None, None), "HardSigmoid": ("alpha", "beta"),
+    "HardSwish": (None, None), "Elu": ("alpha", None),
+}
+ACTIVATION_DEFAULTS = {("LeakyRelu", "alpha"): 0.01, ("Clip", "min"): float("-inf"),
+                       ("Clip", "max"): float("inf"), ("HardSigmoid", "alpha"): 0.2,
+                       ("HardSigmoid", "beta"): 0.5, ("Elu", "alpha"): 1.0}
+
+
+def fuse_residual_add(graph: Graph) -> Graph:
+    """Conv (no activation, no residual yet) whose only consumer is Add(conv, z) with z of the
+    same shape, z computed before the Conv: z becomes the Conv's 4th input."""
+    g = graph.copy()
+    a, b = infer_specimens(g)
+    order = {}
+    for i, n in enumerate(g.nodes):
+        for o in n.outputs:
+            order[o] = i
+    inits = set(g.initializers)
+    remove = set()
+    for i, node in enumerate(g.nodes):
+        if node.op != "Conv" or node.attrs.get("activation") or len(node.inputs) > 3:
+            continue
+        nxt = single_consumer(g, node.outputs[0])
+        if nxt is None or nxt.op != "Add" or len(nxt.inputs) != 2 or id(nxt) in remove:
+            continue
+        z = nxt.inputs[1] if nxt.inputs[0] == node.outputs[0] else nxt.inputs[0]
+        if z == node.outputs[0] or z in inits:
+            continue
+        y = node.outputs[0]
+        if a.types[z] != a.types[y] or b.types[z] != b.types[y]:
+            continue
+        if order.get(z, -1) >= i:  # z must exist before the conv runs
+            continue
+        node.inputs = list(node.inputs) + [""] * (3 - len(node.inputs)) + [z]
+        node.outputs = [nxt.outputs[0]]
+        remove.add(id(nxt))
+    g.nodes = [n for n in g.nodes if id(n) not in remove]
+    return g
+
+
+def fuse_activation(graph: Graph) -> Graph:
+    """Conv/Gemm without an activation whose only consumer is a fusable activation."""
+    g = graph.copy()
+    remove = set()
+    for node in g.nodes:
+        if node.op not in ("Conv", "Gemm") or node.attrs.get("activation"):
+            continue
+        nxt = single_consumer(g, node.outputs[0])
+        if nxt is None or nxt.op not in ACTIVATION_PARAMS or nxt.op not in FUSABLE_ACTIVATIONS:
+            continue
+        pa, pb = ACTIVATION_PARAMS[nxt.op]
+        node.attrs["activation"] = nxt.op
+        if pa:
+            node.attrs["activation_alpha"] = float(nxt.attrs.get(pa, ACTIVATION_DEFAULTS[(nxt.op, pa)]))
+        if pb:
+            node.attrs["activation_beta"] = float(nxt.attrs.get(pb, ACTIVATION_DEFAULTS[(nxt.op, pb)]))
+        node.outputs = [nxt.outputs[0]]
+        remove.add(id(nxt))
+    g.nodes = [n for n in g.nodes if id(n) not in remove]
+    return g

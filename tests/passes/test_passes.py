@@ -1,0 +1,182 @@
+"""Every pass is checked by running the graph before and after it on the same input."""
+import numpy as np
+import pytest
+
+from helpers import assert_close, ir_model, rand
+from fastcnn.ir.graph import Graph, Node, TensorSpec
+from fastcnn.model import Model
+from fastcnn.passes import (PIPELINE, fold_batchnorm, fold_constants, fuse_activation,
+                            fuse_residual_add, remove_dead_nodes, remove_identities, run_pipeline)
+
+RNG = np.random.default_rng(7)
+
+
+def graph(nodes, inputs, outputs, inits):
+    built = [Node(op, f"{op.lower()}{i}", list(ins), list(outs), dict(attrs))
+             for i, (op, ins, outs, attrs) in enumerate(nodes)]
+    return Graph("t", [TensorSpec(k, tuple(v)) for k, v in inputs.items()],
+                 [TensorSpec(o, ()) for o in outputs], built, inits, source="t").check()
+
+
+def run(g, feeds, threads=1):
+    return Model(g, num_threads=threads).run(None, feeds)
+
+
+def bn_params(c, prefix):
+    return {f"{prefix}_s": rand(RNG, c, lo=0.5, hi=1.5), f"{prefix}_b": rand(RNG, c),
+            f"{prefix}_m": rand(RNG, c), f"{prefix}_v": rand(RNG, c, lo=0.2, hi=2.0)}
+
+
+def resnet_block():
+    c = 5
+    inits = {"w1": rand(RNG, c, c, 3, 3), "w2": rand(RNG, c, c, 3, 3), "b2": rand(RNG, c),
+             **bn_params(c, "bn1"), **bn_params(c, "bn2")}
+    nodes = [
+        ("Conv", ["x", "w1"], ["c1"], {"pads": [1, 1, 1, 1]}),
+        ("BatchNormalization", ["c1", "bn1_s", "bn1_b", "bn1_m", "bn1_v"], ["n1"], {"epsilon": 1e-3}),
+        ("Relu", ["n1"], ["r1"], {}),
+        ("Conv", ["r1", "w2", "b2"], ["c2"], {"pads": [1, 1, 1, 1]}),
+        ("BatchNormalization", ["c2", "bn2_s", "bn2_b", "bn2_m", "bn2_v"], ["n2"], {}),
+        ("Add", ["n2", "x"], ["s"], {}),
+        ("Relu", ["s"], ["y"], {}),
+    ]
+    return graph(nodes, {"x": (None, c, 7, 6)}, ["y"], inits)
+
+
+def test_pipeline_on_resnet_block_matches_unoptimised(threads):
+    g = resnet_block()
+    x = rand(RNG, 3, 5, 7, 6)
+    before = run(g, {"x": x}, threads)[0]
+    opt = run_pipeline(g)
+    assert [n.op for n in opt.nodes] == ["Conv", "Conv"]
+    assert opt.nodes[0].attrs["activation"] == "Relu"
+    assert opt.nodes[1].inputs[3] == "x" and opt.nodes[1].attrs["activation"] == "Relu"
+    after = run(opt, {"x": x}, threads)[0]
+    assert_close(after, before)
+
+
+@pytest.mark.parametrize("follow", ["bn", "mul", "add", "sub"])
+def test_fold_affine_into_conv(follow):
+    c = 4
+    inits = {"w": rand(RNG, c, 3, 3, 3), "k": rand(RNG, 1, c, 1, 1), **bn_params(c, "bn")}
+    nxt = {"bn": ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {}),
+           "mul": ("Mul", ["k", "c"], ["y"], {}),
+           "add": ("Add", ["c", "k"], ["y"], {}),
+           "sub": ("Sub", ["c", "k"], ["y"], {})}[follow]
+    g = graph([("Conv", ["x", "w"], ["c"], {"strides": [2, 2]}), nxt], {"x": (2, 3, 9, 8)}, ["y"], inits)
+    x = rand(RNG, 2, 3, 9, 8)
+    opt = fold_batchnorm(g).check()
+    assert [n.op for n in opt.nodes] == ["Conv"]
+    assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+
+
+def test_sub_with_constant_first_is_not_folded():
+    inits = {"w": rand(RNG, 2, 3, 1, 1), "k": rand(RNG, 1, 2, 1, 1)}
+    g = graph([("Conv", ["x", "w"], ["c"], {}), ("Sub", ["k", "c"], ["y"], {})],
+              {"x": (1, 3, 4, 4)}, ["y"], inits)
+    assert [n.op for n in fold_batchnorm(g).nodes] == ["Conv", "Sub"]
+
+
+def test_fold_batchnorm_into_gemm():
+    inits = {"w": rand(RNG, 6, 10), "c": rand(RNG, 6), **bn_params(6, "bn")}
+    g = graph([("Gemm", ["x", "w", "c"], ["g"], {"transB": 1, "alpha": 0.5, "beta": 2.0}),
+               ("BatchNormalization", ["g", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {})],
+              {"x": (3, 10)}, ["y"], inits)
+    x = rand(RNG, 3, 10)
+    opt = fold_batchnorm(g).check()
+    assert [n.op for n in opt.nodes] == ["Gemm"]
+    assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+
+
+def test_bn_not_folded_when_conv_output_is_shared():
+    c = 3
+    inits = {"w": rand(RNG, c, c, 1, 1), **bn_params(c, "bn")}
+    g = graph([("Conv", ["x", "w"], ["c"], {}),
+               ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["n"], {}),
+               ("Add", ["n", "c"], ["y"], {})], {"x": (1, c, 4, 4)}, ["y"], inits)
+    opt = fold_batchnorm(g).check()
+    assert [n.op for n in opt.nodes] == ["Conv", "BatchNormalization", "Add"]
+
+
+@pytest.mark.parametrize("act,attrs", [("Relu", {}), ("LeakyRelu", {"alpha": 0.3}),
+                                       ("Clip", {"min": 0.0, "max": 6.0}), ("Clip", {"max": 0.5}),
+                                       ("Sigmoid", {}), ("Tanh", {}), ("HardSigmoid", {"alpha": 0.3}),
+                                       ("HardSwish", {}), ("Elu", {"alpha": 0.7})])
+@pytest.mark.parametrize("producer", ["Conv", "Gemm"])
+def test_fuse_activation(producer, act, attrs):
+    if producer == "Conv":
+        inits = {"w": rand(RNG, 4, 3, 3, 3, lo=-3, hi=3), "b": rand(RNG, 4)}
+        first = ("Conv", ["x", "w", "b"], ["c"], {"pads": [0, 1, 2, 1]})
+        shape = (2, 3, 6, 5)
+    else:
+        inits = {"w": rand(RNG, 7, 4, lo=-3, hi=3), "b": rand(RNG, 4)}
+        first = ("Gemm", ["x", "w", "b"], ["c"], {})
+        shape = (3, 7)
+    g = graph([first, (act, ["c"], ["y"], attrs)], {"x": shape}, ["y"], inits)
+    x = rand(RNG, *shape, lo=-2, hi=2)
+    opt = fuse_activation(g).check()
+    assert [n.op for n in opt.nodes] == [producer]
+    assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+
+
+def test_residual_not_fused_when_shapes_differ_or_operand_is_later():
+    inits = {"w": rand(RNG, 2, 2, 1, 1), "z": rand(RNG, 1, 2, 1, 1)}
+    # broadcast addend (a constant): stays an Add
+    g = graph([("Conv", ["x", "w"], ["c"], {}), ("Add", ["c", "z"], ["y"], {})],
+              {"x": (1, 2, 3, 3)}, ["y"], inits)
+    assert [n.op for n in fuse_residual_add(g).nodes] == ["Conv", "Add"]
+
+
+def test_fold_constants_and_dynamic_shape_subgraph():
+    # y = Reshape(x, Concat(Shape(x)[0:1], [-1])) with a dynamic batch: the Shape chain stays
+    # (folded per plan), while a chain of pure constants folds at load.
+    inits = {"a": np.array([2.0, 3.0], np.float32), "b": np.array([1.0, 1.0], np.float32),
+             "zero": np.array([0], np.int64), "one": np.array([1], np.int64),
+             "minus1": np.array([-1], np.int64)}
+    nodes = [("Add", ["a", "b"], ["ab"], {}),
+             ("Shape", ["x"], ["s"], {}),
+             ("Slice", ["s", "zero", "one"], ["n"], {}),
+             ("Concat", ["n", "minus1"], ["shape"], {"axis": 0}),
+             ("Reshape", ["x", "shape"], ["r"], {}),
+             ("Mul", ["r", "ab"], ["y"], {})]
+    g = graph(nodes, {"x": (None, 2, 1)}, ["y"], inits)
+    opt = fold_constants(g).check()
+    assert "Add" not in [n.op for n in opt.nodes] and "Shape" in [n.op for n in opt.nodes]
+    m = Model(run_pipeline(g), num_threads=1)
+    assert m.outputs[0].shape == (None, 2)
+    for batch in (1, 4):
+        x = rand(RNG, batch, 2, 1)
+        assert_close(m(x), x.reshape(batch, 2) * np.array([3.0, 4.0], np.float32))
+
+
+def test_identity_and_dropout_removed_even_before_outputs():
+    inits = {"w": rand(RNG, 3, 3)}
+    g = graph([("Identity", ["x"], ["i"], {}), ("MatMul", ["i", "w"], ["m"], {}),
+               ("Dropout", ["m"], ["y"], {})], {"x": (2, 3)}, ["y"], inits)
+    opt = run_pipeline(g)
+    assert [n.op for n in opt.nodes] == ["MatMul"] and opt.outputs[0].name == "y"
+    x = rand(RNG, 2, 3)
+    assert_close(run(opt, {"x": x})[0], x @ inits["w"])
+
+
+def test_identity_of_input_as_output_is_kept():
+    g = graph([("Identity", ["x"], ["y"], {})], {"x": (2, 3)}, ["y"], {})
+    opt = run_pipeline(g)
+    x = rand(RNG, 2, 3)
+    assert np.array_equal(run(opt, {"x": x})[0], x)
+
+
+def test_dead_nodes_removed():
+    inits = {"w": rand(RNG, 3, 3)}
+    g = graph([("MatMul", ["x", "w"], ["unused"], {}), ("Relu", ["x"], ["y"], {})],
+              {"x": (2, 3)}, ["y"], inits)
+    opt = remove_dead_nodes(g)
+    assert [n.op for n in opt.nodes] == ["Relu"] and not opt.initializers
+
+
+def test_passes_do_not_modify_their_input():
+    g = resnet_block()
+    snapshot = [(n.op, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in g.nodes]
+    for p in PIPELINE:
+        p(g)
+    assert snapshot == [(n.op, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in g.nodes]
