@@ -51,10 +51,15 @@ class Model:
                 from fastcnn.errors import UnsupportedOpError
                 raise UnsupportedOpError(f"{graph.where()}: input '{t.name}' has dtype {t.dtype}; "
                                          f"fastcnn models take float32 inputs")
+        # Only the batch dim may be dynamic for the eager checks below: a dynamic height or
+        # width has no representative value, so such models are validated on first run.
+        self._static_but_batch = all(d is not None for t in self.inputs for d in t.shape[1:])
         self.outputs = self._output_specs()
-        # Build (and cache) the plan for the smallest input now: every node is validated and
-        # every weight packed at load, not at the first run.
-        self._get_plan(tuple(tuple(1 if d is None else d for d in t.shape) for t in self.inputs))[1].lock.release()
+        if self._static_but_batch:
+            # Build (and cache) the plan for batch 1 now: every node is validated and every
+            # weight packed at load, not at the first run.
+            self._get_plan(tuple(tuple(1 if d is None else d for d in t.shape)
+                                 for t in self.inputs))[1].lock.release()
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -75,6 +80,15 @@ class Model:
 
     def _output_specs(self):
         g = self._graph
+        if not self._static_but_batch:
+            # Structure only; shapes are known once real inputs arrive.
+            from fastcnn.ir.ops import OPS
+            from fastcnn.errors import UnsupportedOpError
+            for n in g.nodes:
+                if n.op not in OPS:
+                    infer_graph(g, _specimen_types(g, 1))  # raises the standard message
+            return [TensorSpec(t.name, tuple(None for _ in t.shape) if t.shape else (), t.dtype, t.layout)
+                    for t in g.outputs]
         t1 = infer_graph(g, _specimen_types(g, 1)).types
         dynamic = any(d is None for t in g.inputs for d in t.shape)
         t2 = infer_graph(g, _specimen_types(g, 2)).types if dynamic else t1
@@ -249,4 +263,6 @@ class Model:
 
 
 def _fmt_shape(shape) -> str:
-    return "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+    """[N, 3, 224, 224]: N for a dynamic batch, ? for other dynamic dims."""
+    return "[" + ", ".join(("N" if i == 0 else "?") if d is None else str(d)
+                           for i, d in enumerate(shape)) + "]"
