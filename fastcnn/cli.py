@@ -20,8 +20,8 @@ from fastcnn.errors import FastCNNError, InputError
 
 PROB_TOL = 1e-3            # rows summing to 1 within this (and in [0, 1]) count as probabilities
 DEFAULT_RUN_BATCH = 256
-OPS_BEGIN = "<!-- fastcnn ops --markdown: begin -->"
-OPS_END = "<!-- fastcnn ops --markdown: end -->"
+OPS_BEGIN = "<!-- ops-table:begin (generated: fastcnn ops, Markdown) -->"
+OPS_END = "<!-- ops-table:end -->"
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -47,6 +47,10 @@ def _table(rows, header) -> list:
     """Left-aligned text columns."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _threads(n):
@@ -195,7 +199,12 @@ def _info_unrunnable(path, error):
             nodes = _onnx_nodes(path)
         except Exception:  # onnx missing or unreadable: the error line below says enough
             nodes = []
-        rows = [(i, name, op, "" if ok else "UNSUPPORTED") for i, (name, op, ok) in enumerate(nodes)]
+        rows = []
+        for i, (name, op, ok) in enumerate(nodes):
+            mark = "" if ok else "UNSUPPORTED"
+            if f"'{name}'" in str(error):
+                mark = (mark + " <- error").strip()
+            rows.append((i, name, op, mark))
     else:
         rows = []
     if rows:
@@ -312,8 +321,12 @@ def cmd_run(args) -> int:
             raise InputError(f"the inputs have different sample counts {batch_of}")
         labels = model.labels
         desc = ", ".join(f"'{k}' float32 {list(x.shape)}" for k, x in feeds.values())
-        print(f"model: {args.model} ({len(labels)} labels)" if labels else f"model: {args.model}")
-        print(f"input: {args.input} {desc}; {model.num_threads} threads")
+        if labels:
+            shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
+            print(f"model: {args.model}, {len(labels)} labels: {shown}")
+        else:
+            print(f"model: {args.model} (no labels: classes are shown by index)")
+        print(f"input: {args.input} {desc}; {_plural(model.num_threads, 'thread')}")
 
         step = args.batch if args.batch else n
         t0 = time.perf_counter()
@@ -462,7 +475,7 @@ def cmd_bench(args) -> int:
         med = float(np.median(t))
         info = fastcnn.build_info()
         print(f"model: {args.model}; input {', '.join(f'{k} {list(v)}' for k, v in shapes.items())}; "
-              f"{model.num_threads} threads; kernels {info.get('simd', '?')}"
+              f"{_plural(model.num_threads, 'thread')}; kernels {info.get('simd', '?')}"
               f"{', OpenMP' if info.get('openmp') else ', no OpenMP'}")
         print(f"first run (plan + run): {first * 1e3:.3f} ms")
         print(f"{args.runs} runs: median {med * 1e3:.3f} ms, min {t.min() * 1e3:.3f} ms, "
