@@ -146,7 +146,7 @@ def cmd_info(args) -> int:
             print("  " + line)
         n_params, n_bytes = _param_count(g)
         print(f"parameters: {n_params:,} ({_fmt_bytes(n_bytes)})")
-        print(f"FLOPs per image (batch 1): {plan.flops:,} ({_fmt_count(plan.flops)})")
+        print(f"FLOPs (batch 1): {plan.flops:,} ({_fmt_count(plan.flops)})")
         print(f"activation arena (batch 1): {_fmt_bytes(plan.arena_bytes)} "
               f"(naive sum of activations {_fmt_bytes(plan.naive_bytes)}), "
               f"scratch {_fmt_bytes(plan.scratch_bytes)}")
@@ -301,6 +301,8 @@ def _label_indices(y: np.ndarray, n: int, labels) -> np.ndarray:
 def cmd_run(args) -> int:
     import fastcnn
 
+    if args.k < 1 or args.batch < 0:
+        raise InputError("-k must be at least 1 and --batch at least 0")
     arrays = _read_array_file(args.input)
     model = fastcnn.load(args.model, num_threads=_threads(args.threads))
     with model:
@@ -571,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run", help="classify the samples of an .npy/.npz file; accuracy if it has labels",
-        description="Run MODEL on the samples in INPUT and print top-k classes. Scores that are "
+        description="Run MODEL on the samples in INPUT and print the top-k classes of its first "
+                    "output. Scores that are "
                     "already probabilities (rows in [0,1] summing to 1) are shown as they are; "
                     "otherwise they are logits and softmax is applied for display (the ranking "
                     "is unchanged). Input keys: --x-key, else the model's input name, 'x', "

@@ -180,7 +180,8 @@ def fastcnn_env() -> dict:
     (installed or built in place), whatever its working directory."""
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root] + rest)
     return env
 
 
@@ -230,5 +231,7 @@ def test_onnx_without_the_onnx_package_is_a_clear_error(tmp_path):
 
 def test_model_repr_and_metadata(model):
     text = repr(model)
-    assert "input" in text and "logits" in text
-    assert "preprocessing" in model.metadata or model.metadata.get("source_format") == "onnx"
+    assert "input[N, 1, 32, 32]" in text and "logits[N, 8]" in text
+    assert model.metadata["source_format"] == "onnx"   # both were made from the torch export
+    if str(model.graph.source).endswith(".fcnn"):
+        assert "nearest-neighbour" in model.metadata["preprocessing"]

@@ -32,7 +32,8 @@ def fastcnn_env() -> dict:
     """Environment for a child interpreter that imports the same fastcnn as this test run."""
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root] + rest)
     return env
 
 
@@ -122,6 +123,8 @@ def test_pick_samples_key_rules():
     (["run", FCNN, ONNX], "cannot read as .npy/.npz"),
     (["run", "/no/model.onnx", SAMPLES], "no such file"),
     (["info", str(MODELS / "README.md")], "not a valid ONNX model"),
+    (["run", FCNN, SAMPLES, "-k", "0"], "-k must be"),
+    (["run", FCNN, SAMPLES, "--batch", "-3"], "--batch"),
     (["bench", FCNN, "--runs", "0"], "--runs"),
     (["bench", FCNN, "--shape", "1,x"], "--shape"),
 ])
@@ -153,14 +156,14 @@ def test_info(run_cli):
     out = run_cli("info", FCNN).stdout
     for text in ("input  float32 [N, 1, 32, 32]", "logits  float32 [N, 8]",
                  "labels: 8 classes: 0, 1, 2, 3, 4, 5, 6, 7", "preprocessing:",
-                 "parameters: 61,536", "FLOPs per image (batch 1): ", "activation arena (batch 1): ",
+                 "parameters: 61,536", "FLOPs (batch 1): ", "activation arena (batch 1): ",
                  "naive sum of activations"):
         assert text in out, text
     layers = re.findall(r"^\s+\d+\s+(\S+)\s+(\w+)\s+(\[[^\]]*\])\s+(kernel|view|folded)$", out, re.M)
     ops = [op for _, op, _, _ in layers]
     assert ops.count("Conv") == 2 and ops.count("MaxPool") == 2 and ops[-1] == "Gemm"
     assert layers[0][2] == "[N, 6, 28, 28]" and layers[-1][2] == "[N, 8]"
-    flops = int(re.search(r"FLOPs per image \(batch 1\): ([\d,]+)", out).group(1).replace(",", ""))
+    flops = int(re.search(r"FLOPs \(batch 1\): ([\d,]+)", out).group(1).replace(",", ""))
     convs = 2 * (6 * 28 * 28 * 25 + 16 * 10 * 10 * 150)      # multiply-adds of the two convs
     dense = 2 * (400 * 120 + 120 * 84 + 84 * 8)
     assert convs + dense <= flops <= 1.2 * (convs + dense)
