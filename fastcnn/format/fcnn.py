@@ -66,7 +66,13 @@ def header_dict(graph: Graph, tensors: list) -> dict:
 
 
 def save(graph: Graph, path: str) -> None:
-    """Write `graph` (its nodes, initializers and metadata) to `path` atomically."""
+    """Write `graph` (its nodes, initializers and metadata) to `path` atomically.
+
+    Raises ModelFileError when the graph holds something .fcnn cannot store or the file cannot
+    be written; the file at `path`, if any, is then left as it was."""
+    labels = graph.metadata.get("labels")
+    if labels is not None and not _is_str_list(labels):
+        raise ModelFileError(f"{path}: metadata 'labels' must be a list of strings, got {labels!r:.80}")
     arrays = []
     table = []
     for name, arr in graph.initializers.items():
@@ -77,28 +83,37 @@ def save(graph: Graph, path: str) -> None:
         arrays.append(np.ascontiguousarray(le))
         table.append({"name": name, "dtype": arr.dtype.name, "shape": [int(d) for d in arr.shape],
                       "offset": 0, "nbytes": int(arr.nbytes)})
-    # The header holds the offsets, and the data offset depends on the header's length:
-    # iterate until the layout is stable (at most a couple of rounds).
+    # A longer header moves the data further, which can lengthen the offsets' digits: grow
+    # data_off until the header written with it fits in front of it (monotone, so this ends).
     data_off = 0
-    for _ in range(8):
+    while True:
         off = data_off
         for entry in table:
             entry["offset"] = off
             off = _align(off + entry["nbytes"])
         try:
+            # Python's json writes inf/nan attributes (Clip bounds) as Infinity/NaN and reads
+            # them back; the header is only ever read by this module.
             header = json.dumps(header_dict(graph, table), separators=(",", ":")).encode("utf-8")
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise ModelFileError(f"{path}: metadata or attributes are not JSON data ({e})") from None
         need = _align(64 + len(header))
-        if need == data_off:
+        if need <= data_off:
             break
         data_off = need
     data_len = (table[-1]["offset"] + table[-1]["nbytes"] - data_off) if table else 0
 
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fcnn-", suffix=".tmp", dir=directory)
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: is a directory; give a file name to save the model to")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fcnn-", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp creates the file private (0600); give it the mode a plain open() would.
+            os.chmod(tmp, 0o666 & ~_umask())
             crc = 0
 
             def write(b):
@@ -108,7 +123,8 @@ def save(graph: Graph, path: str) -> None:
 
             write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, 64, len(header), data_off, data_len))
             write(header)
-            pos = 64 + len(header)
+            write(b"\0" * (data_off - 64 - len(header)))  # the data region starts aligned
+            pos = data_off
             for entry, arr in zip(table, arrays):
                 if entry["offset"] > pos:
                     write(b"\0" * (entry["offset"] - pos))
@@ -119,11 +135,14 @@ def save(graph: Graph, path: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # disk full, permissions, ...: the old file is untouched
+            raise ModelFileError(f"{path}: cannot write ({e.strerror or e}); "
+                                 f"the existing file, if any, is unchanged") from None
         raise
     try:  # make the rename itself durable
         dfd = os.open(directory, os.O_RDONLY)
@@ -133,6 +152,12 @@ def save(graph: Graph, path: str) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it (the only portable way) and put it back at once
+    os.umask(mask)
+    return mask
 
 
 # ----------------------------------------------------------------------------- reading
@@ -210,8 +235,8 @@ def read_header(path: str, buf) -> tuple:
             d_len <= size - 16 - d_off, "invalid tensor data location")
     try:
         header = json.loads(bytes(buf[h_off:h_off + h_len]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _bad(path, f"header is not valid JSON ({e})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise _bad(path, f"header is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
     _expect(path, isinstance(header, dict) and header.get("format") == "fcnn", "header is not a .fcnn header")
     return header, d_off, d_off + d_len
 
@@ -240,7 +265,7 @@ def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) ->
         dtype, shape, off, nbytes = t.get("dtype"), t.get("shape"), t.get("offset"), t.get("nbytes")
         _expect(path, dtype in DTYPES, f"tensor '{name}' has an unknown dtype {dtype!r:.40}")
         _expect(path, isinstance(shape, list) and len(shape) <= 64 and
-                all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape),
+                all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2 ** 31 for s in shape),
                 f"tensor '{name}' has an invalid shape {shape!r:.80}")
         _expect(path, all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (off, nbytes)),
                 f"tensor '{name}' has an invalid offset or size")
@@ -251,7 +276,10 @@ def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) ->
         _expect(path, count * itemsize == nbytes,
                 f"tensor '{name}': shape {shape} of {dtype} needs {count * itemsize} bytes, the table says {nbytes}")
         if nbytes == 0:
-            arr = np.zeros(shape, dtype)
+            try:
+                arr = np.zeros(shape, dtype)
+            except (ValueError, MemoryError):  # e.g. [2**30, 2**30, 0]: no data, absurd dims
+                raise _bad(path, f"tensor '{name}' has an invalid shape {shape!r:.80}") from None
         else:
             _expect(path, off % ALIGN == 0 and d_start <= off and off + nbytes <= d_end,
                     f"tensor '{name}' ({nbytes} bytes at offset {off}) lies outside the data region")
@@ -263,6 +291,9 @@ def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) ->
         initializers[name] = arr
     metadata = header.get("metadata", {})
     _expect(path, isinstance(metadata, dict), "metadata must be an object")
+    labels = metadata.get("labels")
+    _expect(path, labels is None or _is_str_list(labels),
+            f"metadata 'labels' must be a list of strings, got {labels!r:.80}")
     name = g.get("name", "graph")
     return Graph(name if isinstance(name, str) else "graph", inputs, outputs, nodes, initializers,
                  metadata, source=path)
