@@ -35,8 +35,8 @@ UNARY = {
     "LeakyRelu": lambda x, a: np.where(x >= 0, x, a["alpha"] * x),
     "Elu": lambda x, a: np.where(x > 0, x, a["alpha"] * np.expm1(x)),
     "Selu": lambda x, a: a["gamma"] * np.where(x > 0, x, a["alpha"] * np.expm1(x)),
-    "Celu": lambda x, a: np.maximum(x, 0) + np.minimum(0, a["alpha"] * np.expm1(x / a["alpha"])),
-    "ThresholdedRelu": lambda x, a: np.where(x > a["alpha"], x, 0),
+    "Celu": lambda x, a: np.where(x < 0, a["alpha"] * np.expm1(x / a["alpha"]), x),
+    "ThresholdedRelu": lambda x, a: np.where(x <= a["alpha"], 0, x),  # NaN stays NaN
     "Clip": lambda x, a: np.minimum(np.maximum(x, a["min"]), a["max"]),
     "Sigmoid": lambda x, a: 1 / (1 + np.exp(-x)),
     "Tanh": lambda x, a: np.tanh(x),

@@ -88,11 +88,32 @@ def pool_geometry(ctx: NodeContext):
         if geo.pads[i] >= geo.kernel[i] or geo.pads[i + r] >= geo.kernel[i]:
             # As onnxruntime: a window lying wholly in the padding has no defined max/min/average.
             ctx.fail(f"pads {list(geo.pads)} must be smaller than kernel_shape {list(geo.kernel)}")
+    empty = empty_window(x[2:], geo)
+    if empty is not None:
+        axis, pos = empty
+        ctx.fail(f"with dilations {list(geo.dilations)} the window of output position {pos} on "
+                 f"spatial axis {axis} covers only padding (spatial dims {list(x[2:])}, "
+                 f"kernel_shape {list(geo.kernel)}, pads {list(geo.pads)})")
     if ctx.node.op == "LpPool" and not 1 <= a["p"] <= 64:
         ctx.fail(f"p must be between 1 and 64, got {a['p']}")
     if a.get("storage_order", 0) not in (0, 1):
         ctx.fail("storage_order must be 0 or 1")
     return geo
+
+
+def empty_window(in_spatial, geo):
+    """(axis, output index) of the first window with no tap inside the input, else None.
+    Only dilated windows can skip the whole input when pads < kernel."""
+    for a in range(geo.rank):
+        if geo.dilations[a] == 1:
+            continue
+        o = np.arange(geo.out[a], dtype=np.int64)
+        taps = (o[:, None] * geo.strides[a] - geo.pads[a]
+                + np.arange(geo.kernel[a], dtype=np.int64)[None, :] * geo.dilations[a])
+        inside = ((taps >= 0) & (taps < in_spatial[a])).any(axis=1)
+        if not inside.all():
+            return a, int(np.argmin(inside))
+    return None
 
 
 def pool(ctx: NodeContext):
@@ -203,9 +224,14 @@ def lrn(ctx: NodeContext):
 
 # ----------------------------------------------------------------------------- elementwise
 def unary(ctx: NodeContext):
-    """Same shape and dtype out as in. Runtime kernels exist for float32 only."""
-    if ctx.node.op == "Clip" and ctx.attrs["min"] > ctx.attrs["max"]:
-        ctx.fail(f"min {ctx.attrs['min']} is greater than max {ctx.attrs['max']}")
+    """Same shape and dtype out as in. Runtime kernels exist for float32 only.
+    (Clip with min > max is valid ONNX: every value becomes max.)"""
+    if ctx.node.op == "Celu" and ctx.attrs["alpha"] == 0:
+        ctx.fail("alpha must not be 0 (Celu divides by it)")
+    for name in ("alpha", "beta", "gamma", "min", "max"):
+        v = ctx.attrs.get(name)
+        if v is not None and v != v:
+            ctx.fail(f"attribute {name} is NaN")
     return [_same(ctx)]
 
 
@@ -438,12 +464,16 @@ def pad_amounts(ctx: NodeContext):
         ctx.fail(f"mode must be constant, reflect, edge or wrap, got {mode!r}")
     for a in range(r):
         if x[a] + begin[a] + end[a] < 0 or max(begin[a], end[a]) >= MAX_DIM:
-            ctx.fail(f"pads {pads} are invalid for shape {list(x)}")
-        if mode == "reflect" and max(begin[a], end[a]) > x[a] - 1 and (begin[a] or end[a]):
-            ctx.fail(f"reflect padding {begin[a]},{end[a]} on axis {a} needs the axis to be longer "
-                     f"than the padding (size {x[a]})")
-        if mode in ("edge", "wrap") and x[a] == 0 and (begin[a] or end[a]):
-            ctx.fail(f"{mode} padding of an empty axis {a}")
+            ctx.fail(f"pads {pads} are invalid for shape {list(x)}: axis {a} of size {x[a]} "
+                     f"would get {x[a] + begin[a] + end[a]} elements")
+        # negative pads crop first; reflect/edge/wrap then copy from what is left
+        kept = x[a] - max(-begin[a], 0) - max(-end[a], 0)
+        grow = max(begin[a], 0) + max(end[a], 0)
+        if mode == "reflect" and grow and max(begin[a], end[a]) > kept - 1:
+            ctx.fail(f"reflect padding {begin[a]},{end[a]} on axis {a} must be smaller than the "
+                     f"axis (size {kept})")
+        if mode in ("edge", "wrap") and grow and kept <= 0:
+            ctx.fail(f"{mode} padding of axis {a}, which is empty")
     if ctx.has(2) and ctx.type(2).size != 1:
         ctx.fail("constant_value must be a scalar")
     return begin, end
