@@ -251,7 +251,8 @@ def softmax(ctx: NodeContext):
 def prelu(ctx: NodeContext):
     ctx.expect_float(0, 1)
     x, s = ctx.shape(0), ctx.shape(1)
-    if broadcast_shapes(ctx, [x, s]) != x:
+    fits = len(s) <= len(x) and all(d in (1, xd) for d, xd in zip(s[::-1], x[::-1]))
+    if not fits:
         ctx.fail(f"slope '{ctx.name(1)}' shape {list(s)} does not broadcast to input {list(x)}")
     return [_same(ctx)]
 
