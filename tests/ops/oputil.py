@@ -19,12 +19,12 @@ from helpers import ir_model, onnx_model, run_fastcnn_onnx, run_ort
 def relayout(x: np.ndarray, layout: str) -> np.ndarray:
     """The same values as x in another memory layout: "C", "F" or "strided" (step 2 on the
     last axis of a larger buffer)."""
+    if x.ndim == 0:
+        return x
     if layout == "C":
         return np.ascontiguousarray(x)
     if layout == "F":
         return np.asfortranarray(x)
-    if x.ndim == 0:
-        return x
     big = np.full(x.shape[:-1] + (2 * x.shape[-1],), np.nan, x.dtype)
     big[..., ::2] = x
     view = big[..., ::2]
