@@ -277,8 +277,16 @@ def cast(ctx, values):
     to = np.dtype(ctx.attrs["to"])
     with np.errstate(all="ignore"):
         if to.kind in "iu" and x.dtype.kind == "f":
-            x = np.nan_to_num(np.trunc(x), nan=0, posinf=np.iinfo(to).max, neginf=np.iinfo(to).min)
-            x = np.clip(x, np.iinfo(to).min, np.iinfo(to).max)
+            # Truncate toward zero, NaN -> 0, saturate out-of-range values (ONNX leaves them
+            # undefined). The bounds are compared in float64 and written as integers: float
+            # rounding of 2**31-1 or 2**63-1 would otherwise wrap around.
+            info = np.iinfo(to)
+            t = np.nan_to_num(np.trunc(x.astype(np.float64)), nan=0.0)
+            high, low = t >= float(info.max), t <= float(info.min)
+            out = np.where(high | low, 0.0, t).astype(to)
+            out[high] = info.max
+            out[low] = info.min
+            return [out]
         return [x.astype(to)]
 
 
