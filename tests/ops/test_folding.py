@@ -77,6 +77,11 @@ def test_fold_comparisons_where_not():
     assert fold("Equal", {"a": a, "b": b})[0].tolist() == [False, True, False]
     assert fold("Less", {"a": a, "b": b})[0].tolist() == [True, False, False]
     assert fold("GreaterOrEqual", {"a": a, "b": b})[0].tolist() == [False, True, True]
+    assert fold("Greater", {"a": a, "b": b})[0].tolist() == [False, False, True]
+    assert fold("LessOrEqual", {"a": a, "b": b})[0].tolist() == [True, True, False]
+    p, q = np.array([True, True, False]), np.array([True, False, False])
+    assert fold("Or", {"p": p, "q": q})[0].tolist() == [True, True, False]
+    assert fold("Xor", {"p": p, "q": q})[0].tolist() == [False, True, False]
     cond = np.array([True, False, True])
     assert fold("Where", {"c": cond, "a": a, "b": b})[0].tolist() == [1, 2, 3]
     assert fold("Not", {"c": cond})[0].tolist() == [False, True, False]
