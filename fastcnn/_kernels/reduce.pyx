@@ -113,12 +113,106 @@ cdef void reduce_block(const float *x, float *out, Py_ssize_t length, Py_ssize_t
             for i in range(cols):
                 acc[i] += pre(x[j * inner + i], kind)
     for i in range(cols):
-        v = acc[i]
-        if kind == RED_MEAN:
-            v = v / length
-        elif kind == RED_L2 or kind == RED_SQRT_SUM:
-            v = sqrt(v)
-        out[i] = <float>v
+        out[i] = <float>finish(acc[i], length, kind)
+
+
+cdef inline double finish(double v, Py_ssize_t length, int kind) noexcept nogil:
+    if kind == RED_MEAN:
+        return v / length
+    if kind == RED_L2 or kind == RED_SQRT_SUM:
+        return sqrt(v)
+    return v
+
+
+cdef double reduce_row(const float *x, Py_ssize_t n, int kind) noexcept nogil:
+    """Reduce n >= 1 contiguous values (the inner == 1 case). Four independent accumulators
+    hide the add latency (the order of a float sum is not fixed by ONNX)."""
+    cdef double a0, a1, a2, a3, m
+    cdef float v0, v1, v2, v3, f0, f1, f2, f3
+    cdef Py_ssize_t j, n4 = n - n % 4
+    cdef bint nan = False
+    if kind == RED_MAX or kind == RED_MIN or kind == RED_LOGSUMEXP:
+        f0 = f1 = f2 = f3 = x[0]
+        if kind == RED_MIN:
+            for j in range(0, n4, 4):
+                v0, v1, v2, v3 = x[j], x[j + 1], x[j + 2], x[j + 3]
+                nan = nan | (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+                f0 = v0 if v0 < f0 else f0
+                f1 = v1 if v1 < f1 else f1
+                f2 = v2 if v2 < f2 else f2
+                f3 = v3 if v3 < f3 else f3
+            for j in range(n4, n):
+                nan = nan | (x[j] != x[j])
+                f0 = x[j] if x[j] < f0 else f0
+            f0 = f0 if f0 < f1 else f1
+            f2 = f2 if f2 < f3 else f3
+            f0 = f0 if f0 < f2 else f2
+        else:
+            for j in range(0, n4, 4):
+                v0, v1, v2, v3 = x[j], x[j + 1], x[j + 2], x[j + 3]
+                nan = nan | (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+                f0 = v0 if v0 > f0 else f0
+                f1 = v1 if v1 > f1 else f1
+                f2 = v2 if v2 > f2 else f2
+                f3 = v3 if v3 > f3 else f3
+            for j in range(n4, n):
+                nan = nan | (x[j] != x[j])
+                f0 = x[j] if x[j] > f0 else f0
+            f0 = f0 if f0 > f1 else f1
+            f2 = f2 if f2 > f3 else f3
+            f0 = f0 if f0 > f2 else f2
+        if nan or f0 != f0:     # NaN propagates (x[0] may be the NaN)
+            return NAN
+        if kind != RED_LOGSUMEXP:
+            return f0
+        m = f0
+        if m == INFINITY or m == -INFINITY:
+            return m
+        a0 = a1 = a2 = a3 = 0.0
+        for j in range(0, n4, 4):
+            a0 += exp(x[j] - m)
+            a1 += exp(x[j + 1] - m)
+            a2 += exp(x[j + 2] - m)
+            a3 += exp(x[j + 3] - m)
+        for j in range(n4, n):
+            a0 += exp(x[j] - m)
+        return m + log((a0 + a1) + (a2 + a3))
+    if kind == RED_PROD:
+        a0 = a1 = a2 = a3 = 1.0
+        for j in range(0, n4, 4):
+            a0 *= x[j]
+            a1 *= x[j + 1]
+            a2 *= x[j + 2]
+            a3 *= x[j + 3]
+        for j in range(n4, n):
+            a0 *= x[j]
+        return (a0 * a1) * (a2 * a3)
+    a0 = a1 = a2 = a3 = 0.0
+    if kind == RED_L1:
+        for j in range(0, n4, 4):
+            a0 += fabs(x[j])
+            a1 += fabs(x[j + 1])
+            a2 += fabs(x[j + 2])
+            a3 += fabs(x[j + 3])
+        for j in range(n4, n):
+            a0 += fabs(x[j])
+    elif kind == RED_SUMSQUARE or kind == RED_L2:
+        for j in range(0, n4, 4):
+            a0 += <double>x[j] * x[j]
+            a1 += <double>x[j + 1] * x[j + 1]
+            a2 += <double>x[j + 2] * x[j + 2]
+            a3 += <double>x[j + 3] * x[j + 3]
+        for j in range(n4, n):
+            a0 += <double>x[j] * x[j]
+    else:
+        for j in range(0, n4, 4):
+            a0 += x[j]
+            a1 += x[j + 1]
+            a2 += x[j + 2]
+            a3 += x[j + 3]
+        for j in range(n4, n):
+            a0 += x[j]
+    return finish((a0 + a1) + (a2 + a3), n, kind)
 
 
 cdef void reduce_kernel(const float *x, float *out, Py_ssize_t outer, Py_ssize_t length,
@@ -127,6 +221,10 @@ cdef void reduce_kernel(const float *x, float *out, Py_ssize_t outer, Py_ssize_t
     cdef Py_ssize_t blocks = (inner + BLOCK - 1) // BLOCK
     cdef Py_ssize_t task, o, b, i0, cols
     cdef int nt = num_threads if outer * length * inner >= 32768 and outer * blocks > 1 else 1
+    if inner == 1 and length > 0:
+        for o in prange(outer, num_threads=nt, schedule="static"):
+            out[o] = <float>reduce_row(x + o * length, length, kind)
+        return
     for task in prange(outer * blocks, num_threads=nt, schedule="static"):
         o = task // blocks
         b = task % blocks

@@ -249,6 +249,7 @@ def conv_pad(ctx, node, attrs):
 
 
 def conv_clip(ctx, node, attrs):
+    attrs.pop("consumed_inputs", None)  # opset 1
     lo, hi = attrs.pop("min", -np.inf), attrs.pop("max", np.inf)
     for i, key in ((1, "min"), (2, "max")):
         if len(node.input) > i and node.input[i]:
@@ -294,6 +295,7 @@ def conv_batchnorm(ctx, node, attrs):
 
 
 def conv_dropout(ctx, node, attrs):
+    attrs.pop("consumed_inputs", None)  # opset 1
     attrs.pop("is_test", None)
     attrs.pop("ratio", None)
     if len(node.input) > 2 and node.input[2]:
@@ -494,7 +496,7 @@ CONVERTERS = {
     "GlobalMaxPool": direct(),
     "GlobalLpPool": conv_global_lp,
     "BatchNormalization": conv_batchnorm,
-    "InstanceNormalization": direct(known=("epsilon",)),
+    "InstanceNormalization": direct(known=("epsilon",), drop=("consumed_inputs",)),
     "LayerNormalization": direct(known=("axis", "epsilon", "stash_type")),
     "LRN": direct(known=("size", "alpha", "beta", "bias")),
     "Relu": conv_unary(),

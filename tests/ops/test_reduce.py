@@ -123,3 +123,15 @@ def test_reduce_step_empty_length(kind, expect):
 def test_reduce_step_checks_sizes():
     with pytest.raises(ValueError, match="ReduceStep"):
         reduce_kernels.ReduceStep(np.zeros(10, np.float32), np.zeros(2, np.float32), 2, 3, 1, 0)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin", "ReduceLogSumExp", "ReduceSum", "ReduceProd", "ReduceL2"])
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 8, 9])
+def test_reduce_contiguous_rows_every_nan_position(op, length):
+    """inner == 1 takes the unrolled row path: a NaN (or inf) in any lane or in the tail counts."""
+    for pos in range(length):
+        for special in (np.nan, np.inf, -np.inf):
+            x = rand(RNG, 2, length, lo=0.5, hi=1.5)
+            x[1, pos] = special
+            got = run_op(op, {"x": x}, consts={"a": np.array([1], np.int64)})[0]
+            assert_close(got, reduce(x, op, [1]), f"{op} length {length} pos {pos} {special}")
