@@ -103,16 +103,20 @@ def pool_geometry(ctx: NodeContext):
 
 def empty_window(in_spatial, geo):
     """(axis, output index) of the first window with no tap inside the input, else None.
-    Only dilated windows can skip the whole input when pads < kernel."""
+
+    A window starting at st >= 0 has its first tap inside (the geometry keeps st < size), so
+    only windows starting in the begin padding can miss the input, and only when dilated: the
+    first tap at or after 0 is k0 = ceil(-st / d), which must exist and be < size.
+    """
     for a in range(geo.rank):
-        if geo.dilations[a] == 1:
+        k, s, d, pb, size = geo.kernel[a], geo.strides[a], geo.dilations[a], geo.pads[a], in_spatial[a]
+        if d == 1:
             continue
-        o = np.arange(geo.out[a], dtype=np.int64)
-        taps = (o[:, None] * geo.strides[a] - geo.pads[a]
-                + np.arange(geo.kernel[a], dtype=np.int64)[None, :] * geo.dilations[a])
-        inside = ((taps >= 0) & (taps < in_spatial[a])).any(axis=1)
-        if not inside.all():
-            return a, int(np.argmin(inside))
+        for o in range(min(geo.out[a], -(-pb // s))):
+            st = o * s - pb
+            k0 = -(-(-st) // d)
+            if k0 >= k or st + k0 * d >= size:
+                return a, o
     return None
 
 

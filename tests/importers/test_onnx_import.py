@@ -221,3 +221,29 @@ def test_input_without_shape_is_refused(tmp_path):
 def test_graph_error_names_file_and_node(tmp_path):
     model = onnx_model([helper.make_node("Transpose", ["x"], ["y"], name="tr", perm=[0, 0])], {"x": (2, 3)}, ["y"], opset=13)
     _load_error(model, tmp_path, fastcnn.GraphError, "node 'tr' (Transpose)", "perm [0, 0] is not a permutation")
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13])
+def test_pytorch_view_batch_minus_one_folds(tmp_path, opset):
+    """torch: x.view(x.size(0), -1) exports Shape -> Gather -> Unsqueeze -> Concat -> Reshape with
+    Constant nodes; it must load with a dynamic batch and run for any batch."""
+    def const(name, value):
+        return N("Constant", [], [name], value=numpy_helper.from_array(np.array(value, I64)))
+    if opset >= 13:
+        unsq = [const("ax", [0]), N("Unsqueeze", ["n", "ax"], ["n1"])]
+    else:
+        unsq = [N("Unsqueeze", ["n"], ["n1"], axes=[0])]
+    nodes = [N("Relu", ["x"], ["r"]), N("Shape", ["r"], ["s"]), const("zero", 0),
+             N("Gather", ["s", "zero"], ["n"], axis=0), *unsq, const("m1", [-1]),
+             N("Concat", ["n1", "m1"], ["t"], axis=0), N("Reshape", ["r", "t"], ["f"]),
+             N("Gemm", ["f", "w", "c"], transB=1)]
+    w = rand(RNG, 7, 60)
+    model = onnx_model(nodes, {"x": ("batch", 3, 4, 5)}, ["y"], {"w": w, "c": np.zeros(7, np.float32)}, opset=opset)
+    m = fastcnn.load(save_onnx(model, str(tmp_path)))
+    assert m.inputs[0].shape == (None, 3, 4, 5)
+    assert m.outputs[0].shape == (None, 7)
+    for n in (1, 5):
+        x = rand(RNG, n, 3, 4, 5)
+        got = m.run(None, {"x": x})[0]
+        assert_close(got, np.maximum(x, 0).reshape(n, 60) @ w.T.astype(np.float64))
+        assert_close(got, run_ort(model, {"x": x})[0])
