@@ -384,3 +384,23 @@ def test_depth_space_errors():
         run_op("SpaceToDepth", {"x": x4()}, {"blocksize": 2})
     with pytest.raises(fastcnn.GraphError, match=r"mode must be DCR or CRD, got 'XYZ'"):
         run_op("DepthToSpace", {"x": x4(1, 4, 2, 2)}, {"blocksize": 2, "mode": "XYZ"})
+
+
+def test_copy_ops_parallel_path(threads):
+    """Tensors above the copy kernel's 65536-element threshold split the walk across threads."""
+    x = x4(3, 13, 65, 35)
+    checks = [
+        (run_op("Transpose", {"x": x}, {"perm": [0, 2, 3, 1]}, threads=threads)[0], x.transpose(0, 2, 3, 1)),
+        (run_op("Concat", {"a": x, "b": x[:, :2].copy()}, {"axis": 1}, threads=threads)[0],
+         np.concatenate([x, x[:, :2]], axis=1)),
+        (run_op("Slice", {"x": x}, consts={"s": np.array([-1], I64), "e": np.array([-2 ** 63], I64),
+                                           "a": np.array([2], I64), "t": np.array([-2], I64)}, threads=threads)[0],
+         x[:, :, ::-2]),
+        (run_op("Pad", {"x": x}, {"mode": "reflect"}, consts={"p": np.array([0, 0, 3, 2, 0, 0, 1, 4], I64)},
+                threads=threads)[0], pad(x, [0, 0, 3, 2, 0, 0, 1, 4], "reflect")),
+        (run_op("Tile", {"x": x}, consts={"r": np.array([1, 2, 1, 2], I64)}, threads=threads)[0], np.tile(x, [1, 2, 1, 2])),
+        (run_op("Expand", {"x": x[:1]}, consts={"s": np.array([3, 13, 65, 35], I64)}, threads=threads)[0],
+         np.broadcast_to(x[:1], x.shape)),
+    ]
+    for got, ref in checks:
+        assert_close(got, ref)
