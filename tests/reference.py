@@ -14,6 +14,8 @@ def out_size(size, k, stride, pad_begin, pad_end, dilation=1, ceil_mode=False):
     """floor((W + pb + pe - d*(K-1) - 1) / S) + 1, ceil with ceil_mode (the last window must start
     inside the input or the begin padding)."""
     span = size + pad_begin + pad_end - dilation * (k - 1) - 1
+    if span < 0:
+        return 0   # the window does not fit in the padded input
     if ceil_mode:
         o = -(-span // stride) + 1
         if (o - 1) * stride >= size + pad_begin:
@@ -311,11 +313,16 @@ def pad(x, pads, mode="constant", value=0.0):
     x = np.asarray(x)
     r = x.ndim
     begin, end = pads[:r], pads[r:]
-    x = x[tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))]
-    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
     if mode == "constant":
-        return np.pad(x, widths, mode="constant", constant_values=value)
-    return np.pad(x, widths, mode=mode)
+        # element by element: out[i] = x[i - begin] when inside x, else value
+        out = np.full(tuple(d + b + e for d, b, e in zip(x.shape, begin, end)), value, x.dtype)
+        for idx in np.ndindex(*out.shape):
+            src = tuple(i - b for i, b in zip(idx, begin))
+            if all(0 <= s < d for s, d in zip(src, x.shape)):
+                out[idx] = x[src]
+        return out
+    x = x[tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))]
+    return np.pad(x, [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)], mode=mode)
 
 
 def onnx_slice(x, starts, ends, axes=None, steps=None):

@@ -176,15 +176,24 @@ def slice_(ctx, values):
 def pad(ctx, values):
     begin, end = shapes.pad_amounts(ctx)
     x = values[0]
-    # negative pads crop first
-    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))
-    x = x[crop]
-    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
     mode = ctx.attrs["mode"]
     if mode == "constant":
+        # out[i] = x[i - begin] where that is inside x, else the value (this also covers pads
+        # that crop more than one side holds: out has x + begin + end elements)
         cv = values[2].reshape(-1)[0] if len(values) > 2 and values[2] is not None else 0
-        return [np.pad(x, widths, mode="constant", constant_values=cv)]
-    return [np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])]
+        out = np.full(tuple(d + b + e for d, b, e in zip(x.shape, begin, end)), cv, dtype=x.dtype)
+        dst, src = [], []
+        for d, b, e in zip(x.shape, begin, end):
+            lo = max(b, 0)
+            n = max(0, min(d + b, d + b + e) - lo)
+            dst.append(slice(lo, lo + n))
+            src.append(slice(lo - b, lo - b + n))
+        out[tuple(dst)] = x[tuple(src)]
+        return [out]
+    # negative pads crop first (the shape function checked that something is left to copy)
+    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))
+    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    return [np.pad(x[crop], widths, mode=mode)]
 
 
 def expand(ctx, values):

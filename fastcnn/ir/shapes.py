@@ -422,6 +422,18 @@ def split(ctx: NodeContext):
     return [ValueType(x[:axis] + (s,) + x[axis + 1:], ctx.dtype(0)) for s in sizes]
 
 
+def onnx_slice_range(start, end, step, dim):
+    """(start, stop, step) for range() after ONNX Slice's clamping: negative indices count from
+    the end; then starts/ends are clamped to [0, dim] for positive steps, and to [0, dim-1] /
+    [-1, dim-1] for negative steps. (Python's slice.indices differs: it turns a start below
+    -dim with a negative step into -1, an empty slice, where ONNX clamps it to 0.)"""
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        return min(max(start, 0), dim), min(max(end, 0), dim), step
+    return min(max(start, 0), dim - 1), min(max(end, -1), dim - 1), step
+
+
 def slice_params(ctx: NodeContext):
     """Resolve a Slice node to per-axis (start, stop, step) with numpy-style clamping.
 
@@ -444,7 +456,7 @@ def slice_params(ctx: NodeContext):
         seen.add(a)
         if st == 0:
             ctx.fail("steps must not be 0")
-        full[a] = slice(s, e, st).indices(x[a])
+        full[a] = onnx_slice_range(s, e, st, x[a])
     out = tuple(len(range(*t)) for t in full)
     return [t[0] for t in full], [t[1] for t in full], [t[2] for t in full], out
 

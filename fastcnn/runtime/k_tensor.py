@@ -186,11 +186,11 @@ def prepare_pad(p):
         value = float(np.asarray(cv).reshape(-1)[0])
     xs, ys = c_strides(x), c_strides(y)
     r = len(x)
-    # interior: input cropped by negative pads, written at max(begin, 0)
-    crop_lo = [max(-b, 0) for b in begin]
-    crop_hi = [max(-e, 0) for e in end]
-    inner = [x[k] - crop_lo[k] - crop_hi[k] for k in range(r)]
+    # interior: out[i] = x[i - begin] along each axis, for out indices [dst_lo, dst_lo + inner)
+    # (negative pads crop; pads cropping more than the axis holds leave nothing to copy)
     dst_lo = [max(b, 0) for b in begin]
+    inner = [max(0, min(x[k] + begin[k], y[k]) - dst_lo[k]) for k in range(r)]
+    crop_lo = [dst_lo[k] - begin[k] for k in range(r)]
     src_off = sum(c * s for c, s in zip(crop_lo, xs))
     dst_off = sum(d * s for d, s in zip(dst_lo, ys))
 

@@ -404,3 +404,24 @@ def test_copy_ops_parallel_path(threads):
     ]
     for got, ref in checks:
         assert_close(got, ref)
+
+
+def test_slice_negative_step_start_below_minus_dim_clamps_to_zero():
+    """ONNX clamps a start < -dim to 0 for negative steps (Python's slice.indices would give an
+    empty slice): found by the randomised tests."""
+    x = x4(2, 3)
+    consts = {"s": np.array([-5], I64), "e": np.array([-2 ** 63], I64), "a": np.array([1], I64),
+              "t": np.array([-1], I64)}
+    got = run_op("Slice", {"x": x}, consts=consts)[0]
+    assert_close(got, x[:, :1])
+    got, ref = onnx_vs_ort(node("Slice", ["x", "s", "e", "a", "t"]), {"x": x}, consts, opset=13)
+    assert_close(got[0], ref[0])
+
+
+def test_constant_pad_cropping_more_than_one_side_holds():
+    x = x4(2, 3, 4)
+    pads = [0, -4, 1, 0, 5, 0]      # axis 1: 3 - 4 + 5 = 4 elements, none from x
+    got = run_op("Pad", {"x": x}, consts={"p": np.array(pads, I64), "v": np.array(2.0, np.float32)},
+                 order=["x", "p", "v"])[0]
+    assert_close(got, pad(x, pads, "constant", 2.0))
+    assert (got == 2.0).all() and got.shape == (2, 4, 5)
