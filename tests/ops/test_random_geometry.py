@@ -12,7 +12,9 @@ from helpers import assert_close  # noqa: E402
 from oputil import run_op  # noqa: E402
 from reference import onnx_slice, out_size, pad, pool2d, reduce  # noqa: E402
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples every run (CI stays reproducible); raise max_examples to explore
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
 RNG = np.random.default_rng(3)
 
 
