@@ -50,6 +50,9 @@ class ImportContext:
         broadcasting needs it). Raises UnsupportedOpError when it cannot be known."""
         if name in self.initializers:
             return self.initializers[name].ndim
+        for t in self.inputs:
+            if t.name == name:
+                return len(t.shape)
         if name not in self._ranks:
             from fastcnn.ir.graph import ValueType
             from fastcnn.ir.infer import infer_graph
