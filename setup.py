@@ -106,7 +106,24 @@ def extensions():
         "embedsignature": True,
         "freethreading_compatible": True,
     }
-    return cythonize(exts, compiler_directives=directives, quiet=True)
+    return cythonize(exts, compiler_directives=directives, quiet=True, force=_mode_changed())
+
+
+def _mode_changed() -> bool:
+    """True when the last build used other directives (debug vs release): cythonize only
+    compares timestamps, so without this FASTCNN_DEBUG_CYTHON=1 would silently reuse the
+    release .c files (and switching back would keep the bounds-checked ones)."""
+    mode_file = os.path.join("build", "fastcnn-build-mode")
+    mode = "debug" if DEBUG else "release"
+    try:
+        with open(mode_file) as f:
+            previous = f.read()
+    except OSError:
+        previous = None
+    os.makedirs("build", exist_ok=True)
+    with open(mode_file, "w") as f:
+        f.write(mode)
+    return previous != mode
 
 
 setup(ext_modules=extensions())

@@ -134,19 +134,21 @@ class Model:
             if extra:
                 parts.append(f"unknown input(s) {', '.join(map(repr, map(str, extra)))}")
             raise InputError(f"{where}: {'; '.join(parts)}; the model's inputs are "
-                             f"{', '.join(f'{t.name!r} {_fmt_shape(t.shape)}' for t in self.inputs)}")
+                             f"{', '.join(f'{t.name!r} {t.dtype} {_fmt_shape(t.shape)}' for t in self.inputs)}")
         feed, shapes = {}, []
         for t in self.inputs:
             x = input_feed[t.name]
+            # every message states what was expected and what was given: dtype and shape
+            expected = f"expected float32 {_fmt_shape(t.shape)}" + (f" ({t.layout})" if t.layout else "")
             if not isinstance(x, np.ndarray):
                 raise InputError(f"{where}: input '{t.name}' must be a numpy.ndarray, got "
-                                 f"{type(x).__name__}")
+                                 f"{type(x).__name__}; {expected} (use np.asarray(x, np.float32))")
             if x.dtype != np.float32:
-                raise InputError(f"{where}: input '{t.name}' has dtype {x.dtype}; expected float32 "
-                                 f"(convert with x.astype(np.float32))")
+                raise InputError(f"{where}: input '{t.name}' has dtype {x.dtype} shape "
+                                 f"{list(x.shape)}; {expected} (convert with x.astype(np.float32))")
             if x.ndim != len(t.shape) or any(d is not None and d != a for d, a in zip(t.shape, x.shape)):
-                raise InputError(f"{where}: input '{t.name}' has shape {list(x.shape)}; expected "
-                                 f"{_fmt_shape(t.shape)}" + (f" ({t.layout})" if t.layout else ""))
+                raise InputError(f"{where}: input '{t.name}' has shape {list(x.shape)} (float32); "
+                                 f"{expected}")
             if x.size == 0:
                 raise InputError(f"{where}: input '{t.name}' is empty (shape {list(x.shape)}); "
                                  f"every dimension must be at least 1")

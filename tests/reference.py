@@ -14,6 +14,8 @@ def out_size(size, k, stride, pad_begin, pad_end, dilation=1, ceil_mode=False):
     """floor((W + pb + pe - d*(K-1) - 1) / S) + 1, ceil with ceil_mode (the last window must start
     inside the input or the begin padding)."""
     span = size + pad_begin + pad_end - dilation * (k - 1) - 1
+    if span < 0:
+        return 0   # the window does not fit in the padded input
     if ceil_mode:
         o = -(-span // stride) + 1
         if (o - 1) * stride >= size + pad_begin:
@@ -159,3 +161,188 @@ ACTIVATIONS = {
     "HardSigmoid": lambda x, alpha=0.2, beta=0.5: np.clip(alpha * x + beta, 0, 1),
     "HardSwish": lambda x: x * np.clip(x / 6.0 + 0.5, 0, 1),
 }
+
+
+# ----------------------------------------------------------------------------- activations
+def _erf(x):
+    x = np.asarray(x, np.float64)
+    return np.vectorize(math.erf, otypes=[np.float64])(x) if x.size else x.copy()
+
+
+def _where_nan(x, y):
+    """y, but NaN wherever x is NaN (activations propagate NaN)."""
+    return np.where(np.isnan(x), x, y)
+
+
+# Written from the ONNX operator definitions; x is float64. NaN in gives NaN out everywhere.
+ACTIVATIONS.update({
+    "Selu": lambda x, alpha=1.6732632423543772, gamma=1.0507009873554805:
+        gamma * np.where(x > 0, x, alpha * (np.exp(np.minimum(x, 0)) - 1)),
+    "Celu": lambda x, alpha=1.0: np.maximum(0, x) + np.minimum(0, alpha * (np.exp(np.minimum(x, 0) / alpha) - 1))
+        + np.where(np.isnan(x), x, 0),
+    "ThresholdedRelu": lambda x, alpha=1.0: _where_nan(x, np.where(x > alpha, x, 0.0)),
+    "Softplus": lambda x: np.where(x > 30, x, np.log1p(np.exp(np.minimum(x, 30)))),
+    "Softsign": lambda x: x / (1 + np.abs(x)),
+    "Gelu": lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    "GeluTanh": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
+    "Mish": lambda x: x * np.tanh(np.where(x > 30, x, np.log1p(np.exp(np.minimum(x, 30))))),
+    "Exp": np.exp,
+    "Log": np.log,
+    "Sqrt": np.sqrt,
+    "Neg": np.negative,
+    "Abs": np.abs,
+    "Reciprocal": lambda x: 1.0 / x,
+    "Floor": np.floor,
+    "Ceil": np.ceil,
+    "Round": np.round,          # half to even, as ONNX
+    "Erf": _erf,
+    "Sign": np.sign,
+    "Identity": lambda x: x,
+})
+
+
+def prelu(x, slope):
+    """x if x >= 0 else slope * x, slope broadcast to x (numpy rules)."""
+    x = np.asarray(x, np.float64)
+    return np.where(x < 0, x * np.asarray(slope, np.float64), x)
+
+
+def hardswish_loops(x):
+    """x * relu6(x + 3) / 6, one element at a time (independent of the vector form)."""
+    flat = np.asarray(x, np.float64).reshape(-1)
+    out = np.empty_like(flat)
+    for i, v in enumerate(flat):
+        out[i] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0
+    return out.reshape(np.shape(x))
+
+
+# ----------------------------------------------------------------------------- pooling
+def pool1d(x, kind, kernel, stride=None, pads=(0, 0), dilation=1, ceil_mode=False,
+           count_include_pad=False, p=2):
+    """Windowed pooling over (N, C, W) as a (N, C, 1, W) pool2d."""
+    x = np.asarray(x, np.float64)
+    y = pool2d(x[:, :, None, :], kind, (1, kernel), (1, stride or kernel), (0, pads[0], 0, pads[1]),
+               (1, dilation), ceil_mode, count_include_pad, p)
+    return y[:, :, 0, :]
+
+
+def global_pool(x, kind, p=2):
+    """x (N, C, spatial...) -> (N, C, 1, ...): mean, max or Lp norm over all spatial positions."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(range(2, x.ndim))
+    if kind == "avg":
+        return x.mean(axis=axes, keepdims=True)
+    if kind == "max":
+        return x.max(axis=axes, keepdims=True)
+    if kind == "lp":
+        return (np.abs(x) ** p).sum(axis=axes, keepdims=True) ** (1.0 / p)
+    raise ValueError(kind)
+
+
+# ----------------------------------------------------------------------------- normalisation
+def instancenorm(x, scale, bias, eps=1e-5):
+    """Per (sample, channel) over the spatial axes (biased variance)."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(range(2, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - mean) / np.sqrt(var + eps) * np.reshape(scale, shape) + np.reshape(bias, shape)
+
+
+def layernorm(x, scale, bias=None, axis=-1, eps=1e-5):
+    """Over axes [axis, rank); scale/bias broadcast to those axes."""
+    x = np.asarray(x, np.float64)
+    axis = axis % x.ndim
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + eps) * np.asarray(scale, np.float64)
+    return y + np.asarray(bias, np.float64) if bias is not None else y
+
+
+# ----------------------------------------------------------------------------- reductions
+def reduce(x, op, axes=None, keepdims=True):
+    """ONNX Reduce* over `axes` (None: all axes), float64."""
+    x = np.asarray(x, np.float64)
+    axes = tuple(range(x.ndim)) if axes is None else tuple(a % x.ndim for a in axes)
+    fn = {
+        "ReduceSum": lambda: x.sum(axis=axes, keepdims=keepdims),
+        "ReduceMean": lambda: x.mean(axis=axes, keepdims=keepdims),
+        "ReduceMax": lambda: x.max(axis=axes, keepdims=keepdims),
+        "ReduceMin": lambda: x.min(axis=axes, keepdims=keepdims),
+        "ReduceProd": lambda: x.prod(axis=axes, keepdims=keepdims),
+        "ReduceL1": lambda: np.abs(x).sum(axis=axes, keepdims=keepdims),
+        "ReduceL2": lambda: np.sqrt((x * x).sum(axis=axes, keepdims=keepdims)),
+        "ReduceSumSquare": lambda: (x * x).sum(axis=axes, keepdims=keepdims),
+        "ReduceLogSumExp": lambda: np.log(np.exp(x).sum(axis=axes, keepdims=keepdims)),
+    }[op]
+    with np.errstate(all="ignore"):
+        return fn()
+
+
+# ----------------------------------------------------------------------------- data movement
+def depth_to_space(x, b, mode="DCR"):
+    """Loops over the output: (N, C, H, W) -> (N, C/b^2, H*b, W*b)."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    c2 = c // (b * b)
+    y = np.empty((n, c2, h * b, w * b), x.dtype)
+    for ch in range(c2):
+        for i in range(b):
+            for j in range(b):
+                src = (i * b + j) * c2 + ch if mode == "DCR" else ch * b * b + i * b + j
+                y[:, ch, i::b, j::b] = x[:, src]
+    return y
+
+
+def space_to_depth(x, b):
+    """Loops: (N, C, H, W) -> (N, C*b^2, H/b, W/b), channel (i*b + j)*C + c."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    y = np.empty((n, c * b * b, h // b, w // b), x.dtype)
+    for i in range(b):
+        for j in range(b):
+            for ch in range(c):
+                y[:, (i * b + j) * c + ch] = x[:, ch, i::b, j::b]
+    return y
+
+
+def pad(x, pads, mode="constant", value=0.0):
+    """ONNX Pad: pads = [begin..., end...] per axis; negative values crop first."""
+    x = np.asarray(x)
+    r = x.ndim
+    begin, end = pads[:r], pads[r:]
+    if mode == "constant":
+        # element by element: out[i] = x[i - begin] when inside x, else value
+        out = np.full(tuple(d + b + e for d, b, e in zip(x.shape, begin, end)), value, x.dtype)
+        for idx in np.ndindex(*out.shape):
+            src = tuple(i - b for i, b in zip(idx, begin))
+            if all(0 <= s < d for s, d in zip(src, x.shape)):
+                out[idx] = x[src]
+        return out
+    x = x[tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))]
+    return np.pad(x, [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)], mode=mode)
+
+
+def onnx_slice(x, starts, ends, axes=None, steps=None):
+    """ONNX Slice, with the clamping rules of the operator definition spelled out and the
+    selected indices listed explicitly."""
+    x = np.asarray(x)
+    axes = list(range(len(starts))) if axes is None else [a % x.ndim for a in axes]
+    steps = [1] * len(starts) if steps is None else steps
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        dim = x.shape[a]
+        s = s + dim if s < 0 else s
+        e = e + dim if e < 0 else e
+        if st > 0:
+            s, e = min(max(s, 0), dim), min(max(e, 0), dim)
+        else:
+            s, e = min(max(s, 0), dim - 1), min(max(e, -1), dim - 1)
+        picked = []
+        i = s
+        while (st > 0 and i < e) or (st < 0 and i > e):
+            picked.append(i)
+            i += st
+        x = np.take(x, np.array(picked, dtype=np.int64), axis=a)
+    return x

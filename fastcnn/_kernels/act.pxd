@@ -60,7 +60,9 @@ cdef inline float apply_act(float v, int kind, float alpha, float beta) noexcept
     elif kind == ACT_LEAKY:
         return alpha * v if v < 0 else v
     elif kind == ACT_CLIP:
-        return alpha if v < alpha else (beta if v > beta else v)
+        # max then min, as numpy.clip/ONNX: min > max gives max everywhere; NaN stays NaN
+        t = alpha if v < alpha else v
+        return beta if t > beta else t
     elif kind == ACT_SIGMOID:
         return sigmoidf(v)
     elif kind == ACT_TANH:
@@ -76,7 +78,7 @@ cdef inline float apply_act(float v, int kind, float alpha, float beta) noexcept
     elif kind == ACT_SELU:
         return beta * (alpha * expm1f(v) if v <= 0 else v)
     elif kind == ACT_CELU:
-        return (v if v > 0 else 0.0) + (alpha * expm1f(v / alpha) if v < 0 else 0.0)
+        return alpha * expm1f(v / alpha) if v < 0 else v
     elif kind == ACT_THRESHOLDED:
         return v if v > alpha else (v if v != v else 0.0)
     elif kind == ACT_SOFTPLUS:

@@ -136,16 +136,30 @@ cdef class BinaryStep(Step):
     def __init__(self, const float[::1] a, const float[::1] b, float[::1] out, shape, a_strides,
                  b_strides, int op):
         cdef int k, pad = 6 - len(shape)
+        cdef Py_ssize_t total = 1, last_a = 0, last_b = 0
         if pad < 0:
             raise ValueError("BinaryStep: more than 6 dims")
         self.a = a
         self.b = b
         self.out = out
         self.op = op
+        if len(a_strides) != len(shape) or len(b_strides) != len(shape):
+            raise ValueError("BinaryStep: strides and shape differ in length")
         for k in range(6):
             self.shape[k] = 1 if k < pad else shape[k - pad]
             self.sa[k] = 0 if k < pad else a_strides[k - pad]
             self.sb[k] = 0 if k < pad else b_strides[k - pad]
+        # The kernel reads without bounds checks: every address it can touch must be inside.
+        for k in range(6):
+            if self.shape[k] < 0 or self.sa[k] < 0 or self.sb[k] < 0:
+                raise ValueError("BinaryStep: negative dim or stride")
+            total *= self.shape[k]
+            last_a += (self.shape[k] - 1) * self.sa[k]
+            last_b += (self.shape[k] - 1) * self.sb[k]
+        if total != out.shape[0]:
+            raise ValueError(f"BinaryStep: shape {list(shape)} has {total} elements, out has {out.shape[0]}")
+        if total and (last_a >= a.shape[0] or last_b >= b.shape[0]):
+            raise ValueError("BinaryStep: strides reach past an input buffer")
 
     cdef void run(self) noexcept:
         if self.out.shape[0] == 0:

@@ -40,7 +40,47 @@ class ImportContext:
         self.opset = opset
         self.initializers = {}   # name -> np.ndarray
         self.nodes = []
+        self.inputs = []         # TensorSpec of the graph inputs
+        self.consumed = set()    # every tensor name some node or graph output reads
         self._names = set()
+        self._ranks = {}
+
+    def rank(self, node, name: str) -> int:
+        """Rank of tensor `name`, inferred over the nodes converted so far (legacy opset-6
+        broadcasting needs it). Raises UnsupportedOpError when it cannot be known."""
+        if name in self.initializers:
+            return self.initializers[name].ndim
+        for t in self.inputs:
+            if t.name == name:
+                return len(t.shape)
+        if name not in self._ranks:
+            from fastcnn.ir.graph import ValueType
+            from fastcnn.ir.infer import infer_graph
+            g = Graph("partial", self.inputs, [], list(self.nodes), self.initializers,
+                      source=self.where)
+            types = {t.name: ValueType(tuple(1 if d is None else d for d in t.shape), t.dtype)
+                     for t in self.inputs}
+            try:
+                inferred = infer_graph(g, types, max_tensor_bytes=1 << 62)
+            except FastCNNError as e:
+                self.unsupported(node, f"cannot infer the rank of input '{name}' ({e})")
+            self._ranks.update({k: len(t.shape) for k, t in inferred.types.items()})
+        if name not in self._ranks:
+            self.unsupported(node, f"cannot infer the rank of input '{name}'")
+        return self._ranks[name]
+
+    def unsqueeze_trailing(self, node, name: str, count: int) -> str:
+        """`name` with `count` trailing axes of size 1 appended (a constant is reshaped)."""
+        if count <= 0:
+            return name
+        v = self.const(name)
+        if v is not None:
+            return self.add_const(f"{node.name}_{name}_aligned", v.reshape(v.shape + (1,) * count))
+        r = self.rank(node, name)
+        axes = self.add_const(f"{node.name}_axes", np.arange(r, r + count, dtype=np.int64))
+        out = self.fresh(f"{node.name}_{name}_aligned")
+        self.emit("Unsqueeze", self.fresh(f"{node.name}_align"), [name, axes], [out])
+        return out
 
     def fresh(self, base: str) -> str:
         name, k = base, 0
@@ -212,6 +252,7 @@ def conv_pad(ctx, node, attrs):
 
 
 def conv_clip(ctx, node, attrs):
+    attrs.pop("consumed_inputs", None)  # opset 1
     lo, hi = attrs.pop("min", -np.inf), attrs.pop("max", np.inf)
     for i, key in ((1, "min"), (2, "max")):
         if len(node.input) > i and node.input[i]:
@@ -246,17 +287,18 @@ def conv_batchnorm(ctx, node, attrs):
     if attrs.pop("spatial", 1) != 1:
         ctx.unsupported(node, "spatial=0 (per-activation statistics)")
     if attrs.get("training_mode", 0) or (ctx.opset < 7 and attrs.get("is_test", 0) == 0 and
-                                         any(o for o in node.output[1:])):
+                                         any(o in ctx.consumed for o in node.output[1:] if o)):
         ctx.unsupported(node, "training mode")
     attrs.pop("is_test", None)
     attrs.pop("consumed_inputs", None)
-    if any(o for o in node.output[1:]):
+    if any(o in ctx.consumed for o in node.output[1:] if o):
         ctx.unsupported(node, "running mean/variance outputs (training mode)")
     _check_known(ctx, node, attrs, ("epsilon", "momentum", "training_mode"))
     ctx.emit("BatchNormalization", node.name, node.input, node.output[:1], attrs)
 
 
 def conv_dropout(ctx, node, attrs):
+    attrs.pop("consumed_inputs", None)  # opset 1
     attrs.pop("is_test", None)
     attrs.pop("ratio", None)
     if len(node.input) > 2 and node.input[2]:
@@ -264,11 +306,14 @@ def conv_dropout(ctx, node, attrs):
         if tm is None or bool(np.asarray(tm).reshape(-1)[0]):
             ctx.unsupported(node, "training_mode=True")
     _check_known(ctx, node, attrs, ("seed",))
-    ctx.emit("Dropout", node.name, node.input[:1], node.output[:2], attrs)
+    outputs = node.output[:1]
+    if len(node.output) > 1 and node.output[1] in ctx.consumed:
+        outputs = node.output[:2]  # the shape function refuses a mask that is used
+    ctx.emit("Dropout", node.name, node.input[:1], outputs, attrs)
 
 
 def conv_maxpool(ctx, node, attrs):
-    if len(node.output) > 1 and node.output[1]:
+    if len(node.output) > 1 and node.output[1] in ctx.consumed:
         ctx.unsupported(node, "the Indices output")
     _check_known(ctx, node, attrs, ("kernel_shape", "strides", "pads", "dilations", "ceil_mode",
                                     "auto_pad", "storage_order"))
@@ -294,24 +339,18 @@ def conv_global_lp(ctx, node, attrs):
 
 
 def _legacy_broadcast(ctx, node, attrs):
-    """Opset < 7 elementwise ops broadcast B against A starting at `axis` (when broadcast=1).
-    Rewrites a constant B to a numpy-broadcastable shape; returns the inputs."""
+    """Before opset 7, Add/Mul/... with broadcast=1 align B's dims with A's starting at `axis`
+    (default: B's dims are A's trailing dims, as numpy). B gets trailing 1-dims so that numpy
+    broadcasting gives the same result. Returns the inputs."""
     inputs = list(node.input)
     attrs.pop("consumed_inputs", None)
-    if attrs.pop("broadcast", 0) and "axis" in attrs:
-        axis = attrs.pop("axis")
-        b = ctx.const(inputs[1])
-        if b is None:
-            ctx.unsupported(node, "legacy broadcast with axis on a non-constant operand")
-        a_rank = None
-        # A's rank is unknown here; the common case is a bias over axis 1 of an NCHW tensor.
-        if axis >= 0:
-            trailing = max(0, 4 - axis - b.ndim) if a_rank is None else a_rank - axis - b.ndim
-            inputs[1] = ctx.add_const(f"{node.name}_b", b.reshape(b.shape + (1,) * trailing))
-        else:
-            trailing = -axis - b.ndim
-            inputs[1] = ctx.add_const(f"{node.name}_b", b.reshape(b.shape + (1,) * max(trailing, 0)))
-    attrs.pop("axis", None)
+    axis = attrs.pop("axis", None)
+    if attrs.pop("broadcast", 0) and axis is not None:
+        rank_a = ctx.rank(node, inputs[0])
+        rank_b = ctx.rank(node, inputs[1])
+        if not -rank_a <= axis < rank_a or (axis % rank_a) + rank_b > rank_a:
+            ctx.fail(node, f"legacy broadcast axis={axis} does not fit input ranks {rank_a} and {rank_b}")
+        inputs[1] = ctx.unsqueeze_trailing(node, inputs[1], rank_a - axis % rank_a - rank_b)
     return inputs
 
 
@@ -336,9 +375,43 @@ def conv_unary(known=()):
 
 
 def conv_gemm(ctx, node, attrs):
+    """Gemm with constant B (and C) stays a Gemm (packed weights, fused epilogue). A B or C
+    computed at run time is rewritten as MatMul (+ Mul by alpha) + Add (of beta * C)."""
     attrs.pop("broadcast", None)  # opset < 7: C always broadcasts in the IR
     _check_known(ctx, node, attrs, ("alpha", "beta", "transA", "transB"))
-    ctx.emit("Gemm", node.name, node.input, node.output, attrs)
+    inputs = list(node.input) + [""] * (3 - len(node.input))
+    a_name, b_name, c_name = inputs[:3]
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    c_runtime = bool(c_name) and beta != 0.0 and ctx.const(c_name) is None
+    if ctx.const(b_name) is not None and not c_runtime:
+        ctx.emit("Gemm", node.name, node.input, node.output, attrs)
+        return
+    out = node.output[0]
+    add_c = bool(c_name) and beta != 0.0
+    y = ctx.fresh(f"{node.name}_ab") if add_c else out
+    if ctx.const(b_name) is not None:
+        ctx.emit("Gemm", node.name, [a_name, b_name], [y],
+                 {k: v for k, v in attrs.items() if k != "beta"})
+    else:
+        for i, key in ((0, "transA"), (1, "transB")):
+            if attrs.get(key, 0):
+                t = ctx.fresh(f"{node.name}_{key}")
+                ctx.emit("Transpose", ctx.fresh(f"{node.name}_{key}"), [inputs[i]], [t], {"perm": [1, 0]})
+                inputs[i] = t
+        if alpha != 1.0:
+            ab = ctx.fresh(f"{node.name}_matmul")
+            ctx.emit("MatMul", node.name, inputs[:2], [ab])
+            ctx.emit("Mul", ctx.fresh(f"{node.name}_alpha"),
+                     [ab, ctx.add_const(f"{node.name}_alpha", np.array(alpha, np.float32))], [y])
+        else:
+            ctx.emit("MatMul", node.name, inputs[:2], [y])
+    if add_c:
+        c = c_name
+        if beta != 1.0:
+            c = ctx.fresh(f"{node.name}_betac")
+            ctx.emit("Mul", ctx.fresh(f"{node.name}_beta"),
+                     [c_name, ctx.add_const(f"{node.name}_beta", np.array(beta, np.float32))], [c])
+        ctx.emit("Add", ctx.fresh(f"{node.name}_addc"), [y, c], [out])
 
 
 def conv_cast(ctx, node, attrs):
@@ -405,10 +478,12 @@ def conv_prelu(ctx, node, attrs):
     inputs = list(node.input)
     attrs.pop("consumed_inputs", None)
     _check_known(ctx, node, attrs, ())
-    slope = ctx.const(inputs[1])
-    if slope is not None and slope.ndim == 1 and slope.size > 1 and ctx.opset < 7:
-        # legacy unidirectional broadcast of a per-channel slope over (N, C, ...)
-        inputs[1] = ctx.add_const(f"{node.name}_slope", slope.reshape(-1, 1, 1))
+    if ctx.opset < 7:
+        # Before opset 7 a slope of shape (C,) applies per channel (axis 1) of X (N, C, ...).
+        slope = ctx.const(inputs[1])
+        size = slope.size if slope is not None else None
+        if ctx.rank(node, inputs[1]) == 1 and size != 1:
+            inputs[1] = ctx.unsqueeze_trailing(node, inputs[1], ctx.rank(node, inputs[0]) - 2)
     ctx.emit("PRelu", node.name, inputs, node.output)
 
 
@@ -418,13 +493,13 @@ CONVERTERS = {
     "Gemm": conv_gemm,
     "MatMul": direct(),
     "MaxPool": conv_maxpool,
-    "AveragePool": direct(known=_WINDOW + ("ceil_mode", "count_include_pad")),
+    "AveragePool": direct(known=_WINDOW + ("ceil_mode", "count_include_pad", "dilations")),
     "LpPool": conv_lppool,
     "GlobalAveragePool": direct(),
     "GlobalMaxPool": direct(),
     "GlobalLpPool": conv_global_lp,
     "BatchNormalization": conv_batchnorm,
-    "InstanceNormalization": direct(known=("epsilon",)),
+    "InstanceNormalization": direct(known=("epsilon",), drop=("consumed_inputs",)),
     "LayerNormalization": direct(known=("axis", "epsilon", "stash_type")),
     "LRN": direct(known=("size", "alpha", "beta", "bias")),
     "Relu": conv_unary(),
@@ -533,10 +608,13 @@ def import_model(model, where: str = "model") -> Graph:
         raise UnsupportedOpError(f"{where}: sparse initializers are not supported")
     # Old exporters list initializers among the graph inputs: those are weights, not inputs.
     inputs = [_value_spec(ctx, vi, True) for vi in g.input if vi.name not in ctx.initializers]
+    ctx.inputs = inputs
     for n in g.node:
         for o in n.output:
             ctx._names.add(o)
         ctx._names.add(n.name)
+        ctx.consumed.update(x for x in n.input if x)
+    ctx.consumed.update(vi.name for vi in g.output)
     for i, n in enumerate(g.node):
         if n.domain not in ("", "ai.onnx"):
             raise UnsupportedOpError(f"{where}: node '{n.name}' uses operator '{n.op_type}' from "

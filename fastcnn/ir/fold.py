@@ -35,8 +35,8 @@ UNARY = {
     "LeakyRelu": lambda x, a: np.where(x >= 0, x, a["alpha"] * x),
     "Elu": lambda x, a: np.where(x > 0, x, a["alpha"] * np.expm1(x)),
     "Selu": lambda x, a: a["gamma"] * np.where(x > 0, x, a["alpha"] * np.expm1(x)),
-    "Celu": lambda x, a: np.maximum(x, 0) + np.minimum(0, a["alpha"] * np.expm1(x / a["alpha"])),
-    "ThresholdedRelu": lambda x, a: np.where(x > a["alpha"], x, 0),
+    "Celu": lambda x, a: np.where(x < 0, a["alpha"] * np.expm1(x / a["alpha"]), x),
+    "ThresholdedRelu": lambda x, a: np.where(x <= a["alpha"], 0, x),  # NaN stays NaN
     "Clip": lambda x, a: np.minimum(np.maximum(x, a["min"]), a["max"]),
     "Sigmoid": lambda x, a: 1 / (1 + np.exp(-x)),
     "Tanh": lambda x, a: np.tanh(x),
@@ -176,15 +176,24 @@ def slice_(ctx, values):
 def pad(ctx, values):
     begin, end = shapes.pad_amounts(ctx)
     x = values[0]
-    # negative pads crop first
-    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))
-    x = x[crop]
-    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
     mode = ctx.attrs["mode"]
     if mode == "constant":
+        # out[i] = x[i - begin] where that is inside x, else the value (this also covers pads
+        # that crop more than one side holds: out has x + begin + end elements)
         cv = values[2].reshape(-1)[0] if len(values) > 2 and values[2] is not None else 0
-        return [np.pad(x, widths, mode="constant", constant_values=cv)]
-    return [np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])]
+        out = np.full(tuple(d + b + e for d, b, e in zip(x.shape, begin, end)), cv, dtype=x.dtype)
+        dst, src = [], []
+        for d, b, e in zip(x.shape, begin, end):
+            lo = max(b, 0)
+            n = max(0, min(d + b, d + b + e) - lo)
+            dst.append(slice(lo, lo + n))
+            src.append(slice(lo - b, lo - b + n))
+        out[tuple(dst)] = x[tuple(src)]
+        return [out]
+    # negative pads crop first (the shape function checked that something is left to copy)
+    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))
+    widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    return [np.pad(x[crop], widths, mode=mode)]
 
 
 def expand(ctx, values):
@@ -277,8 +286,16 @@ def cast(ctx, values):
     to = np.dtype(ctx.attrs["to"])
     with np.errstate(all="ignore"):
         if to.kind in "iu" and x.dtype.kind == "f":
-            x = np.nan_to_num(np.trunc(x), nan=0, posinf=np.iinfo(to).max, neginf=np.iinfo(to).min)
-            x = np.clip(x, np.iinfo(to).min, np.iinfo(to).max)
+            # Truncate toward zero, NaN -> 0, saturate out-of-range values (ONNX leaves them
+            # undefined). The bounds are compared in float64 and written as integers: float
+            # rounding of 2**31-1 or 2**63-1 would otherwise wrap around.
+            info = np.iinfo(to)
+            t = np.nan_to_num(np.trunc(x.astype(np.float64)), nan=0.0)
+            high, low = t >= float(info.max), t <= float(info.min)
+            out = np.where(high | low, 0.0, t).astype(to)
+            out[high] = info.max
+            out[low] = info.min
+            return [out]
         return [x.astype(to)]
 
 

@@ -20,7 +20,8 @@ _CONV = {**_WINDOW, "kernel_shape": Attr("ints", []), "dilations": Attr("ints", 
          "group": Attr("int", 1), **_EPILOGUE}
 _MAXPOOL = {**_WINDOW, "dilations": Attr("ints", []), "ceil_mode": Attr("int", 0),
             "storage_order": Attr("int", 0)}
-_AVGPOOL = {**_WINDOW, "ceil_mode": Attr("int", 0), "count_include_pad": Attr("int", 0)}
+_AVGPOOL = {**_WINDOW, "dilations": Attr("ints", []), "ceil_mode": Attr("int", 0),
+            "count_include_pad": Attr("int", 0)}
 _REDUCE = {"keepdims": Attr("int", 1), "noop_with_empty_axes": Attr("int", 0)}
 
 

@@ -187,7 +187,7 @@ class NodeContext:
     def axis(self, axis: int, rank: int, what: str = "axis", allow_end: bool = False) -> int:
         """Normalise a possibly negative axis into [0, rank) (or [0, rank] with allow_end)."""
         hi = rank + 1 if allow_end else rank
-        a = axis + hi if axis < 0 else axis
+        a = axis + rank if axis < 0 else axis  # -1 is the last axis, with allow_end too
         if not 0 <= a < hi:
             self.fail(f"{what}={axis} is out of range for rank {rank}")
         return a

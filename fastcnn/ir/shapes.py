@@ -88,11 +88,36 @@ def pool_geometry(ctx: NodeContext):
         if geo.pads[i] >= geo.kernel[i] or geo.pads[i + r] >= geo.kernel[i]:
             # As onnxruntime: a window lying wholly in the padding has no defined max/min/average.
             ctx.fail(f"pads {list(geo.pads)} must be smaller than kernel_shape {list(geo.kernel)}")
+    empty = empty_window(x[2:], geo)
+    if empty is not None:
+        axis, pos = empty
+        ctx.fail(f"with dilations {list(geo.dilations)} the window of output position {pos} on "
+                 f"spatial axis {axis} covers only padding (spatial dims {list(x[2:])}, "
+                 f"kernel_shape {list(geo.kernel)}, pads {list(geo.pads)})")
     if ctx.node.op == "LpPool" and not 1 <= a["p"] <= 64:
         ctx.fail(f"p must be between 1 and 64, got {a['p']}")
     if a.get("storage_order", 0) not in (0, 1):
         ctx.fail("storage_order must be 0 or 1")
     return geo
+
+
+def empty_window(in_spatial, geo):
+    """(axis, output index) of the first window with no tap inside the input, else None.
+
+    A window starting at st >= 0 has its first tap inside (the geometry keeps st < size), so
+    only windows starting in the begin padding can miss the input, and only when dilated: the
+    first tap at or after 0 is k0 = ceil(-st / d), which must exist and be < size.
+    """
+    for a in range(geo.rank):
+        k, s, d, pb, size = geo.kernel[a], geo.strides[a], geo.dilations[a], geo.pads[a], in_spatial[a]
+        if d == 1:
+            continue
+        for o in range(min(geo.out[a], -(-pb // s))):
+            st = o * s - pb
+            k0 = -(-(-st) // d)
+            if k0 >= k or st + k0 * d >= size:
+                return a, o
+    return None
 
 
 def pool(ctx: NodeContext):
@@ -203,9 +228,14 @@ def lrn(ctx: NodeContext):
 
 # ----------------------------------------------------------------------------- elementwise
 def unary(ctx: NodeContext):
-    """Same shape and dtype out as in. Runtime kernels exist for float32 only."""
-    if ctx.node.op == "Clip" and ctx.attrs["min"] > ctx.attrs["max"]:
-        ctx.fail(f"min {ctx.attrs['min']} is greater than max {ctx.attrs['max']}")
+    """Same shape and dtype out as in. Runtime kernels exist for float32 only.
+    (Clip with min > max is valid ONNX: every value becomes max.)"""
+    if ctx.node.op == "Celu" and ctx.attrs["alpha"] == 0:
+        ctx.fail("alpha must not be 0 (Celu divides by it)")
+    for name in ("alpha", "beta", "gamma", "min", "max"):
+        v = ctx.attrs.get(name)
+        if v is not None and v != v:
+            ctx.fail(f"attribute {name} is NaN")
     return [_same(ctx)]
 
 
@@ -225,7 +255,8 @@ def softmax(ctx: NodeContext):
 def prelu(ctx: NodeContext):
     ctx.expect_float(0, 1)
     x, s = ctx.shape(0), ctx.shape(1)
-    if broadcast_shapes(ctx, [x, s]) != x:
+    fits = len(s) <= len(x) and all(d in (1, xd) for d, xd in zip(s[::-1], x[::-1]))
+    if not fits:
         ctx.fail(f"slope '{ctx.name(1)}' shape {list(s)} does not broadcast to input {list(x)}")
     return [_same(ctx)]
 
@@ -391,6 +422,18 @@ def split(ctx: NodeContext):
     return [ValueType(x[:axis] + (s,) + x[axis + 1:], ctx.dtype(0)) for s in sizes]
 
 
+def onnx_slice_range(start, end, step, dim):
+    """(start, stop, step) for range() after ONNX Slice's clamping: negative indices count from
+    the end; then starts/ends are clamped to [0, dim] for positive steps, and to [0, dim-1] /
+    [-1, dim-1] for negative steps. (Python's slice.indices differs: it turns a start below
+    -dim with a negative step into -1, an empty slice, where ONNX clamps it to 0.)"""
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        return min(max(start, 0), dim), min(max(end, 0), dim), step
+    return min(max(start, 0), dim - 1), min(max(end, -1), dim - 1), step
+
+
 def slice_params(ctx: NodeContext):
     """Resolve a Slice node to per-axis (start, stop, step) with numpy-style clamping.
 
@@ -413,7 +456,7 @@ def slice_params(ctx: NodeContext):
         seen.add(a)
         if st == 0:
             ctx.fail("steps must not be 0")
-        full[a] = slice(s, e, st).indices(x[a])
+        full[a] = onnx_slice_range(s, e, st, x[a])
     out = tuple(len(range(*t)) for t in full)
     return [t[0] for t in full], [t[1] for t in full], [t[2] for t in full], out
 
@@ -438,12 +481,16 @@ def pad_amounts(ctx: NodeContext):
         ctx.fail(f"mode must be constant, reflect, edge or wrap, got {mode!r}")
     for a in range(r):
         if x[a] + begin[a] + end[a] < 0 or max(begin[a], end[a]) >= MAX_DIM:
-            ctx.fail(f"pads {pads} are invalid for shape {list(x)}")
-        if mode == "reflect" and max(begin[a], end[a]) > x[a] - 1 and (begin[a] or end[a]):
-            ctx.fail(f"reflect padding {begin[a]},{end[a]} on axis {a} needs the axis to be longer "
-                     f"than the padding (size {x[a]})")
-        if mode in ("edge", "wrap") and x[a] == 0 and (begin[a] or end[a]):
-            ctx.fail(f"{mode} padding of an empty axis {a}")
+            ctx.fail(f"pads {pads} are invalid for shape {list(x)}: axis {a} of size {x[a]} "
+                     f"would get {x[a] + begin[a] + end[a]} elements")
+        # negative pads crop first; reflect/edge/wrap then copy from what is left
+        kept = x[a] - max(-begin[a], 0) - max(-end[a], 0)
+        grow = max(begin[a], 0) + max(end[a], 0)
+        if mode == "reflect" and grow and max(begin[a], end[a]) > kept - 1:
+            ctx.fail(f"reflect padding {begin[a]},{end[a]} on axis {a} must be smaller than the "
+                     f"axis (size {kept})")
+        if mode in ("edge", "wrap") and grow and kept <= 0:
+            ctx.fail(f"{mode} padding of axis {a}, which is empty")
     if ctx.has(2) and ctx.type(2).size != 1:
         ctx.fail("constant_value must be a scalar")
     return begin, end

@@ -3,11 +3,19 @@ from __future__ import annotations
 
 from fastcnn._kernels import pool as pool_kernels
 from fastcnn.ir.geometry import window_geometry
-from fastcnn.runtime.k_conv import _GeomCtx
 from fastcnn.runtime.prepare import Prepared
 
 
+class _GeomCtx:
+    """Lets window_geometry report errors through a PrepareContext (the shape function has
+    already validated the same attributes, so this only re-derives the numbers)."""
+
+    def __init__(self, p):
+        self.fail = p.fail
+
+
 def prepare_pool(p):
+    """x (n, c, h_in, w_in) or (n, c, w_in) -> out (n, c, h_out, w_out) / (n, c, w_out)."""
     a = p.attrs
     x, y = p.in_types[0].shape, p.out_types[0].shape
     geo = window_geometry(_GeomCtx(p), x[2:], a["kernel_shape"], a["strides"], a["pads"],
@@ -33,6 +41,7 @@ def prepare_pool(p):
 
 
 def prepare_global_pool(p):
+    """x (n, c, spatial...) viewed as (n*c, prod(spatial)) -> out (n*c,)."""
     x = p.in_types[0].shape
     rows = x[0] * x[1]
     cols = 1

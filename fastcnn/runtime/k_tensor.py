@@ -186,11 +186,11 @@ def prepare_pad(p):
         value = float(np.asarray(cv).reshape(-1)[0])
     xs, ys = c_strides(x), c_strides(y)
     r = len(x)
-    # interior: input cropped by negative pads, written at max(begin, 0)
-    crop_lo = [max(-b, 0) for b in begin]
-    crop_hi = [max(-e, 0) for e in end]
-    inner = [x[k] - crop_lo[k] - crop_hi[k] for k in range(r)]
+    # interior: out[i] = x[i - begin] along each axis, for out indices [dst_lo, dst_lo + inner)
+    # (negative pads crop; pads cropping more than the axis holds leave nothing to copy)
     dst_lo = [max(b, 0) for b in begin]
+    inner = [max(0, min(x[k] + begin[k], y[k]) - dst_lo[k]) for k in range(r)]
+    crop_lo = [dst_lo[k] - begin[k] for k in range(r)]
     src_off = sum(c * s for c, s in zip(crop_lo, xs))
     dst_off = sum(d * s for d, s in zip(dst_lo, ys))
 
@@ -208,35 +208,48 @@ def prepare_pad(p):
             lo, hi = dst_lo[k], dst_lo[k] + inner[k]   # interior along k, in out coordinates
             shape = [y[j] if j < k else inner[j] for j in range(r)]
             base = sum((0 if j < k else dst_lo[j]) * ys[j] for j in range(r) if j != k)
-            for side, count in (("begin", lo), ("end", y[k] - hi)):
-                if count <= 0:
-                    continue
+            for first_dst, count, first_src, step in _border_runs(mode, lo, hi, y[k], inner[k]):
                 shape_k = list(shape)
                 shape_k[k] = count
                 src_strides = list(ys)
-                if side == "begin":
-                    first_dst = 0
-                    if mode == "reflect":      # out[lo - 1 - t] = out[lo + 1 + t]
-                        first_src, src_strides[k] = lo + count, -ys[k]
-                    elif mode == "edge":
-                        first_src, src_strides[k] = lo, 0
-                    else:                      # wrap: out[t] = out[t + inner]
-                        first_src = lo + (inner[k] - count % inner[k]) % inner[k] if count <= inner[k] else None
-                else:
-                    first_dst = hi
-                    if mode == "reflect":      # out[hi + t] = out[hi - 2 - t]
-                        first_src, src_strides[k] = hi - 2, -ys[k]
-                    elif mode == "edge":
-                        first_src, src_strides[k] = hi - 1, 0
-                    else:
-                        first_src = lo if count <= inner[k] else None
-                if first_src is None:
-                    p.unsupported("wrap padding wider than the input")
+                src_strides[k] = step * ys[k]
                 steps.append(copy_step(out, out, shape_k, base + first_src * ys[k], src_strides,
                                        base + first_dst * ys[k], ys))
         return steps
 
     return Prepared(bind)
+
+
+def _border_runs(mode, lo, hi, size, inner):
+    """Copies that fill the padding of one axis from its interior [lo, hi) (out coordinates,
+    inner = hi - lo > 0 elements; the shape function guarantees reflect pads < inner).
+
+    Yields (first_dst, count, first_src, step): out[first_dst + t] = out[first_src + t * step]
+    for t < count. Source and destination never overlap.
+    """
+    if mode == "reflect":                      # out[lo - 1 - t] = out[lo + 1 + t]
+        if lo:
+            yield 0, lo, lo + lo, -1
+        if size - hi:                          # out[hi + t] = out[hi - 2 - t]
+            yield hi, size - hi, hi - 2, -1
+    elif mode == "edge":
+        if lo:
+            yield 0, lo, lo, 0
+        if size - hi:
+            yield hi, size - hi, hi - 1, 0
+    else:  # wrap: out[t] = out[lo + (t - lo) mod inner], in runs that do not wrap around
+        t = 0
+        while t < lo:
+            src = lo + (t - lo) % inner
+            count = min(lo - t, hi - src)
+            yield t, count, src, 1
+            t += count
+        t = hi
+        while t < size:
+            src = lo + (t - lo) % inner
+            count = min(size - t, hi - src)
+            yield t, count, src, 1
+            t += count
 
 
 def prepare_alias(p):

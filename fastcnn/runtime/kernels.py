@@ -5,7 +5,7 @@ when their inputs are known (shape arithmetic, comparisons) and refused if they 
 """
 from __future__ import annotations
 
-from fastcnn.runtime import k_conv, k_dense, k_eltwise, k_norm, k_pool, k_tensor
+from fastcnn.runtime import k_conv, k_dense, k_eltwise, k_norm, k_pool, k_reduce, k_tensor
 
 KERNELS = {
     "Conv": k_conv.prepare_conv,
@@ -51,6 +51,8 @@ KERNELS = {
     "DepthToSpace": k_tensor.prepare_depth_to_space,
     "SpaceToDepth": k_tensor.prepare_depth_to_space,
 }
+for _op in k_reduce.CHAINS:
+    KERNELS[_op] = k_reduce.prepare_reduce
 for _op in k_eltwise.UNARY_PARAMS:
     if _op not in KERNELS:
         KERNELS[_op] = k_eltwise.prepare_unary

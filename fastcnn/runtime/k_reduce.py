@@ -1,0 +1,101 @@
+"""prepare for Reduce* ops: a chain of ReduceStep (x (outer, length, inner) -> (outer, inner)).
+
+Reduced axes are merged with their reduced neighbours and kept axes with kept neighbours, so the
+input becomes alternating kept/reduced groups; each reduced group is one step, innermost first,
+with the intermediates in scratch. Every chained reduction is exact: the mean of equal-sized
+means, the max of maxes, log-sum-exp of log-sum-exps, sqrt of a sum of sums of squares.
+"""
+from __future__ import annotations
+
+from fastcnn._kernels import reduce as reduce_kernels
+from fastcnn.ir.opspec import NodeContext, product
+from fastcnn.runtime.layout import flat
+from fastcnn.runtime.prepare import Prepared
+
+# op -> (kind of the first step, kind of the middle steps, kind of the last step)
+CHAINS = {
+    "ReduceSum": ("SUM", "SUM", "SUM"),
+    "ReduceMean": ("MEAN", "MEAN", "MEAN"),
+    "ReduceMax": ("MAX", "MAX", "MAX"),
+    "ReduceMin": ("MIN", "MIN", "MIN"),
+    "ReduceProd": ("PROD", "PROD", "PROD"),
+    "ReduceL1": ("L1", "SUM", "SUM"),
+    "ReduceSumSquare": ("SUMSQUARE", "SUM", "SUM"),
+    "ReduceL2": ("SUMSQUARE", "SUM", "SQRT_SUM"),
+    "ReduceLogSumExp": ("LOGSUMEXP", "LOGSUMEXP", "LOGSUMEXP"),
+}
+SINGLE = {"ReduceL2": "L2"}  # a one-step chain of these uses its own kind
+
+
+def reduce_axes(p) -> list:
+    """Sorted reduced axes of a Reduce node, or [] when it is a no-op (noop_with_empty_axes)."""
+    x = p.in_types[0].shape
+    ctx = NodeContext(p.node, p.attrs, p.in_types, p.in_consts, p.where)
+    axes = ctx.const_ints(1, "axes") if ctx.has(1) else []
+    if not axes:
+        if p.attrs["noop_with_empty_axes"]:
+            return []
+        axes = list(range(len(x)))
+    return sorted({ctx.axis(a, len(x), "axes") for a in axes})
+
+
+def reduce_groups(shape, axes):
+    """Merge (dim, reduced?) runs: [(size, reduced), ...], size-1 dims dropped (they change
+    nothing), at least one group."""
+    groups = []
+    for k, d in enumerate(shape):
+        red = k in axes
+        if d == 1:
+            continue
+        if groups and groups[-1][1] == red:
+            groups[-1] = (groups[-1][0] * d, red)
+        else:
+            groups.append((d, red))
+    return groups
+
+
+def prepare_reduce(p):
+    op = p.node.op
+    x = p.in_types[0].shape
+    axes = reduce_axes(p)
+    if not axes:
+        return Prepared(alias=True)
+    groups = reduce_groups(x, set(axes))
+    # (outer, length, inner) of each step, innermost reduced group first
+    links = []
+    sizes = [d for d, _ in groups]
+    for g in range(len(groups) - 1, -1, -1):
+        d, red = groups[g]
+        if not red:
+            continue
+        outer = product(sizes[:g])
+        inner = product(sizes[g + 1:])
+        links.append((outer, d, inner))
+        sizes[g] = 1
+    if not links:
+        # every reduced axis has size 1 (or the input is empty along no reduced axis):
+        # the result is the elementwise first step applied to x, as a length-1 reduction
+        links.append((1, 1, product(x)))
+    first, middle, last = CHAINS[op]
+    if len(links) == 1:
+        kinds = [SINGLE.get(op, first)]
+    else:
+        kinds = [first] + [middle] * (len(links) - 2) + [last]
+    codes = [reduce_kernels.REDUCE_CODES[k] for k in kinds]
+    inter = [o * i for o, _, i in links[:-1]]  # intermediate sizes, in scratch
+    scratch = sum(inter)
+    flops = sum(o * d * i for o, d, i in links)
+
+    def bind(ins, outs, scratch_buf):
+        steps, src, off = [], flat(ins[0]), 0
+        for k, ((outer, length, inner), code) in enumerate(zip(links, codes)):
+            if k == len(links) - 1:
+                dst = flat(outs[0])
+            else:
+                dst = scratch_buf[off:off + outer * inner]
+                off += outer * inner
+            steps.append(reduce_kernels.ReduceStep(src, dst, outer, length, inner, code))
+            src = dst
+        return steps
+
+    return Prepared(bind, scratch=scratch, flops=flops)
