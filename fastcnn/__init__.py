@@ -33,6 +33,7 @@ def build_info() -> dict:
     info["default_threads"] = config.default_threads()
     info["physical_cores"] = config.physical_cores()
     info["memory_limit"] = config.memory_limit()
+    info["openmp_wait"] = config.OPENMP_WAIT
     return info
 
 

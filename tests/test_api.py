@@ -101,7 +101,7 @@ def test_non_contiguous_and_batch_sizes(model, samples):
 
 @pytest.mark.parametrize("feed, match", [
     ({"input": np.zeros((2, 1, 32, 32), np.float64)}, "float32"),
-    ({"input": np.zeros((2, 1, 28, 28), np.float32)}, r"expected \[N, 1, 32, 32\]"),
+    ({"input": np.zeros((2, 1, 28, 28), np.float32)}, r"expected float32 \[N, 1, 32, 32\]"),
     ({"input": np.zeros((1, 32, 32), np.float32)}, "shape"),
     ({"image": np.zeros((2, 1, 32, 32), np.float32)}, "missing input"),
     ({"input": [[0.0]]}, "numpy"),
