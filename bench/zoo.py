@@ -157,7 +157,9 @@ def build_edge_cnn(seed=32):
     return g.model("edge_cnn", (3, 32, 32), x, 10, "small edge CNN: 3 conv-BN-ReLU-maxpool blocks")
 
 
-def build_resnet18(seed=18):
+def build_resnet18(seed=18, size=224):
+    """size: input height and width (a multiple of 32 keeps every stage's geometry standard;
+    the weights do not depend on it, so a small size makes a fast test of the same network)."""
     g = GraphBuilder(seed)
     x = g.conv(INPUT_NAME, 3, 64, 7, stride=2, pad=3, base="conv1")
     x = g.relu(g.batchnorm(x, 64, base="bn1"))
@@ -179,7 +181,7 @@ def build_resnet18(seed=18):
             x = g.relu(g.node("Add", [y, x], f"{p}.add"))
             c_in = c
     x = g.dense(g.gap_flatten(x), 512, 1000)
-    return g.model("resnet18", (3, 224, 224), x, 1000, "ResNet-18 (torchvision topology)")
+    return g.model("resnet18", (3, size, size), x, 1000, "ResNet-18 (torchvision topology)")
 
 
 MOBILENETV2_TABLE = (  # expansion t, output channels c, repeats n, first stride s
@@ -188,7 +190,8 @@ MOBILENETV2_TABLE = (  # expansion t, output channels c, repeats n, first stride
 )
 
 
-def build_mobilenetv2(seed=2):
+def build_mobilenetv2(seed=2, size=224):
+    """size: input height and width, as in build_resnet18."""
     g = GraphBuilder(seed)
     x = g.conv(INPUT_NAME, 3, 32, 3, stride=2, pad=1, base="features.0.0")
     x = g.relu6(g.batchnorm(x, 32, base="features.0.1"))
@@ -214,7 +217,7 @@ def build_mobilenetv2(seed=2):
     x = g.conv(x, c_in, 1280, 1, base=f"features.{index}.0")
     x = g.relu6(g.batchnorm(x, 1280, base=f"features.{index}.1"))
     x = g.dense(g.gap_flatten(x), 1280, 1000, "classifier.1")
-    return g.model("mobilenetv2", (3, 224, 224), x, 1000, "MobileNetV2 width 1.0 (torchvision topology)")
+    return g.model("mobilenetv2", (3, size, size), x, 1000, "MobileNetV2 width 1.0 (torchvision topology)")
 
 
 # name -> (builder, input shape without batch)
@@ -226,14 +229,29 @@ MODELS = {
 }
 
 
-def input_shape(name: str, batch: int) -> tuple:
-    """(batch, C, H, W) for a zoo model."""
-    return (batch, *MODELS[name][1])
+RESIZABLE = ("resnet18", "mobilenetv2")  # builders taking `size` (global pooling before the head)
 
 
-def sample_input(name: str, batch: int, seed: int = 0) -> np.ndarray:
+def build(name: str, size: int | None = None):
+    """The ModelProto of a zoo model; `size` (resnet18, mobilenetv2 only) overrides the input
+    height and width."""
+    builder = MODELS[name][0]
+    if size is None:
+        return builder()
+    if name not in RESIZABLE:
+        raise ValueError(f"{name} has a fixed input size {MODELS[name][1]}")
+    return builder(size=size)
+
+
+def input_shape(name: str, batch: int, size: int | None = None) -> tuple:
+    """(batch, C, H, W) for a zoo model (with H = W = size when given)."""
+    c, h, w = MODELS[name][1]
+    return (batch, c, h, w) if size is None else (batch, c, size, size)
+
+
+def sample_input(name: str, batch: int, seed: int = 0, size: int | None = None) -> np.ndarray:
     """A seeded standard-normal input (like a normalised image batch), C-contiguous float32."""
-    return np.random.default_rng(seed).standard_normal(input_shape(name, batch), dtype=np.float32)
+    return np.random.default_rng(seed).standard_normal(input_shape(name, batch, size), dtype=np.float32)
 
 
 def builder_hash(name: str) -> str:
@@ -260,7 +278,7 @@ def ensure(name: str, zoo_dir: str = ZOO_DIR, force: bool = False) -> str:
             if f.read().strip() == want:
                 return path
     os.makedirs(zoo_dir, exist_ok=True)
-    model = MODELS[name][0]()
+    model = build(name)
     tmp = path + ".tmp"
     onnx.save(model, tmp)
     os.replace(tmp, path)
