@@ -42,28 +42,32 @@ class Settings:
 
     row_seconds:     target time per (model, batch, threads) row, all engines together.
     turn_seconds:    timed calls per engine turn (a block of consecutive calls, at least one).
-    quiet_window, quiet_max: between turns, wait until this process used less than 10% of one
-                     CPU over `quiet_window` (the previous engine's threads stopped spinning),
-                     giving up after `quiet_max`.
+    idle_window, idle_max: between turns, wait until this process used less than 10% of one
+                     CPU over `idle_window` (the previous engine's threads stopped spinning),
+                     giving up after `idle_max`.
     settle_seconds:  untimed calls at the start of each turn (re-warm caches after the other
                      engine and the idle wait); skipped when one call is longer than 30x this.
     min_rounds:      turns per engine at least, unless that would exceed `max_row_seconds`.
+    quiet_wait, quiet_threshold: before each row, wait up to `quiet_wait` s for other processes
+                     to use under `quiet_threshold` % of the machine (a shared machine's bursts).
     """
     row_seconds: float = 3.0
     turn_seconds: float = 0.15
-    quiet_window: float = 0.005
-    quiet_max: float = 0.25
+    idle_window: float = 0.005
+    idle_max: float = 0.25
     settle_seconds: float = 0.005
     warmup_seconds: float = 0.3
     min_rounds: int = 3
     max_row_seconds: float = 180.0
     load_reps: int = 5
     peak_seconds: float = 1.5
+    quiet_wait: float = 30.0
+    quiet_threshold: float = 25.0
 
     @classmethod
     def quick(cls):
         return cls(row_seconds=0.3, turn_seconds=0.03, warmup_seconds=0.02, min_rounds=1,
-                   max_row_seconds=30.0, load_reps=2, peak_seconds=0.3)
+                   max_row_seconds=30.0, load_reps=2, peak_seconds=0.3, quiet_wait=0.0)
 
 
 @dataclass
@@ -120,6 +124,21 @@ class MachineLoad:
         return max(0.0, 100.0 * (busy - own) / (wall * (os.cpu_count() or 1)))
 
 
+def wait_for_quiet_machine(max_wait: float, threshold: float, probe: float = 1.0):
+    """Before a row: sleep in `probe`-second windows until other processes use less than
+    `threshold` % of the machine over one window, or `max_wait` seconds pass.
+    Returns (seconds waited, others' % in the last window or None without /proc/stat)."""
+    start = time.perf_counter()
+    others = None
+    while True:
+        load = MachineLoad()
+        time.sleep(probe)
+        others = load.others_percent()
+        waited = time.perf_counter() - start
+        if others is None or others < threshold or waited + probe > max_wait:
+            return waited, others
+
+
 # ----------------------------------------------------------------------------- engines
 def ort_session(path: str, threads: int, spinning: bool):
     """An onnxruntime CPU session with `threads` intra-op threads, no inter-op parallelism and
@@ -155,7 +174,7 @@ def warm_up(fn, seconds: float) -> tuple:
     return first, best
 
 
-def wait_until_quiet(window: float, limit: float) -> float:
+def wait_until_idle(window: float, limit: float) -> float:
     """Sleep until this process uses under 10% of one CPU during `window` seconds, i.e. no
     thread of the engine that just ran is still spinning (onnxruntime's pool with
     allow_spinning=1 keeps a core busy for tens of ms after a call; OpenMP workers spin too).
@@ -190,7 +209,7 @@ def time_interleaved(fns: dict, estimates: dict, s: Settings) -> dict:
         rounds, previous = 0, None
         while rounds < min_rounds or time.perf_counter() - start < s.row_seconds:
             for name, fn in fns.items():
-                waited = wait_until_quiet(s.quiet_window, s.quiet_max)
+                waited = wait_until_idle(s.idle_window, s.idle_max)
                 if previous is not None:
                     timings[previous].spin_down.append(waited)
                 if estimates[name] < 30 * s.settle_seconds:
@@ -238,6 +257,10 @@ def bench_model(name: str, batches, threads_list, s: Settings, ort_mode: str, lo
             fns = {"fastcnn": lambda: fc.run(None, feed)[0]}
             for eng, sess in sessions.items():
                 fns[eng] = (lambda sess: lambda: sess.run(None, feed)[0])(sess)
+            if s.quiet_wait > 0:
+                waited, others = wait_for_quiet_machine(s.quiet_wait, s.quiet_threshold)
+                if others is not None and others >= s.quiet_threshold:
+                    log(f"  (machine still busy after {waited:.0f} s: others use {others:.0f}% of the CPUs)")
             outputs, estimates = {}, {}
             for eng, fn in fns.items():
                 outputs[eng], estimates[eng] = warm_up(fn, s.warmup_seconds)
@@ -325,6 +348,13 @@ def fmt_ms(v: float) -> str:
     return f"{v:.0f}"
 
 
+def fmt_rate(v: float) -> str:
+    """Three significant digits without an exponent (0.153, 15.3, 1530)."""
+    if v < 10:
+        return f"{v:.3g}" if v >= 0.001 else f"{v:.1e}"
+    return f"{v:.3g}" if v < 1000 else f"{v:.0f}"
+
+
 def environment(peaks: dict, ort_mode: str) -> list:
     """Lines describing the machine and software, for the report header."""
     import fastcnn
@@ -383,8 +413,8 @@ def timing_table(rows, peaks) -> list:
             f"**FAIL {r['diff']:.2e} > {r['tol']:.1e}**"
         cells = [r["model"], r["batch"], r["threads"], fmt_ms(ms["fastcnn"]), fmt_ms(ms["ort"]),
                  *[fmt_ms(ms[k]) for k in extra], f"{ms['fastcnn'] / ms['ort']:.2f}",
-                 _pair(r["batch"] / ms["fastcnn"] * 1e3, r["batch"] / ms["ort"] * 1e3, lambda v: f"{v:.0f}"),
-                 _pair(gf["fastcnn"], gf["ort"], lambda v: f"{v:.2f}"),
+                 _pair(r["batch"] / ms["fastcnn"] * 1e3, r["batch"] / ms["ort"] * 1e3, fmt_rate),
+                 _pair(gf["fastcnn"], gf["ort"], fmt_rate),
                  _pair(pct["fastcnn"], pct["ort"], _opt(lambda v: f"{v:.1f}")), check,
                  _pair(r["p10_ms"]["fastcnn"], r["p10_ms"]["ort"], fmt_ms),
                  _pair(r["spread"]["fastcnn"], r["spread"]["ort"], lambda v: f"{100 * v:.0f}%"),
@@ -396,14 +426,14 @@ def timing_table(rows, peaks) -> list:
 
 
 def memory_table(mems) -> list:
-    head = ["model", "thr", "load ms fastcnn .onnx", "load ms fastcnn .fcnn", "load ms ort",
+    head = ["model", "thr", "load ms fastcnn .onnx", "load ms fastcnn .fcnn", "load ms ort", "convert ms",
             "peak RSS MiB fastcnn .onnx", "peak RSS MiB fastcnn .fcnn", "peak RSS MiB ort",
             "after import MiB fastcnn / ort", "file MB .onnx / .fcnn"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for m in mems:
         ld, rss = m["load_s"], m["rss"]
         cells = [m["model"], m["threads"], f"{ld['fastcnn (.onnx)'] * 1e3:.1f}",
-                 f"{ld['fastcnn (.fcnn)'] * 1e3:.1f}", f"{ld['ort'] * 1e3:.1f}",
+                 f"{ld['fastcnn (.fcnn)'] * 1e3:.1f}", f"{ld['ort'] * 1e3:.1f}", f"{m['convert_s'] * 1e3:.0f}",
                  f"{rss['fastcnn (.onnx)']['peak_mib']:.0f}", f"{rss['fastcnn (.fcnn)']['peak_mib']:.0f}",
                  f"{rss['ort']['peak_mib']:.0f}",
                  f"{rss['fastcnn (.fcnn)']['import_mib']:.0f} / {rss['ort']['import_mib']:.0f}",
@@ -439,6 +469,9 @@ def main(argv=None):
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
     ap.add_argument("--row-seconds", type=float, help="target measuring time per row")
+    ap.add_argument("--wait-quiet", type=float, metavar="S",
+                    help="before each row, wait up to S seconds (default 30, 0 with --quick) "
+                         "for other processes to use under 25%% of the CPUs")
     ap.add_argument("--ort-spinning", choices=("on", "off", "both"), default="on",
                     help="onnxruntime session.intra_op.allow_spinning (default on: its default)")
     ap.add_argument("--no-memory", action="store_true", help="skip load time and peak RSS")
@@ -447,12 +480,16 @@ def main(argv=None):
     s = Settings.quick() if args.quick else Settings()
     if args.row_seconds is not None:
         s.row_seconds = args.row_seconds
+    if args.wait_quiet is not None:
+        s.quiet_wait = args.wait_quiet
 
     def log(msg):
         print(msg, flush=True)
 
     started = time.perf_counter()
     log(f"numpy matmul peak (threads {', '.join(map(str, args.threads))}) ...")
+    if s.quiet_wait > 0:
+        wait_for_quiet_machine(s.quiet_wait, s.quiet_threshold)
     peaks = {t: peak_in_subprocess(t, s.peak_seconds) for t in sorted(set(args.threads))}
     env_lines = environment(peaks, args.ort_spinning)
     rows, mems = [], []
