@@ -47,6 +47,7 @@ def peak_in_subprocess(threads: int, seconds: float = 1.5, size: int = 1024) -> 
 
 
 def main(argv=None):
+    """Command line: fix the BLAS threads, then measure and print JSON."""
     ap = argparse.ArgumentParser(description="numpy float32 matmul GFLOP/s")
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--seconds", type=float, default=1.5)

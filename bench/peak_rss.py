@@ -37,6 +37,7 @@ def maxrss_mib() -> float:
 
 
 def main(argv=None):
+    """Command line: load, run once, print the memory high-water marks as JSON."""
     ap = argparse.ArgumentParser(description="peak RSS of load + one run")
     ap.add_argument("engine", choices=("fastcnn", "ort"))
     ap.add_argument("path", help="model file (.onnx, or .fcnn for fastcnn)")

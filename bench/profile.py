@@ -114,6 +114,7 @@ def by_op(layers, total_ms: float) -> list:
 
 
 def main(argv=None):
+    """Command line: load the model, profile it, print the Markdown tables."""
     ap = argparse.ArgumentParser(description="per-layer time of fastcnn, slowest first")
     ap.add_argument("model", help=f"zoo model ({', '.join(zoo.MODELS)}) or a model file path")
     ap.add_argument("--batch", type=int, default=1)

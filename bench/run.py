@@ -66,6 +66,7 @@ class Settings:
 
     @classmethod
     def quick(cls):
+        """Short settings for smoke tests: figures are rough."""
         return cls(row_seconds=0.3, turn_seconds=0.03, warmup_seconds=0.02, min_rounds=1,
                    max_row_seconds=30.0, load_reps=2, peak_seconds=0.3, quiet_wait=0.0)
 
@@ -78,6 +79,7 @@ class Timing:
 
     @property
     def median(self) -> float:
+        """Median seconds per call."""
         return float(np.median(self.times))
 
     @property
@@ -115,13 +117,14 @@ class MachineLoad:
                 time.perf_counter())
 
     def others_percent(self):
+        """Others' share of all CPUs since construction, in %, or None."""
         end = self._sample()
         if self.start is None or end is None:
             return None
         busy = end[0] - self.start[0]
         own = end[1] - self.start[1]
         wall = end[2] - self.start[2]
-        return max(0.0, 100.0 * (busy - own) / (wall * (os.cpu_count() or 1)))
+        return min(100.0, max(0.0, 100.0 * (busy - own) / (wall * (os.cpu_count() or 1))))
 
 
 def wait_for_quiet_machine(max_wait: float, threshold: float, probe: float = 1.0):
@@ -194,13 +197,17 @@ def time_interleaved(fns: dict, estimates: dict, s: Settings) -> dict:
     """Time every engine in `fns` (name -> zero-argument callable) in alternating turns
     A B A B ..., so machine noise falls on all of them alike. A turn is: wait until the
     previous engine's threads are idle, untimed settle calls (short calls only), then about
-    s.turn_seconds of timed consecutive calls (at least one).
+    s.turn_seconds (or a tenth of the slowest engine's call) of timed consecutive calls (at
+    least one).
     `estimates`: name -> seconds per call (from the warm-up). Returns name -> Timing."""
-    per_round = sum(max(est, s.turn_seconds) for est in estimates.values())
+    # A fast engine next to a very slow one gets longer turns (a tenth of the slow call) so it
+    # collects more than one call per round for the same small share of the row's time.
+    turn = max(s.turn_seconds, 0.1 * max(estimates.values()))
+    blocks = {k: max(1, int(round(turn / max(est, 1e-9)))) for k, est in estimates.items()}
+    per_round = sum(max(est, turn) for est in estimates.values())
     min_rounds = s.min_rounds
     while min_rounds > 1 and min_rounds * per_round > s.max_row_seconds:
         min_rounds -= 1
-    blocks = {k: max(1, int(round(s.turn_seconds / max(est, 1e-9)))) for k, est in estimates.items()}
     timings = {k: Timing() for k in fns}
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -236,6 +243,7 @@ def tolerance(ref: np.ndarray) -> float:
 
 
 def max_abs_diff(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref| in float64; inf for a shape mismatch or a NaN/inf difference."""
     if got.shape != ref.shape:
         return float("inf")
     d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
@@ -287,6 +295,7 @@ def bench_model(name: str, batches, threads_list, s: Settings, ort_mode: str, lo
 
 
 def row_line(r) -> str:
+    """One progress line for a finished row."""
     ms = "  ".join(f"{k} {fmt_ms(v)} ms" for k, v in r["ms"].items())
     flag = "ok" if r["ok"] else "FAIL"
     return (f"  {r['model']} batch {r['batch']} threads {r['threads']}: {ms}  "
@@ -294,6 +303,7 @@ def row_line(r) -> str:
 
 
 def median_seconds(fn, reps: int) -> float:
+    """Median wall time of `fn()` over `reps` calls after one untimed call; closes what it returns."""
     fn()  # warm file cache and lazy imports
     times = []
     for _ in range(reps):
@@ -341,6 +351,7 @@ def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, log) ->
 
 # ----------------------------------------------------------------------------- report
 def fmt_ms(v: float) -> str:
+    """Milliseconds with three or four significant digits."""
     if v < 1:
         return f"{v:.3f}"
     if v < 100:
@@ -426,6 +437,7 @@ def timing_table(rows, peaks) -> list:
 
 
 def memory_table(mems) -> list:
+    """Markdown rows of load times, peak RSS and file sizes, one per model."""
     head = ["model", "thr", "load ms fastcnn .onnx", "load ms fastcnn .fcnn", "load ms ort", "convert ms",
             "peak RSS MiB fastcnn .onnx", "peak RSS MiB fastcnn .fcnn", "peak RSS MiB ort",
             "after import MiB fastcnn / ort", "file MB .onnx / .fcnn"]
@@ -442,7 +454,8 @@ def memory_table(mems) -> list:
     return lines
 
 
-def report(rows, mems, peaks, env_lines, args, elapsed) -> str:
+def report(rows, mems, peaks, env_lines, elapsed) -> str:
+    """The whole Markdown report: failure banner, environment, timing and memory tables."""
     failures = [r for r in rows if not r["ok"]]
     out = [f"# fastcnn vs onnxruntime, {datetime.datetime.now():%Y-%m-%d %H:%M}", ""]
     if failures:
@@ -463,6 +476,7 @@ def report(rows, mems, peaks, env_lines, args, elapsed) -> str:
 
 
 def main(argv=None):
+    """Command line; returns the exit status (1 on a correctness failure)."""
     ap = argparse.ArgumentParser(description="fastcnn vs onnxruntime on the zoo models")
     ap.add_argument("--models", nargs="+", default=list(zoo.MODELS), choices=list(zoo.MODELS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
@@ -499,7 +513,7 @@ def main(argv=None):
             rows += bench_model(name, args.batches, args.threads, s, args.ort_spinning, log)
             if not args.no_memory:
                 mems.append(load_and_memory(name, max(args.threads), s, fcnn_dir, log))
-    text = report(rows, mems, peaks, env_lines, args, time.perf_counter() - started)
+    text = report(rows, mems, peaks, env_lines, time.perf_counter() - started)
     out = args.out or os.path.join(BENCH_DIR, "results", f"{datetime.datetime.now():%Y-%m-%d_%H%M%S}.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:

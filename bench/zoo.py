@@ -50,17 +50,20 @@ class GraphBuilder:
         self.counts = {}
 
     def name(self, base: str) -> str:
+        """A tensor/node name from `base`, suffixed _1, _2 ... when taken."""
         k = self.counts.get(base, 0)
         self.counts[base] = k + 1
         return f"{base}_{k}" if k else base
 
     def const(self, base: str, value: np.ndarray) -> str:
+        """Add an initializer; returns its name."""
         from onnx import numpy_helper
         name = self.name(base)
         self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
     def node(self, op: str, inputs, base: str, **attrs) -> str:
+        """Add a one-output node named like its output; returns the output name."""
         from onnx import helper
         name = self.name(base)
         self.nodes.append(helper.make_node(op, list(inputs), [name], name=name, **attrs))
@@ -93,6 +96,7 @@ class GraphBuilder:
                          base, epsilon=1e-5, momentum=0.9)
 
     def relu(self, x, base="relu"):
+        """Relu node on x."""
         return self.node("Relu", [x], base)
 
     def relu6(self, x, base="relu6"):
@@ -102,6 +106,7 @@ class GraphBuilder:
         return self.node("Clip", [x, lo, hi], base)
 
     def maxpool(self, x, k, stride, pad=0, base="maxpool"):
+        """MaxPool with a k x k window and symmetric padding."""
         return self.node("MaxPool", [x], base, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
 
     def gap_flatten(self, x):
@@ -133,6 +138,7 @@ class GraphBuilder:
 
 # ------------------------------------------------------------------------------ the models
 def build_lenet5(seed=5):
+    """LeNet-5: input (N, 1, 28, 28) -> logits (N, 10)."""
     g = GraphBuilder(seed)
     x = g.relu(g.conv(INPUT_NAME, 1, 6, 5, pad=2, bias=True, base="conv1"))
     x = g.maxpool(x, 2, 2)                                   # 6x14x14
@@ -146,6 +152,7 @@ def build_lenet5(seed=5):
 
 
 def build_edge_cnn(seed=32):
+    """Small edge CNN: input (N, 3, 32, 32) -> logits (N, 10)."""
     g = GraphBuilder(seed)
     x, c_in = INPUT_NAME, 3
     for i, c in enumerate((32, 64, 128), 1):
@@ -262,6 +269,7 @@ def builder_hash(name: str) -> str:
 
 
 def path_of(name: str, zoo_dir: str = ZOO_DIR) -> str:
+    """Where the model's .onnx file lives (built or not)."""
     return os.path.join(zoo_dir, f"{name}.onnx")
 
 
@@ -299,6 +307,7 @@ def output_stats(path: str, name: str, batch: int = 2) -> str:
 
 
 def main(argv=None):
+    """Command line: build (or reuse) models and print a line per model."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", default=list(MODELS), help=f"subset of {', '.join(MODELS)}")
     ap.add_argument("--force", action="store_true", help="rebuild even if a matching file exists")
