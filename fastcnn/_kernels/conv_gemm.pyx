@@ -1,0 +1,224 @@
+"""Convolution as packed GEMM on NCHW, per image b and group g:
+
+    out[b, g*cog:(g+1)*cog] (cog, h_out*w_out) = W_g (cog, K) @ B (K, h_out*w_out)
+    K = cig*k_h*k_w, k = (ci*k_h + kh)*k_w + kw;  B[k, oh*w_out + ow] = x[b, g*cig + ci, ih, iw]
+    ih = oh*stride_h - pad_top + kh*dil_h, iw = ow*stride_w - pad_left + kw*dil_w (0 outside x)
+
+W_g is packed once at load into 6-row panels (group, ceil(cog/6), K, 6) (`pack_a_panels`). B is
+never materialised: each 16-pixel column panel of each K block is written by `pack_im2col`
+straight into per-thread scratch in the packed (kc, 16) layout and multiplied by every row panel
+at once. A 1x1 stride-1 unpadded conv (pointwise) reads B in place: it is x[b] (c_in, h*w).
+
+Work is the list of (image, group, column panel) tasks, each running every K block; threads pick
+tasks dynamically, and every output value is computed the same way whatever thread runs it
+(bit-identical results for any thread count).
+"""
+from cython.parallel cimport prange, threadid
+
+from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
+from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16, pack_b_edge
+
+import numpy as np
+
+
+
+cdef void pack_im2col(const float *xg, const ConvGeom *g, Py_ssize_t k0, Py_ssize_t kc,
+                      Py_ssize_t j0, Py_ssize_t nr, float *dst) noexcept nogil:
+    """dst (kc, NR): dst[p, t] = B[k0 + p, j0 + t] of one image and group (xg points at the
+    group's first input channel), 0 for t >= nr. Columns are grouped in runs lying in one output
+    row, so each (k, run) is one bounds-clipped (strided) row copy."""
+    cdef Py_ssize_t run_t[NR]
+    cdef Py_ssize_t run_len[NR]
+    cdef Py_ssize_t run_ih[NR]
+    cdef Py_ssize_t run_iw[NR]
+    cdef Py_ssize_t nruns = 0, t = 0, j = j0, oh, ow, length, q, p, u, lo, hi, t0
+    cdef Py_ssize_t ci, kh, kw, ih, iw0, sw = g.stride_w, w_in = g.w_in, h_in = g.h_in
+    cdef Py_ssize_t khw = g.k_h * g.k_w
+    cdef const float *xrow
+    cdef float *d
+    while t < nr:
+        oh = j // g.w_out
+        ow = j - oh * g.w_out
+        length = min(nr - t, g.w_out - ow)
+        run_t[nruns] = t
+        run_len[nruns] = length
+        run_ih[nruns] = oh * g.stride_h - g.pad_top
+        run_iw[nruns] = ow * sw - g.pad_left
+        nruns = nruns + 1
+        t = t + length
+        j = j + length
+    ci = k0 // khw
+    kh = (k0 - ci * khw) // g.k_w
+    kw = k0 - ci * khw - kh * g.k_w
+    for p in range(kc):
+        d = dst + p * NR
+        for q in range(nruns):
+            t0 = run_t[q]
+            length = run_len[q]
+            ih = run_ih[q] + kh * g.dil_h
+            if ih < 0 or ih >= h_in:
+                for u in range(length):
+                    d[t0 + u] = 0.0
+                continue
+            xrow = xg + (ci * h_in + ih) * w_in
+            iw0 = run_iw[q] + kw * g.dil_w
+            # valid u: 0 <= iw0 + u*sw < w_in
+            lo = 0 if iw0 >= 0 else (-iw0 + sw - 1) // sw
+            hi = (w_in - iw0 + sw - 1) // sw if iw0 < w_in else 0
+            lo = min(lo, length)
+            hi = max(lo, min(hi, length))
+            for u in range(lo):
+                d[t0 + u] = 0.0
+            if sw == 1:
+                for u in range(lo, hi):
+                    d[t0 + u] = xrow[iw0 + u]
+            else:
+                for u in range(lo, hi):
+                    d[t0 + u] = xrow[iw0 + u * sw]
+            for u in range(hi, length):
+                d[t0 + u] = 0.0
+        for u in range(nr, NR):
+            d[u] = 0.0
+        kw = kw + 1
+        if kw == g.k_w:
+            kw = 0
+            kh = kh + 1
+            if kh == g.k_h:
+                kh = 0
+                ci = ci + 1
+
+
+cdef class ConvGemmStep(Step):
+    """out = act(conv(x, W) + bias + residual) as packed GEMM (see the module docstring).
+
+    x (n, c_in, h_in, w_in); ap: W packed (group, ceil(cog/6), K, 6); bias (c_out,) or None;
+    residual like out or None; out (n, c_out, h_out, w_out). kc: K block. work: scratch of at
+    least slots*kc*16 floats; at most `slots` threads run."""
+    cdef const float[:, :, :, ::1] x
+    cdef const float[:, :, :, ::1] ap
+    cdef const float[::1] bias
+    cdef const float[:, :, :, ::1] residual
+    cdef float[:, :, :, ::1] out
+    cdef float[::1] work
+    cdef ConvGeom g
+    cdef Py_ssize_t kc, slots, cig, cog, K, mpanels, hw_in, hw_out, ppi
+    cdef bint pointwise
+
+    def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] ap, bias, residual,
+                 float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t group,
+                 Py_ssize_t k_h, Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
+                 Py_ssize_t kc=256, float[::1] work=None, Py_ssize_t slots=1):
+        self.x, self.ap, self.out = x, ap, out
+        self.g = make_geom(shape4(x), (out.shape[1], x.shape[1] // group if group > 0 else 0, k_h, k_w),
+                           shape4(out), strides, pads, dilations, group, act, alpha, beta,
+                           bias is not None, residual is not None)
+        check_geom(self.g, self.g.c_in // group)
+        self.cig = self.g.c_in // group
+        self.cog = self.g.c_out // group
+        self.K = self.cig * k_h * k_w
+        self.mpanels = (self.cog + MR - 1) // MR
+        if shape4(ap) != (group, self.mpanels, self.K, MR):
+            raise ValueError("ConvGemmStep: packed weights do not fit")
+        if kc < 1 or slots < 1:
+            raise ValueError("ConvGemmStep: kc and slots must be >= 1")
+        self.kc, self.slots = kc, slots
+        self.bias = bias if bias is not None else np.zeros(1, np.float32)
+        self.residual = residual if residual is not None else np.zeros((1, 1, 1, 1), np.float32)
+        if self.g.has_bias and self.bias.shape[0] != self.g.c_out:
+            raise ValueError("ConvGemmStep: bias size")
+        if self.g.has_residual and shape4(self.residual) != shape4(out):
+            raise ValueError("ConvGemmStep: residual shape")
+        self.work = work if work is not None else np.zeros(kc * NR * slots, np.float32)
+        if self.work.shape[0] < kc * NR * slots:
+            raise ValueError("ConvGemmStep: work too small")
+        self.hw_in = self.g.h_in * self.g.w_in
+        self.hw_out = self.g.h_out * self.g.w_out
+        self.ppi = (self.hw_out + NR - 1) // NR
+        self.pointwise = (k_h == 1 and k_w == 1 and self.g.stride_h == 1 and self.g.stride_w == 1
+                          and self.g.pad_top == 0 and self.g.pad_left == 0
+                          and self.g.h_out == self.g.h_in and self.g.w_out == self.g.w_in)
+
+    cdef void task(self, Py_ssize_t task, float *work) noexcept nogil:
+        """One (image, group, column panel) task, all K blocks: out[img, group rows, 16 pixels]."""
+        cdef Py_ssize_t pc, kc, img, grp, jp, j, nr, mp, i, ldb
+        cdef const float *xg
+        cdef const float *bpanel
+        cdef float *cbase
+        cdef Epilogue epi
+        cdef ConvGeom *g = &self.g
+        img = task // (g.group * self.ppi)
+        grp = (task // self.ppi) % g.group
+        jp = task % self.ppi
+        j = jp * NR
+        nr = min(NR, self.hw_out - j)
+        xg = &self.x[img, grp * self.cig, 0, 0]
+        cbase = &self.out[img, grp * self.cog, 0, 0]
+        epi.bias_row = &self.bias[grp * self.cog] if g.has_bias else NULL
+        epi.bias_col = NULL
+        epi.addend = &self.residual[img, grp * self.cog, 0, 0] if g.has_residual else NULL
+        epi.ld_addend = self.hw_out
+        epi.act, epi.alpha, epi.beta = g.act, g.alpha, g.beta
+        pc = 0
+        while pc < self.K:
+            kc = min(self.kc, self.K - pc)
+            if self.pointwise and nr == NR:
+                bpanel = xg + pc * self.hw_in + j
+                ldb = self.hw_in
+            elif self.pointwise:
+                pack_b_edge(xg + pc * self.hw_in + j, self.hw_in, kc, nr, work)
+                bpanel = work
+                ldb = NR
+            else:
+                pack_im2col(xg, g, pc, kc, j, nr, work)
+                bpanel = work
+                ldb = NR
+            for mp in range(self.mpanels):
+                i = mp * MR
+                ukernel_6x16(kc, &self.ap[grp, mp, pc, 0], 1, MR, bpanel, ldb,
+                             cbase + i * self.hw_out + j, self.hw_out, min(MR, self.cog - i),
+                             nr, pc > 0, &epi if pc + kc == self.K else NULL, i, j)
+            pc = pc + kc
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t total = self.g.n * self.g.group * self.ppi, t
+        cdef Py_ssize_t macs = self.g.n * self.g.c_out * self.hw_out * self.K
+        cdef Py_ssize_t nt = max(1, min(<Py_ssize_t>self.num_threads, self.slots))
+        cdef float *work = &self.work[0]
+        cdef Py_ssize_t stride = self.kc * NR
+        nt = min(nt, max(1, macs // MIN_MACS_PER_THREAD), total)
+        if total == 0:
+            return
+        with nogil:
+            if nt <= 1:
+                for t in range(total):
+                    self.task(t, work)
+            else:
+                # dynamic: a thread slowed by another process does not hold the others up
+                for t in prange(total, num_threads=nt, schedule="dynamic"):
+                    self.task(t, work + threadid() * stride)
+
+
+def pack_a_panels(w, Py_ssize_t group):
+    """Pack conv weights W (c_out, cig, k_h, k_w) for the micro-kernel: (group, ceil(cog/6), K, 6)
+    with K = cig*k_h*k_w and the rows of each panel interleaved (zero rows pad the last panel)."""
+    w = np.asarray(w, np.float32)
+    c_out = w.shape[0]
+    cog = c_out // group
+    k = int(np.prod(w.shape[1:]))
+    mp = (cog + MR - 1) // MR
+    a = np.zeros((group, mp * MR, k), np.float32)
+    a[:, :cog] = w.reshape(group, cog, k)
+    return np.ascontiguousarray(a.reshape(group, mp, MR, k).transpose(0, 1, 3, 2))
+
+
+def conv2d_gemm(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), group=1, act=0,
+                alpha=0.0, beta=0.0, residual=None, kc=256, num_threads=1):
+    """Packed-GEMM NCHW convolution into `out` (tests and bench); arguments as conv2d_direct."""
+    k_h, k_w = w.shape[2], w.shape[3]
+    slots = max(1, num_threads)
+    s = ConvGemmStep(x, pack_a_panels(w, group), bias, residual, out, strides, pads, dilations,
+                     group, k_h, k_w, act, alpha, beta, kc, np.zeros(kc * NR * slots, np.float32),
+                     slots)
+    s.num_threads = num_threads
+    s()
