@@ -17,6 +17,8 @@ from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
+from fastcnn._kernels.simd cimport vf8_load, vf8_store
+from fastcnn._kernels.simd_extra cimport vf8_load_even
 from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16, pack_b_edge
 
 import numpy as np
@@ -63,19 +65,40 @@ cdef void pack_im2col(const float *xg, const ConvGeom *g, Py_ssize_t k0, Py_ssiz
                 continue
             xrow = xg + (ci * h_in + ih) * w_in
             iw0 = run_iw[q] + kw * g.dil_w
-            # valid u: 0 <= iw0 + u*sw < w_in
-            lo = 0 if iw0 >= 0 else (-iw0 + sw - 1) // sw
-            hi = (w_in - iw0 + sw - 1) // sw if iw0 < w_in else 0
+            # valid u: 0 <= iw0 + u*sw < w_in (no division for the common strides)
+            if sw == 1:
+                lo = 0 if iw0 >= 0 else -iw0
+                hi = w_in - iw0
+            elif sw == 2:
+                lo = 0 if iw0 >= 0 else (1 - iw0) >> 1
+                hi = (w_in - iw0 + 1) >> 1 if iw0 < w_in else 0
+            else:
+                lo = 0 if iw0 >= 0 else (-iw0 + sw - 1) // sw
+                hi = (w_in - iw0 + sw - 1) // sw if iw0 < w_in else 0
             lo = min(lo, length)
             hi = max(lo, min(hi, length))
             for u in range(lo):
                 d[t0 + u] = 0.0
+            u = lo
             if sw == 1:
-                for u in range(lo, hi):
+                while u + 8 <= hi:
+                    vf8_store(d + t0 + u, vf8_load(xrow + iw0 + u))
+                    u = u + 8
+                while u < hi:
                     d[t0 + u] = xrow[iw0 + u]
+                    u = u + 1
+            elif sw == 2:
+                # the even-lane read touches one float past the 8th value: keep it in the row
+                while u + 8 <= hi and iw0 + 2 * u + 15 < w_in:
+                    vf8_store(d + t0 + u, vf8_load_even(xrow + iw0 + 2 * u))
+                    u = u + 8
+                while u < hi:
+                    d[t0 + u] = xrow[iw0 + 2 * u]
+                    u = u + 1
             else:
-                for u in range(lo, hi):
+                while u < hi:
                     d[t0 + u] = xrow[iw0 + u * sw]
+                    u = u + 1
             for u in range(hi, length):
                 d[t0 + u] = 0.0
         for u in range(nr, NR):

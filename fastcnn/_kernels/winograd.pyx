@@ -152,7 +152,8 @@ cdef class ConvWinogradStep(Step):
     cdef float[:, :, :, ::1] out
     cdef float[::1] work
     cdef ConvGeom g
-    cdef Py_ssize_t m, a, mrows, tiles_h, tiles_w, tiles, blocks, slot_size, slots
+    cdef readonly Py_ssize_t m          # output tile size: F(m x m, 3 x 3)
+    cdef Py_ssize_t a, mrows, tiles_h, tiles_w, tiles, blocks, slot_size, slots
 
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] up, bias, residual,
                  float[:, :, :, ::1] out, pads, Py_ssize_t m, int act=0, float alpha=0.0,

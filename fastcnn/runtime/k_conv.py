@@ -4,7 +4,8 @@ Algorithms (kernels in fastcnn/_kernels/):
     direct      conv.pyx        plain loops; the reference, and the fallback for anything else
     gemm        conv_gemm.pyx   im2col packed straight into micro-kernel panels + packed GEMM,
                                 per group; a 1x1 stride-1 unpadded conv reads x in place (no im2col)
-    depthwise   conv_dw.pyx     one input channel per output channel (group == c_in), vectorised
+    vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers (any channel
+                                multiplier) and layers with few output channels (LeNet sizes)
     winograd2   winograd.pyx    F(2x2, 3x3): 3x3, stride 1, dilation 1, group 1
     winograd4   winograd.pyx    F(4x4, 3x3): same conditions, 2.25x fewer multiplies than F(2,3)
 
@@ -23,7 +24,7 @@ import os
 import numpy as np
 
 from fastcnn._kernels import conv as conv_kernels
-from fastcnn._kernels import conv_dw, conv_gemm, winograd
+from fastcnn._kernels import conv_gemm, conv_vec, winograd
 from fastcnn._kernels.gemm import k_block
 from fastcnn.ir.geometry import window_geometry
 from fastcnn.runtime.k_dense import scratch_slots
@@ -33,16 +34,19 @@ from fastcnn.runtime.prepare import Prepared
 # Test/bench override: an algorithm name, or None for the cost-based choice.
 FORCE_ALGORITHM = None
 
-# Cost model constants (this machine class: 2 FMA units x 8 lanes per core).
+# Cost model constants, in cycles of one core (2 FMA units x 8 lanes), fitted to single-thread
+# timings of bench/kernels.py layers (ResNet, MobileNet, LeNet shapes) on the development machine.
+# Only the ranking matters: they choose between algorithms, they predict no timing.
 PEAK_MACS_PER_CYCLE = 16.0
-GEMM_EFFICIENCY = 0.85           # micro-kernel share of peak on full tiles
-IM2COL_CYCLES_PER_FLOAT = 0.25   # writing one packed B element (bounds-clipped row copies)
-POINTWISE_CYCLES_PER_FLOAT = 0.0
-WINOGRAD_INPUT_CYCLES = {2: 12.0, 4: 30.0}    # per tile and input channel: gather + B^T d B
-WINOGRAD_OUTPUT_CYCLES = {2: 6.0, 4: 22.0}    # per tile and output channel: A^T M A + scatter
-DEPTHWISE_MACS_PER_CYCLE = 6.0
+GEMM_EFFICIENCY = 0.9            # micro-kernel share of peak on full tiles
+IM2COL_CYCLES_PER_RUN = 10.0     # packing one K row of a 16-pixel panel, per output-row run
+WINOGRAD_INPUT_CYCLES = {2: 20.0, 4: 40.0}    # per tile and input channel: gather + B^T d B
+WINOGRAD_OUTPUT_CYCLES = {2: 15.0, 4: 35.0}   # per tile and output channel: A^T M A + scatter
+VEC_CYCLES_PER_TAP = 1.5         # one 8-output vector times one filter tap
+VEC_COPY_CYCLES_PER_FLOAT = 0.25 # the padded, phase-split copy of a task's input planes
+VEC_CO_CHUNK = 8                 # output channels per task (conv_vec.pyx CO_CHUNK)
 DIRECT_MACS_PER_CYCLE = 0.7
-# Winograd buffers (V and M) for one block of 16 tiles should stay in L2.
+# Winograd's per-thread buffers grow with the channels; beyond this they leave the caches.
 WINOGRAD_MAX_CHANNELS = 1024
 
 
@@ -101,12 +105,20 @@ def _cost_gemm(cp):
     k = cig * k_h * k_w
     panels = n * g * _ceil(h_out * w_out, 16)
     macs = panels * 16 * _ceil(c_out // g, 6) * 6 * k
-    per_float = POINTWISE_CYCLES_PER_FLOAT if _is_pointwise(cp) else IM2COL_CYCLES_PER_FLOAT
-    return macs / (PEAK_MACS_PER_CYCLE * GEMM_EFFICIENCY) + panels * 16 * k * per_float
+    runs = 0.0 if _is_pointwise(cp) else 1.0 + 16.0 / w_out  # output rows a panel touches
+    return (macs / (PEAK_MACS_PER_CYCLE * GEMM_EFFICIENCY)
+            + panels * k * runs * IM2COL_CYCLES_PER_RUN)
 
 
-def _cost_depthwise(cp):
-    return conv_flops(cp) / 2 / DEPTHWISE_MACS_PER_CYCLE
+def _cost_vecdirect(cp):
+    n, c_out, h_out, w_out = cp["y4"]
+    _, cig, k_h, k_w = cp["w4"]
+    c_in, h_in, w_in = cp["x4"][1:]
+    g, s = cp["group"], cp["strides"][1]
+    chunks = n * g * _ceil(c_out // g, VEC_CO_CHUNK)
+    taps = n * c_out * h_out * _ceil(w_out, 8) * cig * k_h * k_w
+    copied = chunks * cig * h_in * s * max(_ceil(cp["pads"][1] + w_in, s), _ceil(w_out, 8) * 8)
+    return taps * VEC_CYCLES_PER_TAP + copied * VEC_COPY_CYCLES_PER_FLOAT
 
 
 def _cost_winograd(cp, m):
@@ -126,15 +138,11 @@ def _winograd_applies(cp):
             and c_out <= WINOGRAD_MAX_CHANNELS)
 
 
-def _depthwise_applies(cp):
-    return cp["group"] == cp["x4"][1] and cp["w4"][1] == 1 and cp["group"] > 1
-
-
 # name -> (applies(cp), cost(cp))
 ALGORITHMS = {
     "direct": (lambda cp: True, _cost_direct),
     "gemm": (lambda cp: True, _cost_gemm),
-    "depthwise": (_depthwise_applies, _cost_depthwise),
+    "vecdirect": (lambda cp: True, _cost_vecdirect),
     "winograd2": (_winograd_applies, lambda cp: _cost_winograd(cp, 2)),
     "winograd4": (_winograd_applies, lambda cp: _cost_winograd(cp, 4)),
 }
@@ -174,11 +182,18 @@ def _bind_gemm(p, cp, w4, bias):
     return bind, slots * kc * 16
 
 
-def _bind_depthwise(p, cp, w4, bias):
+def _bind_vecdirect(p, cp, w4, bias):
+    slots = scratch_slots(p)
+    c_in, h_in, w_in = cp["x4"][1:]
+    size = slots * conv_vec.vec_scratch(c_in, h_in, w_in, cp["y4"][3], cp["w4"][3],
+                                        cp["strides"][1], cp["pads"][1], cp["dilations"][1],
+                                        cp["group"])
+
     def bind(x, y, res, scratch):
-        return conv_dw.ConvDepthwiseStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
-                                         cp["dilations"], cp["act"], cp["alpha"], cp["beta"])
-    return bind, 0
+        return conv_vec.ConvVecStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+                                    cp["dilations"], cp["group"], cp["act"], cp["alpha"],
+                                    cp["beta"], scratch[:size], slots)
+    return bind, size
 
 
 def _winograd_binder(m):
@@ -197,7 +212,7 @@ def _winograd_binder(m):
 BINDERS = {
     "direct": _bind_direct,
     "gemm": _bind_gemm,
-    "depthwise": _bind_depthwise,
+    "vecdirect": _bind_vecdirect,
     "winograd2": _winograd_binder(2),
     "winograd4": _winograd_binder(4),
 }

@@ -10,7 +10,7 @@ from helpers import assert_close, ir_model, onnx_model, rand, run_fastcnn_onnx, 
 from reference import conv2d, out_size
 
 from fastcnn._kernels import conv as direct
-from fastcnn._kernels import conv_dw, conv_gemm, winograd
+from fastcnn._kernels import conv_gemm, conv_vec, winograd
 from fastcnn._kernels.eltwise import ACT_CODES
 from fastcnn.runtime import k_conv
 
@@ -58,9 +58,9 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
     elif algo == "gemm":
         conv_gemm.conv2d_gemm(x, wt, b, out, case.strides, pads2, case.dilations, case.group,
                               code, alpha, beta, res, kc=64, num_threads=threads)
-    elif algo == "depthwise":
-        conv_dw.conv2d_depthwise(x, wt, b, out, case.strides, pads2, case.dilations, code, alpha,
-                                 beta, res, threads)
+    elif algo == "vecdirect":
+        conv_vec.conv2d_vec(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
+                            alpha, beta, res, threads)
     elif algo in ("winograd2", "winograd4"):
         winograd.conv2d_winograd(x, wt, b, out, pads2, int(algo[-1]), code, alpha, beta, res,
                                  threads)
@@ -70,15 +70,13 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
 
 
 def applies(algo, case):
-    if algo in ("direct", "gemm"):
+    if algo in ("direct", "gemm", "vecdirect"):
         return True
-    if algo == "depthwise":
-        return case.group == case.c_in and case.group > 1
     return (case.k == (3, 3) and case.strides == (1, 1) and case.dilations == (1, 1)
             and case.group == 1)
 
 
-ALGOS = ["direct", "gemm", "depthwise", "winograd2", "winograd4"]
+ALGOS = ["direct", "gemm", "vecdirect", "winograd2", "winograd4"]
 
 CASES = [
     Case(1, 13, 3, 5, 7, (3, 3), pads=(1, 1, 1, 1)),                    # 13 channels, 3x5 image
@@ -116,7 +114,7 @@ def test_algorithm_matches_reference_and_direct(algo, case, threads):
 FUSION_CASES = {
     "direct": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "gemm": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
-    "depthwise": Case(1, 4, 5, 45, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
+    "vecdirect": Case(1, 4, 5, 45, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
     "winograd2": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "winograd4": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
 }
@@ -138,7 +136,7 @@ def test_fused_activation(algo, name, alpha, beta, threads):
 def test_bit_identical_one_and_two_threads(algo):
     """Large enough that two threads really run; every algorithm splits work at boundaries that do
     not change any value's summation order."""
-    case = (Case(2, 32, 28, 30, 32, (3, 3), pads=(1, 1, 1, 1), group=32) if algo == "depthwise"
+    case = (Case(2, 32, 28, 30, 32, (3, 3), pads=(1, 1, 1, 1), group=32) if algo == "vecdirect"
             else Case(2, 32, 28, 30, 24, (3, 3), pads=(1, 1, 1, 1)))
     x, wt, b, res = case.data(seed=9, residual=True)
     one = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=1)
@@ -187,12 +185,16 @@ def test_step_validation():
     with pytest.raises(ValueError):  # residual shape
         winograd.ConvWinogradStep(x, winograd.winograd_weights(w, 4), None,
                                   np.zeros((1, 6, 5, 4), np.float32), out, (1, 1), 4)
-    with pytest.raises(ValueError):  # not depthwise
-        conv_dw.ConvDepthwiseStep(x, np.zeros((8, 2, 3, 3), np.float32), None, None,
-                                  np.zeros((1, 8, 5, 5), np.float32), (1, 1), (1, 1), (1, 1))
+    with pytest.raises(ValueError):  # channels and group do not fit
+        conv_vec.ConvVecStep(x, np.zeros((8, 2, 3, 3), np.float32), None, None,
+                             np.zeros((1, 8, 5, 5), np.float32), (1, 1), (1, 1), (1, 1), 4)
     with pytest.raises(ValueError):  # bias size
-        conv_dw.ConvDepthwiseStep(x, np.zeros((4, 1, 3, 3), np.float32), np.zeros(3, np.float32),
-                                  None, np.zeros((1, 4, 5, 5), np.float32), (1, 1), (1, 1), (1, 1))
+        conv_vec.ConvVecStep(x, np.zeros((4, 1, 3, 3), np.float32), np.zeros(3, np.float32),
+                             None, np.zeros((1, 4, 5, 5), np.float32), (1, 1), (1, 1), (1, 1), 4)
+    with pytest.raises(ValueError):  # work too small
+        conv_vec.ConvVecStep(x, np.zeros((4, 1, 3, 3), np.float32), None, None,
+                             np.zeros((1, 4, 5, 5), np.float32), (1, 1), (1, 1), (1, 1), 4, 0,
+                             0.0, 0.0, np.zeros(8, np.float32), 1)
 
 
 # ----------------------------------------------------------------------------- through the planner
@@ -212,13 +214,13 @@ def _planned_algorithm(model):
     return type(plan.steps[0]).__name__
 
 
-STEP_OF = {"direct": "ConvDirectStep", "gemm": "ConvGemmStep", "depthwise": "ConvDepthwiseStep",
+STEP_OF = {"direct": "ConvDirectStep", "gemm": "ConvGemmStep", "vecdirect": "ConvVecStep",
            "winograd2": "ConvWinogradStep", "winograd4": "ConvWinogradStep"}
 
 PLANNER_CASES = [
     (Case(1, 64, 28, 28, 64, (3, 3), pads=(1, 1, 1, 1)), "winograd4"),
     (Case(1, 64, 28, 28, 128, (1, 1)), "gemm"),
-    (Case(1, 32, 28, 28, 32, (3, 3), pads=(1, 1, 1, 1), group=32), "depthwise"),
+    (Case(1, 32, 28, 28, 32, (3, 3), pads=(1, 1, 1, 1), group=32), "vecdirect"),
     (Case(1, 3, 64, 64, 16, (7, 7), (2, 2), (3, 3, 3, 3)), "gemm"),
     (Case(3, 13, 11, 9, 16, (3, 3), pads=(0, 2, 1, 0)), None),
     (Case(2, 6, 9, 11, 4, (2, 3), (2, 3), (4, 4, 4, 4), (2, 1), 2), None),
@@ -251,7 +253,7 @@ def test_planner_choice_matches_direct(case, expected, threads, restore_force):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_forced_algorithm_through_planner(algo, restore_force):
     case = Case(2, 8, 10, 13, 8, (3, 3), pads=(1, 1, 1, 1),
-                group=8 if algo == "depthwise" else 1)
+                group=8 if algo == "vecdirect" else 1)
     x, wt, b, _ = case.data(seed=4)
     k_conv.FORCE_ALGORITHM = algo
     model = _conv_model(case, wt, b, False, "LeakyRelu", 2, alpha=0.1)
