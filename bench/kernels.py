@@ -10,9 +10,10 @@ Prints Markdown tables:
   2*N*C_out*H_out*W_out*C_in/group*KH*KW, whatever the algorithm (Winograd does fewer);
 - microseconds per call for LeNet-5-sized layers (per-call overhead dominates there).
 
-Both engines run through their public API (fastcnn.load(...).run, InferenceSession.run) on the
-same input, taking turns within every repetition, and medians are reported. This machine is
-shared: compare ratios measured in the same run, not absolute numbers across runs.
+Both engines run through their public API (fastcnn.load(...).run, InferenceSession.run, default
+session settings apart from the thread count) on the same input, taking turns in blocks of 5 runs
+(the first run of a block untimed), and medians are reported. This machine is shared: compare
+ratios measured in the same run, not absolute numbers across runs.
 """
 from __future__ import annotations
 
@@ -124,21 +125,22 @@ def chosen_algorithm(model) -> str:
     return STEP_ALGORITHM.get(name, name)
 
 
-def time_turns(runners, reps, min_seconds=0.0):
-    """runners: list of zero-argument callables. Each repetition runs every runner once, in
-    turn. Returns per-runner median seconds."""
+def time_turns(runners, reps, min_seconds=0.0, block=5):
+    """runners: zero-argument callables. In every round each runner runs `block` times in a row,
+    in turn; the first run of each block is not timed (a thread pool still spinning from the
+    previous engine, cold caches). Rounds repeat until every runner has `reps` timings and
+    `min_seconds` have passed. Returns per-runner median seconds."""
     for r in runners:  # warm-up: first-call allocations, page faults, thread pools
-        r()
         r()
     times = [[] for _ in runners]
     start = time.perf_counter()
-    i = 0
-    while i < reps or time.perf_counter() - start < min_seconds:
+    while len(times[0]) < reps or time.perf_counter() - start < min_seconds:
         for t, r in zip(times, runners):
-            t0 = time.perf_counter()
             r()
-            t.append(time.perf_counter() - t0)
-        i += 1
+            for _ in range(block - 1):
+                t0 = time.perf_counter()
+                r()
+                t.append(time.perf_counter() - t0)
     return [float(np.median(t)) for t in times]
 
 

@@ -13,11 +13,12 @@ U = G w G^T is computed once at load (`winograd_weights`, float64, then packed a
 panels). Tiles are processed in blocks of 16 (one micro-kernel column panel): for each block, the
 input transform writes V straight into packed-B layout (a*a, c_in, 16), the 6x16 micro-kernel runs
 a*a GEMMs into M (a*a, c_out rounded up to 6, 16), and the output transform applies the epilogue
-and scatters the tiles. Transforms are vectorised over 8 tiles. Threads pick blocks dynamically,
-and every tile is computed the same way in any block and thread: results are bit-identical
-whatever the thread count.
+and scatters the tiles. Transforms are vectorised over 8 tiles. Threads pick blocks dynamically
+or, when there are too few blocks to go round (7x7 or 14x14 images at batch 1), share each block
+phase by phase (input channels, GEMM panels, output channels). Every value is computed the same
+way in any block and thread: results are bit-identical whatever the thread count.
 """
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act
@@ -140,6 +141,26 @@ cdef inline void output_transform(const float *mm, Py_ssize_t ms, float *tmp, fl
             vf8_store(y + i * NR + h, vf8_add(vf8_load(y + i * NR + h), vb))
 
 
+cdef extern from *:
+    """
+    /* An orphaned barrier: binds to the enclosing parallel region (a no-op without OpenMP). */
+    static void fastcnn_omp_barrier(void) {
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    void omp_barrier "fastcnn_omp_barrier" () noexcept nogil
+
+
+cdef struct Lanes:
+    Py_ssize_t count           # tiles in this block (16 but in the last block)
+    Py_ssize_t img[NR]
+    Py_ssize_t ih[NR]          # input row of the patch's top-left corner (may be negative)
+    Py_ssize_t iw[NR]
+    bint inside[NR]            # the whole a x a patch lies inside x
+
+
 cdef class ConvWinogradStep(Step):
     """3x3 stride-1 conv by Winograd F(m,3) (module docstring). x (n, c_in, h_in, w_in);
     up: U packed (a*a, ceil(c_out/6), c_in, 6) from `winograd_weights`; bias (c_out,) or None;
@@ -153,7 +174,7 @@ cdef class ConvWinogradStep(Step):
     cdef float[::1] work
     cdef ConvGeom g
     cdef readonly Py_ssize_t m          # output tile size: F(m x m, 3 x 3)
-    cdef Py_ssize_t a, mrows, tiles_h, tiles_w, tiles, blocks, slot_size, slots
+    cdef Py_ssize_t a, mrows, tiles_h, tiles_w, tiles, blocks, slot_size, slots, v_size, m_size
 
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] up, bias, residual,
                  float[:, :, :, ::1] out, pads, Py_ssize_t m, int act=0, float alpha=0.0,
@@ -180,6 +201,8 @@ cdef class ConvWinogradStep(Step):
         self.tiles = self.g.n * self.tiles_h * self.tiles_w
         self.blocks = (self.tiles + NR - 1) // NR
         self.slot_size = winograd_scratch(m, self.g.c_in, self.g.c_out)
+        self.v_size = self.a * self.a * self.g.c_in * NR
+        self.m_size = self.a * self.a * self.mrows * NR
         self.slots = slots
         if slots < 1:
             raise ValueError("ConvWinogradStep: slots must be >= 1")
@@ -187,72 +210,80 @@ cdef class ConvWinogradStep(Step):
         if self.work.shape[0] < self.slot_size * slots:
             raise ValueError("ConvWinogradStep: work too small")
 
-    cdef void block(self, Py_ssize_t blk, float *work) noexcept nogil:
-        """Tiles [blk*16, blk*16 + 16) of the (image, tile row, tile column) list."""
-        cdef ConvGeom *g = &self.g
-        cdef Py_ssize_t a = self.a, m = self.m, aa = self.a * self.a, c_in = g.c_in
-        cdef Py_ssize_t mrows = self.mrows, h_in = g.h_in, w_in = g.w_in
-        cdef float *v = work                              # (aa, c_in, 16)
-        cdef float *mm = v + aa * c_in * NR               # (aa, mrows, 16)
-        cdef float *d = mm + aa * mrows * NR              # (aa, 16)
-        cdef float *tmp = d + aa * NR                     # (aa, 8)
-        cdef float *y = tmp + aa * 8                      # (m*m, 16)
-        cdef Py_ssize_t lane_img[NR]
-        cdef Py_ssize_t lane_ih[NR]
-        cdef Py_ssize_t lane_iw[NR]
-        cdef bint lane_inside[NR]
-        cdef Py_ssize_t lanes, l, t, img, th, tw, ci, co, r, c, ih, iw, pos, mp, i, j, oh, ow
-        cdef const float *xc
-        cdef float *oc
-        cdef const float *rc
-        cdef float val
-        lanes = min(NR, self.tiles - blk * NR)
-        for l in range(lanes):
+    cdef Lanes lanes_of(self, Py_ssize_t blk) noexcept nogil:
+        """Where the 16 tiles of block `blk` are: image, input patch origin, fully inside x."""
+        cdef Py_ssize_t l, t, th, tw, a = self.a
+        cdef Lanes lanes
+        cdef Lanes *ln = &lanes
+        ln.count = min(NR, self.tiles - blk * NR)
+        for l in range(ln.count):
             t = blk * NR + l
-            img = t // (self.tiles_h * self.tiles_w)
+            ln.img[l] = t // (self.tiles_h * self.tiles_w)
             th = (t // self.tiles_w) % self.tiles_h
             tw = t % self.tiles_w
-            lane_img[l] = img
-            lane_ih[l] = th * m - g.pad_top
-            lane_iw[l] = tw * m - g.pad_left
-            lane_inside[l] = (lane_ih[l] >= 0 and lane_ih[l] + a <= h_in and lane_iw[l] >= 0
-                              and lane_iw[l] + a <= w_in)
-        # 1. input transform, channel by channel: gather the patches, then B^T d B into V
-        for ci in range(c_in):
-            for l in range(lanes, NR):
+            ln.ih[l] = th * self.m - self.g.pad_top
+            ln.iw[l] = tw * self.m - self.g.pad_left
+            ln.inside[l] = (ln.ih[l] >= 0 and ln.ih[l] + a <= self.g.h_in and ln.iw[l] >= 0
+                            and ln.iw[l] + a <= self.g.w_in)
+        return lanes
+
+    cdef void input_channels(self, const Lanes *ln, Py_ssize_t ci0, Py_ssize_t ci1, float *v,
+                             float *d, float *tmp) noexcept nogil:
+        """Phase 1, channels [ci0, ci1): gather the a x a patches of the 16 tiles into d
+        (a*a, 16), then V[pos, ci, :] = (B^T d B)[pos] into v (a*a, c_in, 16)."""
+        cdef Py_ssize_t a = self.a, aa = self.a * self.a, c_in = self.g.c_in
+        cdef Py_ssize_t h_in = self.g.h_in, w_in = self.g.w_in, ci, l, r, c, ih, iw, pos
+        cdef const float *xc
+        for ci in range(ci0, ci1):
+            for l in range(ln.count, NR):
                 for pos in range(aa):
                     d[pos * NR + l] = 0.0
-            for l in range(lanes):
-                xc = &self.xf[lane_img[l] * c_in + ci, 0]
-                if lane_inside[l]:
-                    xc = xc + lane_ih[l] * w_in + lane_iw[l]
+            for l in range(ln.count):
+                xc = &self.xf[ln.img[l] * c_in + ci, 0]
+                if ln.inside[l]:
+                    xc = xc + ln.ih[l] * w_in + ln.iw[l]
                     for r in range(a):
                         for c in range(a):
                             d[(r * a + c) * NR + l] = xc[r * w_in + c]
                 else:
                     for r in range(a):
-                        ih = lane_ih[l] + r
+                        ih = ln.ih[l] + r
                         for c in range(a):
-                            iw = lane_iw[l] + c
+                            iw = ln.iw[l] + c
                             if ih >= 0 and ih < h_in and iw >= 0 and iw < w_in:
                                 d[(r * a + c) * NR + l] = xc[ih * w_in + iw]
                             else:
                                 d[(r * a + c) * NR + l] = 0.0
             input_transform(d, tmp, v + ci * NR, c_in * NR, a)
-        # 2. one GEMM per transform position: M[pos] (mrows, 16) = U[pos] (mrows, c_in) @ V[pos]
-        for pos in range(aa):
-            for mp in range(mrows // MR):
-                ukernel_6x16(c_in, &self.up[pos, mp, 0, 0], 1, MR, v + pos * c_in * NR, NR,
-                             mm + (pos * mrows + mp * MR) * NR, NR, MR, NR, False, NULL, 0, 0)
-        # 3. output transform + epilogue, scattered to the tiles' places in out
-        for co in range(g.c_out):
-            output_transform(mm + co * NR, mrows * NR, tmp, y, a,
+
+    cdef void gemm_items(self, Py_ssize_t i0, Py_ssize_t i1, const float *v,
+                         float *mm) noexcept nogil:
+        """Phase 2, items [i0, i1) of (position, 6-row panel):
+        M[pos, panel rows] (6, 16) = U[pos, panel] (6, c_in) @ V[pos] (c_in, 16)."""
+        cdef Py_ssize_t item, pos, mp, panels = self.mrows // MR, c_in = self.g.c_in
+        for item in range(i0, i1):
+            pos = item // panels
+            mp = item - pos * panels
+            ukernel_6x16(c_in, &self.up[pos, mp, 0, 0], 1, MR, v + pos * c_in * NR, NR,
+                         mm + (pos * self.mrows + mp * MR) * NR, NR, MR, NR, False, NULL, 0, 0)
+
+    cdef void output_channels(self, const Lanes *ln, Py_ssize_t co0, Py_ssize_t co1,
+                              const float *mm, float *tmp, float *y) noexcept nogil:
+        """Phase 3, channels [co0, co1): Y = A^T M A + bias, residual, activation, scattered to
+        the tiles' places in out (clipped at the bottom/right edges)."""
+        cdef ConvGeom *g = &self.g
+        cdef Py_ssize_t m = self.m, co, l, i, j, oh, ow
+        cdef float *oc
+        cdef const float *rc
+        cdef float val
+        for co in range(co0, co1):
+            output_transform(mm + co * NR, self.mrows * NR, tmp, y, self.a,
                              self.bias[co] if g.has_bias else 0.0)
-            for l in range(lanes):
-                oh = lane_ih[l] + g.pad_top
-                ow = lane_iw[l] + g.pad_left
-                oc = &self.out[lane_img[l], co, 0, 0]
-                rc = &self.residual[lane_img[l], co, 0, 0] if g.has_residual else NULL
+            for l in range(ln.count):
+                oh = ln.ih[l] + g.pad_top
+                ow = ln.iw[l] + g.pad_left
+                oc = &self.out[ln.img[l], co, 0, 0]
+                rc = &self.residual[ln.img[l], co, 0, 0] if g.has_residual else NULL
                 for i in range(min(m, g.h_out - oh)):
                     for j in range(min(m, g.w_out - ow)):
                         val = y[(i * m + j) * NR + l]
@@ -260,22 +291,60 @@ cdef class ConvWinogradStep(Step):
                             val = val + rc[(oh + i) * g.w_out + ow + j]
                         oc[(oh + i) * g.w_out + ow + j] = apply_act(val, g.act, g.alpha, g.beta)
 
+    cdef void block(self, Py_ssize_t blk, float *work) noexcept nogil:
+        """Tiles [blk*16, blk*16 + 16) of the (image, tile row, tile column) list, one thread."""
+        cdef Lanes ln
+        cdef float *v = work
+        cdef float *mm = v + self.v_size
+        cdef float *d = mm + self.m_size
+        cdef float *tmp = d + self.a * self.a * NR
+        cdef float *y = tmp + self.a * self.a * 8
+        ln = self.lanes_of(blk)
+        self.input_channels(&ln, 0, self.g.c_in, v, d, tmp)
+        self.gemm_items(0, self.a * self.a * (self.mrows // MR), v, mm)
+        self.output_channels(&ln, 0, self.g.c_out, mm, tmp, y)
+
     cdef void run(self) noexcept:
-        cdef Py_ssize_t total = self.blocks, t
+        cdef Py_ssize_t total = self.blocks, t, blk, i, tid
         cdef Py_ssize_t macs = self.tiles * self.a * self.a * self.g.c_in * self.g.c_out
         cdef Py_ssize_t nt = min(<Py_ssize_t>max(1, self.num_threads), self.slots,
-                                 max(1, macs // MIN_MACS_PER_THREAD), total)
+                                 max(1, macs // MIN_MACS_PER_THREAD))
+        cdef Py_ssize_t items = self.a * self.a * (self.mrows // MR)
         cdef float *work = &self.work[0]
         cdef Py_ssize_t stride = self.slot_size
+        cdef float *own
+        cdef Lanes ln
         if total == 0:
             return
         with nogil:
             if nt <= 1:
                 for t in range(total):
                     self.block(t, work)
-            else:
-                for t in prange(total, num_threads=nt, schedule="dynamic"):
+            elif total >= 4 * nt or total % nt == 0:
+                # enough blocks to keep every thread busy: threads take whole blocks
+                for t in prange(total, num_threads=<int>min(nt, total), schedule="dynamic"):
                     self.block(t, work + threadid() * stride)
+            else:
+                # few blocks (small images at batch 1): the threads share each block, phase by
+                # phase, with V and M in the first slot and their own patch/tile buffers
+                with parallel(num_threads=nt):
+                    tid = threadid()
+                    own = work + tid * stride + self.v_size + self.m_size
+                    for blk in range(total):
+                        ln = self.lanes_of(blk)   # assigned here: private to each thread
+                        # (Cython's prange inside parallel() ends without a barrier: add them)
+                        for i in prange(self.g.c_in, schedule="static"):
+                            self.input_channels(&ln, i, i + 1, work, own,
+                                                own + self.a * self.a * NR)
+                        omp_barrier()
+                        for i in prange(items, schedule="static"):
+                            self.gemm_items(i, i + 1, work, work + self.v_size)
+                        omp_barrier()
+                        for i in prange(self.g.c_out, schedule="static"):
+                            self.output_channels(&ln, i, i + 1, work + self.v_size,
+                                                 own + self.a * self.a * NR,
+                                                 own + self.a * self.a * (NR + 8))
+                        omp_barrier()   # V and M are rewritten by the next block
 
 
 def winograd_scratch(Py_ssize_t m, Py_ssize_t c_in, Py_ssize_t c_out):
