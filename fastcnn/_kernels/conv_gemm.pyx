@@ -9,9 +9,10 @@ never materialised: each 16-pixel column panel of each K block is written by `pa
 straight into per-thread scratch in the packed (kc, 16) layout and multiplied by every row panel
 at once. A 1x1 stride-1 unpadded conv (pointwise) reads B in place: it is x[b] (c_in, h*w).
 
-Work is the list of (image, group, column panel) tasks, each running every K block; threads pick
-tasks dynamically, and every output value is computed the same way whatever thread runs it
-(bit-identical results for any thread count).
+Work is the list of (image, group, column panel) tasks, each running every K block (with few
+panels, each task is also cut into row ranges); threads pick tasks dynamically, and every output
+value is computed the same way whatever thread runs it (bit-identical results for any thread
+count).
 """
 from cython.parallel cimport prange, threadid
 
@@ -162,8 +163,10 @@ cdef class ConvGemmStep(Step):
                           and self.g.pad_top == 0 and self.g.pad_left == 0
                           and self.g.h_out == self.g.h_in and self.g.w_out == self.g.w_in)
 
-    cdef void task(self, Py_ssize_t task, float *work) noexcept nogil:
-        """One (image, group, column panel) task, all K blocks: out[img, group rows, 16 pixels]."""
+    cdef void task(self, Py_ssize_t task, Py_ssize_t mp0, Py_ssize_t mp1,
+                   float *work) noexcept nogil:
+        """One (image, group, column panel) task, row panels [mp0, mp1) of the group, all K
+        blocks: out[img, group rows, 16 pixels]."""
         cdef Py_ssize_t pc, kc, img, grp, jp, j, nr, mp, i, ldb
         cdef const float *xg
         cdef const float *bpanel
@@ -196,7 +199,7 @@ cdef class ConvGemmStep(Step):
                 pack_im2col(xg, g, pc, kc, j, nr, work)
                 bpanel = work
                 ldb = NR
-            for mp in range(self.mpanels):
+            for mp in range(mp0, mp1):
                 i = mp * MR
                 ukernel_6x16(kc, &self.ap[grp, mp, pc, 0], 1, MR, bpanel, ldb,
                              cbase + i * self.hw_out + j, self.hw_out, min(MR, self.cog - i),
@@ -204,22 +207,29 @@ cdef class ConvGemmStep(Step):
             pc = pc + kc
 
     cdef void run(self) noexcept:
-        cdef Py_ssize_t total = self.g.n * self.g.group * self.ppi, t
+        cdef Py_ssize_t tasks = self.g.n * self.g.group * self.ppi, t, total, chunks = 1, c
         cdef Py_ssize_t macs = self.g.n * self.g.c_out * self.hw_out * self.K
         cdef Py_ssize_t nt = max(1, min(<Py_ssize_t>self.num_threads, self.slots))
         cdef float *work = &self.work[0]
         cdef Py_ssize_t stride = self.kc * NR
-        nt = min(nt, max(1, macs // MIN_MACS_PER_THREAD), total)
-        if total == 0:
+        nt = min(nt, max(1, macs // MIN_MACS_PER_THREAD))
+        if tasks == 0:
             return
+        if nt > 1 and tasks < 4 * nt:
+            # few column panels (small images): also split the rows, each part packing its own B
+            chunks = min(self.mpanels, (4 * nt + tasks - 1) // tasks)
+        total = tasks * chunks
+        nt = min(nt, total)
         with nogil:
             if nt <= 1:
-                for t in range(total):
-                    self.task(t, work)
+                for t in range(tasks):
+                    self.task(t, 0, self.mpanels, work)
             else:
                 # dynamic: a thread slowed by another process does not hold the others up
                 for t in prange(total, num_threads=nt, schedule="dynamic"):
-                    self.task(t, work + threadid() * stride)
+                    c = t % chunks
+                    self.task(t // chunks, c * self.mpanels // chunks,
+                              (c + 1) * self.mpanels // chunks, work + threadid() * stride)
 
 
 def pack_a_panels(w, Py_ssize_t group):

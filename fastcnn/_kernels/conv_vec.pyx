@@ -261,13 +261,15 @@ cdef void conv_plane(const Shape *shape, const float *xp, const float *wk, float
                 conv_block(shape, <Rows2Chunks4 *>NULL, xp, wk, bias, res, oc, g, cig, tap_off,
                            wq, oh, ow, kh_lo, kh_hi, 8)
                 ow = ow + 32
-            if ow + 8 < w_out:
-                conv_block(shape, <Rows2Chunks2 *>NULL, xp, wk, bias, res, oc, g, cig, tap_off,
-                           wq, oh, ow, kh_lo, kh_hi, min(8, w_out - ow - 8))
-                ow = ow + 16
-            if ow < w_out:
-                conv_block(shape, <Rows2Chunks1 *>NULL, xp, wk, bias, res, oc, g, cig, tap_off,
-                           wq, oh, ow, kh_lo, kh_hi, min(8, w_out - ow))
+            while ow < w_out:   # the last 1..31 columns
+                if w_out - ow > 8:
+                    conv_block(shape, <Rows2Chunks2 *>NULL, xp, wk, bias, res, oc, g, cig,
+                               tap_off, wq, oh, ow, kh_lo, kh_hi, min(8, w_out - ow - 8))
+                    ow = ow + 16
+                else:
+                    conv_block(shape, <Rows2Chunks1 *>NULL, xp, wk, bias, res, oc, g, cig,
+                               tap_off, wq, oh, ow, kh_lo, kh_hi, w_out - ow)
+                    ow = ow + 8
             oh = oh + 2
         elif rows >= 4:
             ow = 0

@@ -19,9 +19,10 @@ from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY, ACT_RELU, A
 cdef enum:
     MR = 6
     NR = 16
-    # Work below this many multiply-adds per thread runs on fewer threads: waking an OpenMP
-    # thread costs microseconds, as much as ~130k multiply-adds on one core.
-    MIN_MACS_PER_THREAD = 131072
+    # Work below this many multiply-adds per thread (~25 us on one core) runs on fewer threads:
+    # waking a sleeping OpenMP thread (OMP_WAIT_POLICY=PASSIVE) costs 5-10 us on an idle
+    # machine and tens of microseconds on a busy one.
+    MIN_MACS_PER_THREAD = 1048576
 
 
 cdef struct Epilogue:

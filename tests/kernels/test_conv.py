@@ -90,6 +90,7 @@ CASES = [
     Case(1, 3, 30, 30, 16, (7, 7), (2, 2), (3, 3, 3, 3)),               # ResNet stem shape
     Case(1, 4, 6, 5, 8, (3, 3), (1, 1), (0, 0, 0, 0), (2, 2)),          # dilation
     Case(2, 8, 20, 45, 8, (3, 3), pads=(1, 1, 1, 1), group=8),          # depthwise s1, wide rows
+    Case(1, 3, 9, 62, 3, (3, 3), pads=(1, 0, 1, 0), group=3),           # rows of 32 + 28 outputs
     Case(1, 4, 19, 77, 12, (3, 3), (2, 2), (1, 1, 1, 1), group=4),      # depthwise x3 multiplier, s2
     Case(1, 6, 16, 70, 6, (5, 5), (1, 2), (2, 2, 2, 2), (1, 2), 6),     # depthwise 5x5, dilated
     Case(3, 5, 9, 9, 5, (3, 3), (3, 3), (1, 1, 1, 1), group=5),         # depthwise stride 3
@@ -134,14 +135,22 @@ def test_fused_activation(algo, name, alpha, beta, threads):
 
 @pytest.mark.parametrize("algo", ALGOS)
 def test_bit_identical_one_and_two_threads(algo):
-    """Large enough that two threads really run; every algorithm splits work at boundaries that do
-    not change any value's summation order."""
-    case = (Case(2, 32, 28, 30, 32, (3, 3), pads=(1, 1, 1, 1), group=32) if algo == "vecdirect"
-            else Case(2, 32, 28, 30, 24, (3, 3), pads=(1, 1, 1, 1)))
-    x, wt, b, res = case.data(seed=9, residual=True)
-    one = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=1)
-    two = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=2)
-    assert np.array_equal(one, two)
+    """Each case has over 2M multiply-adds, so two threads really run (ukernel.pxd
+    MIN_MACS_PER_THREAD), in each way the kernels split work: many tiles or panels, or few of
+    them so that threads share rows (GEMM) or phases of a block (Winograd). No split changes any
+    value's summation order."""
+    cases = [Case(2, 32, 28, 30, 24, (3, 3), pads=(1, 1, 1, 1)),
+             Case(1, 128, 5, 6, 140, (3, 3), pads=(1, 1, 1, 1)),
+             Case(1, 96, 14, 14, 64, (3, 3), pads=(1, 1, 1, 1))]
+    if algo == "vecdirect":
+        cases = [Case(2, 64, 56, 60, 64, (3, 3), pads=(1, 1, 1, 1), group=64),
+                 Case(2, 32, 90, 80, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=32)]
+    for case in cases:
+        x, wt, b, res = case.data(seed=9, residual=True)
+        one = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=1)
+        two = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=2)
+        assert np.array_equal(one, two), repr(case)
+        assert_close(two, np.maximum(case.reference(x, wt, b, res), 0), repr(case))
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -300,3 +309,37 @@ def test_conv_vs_onnxruntime():
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])
     model = onnx_model([node], {"x": x.shape}, ["y"], {"w": w, "b": b})
     assert_close(run_fastcnn_onnx(model, {"x": x}, num_threads=2)[0], run_ort(model, {"x": x})[0])
+
+
+# ----------------------------------------------------------------------------- random geometries
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def geometries(draw):
+    group = draw(st.sampled_from([1, 1, 2, 3]))
+    depthwise = draw(st.booleans())
+    c_in = draw(st.integers(1, 5)) * group
+    if depthwise:
+        group = c_in
+        c_out = c_in * draw(st.integers(1, 3))
+    else:
+        c_out = draw(st.integers(1, 4)) * group
+    k = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple(draw(st.integers(0, 4)) for _ in range(4))
+    h = draw(st.integers(max(1, dil[0] * (k[0] - 1) + 1 - pads[0] - pads[2]), 12))
+    w = draw(st.integers(max(1, dil[1] * (k[1] - 1) + 1 - pads[1] - pads[3]), 75))
+    return Case(draw(st.integers(1, 2)), c_in, h, w, c_out, k, strides, pads, dil, group)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(geometries())
+def test_random_geometries(case):
+    """Every applicable algorithm on random shapes (odd widths exercise every row tail)."""
+    x, wt, b, res = case.data(seed=1, residual=True)
+    ref = np.maximum(case.reference(x, wt, b, res), 0)
+    for algo in ALGOS:
+        if applies(algo, case):
+            assert_close(run_algorithm(algo, case, x, wt, b, res, "Relu"), ref, f"{algo} {case!r}")
