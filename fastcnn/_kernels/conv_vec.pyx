@@ -21,7 +21,7 @@ from cython.parallel cimport prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.simd_extra cimport vf8_load_even
+from fastcnn._kernels.simd_extra cimport vf8_split_even_odd
 from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, act_is_vector, act_vec
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
@@ -53,56 +53,49 @@ cdef inline void zero_fill(float *d, Py_ssize_t lo, Py_ssize_t hi) noexcept nogi
 
 
 cdef inline void copy_phases(const float *x, float *dst, Py_ssize_t rows, Py_ssize_t w_in,
-                             Py_ssize_t pl, Py_ssize_t s, Py_ssize_t wq) noexcept nogil:
+                             Py_ssize_t pl, Py_ssize_t s, Py_ssize_t wq,
+                             float *row) noexcept nogil:
     """x (rows, w_in) -> dst (rows, s, wq): dst[r, ph, q] = x[r, q*s + ph - pl] (0 outside x).
-    dst rows are wq floats (a multiple of 8) apart."""
-    cdef Py_ssize_t r, ph, q, q_lo, q_hi, q_vec, q_last
+    dst rows are wq floats (a multiple of 8, with pl + w_in <= s*wq) apart. row: s*wq + 8
+    floats of scratch.
+
+    With stride s > 1 each input row is first copied, zero-padded, into `row` (s*wq padded
+    columns), then split into its s phases: stride 2 with one shuffle pass, larger strides one
+    float at a time."""
+    cdef Py_ssize_t r, ph, q
     cdef const float *xr
     cdef float *d
-    for ph in range(s):
-        # q with 0 <= q*s + ph - pl < w_in
-        q_lo = (pl - ph + s - 1) // s if pl > ph else 0
-        q_hi = (w_in + pl - ph + s - 1) // s
-        q_lo = min(q_lo, wq)
-        q_hi = max(q_lo, min(q_hi, wq))
-        # vector chunks [q_lo, q_vec) and an overlapping last chunk at q_last (-1: none): the
-        # reads of a chunk (stride 2: 16 floats) stay inside the row
+    cdef float *t
+    cdef vf8 even, odd
+    if s > 1:
+        zero_fill(row, 0, s * wq + 8)
+    for r in range(rows):
+        xr = x + r * w_in
+        d = dst + r * s * wq
+        # stride 1: straight into the phase row; otherwise into `row`, whose padding columns
+        # stay zero (only [pl, pl + w_in) is ever written)
+        t = d if s == 1 else row
         if s == 1:
-            q_vec = q_lo + (q_hi - q_lo) // 8 * 8
-            q_last = q_hi - 8 if q_vec < q_hi and q_hi - 8 >= q_lo else -1
-        elif s == 2:
-            q_last = (w_in - 16 - ph + pl) // 2 if w_in - 16 - ph + pl >= 0 else -1
-            q_last = min(q_last, q_hi - 8)
-            q_vec = q_lo + max(0, q_last + 8 - q_lo) // 8 * 8 if q_last >= q_lo else q_lo
-            if q_last < q_lo or q_last + 8 <= q_vec:
-                q_last = -1
-        else:
-            q_vec = q_lo
-            q_last = -1
-        for r in range(rows):
-            xr = x + r * w_in + ph - pl
-            d = dst + (r * s + ph) * wq
-            for q in range(q_lo):
-                d[q] = 0.0
-            q = q_lo
-            if s == 1:
-                while q < q_vec:
-                    vf8_store(d + q, vf8_load(xr + q))
-                    q = q + 8
-            elif s == 2:
-                while q < q_vec:
-                    vf8_store(d + q, vf8_load_even(xr + 2 * q))
-                    q = q + 8
-            if q_last >= 0:
-                if s == 1:
-                    vf8_store(d + q_last, vf8_load(xr + q_last))
-                else:
-                    vf8_store(d + q_last, vf8_load_even(xr + 2 * q_last))
-                q = q_last + 8
-            while q < q_hi:
-                d[q] = xr[q * s]
-                q = q + 1
-            zero_fill(d, q_hi, wq)
+            zero_fill(d, 0, pl)
+            zero_fill(d, pl + w_in, wq)
+        q = 0
+        while q + 8 <= w_in:
+            vf8_store(t + pl + q, vf8_load(xr + q))
+            q = q + 8
+        while q < w_in:
+            t[pl + q] = xr[q]
+            q = q + 1
+        if s == 2:
+            q = 0
+            while q < wq:
+                vf8_split_even_odd(row + 2 * q, &even, &odd)
+                vf8_store(d + q, even)
+                vf8_store(d + wq + q, odd)
+                q = q + 8
+        elif s > 2:
+            for ph in range(s):
+                for q in range(wq):
+                    d[ph * wq + q] = row[q * s + ph]
 
 
 cdef inline void epilogue8(float *o, vf8 v, const float *res, Py_ssize_t lanes,
@@ -349,7 +342,7 @@ cdef class ConvVecStep(Step):
         grp = (task // self.chunks) % g.group
         chunk = task % self.chunks
         copy_phases(&self.x[img, grp * self.cig, 0, 0], xp, self.cig * g.h_in, g.w_in,
-                    g.pad_left, s, self.wq)
+                    g.pad_left, s, self.wq, xp + self.cig * g.h_in * s * self.wq)
         co_end = min(self.cog, (chunk + 1) * CO_CHUNK) + grp * self.cog
         for co in range(grp * self.cog + chunk * CO_CHUNK, co_end):
             wk = &self.w[co, 0, 0, 0]
@@ -387,9 +380,10 @@ cdef class ConvVecStep(Step):
 def vec_scratch(Py_ssize_t c_in, Py_ssize_t h_in, Py_ssize_t w_in, Py_ssize_t w_out,
                 Py_ssize_t k_w, Py_ssize_t stride_w, Py_ssize_t pad_left, Py_ssize_t dil_w,
                 Py_ssize_t group):
-    """Floats of scratch one thread needs: the phase-split planes of one group's input."""
-    return (c_in // group) * h_in * stride_w * phase_width(w_out, k_w, dil_w, stride_w, pad_left,
-                                                           w_in)
+    """Floats of scratch one thread needs: the phase-split planes of one group's input and one
+    padded row."""
+    cdef Py_ssize_t wq = phase_width(w_out, k_w, dil_w, stride_w, pad_left, w_in)
+    return ((c_in // group) * h_in + 1) * stride_w * wq + 8
 
 
 def conv2d_vec(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), group=1, act=0,
