@@ -343,3 +343,50 @@ def test_random_geometries(case):
     for algo in ALGOS:
         if applies(algo, case):
             assert_close(run_algorithm(algo, case, x, wt, b, res, "Relu"), ref, f"{algo} {case!r}")
+
+
+def test_small_network_vs_onnxruntime(threads):
+    """Stem conv, a residual block (3x3 convs, BatchNorm, Add, Relu: fused by the passes into
+    Conv epilogues), a depthwise + pointwise pair, global pooling and a dense head, against
+    onnxruntime: every conv algorithm meets the importer and the passes."""
+    pytest.importorskip("onnx")
+    from onnx import helper
+    rng = np.random.default_rng(17)
+    inits, nodes = {}, []
+
+    def conv(name, x, c_in, c_out, k, stride=1, group=1, bn=True, relu=True):
+        inits[name + "_w"] = (rng.standard_normal((c_out, c_in // group, k, k))
+                              * np.sqrt(2.0 / (c_in // group * k * k))).astype(np.float32)
+        inits[name + "_b"] = rand(rng, c_out, lo=-0.1, hi=0.1)
+        nodes.append(helper.make_node("Conv", [x, name + "_w", name + "_b"], [name], pads=[k // 2] * 4,
+                                      strides=[stride] * 2, group=group, kernel_shape=[k, k]))
+        out = name
+        if bn:
+            for p, v in (("s", rand(rng, c_out, lo=0.5, hi=1.5)), ("o", rand(rng, c_out, lo=-0.2, hi=0.2)),
+                         ("m", rand(rng, c_out, lo=-0.2, hi=0.2)), ("v", rand(rng, c_out, lo=0.5, hi=1.5))):
+                inits[f"{name}_bn{p}"] = v
+            nodes.append(helper.make_node("BatchNormalization", [out] + [f"{name}_bn{p}" for p in "somv"],
+                                          [name + "_bn"]))
+            out = name + "_bn"
+        if relu:
+            nodes.append(helper.make_node("Relu", [out], [name + "_r"]))
+            out = name + "_r"
+        return out
+
+    y = conv("stem", "x", 3, 16, 7, stride=2)
+    a = conv("b1", y, 16, 16, 3)
+    b = conv("b2", a, 16, 16, 3, relu=False)
+    nodes.append(helper.make_node("Add", [b, y], ["res"]))
+    nodes.append(helper.make_node("Relu", ["res"], ["res_r"]))
+    d = conv("dw", "res_r", 16, 16, 3, stride=2, group=16)
+    p = conv("pw", d, 16, 32, 1)
+    nodes.append(helper.make_node("GlobalAveragePool", [p], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    inits["fc_w"], inits["fc_b"] = rand(rng, 10, 32), rand(rng, 10)
+    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1))
+    model = onnx_model(nodes, {"x": (2, 3, 64, 64)}, ["logits", "res_r"], inits)
+    x = rand(rng, 2, 3, 64, 64)
+    got = run_fastcnn_onnx(model, {"x": x}, num_threads=threads)
+    ref = run_ort(model, {"x": x})
+    for g, r, name in zip(got, ref, ("logits", "residual block")):
+        assert_close(g, r, name)
