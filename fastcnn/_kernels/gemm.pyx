@@ -137,11 +137,13 @@ cdef void gemm_block(const GemmJob *g, Py_ssize_t ip0, Py_ssize_t ip1, Py_ssize_
     """C rows [ip0*MR, min(ip1*MR, m)) x columns [jp0*NR, min(jp1*NR, n)) of the job.
     work: kc*NR floats for a partial panel of a plain B (unused, may be NULL, with packed B)."""
     cdef Py_ssize_t pc, kc, jp, ip, i, j, mr, nr, ldbp
+    cdef Py_ssize_t kc_max = g.k if g.m == 1 and g.bp != NULL else g.kc
     cdef const float *bpanel
     cdef const Epilogue *epi
+    # one row (GEMV, memory-bound): stream each packed panel once, whole, without K blocks
     pc = 0
     while pc < g.k:
-        kc = min(g.kc, g.k - pc)
+        kc = min(kc_max, g.k - pc)
         epi = g.epi if pc + kc == g.k else NULL
         for jp in range(jp0, jp1):
             j = jp * NR
