@@ -20,7 +20,8 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 from fastcnn._kernels.simd cimport vf8_load, vf8_store
 from fastcnn._kernels.simd_extra cimport vf8_load_even
-from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16, pack_b_edge
+from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16,
+                                       pack_b_edge)
 
 import numpy as np
 

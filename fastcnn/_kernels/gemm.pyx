@@ -2,17 +2,18 @@
 
 `sgemm_rows` (and `DenseStep`) is the plain reference kernel: a row of A times B, vectorised over
 N. The fast path `gemm_blocked` (`PackedDenseStep`, `BatchedMatMulStep`) runs the register-tile
-micro-kernels of `ukernel.pxd` over K blocks of `kc` rows:
+micro-kernels of `ukernel.pxd`. Its tasks are single 16-column panels (or single 6-row panels
+when there are few columns), each running
 
-    for each K block:            (A block stays in L2 across the column panels)
-      for each 16-column panel:  (B panel of kc x 16 floats stays in L1)
-        for each 6-row panel:    ukernel_6x16 (1 row: ukernel_1x16), epilogue on the last block
+    for each K block of kc rows:   (one row, GEMV: the whole K at once)
+      for each 16-column panel:    (its kc x 16 B panel stays in L1)
+        for each 6-row panel:      ukernel_6x16 (one row: ukernel_1x16), epilogue on the last block
 
 B is either pre-packed at load (constant weights: panels (ceil(n/16), k, 16), zero-padded) or a
 plain row-major matrix read in place (only its last, partial panel is copied into scratch). A is
-always read in place (row-major, row stride lda). Threads split the column panels (or the 6-row
-panels when there are few columns), so every output element is computed the same way whatever
-the thread count: results are bit-identical between 1 and 2 threads.
+always read in place (row-major, row stride lda). Threads pick tasks dynamically; every output
+element is computed the same way whatever the thread count: results are bit-identical between
+1 and 2 threads.
 """
 cimport cython
 from cython.parallel cimport prange, threadid
@@ -20,11 +21,10 @@ from cython.parallel cimport prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16, ukernel_1x16,
-                                       pack_b_edge)
+from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16,
+                                       ukernel_1x16, pack_b_edge)
 
 import numpy as np
-
 
 
 cdef void sgemm_rows(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
@@ -347,7 +347,6 @@ def sgemm_packed(const float[:, ::1] a, b, float[:, ::1] c, bias=None, addend=No
     if b.shape != (k, n) or c.shape[0] != m:
         raise ValueError("sgemm_packed: shapes do not fit")
     kc = kc or k_block(k)
-    work = np.zeros(kc * NR * max(num_threads, 1), np.float32)
     if prepack:
         s = PackedDenseStep(a, pack_b_panels(b), bias, addend, c, act, alpha, beta, kc)
     else:
@@ -355,7 +354,8 @@ def sgemm_packed(const float[:, ::1] a, b, float[:, ::1] c, bias=None, addend=No
             raise ValueError("sgemm_packed: epilogue needs prepack")
         s = BatchedMatMulStep(np.ascontiguousarray(a).reshape(-1), b.reshape(-1),
                               np.asarray(c).reshape(-1), np.zeros(1, np.int64),
-                              np.zeros(1, np.int64), np.zeros(1, np.int64), m, k, n, kc, work,
+                              np.zeros(1, np.int64), np.zeros(1, np.int64), m, k, n, kc,
+                              np.zeros(kc * NR * max(num_threads, 1), np.float32),
                               max(num_threads, 1))
     s.num_threads = num_threads
     s()
