@@ -19,7 +19,7 @@ bit-identical for any number of threads.
 from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
-from fastcnn._kernels.act cimport apply_act
+from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd
 from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, act_is_vector, act_vec
@@ -208,17 +208,26 @@ cdef void conv_block(const Shape *shape, const Block *block, const float *xp, co
                     for c in range(C):
                         acc[r * C + c] = vf8_fmadd(vf8_load(xr + r * row_step * s * wq + o + 8 * c),
                                                    wv, acc[r * C + c])
+    if vec_act and last_lanes == 8:
+        # full chunks, vector activation: simple unrolled stores (the common case)
+        if res == NULL and (g.act == ACT_NONE or g.act == ACT_IDENTITY):
+            for r in range(R):
+                for c in range(C):
+                    vf8_store(oc + (oh + r) * g.w_out + ow + 8 * c, acc[r * C + c])
+        else:
+            for r in range(R):
+                for c in range(C):
+                    i = (oh + r) * g.w_out + ow + 8 * c
+                    wv = acc[r * C + c]
+                    if res != NULL:
+                        wv = vf8_add(wv, vf8_load(res + i))
+                    vf8_store(oc + i, act_vec(wv, g.act, g.alpha, g.beta))
+        return
     for r in range(R):
         for c in range(C):
             i = (oh + r) * g.w_out + ow + 8 * c
-            if vec_act and (c < C - 1 or last_lanes == 8):   # the common case, kept inline
-                wv = acc[r * C + c]
-                if res != NULL:
-                    wv = vf8_add(wv, vf8_load(res + i))
-                vf8_store(oc + i, act_vec(wv, g.act, g.alpha, g.beta))
-            else:
-                epilogue8(oc + i, acc[r * C + c], res + i if res != NULL else NULL,
-                          last_lanes if c == C - 1 else 8, g, vec_act)
+            epilogue8(oc + i, acc[r * C + c], res + i if res != NULL else NULL,
+                      last_lanes if c == C - 1 else 8, g, vec_act)
 
 
 cdef void conv_plane(const Shape *shape, const float *xp, const float *wk, float bias,
