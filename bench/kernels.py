@@ -7,7 +7,8 @@ Prints Markdown tables:
   threads;
 - GFLOP/s for single conv layers, batch 1, 1 and 2 threads: fastcnn with the algorithm its
   planner picks, fastcnn forced to each other applicable algorithm, and onnxruntime running the
-  same one-node ONNX model (intra_op_num_threads set). FLOPs are those of a direct convolution,
+  same one-node ONNX model (intra_op_num_threads set). "kernel only" runs the planned step
+  without Model.run's input/output copies (the copies weigh on layers with megabyte outputs). FLOPs are those of a direct convolution,
   2*N*C_out*H_out*W_out*C_in/group*KH*KW, whatever the algorithm (Winograd does fewer);
 - microseconds per call for LeNet-5-sized layers (per-call overhead dominates there).
 
@@ -30,6 +31,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastcnn  # noqa: E402
+from fastcnn._kernels.step import run_steps  # noqa: E402
 from fastcnn.runtime import k_conv  # noqa: E402
 
 THREADS = (1, 2)
@@ -168,8 +170,8 @@ def numpy_peak(reps):
 def conv_table(reps, peak, layers, rng, direct):
     print("\n## Single conv layers, batch 1 (GFLOP/s, direct-conv FLOPs)\n")
     print("| layer | threads | fastcnn algorithm | fastcnn | onnxruntime | fastcnn / ort "
-          "| best-run ratio | % of numpy peak | other fastcnn algorithms |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| best-run ratio | % of numpy peak | fastcnn kernel only | other fastcnn algorithms |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, x_shape, (c_out, k, stride, pad, group) in layers:
         model, flops = conv_model(x_shape, c_out, k, stride, pad, group, rng)
         path = _save(model)
@@ -186,15 +188,17 @@ def conv_table(reps, peak, layers, rng, direct):
                     if label != chosen_algorithm(chosen):  # forced ones that do not apply fall back
                         others.setdefault(label, m)
                 sess = ort_session(model, nt)
-                runners = [lambda: chosen.run(None, {"x": x}), lambda: sess.run(None, {"x": x})]
+                steps = next(iter(chosen._plans.values()))[0].steps
+                runners = [lambda: chosen.run(None, {"x": x}), lambda: sess.run(None, {"x": x}),
+                           lambda: run_steps(steps)]
                 runners += [(lambda mm: lambda: mm.run(None, {"x": x}))(m) for m in others.values()]
                 t = time_turns(runners, reps)
                 g = [flops / med / 1e9 for med, _ in t]
                 best = [flops / b / 1e9 for _, b in t]
-                other = ", ".join(f"{k} {v:.1f}" for k, v in zip(others, g[2:]))
+                other = ", ".join(f"{k} {v:.1f}" for k, v in zip(others, g[3:]))
                 print(f"| {name} | {nt} | {chosen_algorithm(chosen)} | {g[0]:.1f} | {g[1]:.1f} "
                       f"| {g[0] / g[1]:.2f} | {best[0] / best[1]:.2f} "
-                      f"| {100 * g[0] / peak[nt][0]:.0f}% | {other} |", flush=True)
+                      f"| {100 * g[0] / peak[nt][0]:.0f}% | {g[2]:.1f} | {other} |", flush=True)
         finally:
             os.unlink(path)
 

@@ -27,6 +27,55 @@ import numpy as np
 
 
 
+cdef inline void copy_run(float *d, const float *xg, const ConvGeom *g, Py_ssize_t ci,
+                          Py_ssize_t ih, Py_ssize_t iw0, Py_ssize_t length) noexcept nogil:
+    """d[u] = x_g[ci, ih, iw0 + u*stride_w] for u < length, 0 outside the input: one output-row
+    run of an im2col row (xg points at the group's first input channel)."""
+    cdef Py_ssize_t u, lo, hi, sw = g.stride_w, w_in = g.w_in
+    cdef const float *xrow
+    if ih < 0 or ih >= g.h_in:
+        for u in range(length):
+            d[u] = 0.0
+        return
+    xrow = xg + (ci * g.h_in + ih) * w_in
+    # valid u: 0 <= iw0 + u*sw < w_in (no division for the common strides)
+    if sw == 1:
+        lo = 0 if iw0 >= 0 else -iw0
+        hi = w_in - iw0
+    elif sw == 2:
+        lo = 0 if iw0 >= 0 else (1 - iw0) >> 1
+        hi = (w_in - iw0 + 1) >> 1 if iw0 < w_in else 0
+    else:
+        lo = 0 if iw0 >= 0 else (-iw0 + sw - 1) // sw
+        hi = (w_in - iw0 + sw - 1) // sw if iw0 < w_in else 0
+    lo = min(lo, length)
+    hi = max(lo, min(hi, length))
+    for u in range(lo):
+        d[u] = 0.0
+    u = lo
+    if sw == 1:
+        while u + 8 <= hi:
+            vf8_store(d + u, vf8_load(xrow + iw0 + u))
+            u = u + 8
+        while u < hi:
+            d[u] = xrow[iw0 + u]
+            u = u + 1
+    elif sw == 2:
+        # the even-lane read touches one float past the 8th value: keep it in the row
+        while u + 8 <= hi and iw0 + 2 * u + 15 < w_in:
+            vf8_store(d + u, vf8_load_even(xrow + iw0 + 2 * u))
+            u = u + 8
+        while u < hi:
+            d[u] = xrow[iw0 + 2 * u]
+            u = u + 1
+    else:
+        while u < hi:
+            d[u] = xrow[iw0 + u * sw]
+            u = u + 1
+    for u in range(hi, length):
+        d[u] = 0.0
+
+
 cdef void pack_im2col(const float *xg, const ConvGeom *g, Py_ssize_t k0, Py_ssize_t kc,
                       Py_ssize_t j0, Py_ssize_t nr, float *dst) noexcept nogil:
     """dst (kc, NR): dst[p, t] = B[k0 + p, j0 + t] of one image and group (xg points at the
@@ -36,10 +85,8 @@ cdef void pack_im2col(const float *xg, const ConvGeom *g, Py_ssize_t k0, Py_ssiz
     cdef Py_ssize_t run_len[NR]
     cdef Py_ssize_t run_ih[NR]
     cdef Py_ssize_t run_iw[NR]
-    cdef Py_ssize_t nruns = 0, t = 0, j = j0, oh, ow, length, q, p, u, lo, hi, t0
-    cdef Py_ssize_t ci, kh, kw, ih, iw0, sw = g.stride_w, w_in = g.w_in, h_in = g.h_in
-    cdef Py_ssize_t khw = g.k_h * g.k_w
-    cdef const float *xrow
+    cdef Py_ssize_t nruns = 0, t = 0, j = j0, oh, ow, length, q, p, u
+    cdef Py_ssize_t ci, kh, kw, khw = g.k_h * g.k_w
     cdef float *d
     while t < nr:
         oh = j // g.w_out
@@ -48,7 +95,7 @@ cdef void pack_im2col(const float *xg, const ConvGeom *g, Py_ssize_t k0, Py_ssiz
         run_t[nruns] = t
         run_len[nruns] = length
         run_ih[nruns] = oh * g.stride_h - g.pad_top
-        run_iw[nruns] = ow * sw - g.pad_left
+        run_iw[nruns] = ow * g.stride_w - g.pad_left
         nruns = nruns + 1
         t = t + length
         j = j + length
@@ -58,52 +105,32 @@ cdef void pack_im2col(const float *xg, const ConvGeom *g, Py_ssize_t k0, Py_ssiz
     for p in range(kc):
         d = dst + p * NR
         for q in range(nruns):
-            t0 = run_t[q]
-            length = run_len[q]
-            ih = run_ih[q] + kh * g.dil_h
-            if ih < 0 or ih >= h_in:
-                for u in range(length):
-                    d[t0 + u] = 0.0
-                continue
-            xrow = xg + (ci * h_in + ih) * w_in
-            iw0 = run_iw[q] + kw * g.dil_w
-            # valid u: 0 <= iw0 + u*sw < w_in (no division for the common strides)
-            if sw == 1:
-                lo = 0 if iw0 >= 0 else -iw0
-                hi = w_in - iw0
-            elif sw == 2:
-                lo = 0 if iw0 >= 0 else (1 - iw0) >> 1
-                hi = (w_in - iw0 + 1) >> 1 if iw0 < w_in else 0
-            else:
-                lo = 0 if iw0 >= 0 else (-iw0 + sw - 1) // sw
-                hi = (w_in - iw0 + sw - 1) // sw if iw0 < w_in else 0
-            lo = min(lo, length)
-            hi = max(lo, min(hi, length))
-            for u in range(lo):
-                d[t0 + u] = 0.0
-            u = lo
-            if sw == 1:
-                while u + 8 <= hi:
-                    vf8_store(d + t0 + u, vf8_load(xrow + iw0 + u))
-                    u = u + 8
-                while u < hi:
-                    d[t0 + u] = xrow[iw0 + u]
-                    u = u + 1
-            elif sw == 2:
-                # the even-lane read touches one float past the 8th value: keep it in the row
-                while u + 8 <= hi and iw0 + 2 * u + 15 < w_in:
-                    vf8_store(d + t0 + u, vf8_load_even(xrow + iw0 + 2 * u))
-                    u = u + 8
-                while u < hi:
-                    d[t0 + u] = xrow[iw0 + 2 * u]
-                    u = u + 1
-            else:
-                while u < hi:
-                    d[t0 + u] = xrow[iw0 + u * sw]
-                    u = u + 1
-            for u in range(hi, length):
-                d[t0 + u] = 0.0
+            copy_run(d + run_t[q], xg, g, ci, run_ih[q] + kh * g.dil_h,
+                     run_iw[q] + kw * g.dil_w, run_len[q])
         for u in range(nr, NR):
+            d[u] = 0.0
+        kw = kw + 1
+        if kw == g.k_w:
+            kw = 0
+            kh = kh + 1
+            if kh == g.k_h:
+                kh = 0
+                ci = ci + 1
+
+
+cdef void im2col_whole(const float *xg, const ConvGeom *g, Py_ssize_t K, Py_ssize_t ldb,
+                       float *dst) noexcept nogil:
+    """dst (K, ldb) = B of one image and group, row-major (columns [h_out*w_out, ldb) zero):
+    one run per output row and K row, for small images where 16-pixel panels would cut many
+    rows into short runs."""
+    cdef Py_ssize_t k, ci = 0, kh = 0, kw = 0, oh, u, hw = g.h_out * g.w_out
+    cdef float *d
+    for k in range(K):
+        d = dst + k * ldb
+        for oh in range(g.h_out):
+            copy_run(d + oh * g.w_out, xg, g, ci, oh * g.stride_h - g.pad_top + kh * g.dil_h,
+                     kw * g.dil_w - g.pad_left, g.w_out)
+        for u in range(hw, ldb):
             d[u] = 0.0
         kw = kw + 1
         if kw == g.k_w:
@@ -119,7 +146,7 @@ cdef class ConvGemmStep(Step):
 
     x (n, c_in, h_in, w_in); ap: W packed (group, ceil(cog/6), K, 6); bias (c_out,) or None;
     residual like out or None; out (n, c_out, h_out, w_out). kc: K block. work: scratch of at
-    least slots*kc*16 floats; at most `slots` threads run."""
+    least `gemm_conv_scratch(...)` floats; at most `slots` threads run."""
     cdef const float[:, :, :, ::1] x
     cdef const float[:, :, :, ::1] ap
     cdef const float[::1] bias
@@ -127,7 +154,7 @@ cdef class ConvGemmStep(Step):
     cdef float[:, :, :, ::1] out
     cdef float[::1] work
     cdef ConvGeom g
-    cdef Py_ssize_t kc, slots, cig, cog, K, mpanels, hw_in, hw_out, ppi
+    cdef Py_ssize_t kc, slots, cig, cog, K, mpanels, hw_in, hw_out, ppi, whole
     cdef bint pointwise
 
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] ap, bias, residual,
@@ -154,20 +181,25 @@ cdef class ConvGemmStep(Step):
             raise ValueError("ConvGemmStep: bias size")
         if self.g.has_residual and shape4(self.residual) != shape4(out):
             raise ValueError("ConvGemmStep: residual shape")
-        self.work = work if work is not None else np.zeros(kc * NR * slots, np.float32)
-        if self.work.shape[0] < kc * NR * slots:
-            raise ValueError("ConvGemmStep: work too small")
         self.hw_in = self.g.h_in * self.g.w_in
         self.hw_out = self.g.h_out * self.g.w_out
         self.ppi = (self.hw_out + NR - 1) // NR
         self.pointwise = (k_h == 1 and k_w == 1 and self.g.stride_h == 1 and self.g.stride_w == 1
                           and self.g.pad_top == 0 and self.g.pad_left == 0
                           and self.g.h_out == self.g.h_in and self.g.w_out == self.g.w_in)
+        self.whole = whole_im2col_floats(self.g.n, self.g.c_out, self.K, self.g.h_out,
+                                         self.g.w_out, self.pointwise)
+        size = gemm_conv_scratch(kc, slots, self.g.n, self.g.c_out, self.K, self.g.h_out,
+                                 self.g.w_out, self.pointwise)
+        self.work = work if work is not None else np.zeros(size, np.float32)
+        if self.work.shape[0] < size:
+            raise ValueError("ConvGemmStep: work too small")
 
-    cdef void task(self, Py_ssize_t task, Py_ssize_t mp0, Py_ssize_t mp1,
-                   float *work) noexcept nogil:
+    cdef void task(self, Py_ssize_t task, Py_ssize_t mp0, Py_ssize_t mp1, float *work,
+                   const float *whole) noexcept nogil:
         """One (image, group, column panel) task, row panels [mp0, mp1) of the group, all K
-        blocks: out[img, group rows, 16 pixels]."""
+        blocks: out[img, group rows, 16 pixels]. whole: the task's im2col matrix already built
+        by im2col_whole (K, ppi*16), or NULL to pack the panel into `work`."""
         cdef Py_ssize_t pc, kc, img, grp, jp, j, nr, mp, i, ldb
         cdef const float *xg
         cdef const float *bpanel
@@ -189,7 +221,10 @@ cdef class ConvGemmStep(Step):
         pc = 0
         while pc < self.K:
             kc = min(self.kc, self.K - pc)
-            if self.pointwise and nr == NR:
+            if whole != NULL:
+                bpanel = whole + pc * self.ppi * NR + j
+                ldb = self.ppi * NR
+            elif self.pointwise and nr == NR:
                 bpanel = xg + pc * self.hw_in + j
                 ldb = self.hw_in
             elif self.pointwise:
@@ -222,15 +257,47 @@ cdef class ConvGemmStep(Step):
         total = tasks * chunks
         nt = min(nt, total)
         with nogil:
-            if nt <= 1:
+            if nt <= 1 and self.whole > 0:
+                # small layer: one im2col matrix per image and group, one run per output row
                 for t in range(tasks):
-                    self.task(t, 0, self.mpanels, work)
+                    if t % self.ppi == 0:
+                        im2col_whole(&self.x[t // (self.g.group * self.ppi),
+                                             (t // self.ppi) % self.g.group * self.cig, 0, 0],
+                                     &self.g, self.K, self.ppi * NR, work + stride)
+                    self.task(t, 0, self.mpanels, work, work + stride)
+            elif nt <= 1:
+                for t in range(tasks):
+                    self.task(t, 0, self.mpanels, work, NULL)
             else:
                 # dynamic: a thread slowed by another process does not hold the others up
                 for t in prange(total, num_threads=nt, schedule="dynamic"):
                     c = t % chunks
                     self.task(t // chunks, c * self.mpanels // chunks,
-                              (c + 1) * self.mpanels // chunks, work + threadid() * stride)
+                              (c + 1) * self.mpanels // chunks, work + threadid() * stride, NULL)
+
+
+cdef enum:
+    WHOLE_IM2COL_MAX_FLOATS = 32768   # the whole im2col matrix stays in L2
+
+
+cpdef Py_ssize_t whole_im2col_floats(Py_ssize_t n, Py_ssize_t c_out, Py_ssize_t K,
+                                     Py_ssize_t h_out, Py_ssize_t w_out, bint pointwise):
+    """Floats of the whole-matrix im2col buffer a small layer uses (0: the layer packs panels).
+    Small: single-threaded (under 2 * MIN_MACS_PER_THREAD multiply-adds) with an im2col matrix
+    of at most WHOLE_IM2COL_MAX_FLOATS; pointwise convs need no im2col at all."""
+    cdef Py_ssize_t ldb = (h_out * w_out + NR - 1) // NR * NR
+    if pointwise or K * ldb > WHOLE_IM2COL_MAX_FLOATS:
+        return 0
+    if n * c_out * h_out * w_out * K >= 2 * <Py_ssize_t>MIN_MACS_PER_THREAD:
+        return 0
+    return K * ldb
+
+
+def gemm_conv_scratch(Py_ssize_t kc, Py_ssize_t slots, Py_ssize_t n, Py_ssize_t c_out,
+                      Py_ssize_t K, Py_ssize_t h_out, Py_ssize_t w_out, bint pointwise):
+    """Floats of scratch a ConvGemmStep needs: a kc x 16 panel per thread slot, then the
+    whole-matrix im2col of a small layer."""
+    return slots * kc * NR + whole_im2col_floats(n, c_out, K, h_out, w_out, pointwise)
 
 
 def pack_a_panels(w, Py_ssize_t group):
@@ -252,7 +319,6 @@ def conv2d_gemm(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), 
     k_h, k_w = w.shape[2], w.shape[3]
     slots = max(1, num_threads)
     s = ConvGemmStep(x, pack_a_panels(w, group), bias, residual, out, strides, pads, dilations,
-                     group, k_h, k_w, act, alpha, beta, kc, np.zeros(kc * NR * slots, np.float32),
-                     slots)
+                     group, k_h, k_w, act, alpha, beta, kc, None, slots)
     s.num_threads = num_threads
     s()

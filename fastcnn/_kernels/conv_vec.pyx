@@ -22,7 +22,7 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd
-from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, act_is_vector, act_vec
+from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, act_is_vector, act_vec, act_scalar
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -115,7 +115,7 @@ cdef inline void epilogue8(float *o, vf8 v, const float *res, Py_ssize_t lanes,
         return
     vf8_store(tmp, v)
     for i in range(lanes):
-        o[i] = apply_act(tmp[i] + res[i] if res != NULL else tmp[i], g.act, g.alpha, g.beta)
+        o[i] = act_scalar(tmp[i] + res[i] if res != NULL else tmp[i], g.act, g.alpha, g.beta)
 
 
 # Filter shapes with their own compiled copy of the block kernel (constants known to the compiler)

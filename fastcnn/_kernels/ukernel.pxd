@@ -40,6 +40,16 @@ cdef inline bint act_is_vector(int act, float alpha, float beta) noexcept nogil:
             or (act == ACT_CLIP and alpha <= beta))
 
 
+cdef inline float act_scalar(float v, int act, float alpha, float beta) noexcept nogil:
+    """apply_act with the common cases (none, ReLU) inline: apply_act is a long chain of tests
+    that the compiler keeps as a call."""
+    if act == ACT_NONE or act == ACT_IDENTITY:
+        return v
+    if act == ACT_RELU:
+        return 0.0 if v < 0 else v
+    return apply_act(v, act, alpha, beta)
+
+
 cdef inline vf8 act_vec(vf8 v, int act, float alpha, float beta) noexcept nogil:
     # vf8_max/min return their first operand when it is NaN, as the scalar apply_act does,
     # and max(-0.0, 0.0) gives -0.0 there too.
@@ -95,7 +105,7 @@ cdef inline void store_partial(const float *tile, float *c, Py_ssize_t ldc, Py_s
                     v = v + epi.bias_col[j0 + j]
                 if epi.addend != NULL:
                     v = v + epi.addend[(i0 + r) * epi.ld_addend + j0 + j]
-                v = apply_act(v, epi.act, epi.alpha, epi.beta)
+                v = act_scalar(v, epi.act, epi.alpha, epi.beta)
             c[r * ldc + j] = v
 
 

@@ -21,9 +21,8 @@ way in any block and thread: results are bit-identical whatever the thread count
 from cython.parallel cimport parallel, prange, threadid
 
 from fastcnn._kernels.step cimport Step
-from fastcnn._kernels.act cimport apply_act
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16
+from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16, act_scalar
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -289,7 +288,7 @@ cdef class ConvWinogradStep(Step):
                         val = y[(i * m + j) * NR + l]
                         if rc != NULL:
                             val = val + rc[(oh + i) * g.w_out + ow + j]
-                        oc[(oh + i) * g.w_out + ow + j] = apply_act(val, g.act, g.alpha, g.beta)
+                        oc[(oh + i) * g.w_out + ow + j] = act_scalar(val, g.act, g.alpha, g.beta)
 
     cdef void block(self, Py_ssize_t blk, float *work) noexcept nogil:
         """Tiles [blk*16, blk*16 + 16) of the (image, tile row, tile column) list, one thread."""

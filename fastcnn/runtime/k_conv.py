@@ -3,7 +3,8 @@
 Algorithms (kernels in fastcnn/_kernels/):
     direct      conv.pyx        plain loops; the reference, and the fallback for anything else
     gemm        conv_gemm.pyx   im2col packed straight into micro-kernel panels + packed GEMM,
-                                per group; a 1x1 stride-1 unpadded conv reads x in place (no im2col)
+                                per group; a 1x1 stride-1 unpadded conv reads x in place (no im2col);
+                                small single-threaded layers build their whole im2col matrix once
     vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers (any channel
                                 multiplier) and layers with few output channels (LeNet sizes)
     winograd2   winograd.pyx    F(2x2, 3x3): 3x3, stride 1, dilation 1, group 1
@@ -174,12 +175,15 @@ def _bind_gemm(p, cp, w4, bias):
     _, cig, k_h, k_w = cp["w4"]
     kc = k_block(cig * k_h * k_w)
     slots = scratch_slots(p)
+    n, c_out, h_out, w_out = cp["y4"]
+    size = conv_gemm.gemm_conv_scratch(kc, slots, n, c_out, cig * k_h * k_w, h_out, w_out,
+                                       _is_pointwise(cp))
 
     def bind(x, y, res, scratch):
         return conv_gemm.ConvGemmStep(x, ap, bias, res, y, cp["strides"], cp["pads"][:2],
                                       cp["dilations"], g, k_h, k_w, cp["act"], cp["alpha"],
-                                      cp["beta"], kc, scratch[:slots * kc * 16], slots)
-    return bind, slots * kc * 16
+                                      cp["beta"], kc, scratch[:size], slots)
+    return bind, size
 
 
 def _bind_vecdirect(p, cp, w4, bias):
