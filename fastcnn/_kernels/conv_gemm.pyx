@@ -146,7 +146,8 @@ cdef class ConvGemmStep(Step):
 
     x (n, c_in, h_in, w_in); ap: W packed (group, ceil(cog/6), K, 6); bias (c_out,) or None;
     residual like out or None; out (n, c_out, h_out, w_out). kc: K block. work: scratch of at
-    least `gemm_conv_scratch(...)` floats; at most `slots` threads run."""
+    least `gemm_conv_scratch(...)` floats; at most `slots` threads run. allow_whole=False packs
+    16-pixel panels even for a small layer (tests)."""
     cdef const float[:, :, :, ::1] x
     cdef const float[:, :, :, ::1] ap
     cdef const float[::1] bias
@@ -160,7 +161,8 @@ cdef class ConvGemmStep(Step):
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] ap, bias, residual,
                  float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t group,
                  Py_ssize_t k_h, Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
-                 Py_ssize_t kc=256, float[::1] work=None, Py_ssize_t slots=1):
+                 Py_ssize_t kc=256, float[::1] work=None, Py_ssize_t slots=1,
+                 bint allow_whole=True):
         self.x, self.ap, self.out = x, ap, out
         self.g = make_geom(shape4(x), (out.shape[1], x.shape[1] // group if group > 0 else 0, k_h, k_w),
                            shape4(out), strides, pads, dilations, group, act, alpha, beta,
@@ -188,7 +190,7 @@ cdef class ConvGemmStep(Step):
                           and self.g.pad_top == 0 and self.g.pad_left == 0
                           and self.g.h_out == self.g.h_in and self.g.w_out == self.g.w_in)
         self.whole = whole_im2col_floats(self.g.n, self.g.c_out, self.K, self.g.h_out,
-                                         self.g.w_out, self.pointwise)
+                                         self.g.w_out, self.pointwise) if allow_whole else 0
         size = gemm_conv_scratch(kc, slots, self.g.n, self.g.c_out, self.K, self.g.h_out,
                                  self.g.w_out, self.pointwise)
         self.work = work if work is not None else np.zeros(size, np.float32)
@@ -314,11 +316,11 @@ def pack_a_panels(w, Py_ssize_t group):
 
 
 def conv2d_gemm(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), group=1, act=0,
-                alpha=0.0, beta=0.0, residual=None, kc=256, num_threads=1):
+                alpha=0.0, beta=0.0, residual=None, kc=256, num_threads=1, allow_whole=True):
     """Packed-GEMM NCHW convolution into `out` (tests and bench); arguments as conv2d_direct."""
     k_h, k_w = w.shape[2], w.shape[3]
     slots = max(1, num_threads)
     s = ConvGemmStep(x, pack_a_panels(w, group), bias, residual, out, strides, pads, dilations,
-                     group, k_h, k_w, act, alpha, beta, kc, None, slots)
+                     group, k_h, k_w, act, alpha, beta, kc, None, slots, allow_whole)
     s.num_threads = num_threads
     s()

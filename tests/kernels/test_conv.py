@@ -55,9 +55,10 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
     if algo == "direct":
         direct.conv2d_direct(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
                              alpha, beta, res, threads)
-    elif algo == "gemm":
+    elif algo in ("gemm", "gemm_panels"):   # small layers: whole im2col matrix / 16-pixel panels
         conv_gemm.conv2d_gemm(x, wt, b, out, case.strides, pads2, case.dilations, case.group,
-                              code, alpha, beta, res, kc=64, num_threads=threads)
+                              code, alpha, beta, res, kc=64, num_threads=threads,
+                              allow_whole=algo == "gemm")
     elif algo == "vecdirect":
         conv_vec.conv2d_vec(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
                             alpha, beta, res, threads)
@@ -70,13 +71,13 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
 
 
 def applies(algo, case):
-    if algo in ("direct", "gemm", "vecdirect"):
+    if algo in ("direct", "gemm", "gemm_panels", "vecdirect"):
         return True
     return (case.k == (3, 3) and case.strides == (1, 1) and case.dilations == (1, 1)
             and case.group == 1)
 
 
-ALGOS = ["direct", "gemm", "vecdirect", "winograd2", "winograd4"]
+ALGOS = ["direct", "gemm", "gemm_panels", "vecdirect", "winograd2", "winograd4"]
 
 CASES = [
     Case(1, 13, 3, 5, 7, (3, 3), pads=(1, 1, 1, 1)),                    # 13 channels, 3x5 image
@@ -115,6 +116,7 @@ def test_algorithm_matches_reference_and_direct(algo, case, threads):
 FUSION_CASES = {
     "direct": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "gemm": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
+    "gemm_panels": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "vecdirect": Case(1, 4, 5, 45, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
     "winograd2": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "winograd4": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
@@ -259,7 +261,7 @@ def test_planner_choice_matches_direct(case, expected, threads, restore_force):
     assert_close(chosen, np.maximum(case.reference(x, wt, b, res), 0), "chosen vs reference")
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", list(k_conv.ALGORITHMS))
 def test_forced_algorithm_through_planner(algo, restore_force):
     case = Case(2, 8, 10, 13, 8, (3, 3), pads=(1, 1, 1, 1),
                 group=8 if algo == "vecdirect" else 1)
