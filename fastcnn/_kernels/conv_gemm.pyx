@@ -118,18 +118,31 @@ cdef void pack_im2col(const float *xg, const ConvGeom *g, Py_ssize_t k0, Py_ssiz
                 ci = ci + 1
 
 
-cdef void im2col_whole(const float *xg, const ConvGeom *g, Py_ssize_t K, Py_ssize_t ldb,
-                       float *dst) noexcept nogil:
-    """dst (K, ldb) = B of one image and group, row-major (columns [h_out*w_out, ldb) zero):
-    one run per output row and K row, for small images where 16-pixel panels would cut many
-    rows into short runs."""
-    cdef Py_ssize_t k, ci = 0, kh = 0, kw = 0, oh, u, hw = g.h_out * g.w_out
+cdef void im2col_whole(const float *xg, const float *x_end, const ConvGeom *g, Py_ssize_t K,
+                       Py_ssize_t ldb, float *dst) noexcept nogil:
+    """dst (K, ldb) = B of one image and group, row-major (columns [h_out*w_out, ldb) zero;
+    dst holds 16 floats of slack after K*ldb): one run per output row and K row, for small
+    images where 16-pixel panels would cut many rows into short runs. x_end: end of x's data.
+
+    A stride-1 run of at most 16 outputs lying wholly inside its input row is copied as two
+    vectors of 16 floats: the overshoot lands where the next run (or the zero tail) is written
+    afterwards."""
+    cdef Py_ssize_t k, ci = 0, kh = 0, kw = 0, oh, u, ih, iw0, hw = g.h_out * g.w_out
+    cdef bint short_rows = g.stride_w == 1 and g.w_out <= 16
+    cdef const float *src
     cdef float *d
     for k in range(K):
         d = dst + k * ldb
+        iw0 = kw * g.dil_w - g.pad_left
         for oh in range(g.h_out):
-            copy_run(d + oh * g.w_out, xg, g, ci, oh * g.stride_h - g.pad_top + kh * g.dil_h,
-                     kw * g.dil_w - g.pad_left, g.w_out)
+            ih = oh * g.stride_h - g.pad_top + kh * g.dil_h
+            src = xg + (ci * g.h_in + ih) * g.w_in + iw0
+            if (short_rows and ih >= 0 and ih < g.h_in and iw0 >= 0 and iw0 + g.w_out <= g.w_in
+                    and src + 16 <= x_end):
+                vf8_store(d + oh * g.w_out, vf8_load(src))
+                vf8_store(d + oh * g.w_out + 8, vf8_load(src + 8))
+            else:
+                copy_run(d + oh * g.w_out, xg, g, ci, ih, iw0, g.w_out)
         for u in range(hw, ldb):
             d[u] = 0.0
         kw = kw + 1
@@ -265,6 +278,7 @@ cdef class ConvGemmStep(Step):
                     if t % self.ppi == 0:
                         im2col_whole(&self.x[t // (self.g.group * self.ppi),
                                              (t // self.ppi) % self.g.group * self.cig, 0, 0],
+                                     &self.x[0, 0, 0, 0] + self.g.n * self.g.c_in * self.hw_in,
                                      &self.g, self.K, self.ppi * NR, work + stride)
                     self.task(t, 0, self.mpanels, work, work + stride)
             elif nt <= 1:
@@ -292,7 +306,7 @@ cpdef Py_ssize_t whole_im2col_floats(Py_ssize_t n, Py_ssize_t c_out, Py_ssize_t 
         return 0
     if n * c_out * h_out * w_out * K >= 2 * <Py_ssize_t>MIN_MACS_PER_THREAD:
         return 0
-    return K * ldb
+    return K * ldb + NR
 
 
 def gemm_conv_scratch(Py_ssize_t kc, Py_ssize_t slots, Py_ssize_t n, Py_ssize_t c_out,
