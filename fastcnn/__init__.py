@@ -4,7 +4,15 @@
     outs = model.run(None, {"input": x})         # like onnxruntime.InferenceSession.run
     model.save("net.fcnn")
 """
-from fastcnn.config import set_memory_limit, set_num_threads
+import os as _os
+
+# OpenMP threads sleep, instead of spinning, while they wait for work (DESIGN rule 7: no thread
+# keeps spinning after a call returns). Spinning workers make a busy or shared machine several
+# times slower with 2 threads (measured with bench/kernels.py). It must be set before the first
+# kernel module loads the OpenMP runtime; an OMP_WAIT_POLICY set by the user wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from fastcnn.config import set_memory_limit, set_num_threads  # noqa: E402
 from fastcnn.errors import (FastCNNError, FineTuneError, GraphError, InputError, ModelFileError,
                             ResourceLimitError, UnsupportedOp, UnsupportedOpError)
 

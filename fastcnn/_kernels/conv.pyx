@@ -8,30 +8,7 @@ from cython.parallel cimport prange
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act
-
-
-cdef struct ConvGeom:
-    Py_ssize_t n, c_in, h_in, w_in, c_out, h_out, w_out
-    Py_ssize_t k_h, k_w, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w, group
-    int act
-    float alpha, beta
-    bint has_bias, has_residual
-
-
-cdef ConvGeom make_geom(tuple x_shape, tuple w_shape, tuple out_shape, strides, pads, dilations,
-                        Py_ssize_t group, int act, float alpha, float beta, bint has_bias,
-                        bint has_residual) except *:
-    cdef ConvGeom g
-    g.n, g.c_in, g.h_in, g.w_in = x_shape
-    g.c_out, _, g.k_h, g.k_w = w_shape
-    _, _, g.h_out, g.w_out = out_shape
-    g.stride_h, g.stride_w = strides
-    g.pad_top, g.pad_left = pads[0], pads[1]
-    g.dil_h, g.dil_w = dilations
-    g.group = group
-    g.act, g.alpha, g.beta = act, alpha, beta
-    g.has_bias, g.has_residual = has_bias, has_residual
-    return g
+from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 
 cdef void conv2d_direct_kernel(const float[:, :, :, ::1] x, const float[:, :, :, ::1] w,
@@ -79,7 +56,7 @@ cdef class ConvDirectStep(Step):
                  float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t group,
                  int act=0, float alpha=0.0, float beta=0.0):
         self.x, self.w, self.out = x, w, out
-        self.g = make_geom((x.shape[0], x.shape[1], x.shape[2], x.shape[3]), (w.shape[0], w.shape[1], w.shape[2], w.shape[3]), (out.shape[0], out.shape[1], out.shape[2], out.shape[3]), strides,
+        self.g = make_geom(shape4(x), shape4(w), shape4(out), strides,
                            pads, dilations, group, act, alpha, beta, bias is not None,
                            residual is not None)
         check_geom(self.g, w.shape[1])
@@ -87,7 +64,7 @@ cdef class ConvDirectStep(Step):
         self.residual = residual if residual is not None else _EMPTY4
         if self.g.has_bias and self.bias.shape[0] != self.g.c_out:
             raise ValueError("ConvDirectStep: bias size")
-        if self.g.has_residual and (self.residual.shape[0], self.residual.shape[1], self.residual.shape[2], self.residual.shape[3]) != (out.shape[0], out.shape[1], out.shape[2], out.shape[3]):
+        if self.g.has_residual and shape4(self.residual) != shape4(out):
             raise ValueError("ConvDirectStep: residual shape")
 
     cdef void run(self) noexcept:
@@ -99,16 +76,6 @@ cdef class ConvDirectStep(Step):
 import numpy as np
 _EMPTY1 = np.zeros(1, np.float32)
 _EMPTY4 = np.zeros((1, 1, 1, 1), np.float32)
-
-
-cdef check_geom(ConvGeom g, Py_ssize_t w_c):
-    """Last line of defence for direct construction from Python (tests): the geometry must fit."""
-    if g.group < 1 or g.c_in % g.group or g.c_out % g.group or w_c * g.group != g.c_in:
-        raise ValueError("conv: channels and group do not fit")
-    if g.stride_h < 1 or g.stride_w < 1 or g.dil_h < 1 or g.dil_w < 1 or g.pad_top < 0 or g.pad_left < 0:
-        raise ValueError("conv: bad stride/dilation/pad")
-    if g.h_out < 1 or g.w_out < 1:
-        raise ValueError("conv: empty output")
 
 
 def conv2d_direct(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), group=1,

@@ -1,14 +1,28 @@
 """Dense kernels: C = act(A @ B + bias + addend), row-major float32.
 
-`sgemm_rows` is the plain reference-grade kernel (row of A times B, vectorised over N); the
-packed, cache-blocked micro-kernel path lives beside it and is tested against it.
+`sgemm_rows` (and `DenseStep`) is the plain reference kernel: a row of A times B, vectorised over
+N. The fast path `gemm_blocked` (`PackedDenseStep`, `BatchedMatMulStep`) runs the register-tile
+micro-kernels of `ukernel.pxd`. Its tasks are single 16-column panels (or single 6-row panels
+when there are few columns), each running
+
+    for each K block of kc rows:   (one row, GEMV: the whole K at once)
+      for each 16-column panel:    (its kc x 16 B panel stays in L1)
+        for each 6-row panel:      ukernel_6x16 (one row: ukernel_1x16), epilogue on the last block
+
+B is either pre-packed at load (constant weights: panels (ceil(n/16), k, 16), zero-padded) or a
+plain row-major matrix read in place (only its last, partial panel is copied into scratch). A is
+always read in place (row-major, row stride lda). Threads pick tasks dynamically; every output
+element is computed the same way whatever the thread count: results are bit-identical between
+1 and 2 threads.
 """
 cimport cython
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act
 from fastcnn._kernels.simd cimport *
+from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16,
+                                       ukernel_1x16, pack_b_edge)
 
 import numpy as np
 
@@ -104,24 +118,179 @@ cdef class DenseStep(Step):
                      self.beta)
 
 
+# ----------------------------------------------------------------------------- blocked GEMM
+cdef struct GemmJob:
+    Py_ssize_t m, n, k
+    const float *a          # A (m, k), row stride lda
+    Py_ssize_t lda
+    const float *bp         # packed B (ceil(n/NR), k, NR), or NULL: plain B below
+    const float *b          # plain B (k, n), row stride ldb
+    Py_ssize_t ldb
+    float *c                # C (m, n), row stride ldc
+    Py_ssize_t ldc
+    Py_ssize_t kc           # K block
+    const Epilogue *epi     # applied after the last K block (NULL: plain C = A @ B)
+
+
+cdef void gemm_block(const GemmJob *g, Py_ssize_t ip0, Py_ssize_t ip1, Py_ssize_t jp0,
+                     Py_ssize_t jp1, float *work) noexcept nogil:
+    """C rows [ip0*MR, min(ip1*MR, m)) x columns [jp0*NR, min(jp1*NR, n)) of the job.
+    work: kc*NR floats for a partial panel of a plain B (unused, may be NULL, with packed B)."""
+    cdef Py_ssize_t pc, kc, jp, ip, i, j, mr, nr, ldbp
+    cdef Py_ssize_t kc_max = g.k if g.m == 1 and g.bp != NULL else g.kc
+    cdef const float *bpanel
+    cdef const Epilogue *epi
+    # one row (GEMV, memory-bound): stream each packed panel once, whole, without K blocks
+    pc = 0
+    while pc < g.k:
+        kc = min(kc_max, g.k - pc)
+        epi = g.epi if pc + kc == g.k else NULL
+        for jp in range(jp0, jp1):
+            j = jp * NR
+            nr = min(NR, g.n - j)
+            if g.bp != NULL:
+                bpanel = g.bp + (jp * g.k + pc) * NR
+                ldbp = NR
+            elif nr == NR:
+                bpanel = g.b + pc * g.ldb + j
+                ldbp = g.ldb
+            else:
+                pack_b_edge(g.b + pc * g.ldb + j, g.ldb, kc, nr, work)
+                bpanel = work
+                ldbp = NR
+            if g.m == 1:
+                ukernel_1x16(kc, g.a + pc, 1, bpanel, ldbp, g.c + j, nr, pc > 0, epi, 0, j)
+            else:
+                for ip in range(ip0, ip1):
+                    i = ip * MR
+                    mr = min(MR, g.m - i)
+                    ukernel_6x16(kc, g.a + i * g.lda + pc, g.lda, 1, bpanel, ldbp,
+                                 g.c + i * g.ldc + j, g.ldc, mr, nr, pc > 0, epi, i, j)
+        pc = pc + kc
+
+
+cdef void gemm_blocked(const GemmJob *g, float *work, Py_ssize_t work_stride,
+                       int num_threads) noexcept nogil:
+    """Run a job on up to num_threads threads (thread t uses work + t*work_stride; work may be
+    NULL when B is packed).
+
+    Tasks are single 16-column panels (all rows), or single 6-row panels (all columns) when there
+    are few column panels; threads pick tasks dynamically, so a thread delayed by another process
+    on this core does not hold the others up. Small jobs (under MIN_MACS_PER_THREAD multiply-adds
+    per thread) run on the calling thread: waking a thread costs microseconds."""
+    cdef Py_ssize_t mp = (g.m + MR - 1) // MR, np_ = (g.n + NR - 1) // NR, task, total
+    cdef int nt = num_threads
+    cdef bint split_cols
+    if g.m == 0 or g.n == 0:
+        return
+    if g.m * g.n * g.k < <Py_ssize_t>MIN_MACS_PER_THREAD * nt:
+        nt = <int>max(1, g.m * g.n * g.k // MIN_MACS_PER_THREAD)
+    split_cols = np_ >= 2 * nt or np_ >= mp
+    total = np_ if split_cols else mp
+    if nt > total:
+        nt = <int>total
+    if nt <= 1:
+        gemm_block(g, 0, mp, 0, np_, work)
+        return
+    for task in prange(total, num_threads=nt, schedule="dynamic"):
+        if split_cols:
+            gemm_block(g, 0, mp, task, task + 1, work + threadid() * work_stride)
+        else:
+            gemm_block(g, task, task + 1, 0, np_, work + threadid() * work_stride)
+
+
+cdef inline Py_ssize_t clamp_threads(int requested, Py_ssize_t slots) noexcept nogil:
+    """Threads a step may use: its scratch holds `slots` per-thread work areas."""
+    return max(1, min(<Py_ssize_t>requested, slots))
+
+
+cdef class PackedDenseStep(Step):
+    """out (m, n) = act(x (m, k) @ W (k, n) + bias (n,) + addend (m, n)) with W packed at load
+    as panels (ceil(n/16), k, 16) (see `pack_b_panels`). bias and addend are optional (None).
+    kc: K block. Needs no scratch."""
+    cdef const float[:, ::1] x
+    cdef const float[:, :, ::1] wp
+    cdef const float[::1] bias
+    cdef const float[:, ::1] addend
+    cdef float[:, ::1] out
+    cdef Epilogue epi
+    cdef GemmJob job
+
+    def __init__(self, const float[:, ::1] x, const float[:, :, ::1] wp, bias, addend,
+                 float[:, ::1] out, int act=0, float alpha=0.0, float beta=0.0,
+                 Py_ssize_t kc=256):
+        cdef Py_ssize_t m = x.shape[0], k = x.shape[1], n = out.shape[1]
+        if (wp.shape[0] != (n + NR - 1) // NR or wp.shape[1] != k or wp.shape[2] != NR
+                or out.shape[0] != m):
+            raise ValueError("PackedDenseStep: shapes do not fit")
+        if kc < 1:
+            raise ValueError("PackedDenseStep: kc must be >= 1")
+        self.x, self.wp, self.out = x, wp, out
+        self.bias = bias if bias is not None else np.zeros(1, np.float32)
+        self.addend = addend if addend is not None else np.zeros((1, 1), np.float32)
+        if bias is not None and self.bias.shape[0] != n:
+            raise ValueError("PackedDenseStep: bias size")
+        if addend is not None and (self.addend.shape[0] != m or self.addend.shape[1] != n):
+            raise ValueError("PackedDenseStep: addend shape")
+        self.epi.bias_row = NULL
+        self.epi.bias_col = &self.bias[0] if bias is not None else NULL
+        self.epi.addend = &self.addend[0, 0] if addend is not None else NULL
+        self.epi.ld_addend = n
+        self.epi.act, self.epi.alpha, self.epi.beta = act, alpha, beta
+        self.job.m, self.job.n, self.job.k = m, n, k
+        self.job.a = &x[0, 0] if m and k else NULL
+        self.job.lda = k
+        self.job.bp = &wp[0, 0, 0] if k and n else NULL
+        self.job.b = NULL
+        self.job.ldb = 0
+        self.job.c = &out[0, 0] if m and n else NULL
+        self.job.ldc = n
+        self.job.kc = kc
+        self.job.epi = &self.epi
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t i, j
+        if self.job.m == 0 or self.job.n == 0:
+            return
+        with nogil:
+            if self.job.k == 0:
+                for i in range(self.job.m):
+                    for j in range(self.job.n):
+                        self.out[i, j] = 0.0
+                epilogue(&self.out[0, 0], self.job.n, self.job.m, self.job.n, self.epi.bias_col,
+                         self.epi.addend, self.job.n, self.epi.act, self.epi.alpha, self.epi.beta)
+            else:
+                gemm_blocked(&self.job, NULL, 0, max(1, self.num_threads))
+
+
 cdef class BatchedMatMulStep(Step):
     """For each t: c[c_off[t] : + m*n] (m, n) = a[a_off[t] :] (m, k) @ b[b_off[t] :] (k, n).
-    Offsets (elements) were computed and bounds-checked by the caller (numpy broadcasting)."""
+    Offsets (elements) were computed and bounds-checked by the caller (numpy broadcasting).
+    work: scratch of at least slots*kc*16 floats (partial column panels of b)."""
     cdef const float[::1] a
     cdef const float[::1] b
     cdef float[::1] c
     cdef const long long[::1] a_off
     cdef const long long[::1] b_off
     cdef const long long[::1] c_off
-    cdef Py_ssize_t m, k, n
+    cdef float[::1] work
+    cdef Py_ssize_t m, k, n, kc, slots
 
     def __init__(self, const float[::1] a, const float[::1] b, float[::1] c,
                  const long long[::1] a_off, const long long[::1] b_off,
-                 const long long[::1] c_off, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n):
+                 const long long[::1] c_off, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                 Py_ssize_t kc=256, float[::1] work=None, Py_ssize_t slots=1):
         cdef Py_ssize_t t
+        if a_off.shape[0] != b_off.shape[0] or a_off.shape[0] != c_off.shape[0]:
+            raise ValueError("BatchedMatMulStep: offset arrays differ in length")
+        if kc < 1 or slots < 1:
+            raise ValueError("BatchedMatMulStep: kc and slots must be >= 1")
         self.a, self.b, self.c = a, b, c
         self.a_off, self.b_off, self.c_off = a_off, b_off, c_off
-        self.m, self.k, self.n = m, k, n
+        self.m, self.k, self.n, self.kc, self.slots = m, k, n, kc, slots
+        self.work = work if work is not None else np.zeros(kc * NR * slots, np.float32)
+        if self.work.shape[0] < kc * NR * slots:
+            raise ValueError("BatchedMatMulStep: work too small")
         for t in range(a_off.shape[0]):
             if (a_off[t] < 0 or a_off[t] + m * k > a.shape[0] or b_off[t] < 0
                     or b_off[t] + k * n > b.shape[0] or c_off[t] < 0 or c_off[t] + m * n > c.shape[0]):
@@ -129,17 +298,67 @@ cdef class BatchedMatMulStep(Step):
 
     cdef void run(self) noexcept:
         cdef Py_ssize_t t, i
+        cdef GemmJob job
         if self.m == 0 or self.n == 0:
             return
+        job.m, job.n, job.k, job.kc = self.m, self.n, self.k, self.kc
+        job.lda, job.ldb, job.ldc = self.k, self.n, self.n
+        job.bp = NULL
+        job.epi = NULL
         with nogil:
             for t in range(self.a_off.shape[0]):
                 if self.k == 0:
                     for i in range(self.m * self.n):
                         self.c[self.c_off[t] + i] = 0.0
                 else:
-                    sgemm_rows(&self.a[self.a_off[t]], self.k, &self.b[self.b_off[t]], self.n,
-                               &self.c[self.c_off[t]], self.n, self.m, self.k, self.n, False,
-                               self.num_threads)
+                    job.a = &self.a[self.a_off[t]]
+                    job.b = &self.b[self.b_off[t]]
+                    job.c = &self.c[self.c_off[t]]
+                    gemm_blocked(&job, &self.work[0], self.kc * NR,
+                                 <int>clamp_threads(self.num_threads, self.slots))
+
+
+def pack_b_panels(b):
+    """Pack B (k, n) for the micro-kernels: panels (ceil(n/16), k, 16), columns zero-padded."""
+    b = np.asarray(b, np.float32)
+    k, n = b.shape
+    np_ = (n + NR - 1) // NR
+    padded = np.zeros((k, np_ * NR), np.float32)
+    padded[:, :n] = b
+    return np.ascontiguousarray(padded.reshape(k, np_, NR).transpose(1, 0, 2))
+
+
+def k_block(Py_ssize_t k, Py_ssize_t kc_max=256):
+    """K block size: at most kc_max (a kc x 16 B panel stays in L1), blocks of equal size."""
+    cdef Py_ssize_t blocks
+    if k <= 0:
+        return 1
+    blocks = (k + kc_max - 1) // kc_max
+    return (k + blocks - 1) // blocks
+
+
+def sgemm_packed(const float[:, ::1] a, b, float[:, ::1] c, bias=None, addend=None, int act=0,
+                 float alpha=0.0, float beta=0.0, bint prepack=True, Py_ssize_t kc=0,
+                 int num_threads=1):
+    """c (m, n) = act(a (m, k) @ b (k, n) + bias (n,) + addend (m, n)) with the blocked kernel
+    (tests and bench). prepack: pack b into panels first (else b is read in place)."""
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = c.shape[1]
+    b = np.ascontiguousarray(b, np.float32)
+    if b.shape != (k, n) or c.shape[0] != m:
+        raise ValueError("sgemm_packed: shapes do not fit")
+    kc = kc or k_block(k)
+    if prepack:
+        s = PackedDenseStep(a, pack_b_panels(b), bias, addend, c, act, alpha, beta, kc)
+    else:
+        if bias is not None or addend is not None or act:
+            raise ValueError("sgemm_packed: epilogue needs prepack")
+        s = BatchedMatMulStep(np.ascontiguousarray(a).reshape(-1), b.reshape(-1),
+                              np.asarray(c).reshape(-1), np.zeros(1, np.int64),
+                              np.zeros(1, np.int64), np.zeros(1, np.int64), m, k, n, kc,
+                              np.zeros(kc * NR * max(num_threads, 1), np.float32),
+                              max(num_threads, 1))
+    s.num_threads = num_threads
+    s()
 
 
 def sgemm(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] c, bint accumulate=False,

@@ -1,15 +1,54 @@
 """prepare for Conv: picks the algorithm for the layer's geometry, packs the weights once.
 
+Algorithms (kernels in fastcnn/_kernels/):
+    direct      conv.pyx        plain loops; the reference, and the fallback for anything else
+    gemm        conv_gemm.pyx   im2col packed straight into micro-kernel panels + packed GEMM,
+                                per group; a 1x1 stride-1 unpadded conv reads x in place (no im2col);
+                                small single-threaded layers build their whole im2col matrix once
+    vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers (any channel
+                                multiplier) and layers with few output channels (LeNet sizes)
+    winograd2   winograd.pyx    F(2x2, 3x3): 3x3, stride 1, dilation 1, group 1
+    winograd4   winograd.pyx    F(4x4, 3x3): same conditions, 2.25x fewer multiplies than F(2,3)
+
+Every applicable algorithm gets a cost estimate (cycles on one core, from the padded work each
+one really does and per-element costs measured with bench/kernels.py); the cheapest wins.
+`FORCE_ALGORITHM` (or the environment variable FASTCNN_CONV_ALGORITHM) overrides the choice for
+tests and benchmarks when the forced algorithm applies to the layer. Every path fuses the bias,
+the residual input (input 4) and the activation.
+
 1-D convolutions run as 2-D with height 1 (views, no copies).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from fastcnn._kernels import conv as conv_kernels
+from fastcnn._kernels import conv_gemm, conv_vec, winograd
+from fastcnn._kernels.gemm import k_block
 from fastcnn.ir.geometry import window_geometry
+from fastcnn.runtime.k_dense import scratch_slots
 from fastcnn.runtime.k_eltwise import activation_code
 from fastcnn.runtime.prepare import Prepared
+
+# Test/bench override: an algorithm name, or None for the cost-based choice.
+FORCE_ALGORITHM = None
+
+# Cost model constants, in cycles of one core (2 FMA units x 8 lanes), fitted to single-thread
+# timings of bench/kernels.py layers (ResNet, MobileNet, LeNet shapes) on the development machine.
+# Only the ranking matters: they choose between algorithms, they predict no timing.
+PEAK_MACS_PER_CYCLE = 16.0
+GEMM_EFFICIENCY = 0.9            # micro-kernel share of peak on full tiles
+IM2COL_CYCLES_PER_RUN = 10.0     # packing one K row of a 16-pixel panel, per output-row run
+WINOGRAD_INPUT_CYCLES = {2: 20.0, 4: 40.0}    # per tile and input channel: gather + B^T d B
+WINOGRAD_OUTPUT_CYCLES = {2: 15.0, 4: 35.0}   # per tile and output channel: A^T M A + scatter
+VEC_CYCLES_PER_TAP = 1.2         # one 8-output vector times one filter tap
+VEC_COPY_CYCLES_PER_FLOAT = 0.25 # the padded, phase-split copy of a task's input planes
+VEC_CO_CHUNK = 8                 # output channels per task (conv_vec.pyx CO_CHUNK)
+DIRECT_MACS_PER_CYCLE = 0.7
+# Winograd's per-thread buffers grow with the channels; beyond this they leave the caches.
+WINOGRAD_MAX_CHANNELS = 1024
 
 
 class _GeomCtx:
@@ -46,18 +85,158 @@ def conv_flops(cp) -> int:
     return 2 * n * c_out * h_out * w_out * cig * k_h * k_w
 
 
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _is_pointwise(cp):
+    return (cp["kernel"] == (1, 1) and cp["strides"] == (1, 1) and cp["pads"] == (0, 0, 0, 0)
+            and cp["x4"][2:] == cp["y4"][2:])
+
+
+# ----------------------------------------------------------------------------- cost model
+def _cost_direct(cp):
+    return conv_flops(cp) / 2 / DIRECT_MACS_PER_CYCLE
+
+
+def _cost_gemm(cp):
+    n, c_out, h_out, w_out = cp["y4"]
+    _, cig, k_h, k_w = cp["w4"]
+    g = cp["group"]
+    k = cig * k_h * k_w
+    panels = n * g * _ceil(h_out * w_out, 16)
+    macs = panels * 16 * _ceil(c_out // g, 6) * 6 * k
+    runs = 0.0 if _is_pointwise(cp) else 1.0 + 16.0 / w_out  # output rows a panel touches
+    return (macs / (PEAK_MACS_PER_CYCLE * GEMM_EFFICIENCY)
+            + panels * k * runs * IM2COL_CYCLES_PER_RUN)
+
+
+def _cost_vecdirect(cp):
+    n, c_out, h_out, w_out = cp["y4"]
+    _, cig, k_h, k_w = cp["w4"]
+    c_in, h_in, w_in = cp["x4"][1:]
+    g, s = cp["group"], cp["strides"][1]
+    chunks = n * g * _ceil(c_out // g, VEC_CO_CHUNK)
+    taps = n * c_out * h_out * _ceil(w_out, 8) * cig * k_h * k_w
+    copied = chunks * cig * h_in * s * max(_ceil(cp["pads"][1] + w_in, s), _ceil(w_out, 8) * 8)
+    return taps * VEC_CYCLES_PER_TAP + copied * VEC_COPY_CYCLES_PER_FLOAT
+
+
+def _cost_winograd(cp, m):
+    n, c_out, h_out, w_out = cp["y4"]
+    c_in = cp["x4"][1]
+    tiles = _ceil(n * _ceil(h_out, m) * _ceil(w_out, m), 16) * 16
+    a2 = (m + 2) ** 2
+    macs = tiles * a2 * _ceil(c_out, 6) * 6 * c_in
+    return (macs / (PEAK_MACS_PER_CYCLE * GEMM_EFFICIENCY)
+            + tiles * (c_in * WINOGRAD_INPUT_CYCLES[m] + c_out * WINOGRAD_OUTPUT_CYCLES[m]))
+
+
+def _winograd_applies(cp):
+    c_out, c_in = cp["y4"][1], cp["x4"][1]
+    return (cp["kernel"] == (3, 3) and cp["strides"] == (1, 1) and cp["dilations"] == (1, 1)
+            and cp["group"] == 1 and c_in <= WINOGRAD_MAX_CHANNELS
+            and c_out <= WINOGRAD_MAX_CHANNELS)
+
+
+# name -> (applies(cp), cost(cp))
+ALGORITHMS = {
+    "direct": (lambda cp: True, _cost_direct),
+    "gemm": (lambda cp: True, _cost_gemm),
+    "vecdirect": (lambda cp: True, _cost_vecdirect),
+    "winograd2": (_winograd_applies, lambda cp: _cost_winograd(cp, 2)),
+    "winograd4": (_winograd_applies, lambda cp: _cost_winograd(cp, 4)),
+}
+
+
+def choose_algorithm(cp) -> str:
+    """The cheapest applicable algorithm, or the forced one when it applies."""
+    forced = FORCE_ALGORITHM or os.environ.get("FASTCNN_CONV_ALGORITHM") or None
+    if forced is not None and forced not in ALGORITHMS:
+        raise ValueError(f"unknown conv algorithm {forced!r}; known: {', '.join(ALGORITHMS)}")
+    if forced is not None and ALGORITHMS[forced][0](cp):
+        return forced
+    costs = {name: cost(cp) for name, (applies, cost) in ALGORITHMS.items() if applies(cp)}
+    return min(costs, key=costs.get)
+
+
+# ----------------------------------------------------------------------------- binders
+def _bind_direct(p, cp, w4, bias):
+    def bind(x, y, res, scratch):
+        return conv_kernels.ConvDirectStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+                                           cp["dilations"], cp["group"], cp["act"], cp["alpha"],
+                                           cp["beta"])
+    return bind, 0
+
+
+def _bind_gemm(p, cp, w4, bias):
+    g = cp["group"]
+    ap = p.cached(("gemm_panels", g), lambda: conv_gemm.pack_a_panels(w4(), g))
+    _, cig, k_h, k_w = cp["w4"]
+    kc = k_block(cig * k_h * k_w)
+    slots = scratch_slots(p)
+    n, c_out, h_out, w_out = cp["y4"]
+    size = conv_gemm.gemm_conv_scratch(kc, slots, n, c_out, cig * k_h * k_w, h_out, w_out,
+                                       _is_pointwise(cp))
+
+    def bind(x, y, res, scratch):
+        return conv_gemm.ConvGemmStep(x, ap, bias, res, y, cp["strides"], cp["pads"][:2],
+                                      cp["dilations"], g, k_h, k_w, cp["act"], cp["alpha"],
+                                      cp["beta"], kc, scratch[:size], slots)
+    return bind, size
+
+
+def _bind_vecdirect(p, cp, w4, bias):
+    slots = scratch_slots(p)
+    c_in, h_in, w_in = cp["x4"][1:]
+    size = slots * conv_vec.vec_scratch(c_in, h_in, w_in, cp["y4"][3], cp["w4"][3],
+                                        cp["strides"][1], cp["pads"][1], cp["dilations"][1],
+                                        cp["group"])
+
+    def bind(x, y, res, scratch):
+        return conv_vec.ConvVecStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+                                    cp["dilations"], cp["group"], cp["act"], cp["alpha"],
+                                    cp["beta"], scratch[:size], slots)
+    return bind, size
+
+
+def _winograd_binder(m):
+    def make(p, cp, w4, bias):
+        up = p.cached(("winograd", m), lambda: winograd.winograd_weights(w4(), m))
+        slots = scratch_slots(p)
+        size = slots * winograd.winograd_scratch(m, cp["x4"][1], cp["y4"][1])
+
+        def bind(x, y, res, scratch):
+            return winograd.ConvWinogradStep(x, up, bias, res, y, cp["pads"][:2], m, cp["act"],
+                                             cp["alpha"], cp["beta"], scratch[:size], slots)
+        return bind, size
+    return make
+
+
+BINDERS = {
+    "direct": _bind_direct,
+    "gemm": _bind_gemm,
+    "vecdirect": _bind_vecdirect,
+    "winograd2": _winograd_binder(2),
+    "winograd4": _winograd_binder(4),
+}
+
+
 def prepare_conv(p):
     cp = conv_params(p)
-    w4 = p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
+    algorithm = choose_algorithm(cp)
+
+    def w4():
+        return p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
+
     bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
     has_res = len(p.node.inputs) > 3 and bool(p.node.inputs[3])
+    bind_algo, scratch = BINDERS[algorithm](p, cp, w4, bias)
 
-    def bind(ins, outs, scratch):
+    def bind(ins, outs, scratch_view):
         x = ins[0].reshape(cp["x4"])
         y = outs[0].reshape(cp["y4"])
         res = ins[3].reshape(cp["y4"]) if has_res else None
-        return conv_kernels.ConvDirectStep(x, w4, bias, res, y, cp["strides"], cp["pads"][:2],
-                                           cp["dilations"], cp["group"], cp["act"], cp["alpha"],
-                                           cp["beta"])
+        return bind_algo(x, y, res, scratch_view)
 
-    return Prepared(bind, flops=conv_flops(cp))
+    return Prepared(bind, scratch=scratch, flops=conv_flops(cp), notes={"algorithm": algorithm})

@@ -1,11 +1,27 @@
-"""prepare for Gemm and MatMul."""
+"""prepare for Gemm and MatMul.
+
+Constant weights (Gemm's B, MatMul's 2-D constant B) are packed once at load into micro-kernel
+column panels and run by `PackedDenseStep` with bias, addend and activation fused. MatMul with
+operands computed at run time runs `BatchedMatMulStep` (the same micro-kernels reading A and B in
+place). `DenseStep` (the plain row kernel) stays as the reference the tests compare with.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from fastcnn import config
 from fastcnn._kernels import gemm as gemm_kernels
 from fastcnn.runtime.k_eltwise import activation_code
 from fastcnn.runtime.prepare import Prepared
+
+NR = 16  # micro-kernel column panel width (ukernel.pxd)
+
+
+def scratch_slots(p) -> int:
+    """Per-thread scratch areas a step reserves: enough for the plan's threads and for every
+    physical core (the thread count may be raised after planning; more threads than slots run
+    as many as there are slots)."""
+    return max(1, p.num_threads, config.physical_cores())
 
 
 def prepare_gemm(p):
@@ -25,7 +41,7 @@ def prepare_gemm(p):
         w = w.T if a["transB"] else w
         return np.ascontiguousarray(w * np.float32(alpha) if alpha != 1.0 else w, np.float32)
 
-    w = p.cached(("w", alpha, a["transB"]), make_w)
+    wp = p.cached(("panels", alpha, a["transB"]), lambda: gemm_kernels.pack_b_panels(make_w()))
     bias, addend_const, addend_runtime = None, None, False
     if len(p.node.inputs) > 2 and p.node.inputs[2] and beta != 0.0:
         c = p.const(2)
@@ -49,8 +65,9 @@ def prepare_gemm(p):
             xt = scratch[:m * k].reshape(m, k)
             steps.append(CopyStep(x.reshape(-1), xt.reshape(-1), [m, k], 0, [1, m], 0, [k, 1]))
             x = xt
-        steps.append(gemm_kernels.DenseStep(x, w, bias, addend_const, outs[0], act,
-                                            a["activation_alpha"], a["activation_beta"]))
+        steps.append(gemm_kernels.PackedDenseStep(x, wp, bias, addend_const, outs[0], act,
+                                                  a["activation_alpha"], a["activation_beta"],
+                                                  gemm_kernels.k_block(k)))
         return steps
 
     return Prepared(bind, scratch=m * k if transA else 0, flops=2 * m * n * k)
@@ -67,12 +84,13 @@ def prepare_matmul(p):
     batch = np.broadcast_shapes(a2[:-2], b2[:-2])
     flops = 2 * int(np.prod(batch, dtype=np.int64)) * m * n * k
     if p.const(1) is not None and len(b2) == 2:
-        w = p.cached("w", lambda: np.ascontiguousarray(p.const_f32(1).reshape(k, n)))
+        wp = p.cached("panels", lambda: gemm_kernels.pack_b_panels(p.const_f32(1).reshape(k, n)))
         rows = int(np.prod(a2[:-1], dtype=np.int64))
 
         def bind(ins, outs, scratch):
-            return gemm_kernels.DenseStep(ins[0].reshape(rows, k), w, None, None,
-                                          outs[0].reshape(rows, n))
+            x = np.ascontiguousarray(ins[0], np.float32).reshape(rows, k)
+            return gemm_kernels.PackedDenseStep(x, wp, None, None, outs[0].reshape(rows, n),
+                                                kc=gemm_kernels.k_block(k))
 
         return Prepared(bind, flops=flops)
 
@@ -81,12 +99,15 @@ def prepare_matmul(p):
     b_batch = np.broadcast_to(np.arange(int(np.prod(b2[:-2], dtype=np.int64)), dtype=np.int64)
                               .reshape(b2[:-2]), batch).reshape(-1) * (k * n)
     c_batch = np.arange(a_batch.shape[0], dtype=np.int64) * (m * n)
+    kc = gemm_kernels.k_block(k)
+    slots = scratch_slots(p)
 
     def bind(ins, outs, scratch):
         a_arr = np.ascontiguousarray(ins[0], np.float32).reshape(-1)
         b_arr = np.ascontiguousarray(ins[1], np.float32).reshape(-1)
         return gemm_kernels.BatchedMatMulStep(a_arr, b_arr, outs[0].reshape(-1),
                                               np.ascontiguousarray(a_batch),
-                                              np.ascontiguousarray(b_batch), c_batch, m, k, n)
+                                              np.ascontiguousarray(b_batch), c_batch, m, k, n,
+                                              kc, scratch[:slots * kc * NR], slots)
 
-    return Prepared(bind, flops=flops)
+    return Prepared(bind, scratch=slots * kc * NR, flops=flops)

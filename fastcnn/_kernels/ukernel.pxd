@@ -1,0 +1,248 @@
+# Register-tile micro-kernels shared by the packed GEMM, the GEMM convolutions and Winograd.
+#
+# Every fast dense/conv path ends in `ukernel_6x16` (or `ukernel_1x16` for single-row GEMV):
+#   C[0:mr, 0:nr] (+)= A[0:mr, 0:kc] @ B[0:kc, 0:nr]      mr <= MR = 6, nr <= NR = 16
+# with A read through two strides (element (r, p) at a[r*a_rs + p*a_ks]; packed weight panels
+# have a_rs = 1, a_ks = MR, a plain row-major matrix a_rs = lda, a_ks = 1) and B read as rows of
+# NR floats (row p at b + p*ldb; a packed panel has ldb = NR). Rows r >= mr of A are never read:
+# their pointers are clamped to row mr-1, so an unpacked A may end at row mr. B must always have
+# NR readable floats per row (the callers pack partial column panels with zero padding).
+#
+# The epilogue of the last K block is fused into the store:
+#   C = act(acc [+ C] + bias_row[i] + bias_col[j] + addend[i, j])
+# ReLU/Clip/none are applied on vectors; other activations by `apply_act` on the stored tile.
+# The order of the additions never depends on the thread count, so results are bit-identical
+# however the callers split the work, as long as they split at tile boundaries.
+from fastcnn._kernels.simd cimport *
+from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP
+
+cdef enum:
+    MR = 6
+    NR = 16
+    # Work below this many multiply-adds per thread (~25 us on one core) runs on fewer threads:
+    # waking a sleeping OpenMP thread (OMP_WAIT_POLICY=PASSIVE) costs 5-10 us on an idle
+    # machine and tens of microseconds on a busy one.
+    MIN_MACS_PER_THREAD = 1048576
+
+
+cdef struct Epilogue:
+    const float *bias_row   # (rows of C,) one value per row (conv: output channel) or NULL
+    const float *bias_col   # (cols of C,) one value per column (dense: output feature) or NULL
+    const float *addend     # same index space as C, row stride ld_addend, or NULL (residual)
+    Py_ssize_t ld_addend
+    int act
+    float alpha, beta
+
+
+cdef inline bint act_is_vector(int act, float alpha, float beta) noexcept nogil:
+    """True when `act` is applied on vectors by `act_vec` (same results as apply_act)."""
+    return (act == ACT_NONE or act == ACT_IDENTITY or act == ACT_RELU
+            or (act == ACT_CLIP and alpha <= beta))
+
+
+cdef inline float act_scalar(float v, int act, float alpha, float beta) noexcept nogil:
+    """apply_act with the common cases (none, ReLU) inline: apply_act is a long chain of tests
+    that the compiler keeps as a call."""
+    if act == ACT_NONE or act == ACT_IDENTITY:
+        return v
+    if act == ACT_RELU:
+        return 0.0 if v < 0 else v
+    return apply_act(v, act, alpha, beta)
+
+
+cdef inline vf8 act_vec(vf8 v, int act, float alpha, float beta) noexcept nogil:
+    # vf8_max/min return their first operand when it is NaN, as the scalar apply_act does,
+    # and max(-0.0, 0.0) gives -0.0 there too.
+    if act == ACT_RELU:
+        return vf8_max(v, vf8_zero())
+    if act == ACT_CLIP:
+        return vf8_min(vf8_max(v, vf8_set1(alpha)), vf8_set1(beta))
+    return v
+
+
+cdef inline void store_row16(float *c, vf8 v0, vf8 v1, bint accumulate, const Epilogue *epi,
+                             Py_ssize_t i, Py_ssize_t j, bint vec_act) noexcept nogil:
+    """One full 16-wide row of a tile: c[0:16] = epilogue(v [+ c]); (i, j) index bias/addend."""
+    cdef vf8 t
+    cdef const float *ad
+    if accumulate:
+        v0 = vf8_add(v0, vf8_load(c))
+        v1 = vf8_add(v1, vf8_load(c + 8))
+    if epi != NULL:
+        if epi.bias_row != NULL:
+            t = vf8_set1(epi.bias_row[i])
+            v0 = vf8_add(v0, t)
+            v1 = vf8_add(v1, t)
+        if epi.bias_col != NULL:
+            v0 = vf8_add(v0, vf8_load(epi.bias_col + j))
+            v1 = vf8_add(v1, vf8_load(epi.bias_col + j + 8))
+        if epi.addend != NULL:
+            ad = epi.addend + i * epi.ld_addend + j
+            v0 = vf8_add(v0, vf8_load(ad))
+            v1 = vf8_add(v1, vf8_load(ad + 8))
+        if vec_act:
+            v0 = act_vec(v0, epi.act, epi.alpha, epi.beta)
+            v1 = act_vec(v1, epi.act, epi.alpha, epi.beta)
+    vf8_store(c, v0)
+    vf8_store(c + 8, v1)
+
+
+cdef inline void store_partial(const float *tile, float *c, Py_ssize_t ldc, Py_ssize_t mr,
+                               Py_ssize_t nr, bint accumulate, const Epilogue *epi,
+                               Py_ssize_t i0, Py_ssize_t j0) noexcept nogil:
+    """Edge tile: c[r, j] = epilogue(tile[r*NR + j] [+ c[r, j]]) for r < mr, j < nr."""
+    cdef Py_ssize_t r, j
+    cdef float v
+    for r in range(mr):
+        for j in range(nr):
+            v = tile[r * NR + j]
+            if accumulate:
+                v = v + c[r * ldc + j]
+            if epi != NULL:
+                if epi.bias_row != NULL:
+                    v = v + epi.bias_row[i0 + r]
+                if epi.bias_col != NULL:
+                    v = v + epi.bias_col[j0 + j]
+                if epi.addend != NULL:
+                    v = v + epi.addend[(i0 + r) * epi.ld_addend + j0 + j]
+                v = act_scalar(v, epi.act, epi.alpha, epi.beta)
+            c[r * ldc + j] = v
+
+
+cdef inline void act_tile(float *c, Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr,
+                          const Epilogue *epi) noexcept nogil:
+    cdef Py_ssize_t r, j
+    for r in range(mr):
+        for j in range(nr):
+            c[r * ldc + j] = apply_act(c[r * ldc + j], epi.act, epi.alpha, epi.beta)
+
+
+cdef inline void ukernel_6x16(Py_ssize_t kc, const float *a, Py_ssize_t a_rs, Py_ssize_t a_ks,
+                              const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc,
+                              Py_ssize_t mr, Py_ssize_t nr, bint accumulate,
+                              const Epilogue *epi, Py_ssize_t i0, Py_ssize_t j0) noexcept nogil:
+    """C (mr, nr) at c (row stride ldc) (+)= A (mr, kc) @ B (kc, NR); epilogue when epi != NULL.
+    (i0, j0): position of the tile in the epilogue's bias/addend index space. kc >= 1."""
+    cdef vf8 c00 = vf8_zero(), c01 = vf8_zero(), c10 = vf8_zero(), c11 = vf8_zero()
+    cdef vf8 c20 = vf8_zero(), c21 = vf8_zero(), c30 = vf8_zero(), c31 = vf8_zero()
+    cdef vf8 c40 = vf8_zero(), c41 = vf8_zero(), c50 = vf8_zero(), c51 = vf8_zero()
+    cdef vf8 b0, b1, av
+    cdef const float *a0 = a
+    cdef const float *a1 = a + (1 if mr > 1 else 0) * a_rs
+    cdef const float *a2 = a + (2 if mr > 2 else mr - 1) * a_rs
+    cdef const float *a3 = a + (3 if mr > 3 else mr - 1) * a_rs
+    cdef const float *a4 = a + (4 if mr > 4 else mr - 1) * a_rs
+    cdef const float *a5 = a + (5 if mr > 5 else mr - 1) * a_rs
+    cdef Py_ssize_t p
+    cdef bint vec_act
+    cdef float tile[MR * NR]
+    for p in range(kc):
+        b0 = vf8_load(b)
+        b1 = vf8_load(b + 8)
+        av = vf8_set1(a0[0])
+        c00 = vf8_fmadd(av, b0, c00)
+        c01 = vf8_fmadd(av, b1, c01)
+        av = vf8_set1(a1[0])
+        c10 = vf8_fmadd(av, b0, c10)
+        c11 = vf8_fmadd(av, b1, c11)
+        av = vf8_set1(a2[0])
+        c20 = vf8_fmadd(av, b0, c20)
+        c21 = vf8_fmadd(av, b1, c21)
+        av = vf8_set1(a3[0])
+        c30 = vf8_fmadd(av, b0, c30)
+        c31 = vf8_fmadd(av, b1, c31)
+        av = vf8_set1(a4[0])
+        c40 = vf8_fmadd(av, b0, c40)
+        c41 = vf8_fmadd(av, b1, c41)
+        av = vf8_set1(a5[0])
+        c50 = vf8_fmadd(av, b0, c50)
+        c51 = vf8_fmadd(av, b1, c51)
+        a0 += a_ks
+        a1 += a_ks
+        a2 += a_ks
+        a3 += a_ks
+        a4 += a_ks
+        a5 += a_ks
+        b += ldb
+    if mr == MR and nr == NR:
+        vec_act = epi == NULL or act_is_vector(epi.act, epi.alpha, epi.beta)
+        store_row16(c, c00, c01, accumulate, epi, i0, j0, vec_act)
+        store_row16(c + ldc, c10, c11, accumulate, epi, i0 + 1, j0, vec_act)
+        store_row16(c + 2 * ldc, c20, c21, accumulate, epi, i0 + 2, j0, vec_act)
+        store_row16(c + 3 * ldc, c30, c31, accumulate, epi, i0 + 3, j0, vec_act)
+        store_row16(c + 4 * ldc, c40, c41, accumulate, epi, i0 + 4, j0, vec_act)
+        store_row16(c + 5 * ldc, c50, c51, accumulate, epi, i0 + 5, j0, vec_act)
+        if not vec_act:
+            act_tile(c, ldc, MR, NR, epi)
+        return
+    vf8_store(tile, c00)
+    vf8_store(tile + 8, c01)
+    vf8_store(tile + 16, c10)
+    vf8_store(tile + 24, c11)
+    vf8_store(tile + 32, c20)
+    vf8_store(tile + 40, c21)
+    vf8_store(tile + 48, c30)
+    vf8_store(tile + 56, c31)
+    vf8_store(tile + 64, c40)
+    vf8_store(tile + 72, c41)
+    vf8_store(tile + 80, c50)
+    vf8_store(tile + 88, c51)
+    store_partial(tile, c, ldc, mr, nr, accumulate, epi, i0, j0)
+
+
+cdef inline void ukernel_1x16(Py_ssize_t kc, const float *a, Py_ssize_t a_ks, const float *b,
+                              Py_ssize_t ldb, float *c, Py_ssize_t nr, bint accumulate,
+                              const Epilogue *epi, Py_ssize_t i0, Py_ssize_t j0) noexcept nogil:
+    """One row: c[0:nr] (+)= a (kc,) @ B (kc, NR) (GEMV panel), epilogue when epi != NULL.
+    Four independent accumulator pairs hide the FMA latency; their sum order is fixed."""
+    cdef vf8 s0 = vf8_zero(), s1 = vf8_zero(), t0 = vf8_zero(), t1 = vf8_zero()
+    cdef vf8 u0 = vf8_zero(), u1 = vf8_zero(), w0 = vf8_zero(), w1 = vf8_zero(), av
+    cdef Py_ssize_t p, k4 = kc - kc % 4
+    cdef float tile[NR]
+    cdef bint vec_act
+    p = 0
+    while p < k4:
+        av = vf8_set1(a[0])
+        s0 = vf8_fmadd(av, vf8_load(b), s0)
+        s1 = vf8_fmadd(av, vf8_load(b + 8), s1)
+        av = vf8_set1(a[a_ks])
+        t0 = vf8_fmadd(av, vf8_load(b + ldb), t0)
+        t1 = vf8_fmadd(av, vf8_load(b + ldb + 8), t1)
+        av = vf8_set1(a[2 * a_ks])
+        u0 = vf8_fmadd(av, vf8_load(b + 2 * ldb), u0)
+        u1 = vf8_fmadd(av, vf8_load(b + 2 * ldb + 8), u1)
+        av = vf8_set1(a[3 * a_ks])
+        w0 = vf8_fmadd(av, vf8_load(b + 3 * ldb), w0)
+        w1 = vf8_fmadd(av, vf8_load(b + 3 * ldb + 8), w1)
+        a += 4 * a_ks
+        b += 4 * ldb
+        p = p + 4
+    while p < kc:
+        av = vf8_set1(a[0])
+        s0 = vf8_fmadd(av, vf8_load(b), s0)
+        s1 = vf8_fmadd(av, vf8_load(b + 8), s1)
+        a += a_ks
+        b += ldb
+        p = p + 1
+    s0 = vf8_add(vf8_add(s0, t0), vf8_add(u0, w0))
+    s1 = vf8_add(vf8_add(s1, t1), vf8_add(u1, w1))
+    if nr == NR:
+        vec_act = epi == NULL or act_is_vector(epi.act, epi.alpha, epi.beta)
+        store_row16(c, s0, s1, accumulate, epi, i0, j0, vec_act)
+        if not vec_act:
+            act_tile(c, NR, 1, NR, epi)
+        return
+    vf8_store(tile, s0)
+    vf8_store(tile + 8, s1)
+    store_partial(tile, c, NR, 1, nr, accumulate, epi, i0, j0)
+
+
+cdef inline void pack_b_edge(const float *b, Py_ssize_t ldb, Py_ssize_t kc, Py_ssize_t nr,
+                             float *dst) noexcept nogil:
+    """dst (kc, NR) = B[0:kc, 0:nr] zero-padded to NR columns (a partial column panel)."""
+    cdef Py_ssize_t p, j
+    for p in range(kc):
+        for j in range(nr):
+            dst[p * NR + j] = b[p * ldb + j]
+        for j in range(nr, NR):
+            dst[p * NR + j] = 0.0

@@ -1,0 +1,377 @@
+"""Winograd convolution F(m x m, 3 x 3) for 3x3, stride-1, dilation-1, group-1 convs, NCHW.
+
+m = 4 (F(4,3): 6x6 input tiles, 36 transform positions) or m = 2 (F(2,3): 4x4 tiles, 16).
+With a = m + 2 and tile t = (image b, tile row th, tile column tw) reading the a x a input patch
+d = x[b, ci, th*m - pad_top :+ a, tw*m - pad_left :+ a] (zeros outside x):
+
+    V[pos, ci, t]  = (B^T d B)[pos]                    input transform, pos = 0 .. a*a - 1
+    M[pos, co, t]  = sum_ci U[pos, co, ci] V[pos, ci, t]    one GEMM per position
+    Y[co, t]       = A^T M[:, co, t] A                 (m x m outputs of tile t)
+    out[b, co, th*m + i, tw*m + j] = act(Y[i, j] + bias[co] + residual[...])  (clipped at edges)
+
+U = G w G^T is computed once at load (`winograd_weights`, float64, then packed as micro-kernel row
+panels). Tiles are processed in blocks of 16 (one micro-kernel column panel): for each block, the
+input transform writes V straight into packed-B layout (a*a, c_in, 16), the 6x16 micro-kernel runs
+a*a GEMMs into M (a*a, c_out rounded up to 6, 16), and the output transform applies the epilogue
+and scatters the tiles. Transforms are vectorised over 8 tiles. Threads pick blocks dynamically
+or, when there are too few blocks to go round (7x7 or 14x14 images at batch 1), share each block
+phase by phase (input channels, GEMM panels, output channels). Every value is computed the same
+way in any block and thread: results are bit-identical whatever the thread count.
+"""
+from cython.parallel cimport parallel, prange, threadid
+
+from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.simd cimport *
+from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16, act_scalar
+from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
+
+import numpy as np
+
+
+# Transform matrices (Lavin & Gray 2015), points 0, +-1, +-2 (F(4,3)) and 0, +-1 (F(2,3)).
+WINOGRAD_MATRICES = {
+    4: dict(
+        BT=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        G=[[1.0 / 4.0, 0.0, 0.0], [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+           [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0], [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+           [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0], [0.0, 0.0, 1.0]],
+        AT=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+    2: dict(
+        BT=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        G=[[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+        AT=[[1, 1, 1, 0], [0, 1, -1, -1]]),
+}
+
+
+# ----------------------------------------------------------------------------- 1-D transforms
+# Each applies one matrix of WINOGRAD_MATRICES to a column of vectors (8 tiles per vector) and
+# stores the results at o, o + s, o + 2s, ... (floats).
+cdef inline void bt6(vf8 d0, vf8 d1, vf8 d2, vf8 d3, vf8 d4, vf8 d5, float *o,
+                     Py_ssize_t s) noexcept nogil:
+    cdef vf8 a, b
+    vf8_store(o, vf8_fmadd(vf8_set1(4.0), d0, vf8_fmadd(vf8_set1(-5.0), d2, d4)))
+    a = vf8_add(d1, d2)
+    b = vf8_add(d3, d4)
+    vf8_store(o + s, vf8_fmadd(vf8_set1(-4.0), a, b))
+    a = vf8_sub(d1, d2)
+    b = vf8_sub(d4, d3)
+    vf8_store(o + 2 * s, vf8_fmadd(vf8_set1(4.0), a, b))
+    a = vf8_sub(d3, d1)
+    b = vf8_sub(d4, d2)
+    vf8_store(o + 3 * s, vf8_fmadd(vf8_set1(2.0), a, b))
+    vf8_store(o + 4 * s, vf8_fmadd(vf8_set1(-2.0), a, b))
+    vf8_store(o + 5 * s, vf8_fmadd(vf8_set1(4.0), d1, vf8_fmadd(vf8_set1(-5.0), d3, d5)))
+
+
+cdef inline void at6(vf8 m0, vf8 m1, vf8 m2, vf8 m3, vf8 m4, vf8 m5, float *o,
+                     Py_ssize_t s) noexcept nogil:
+    cdef vf8 a = vf8_add(m1, m2), b = vf8_sub(m1, m2), c = vf8_add(m3, m4), d = vf8_sub(m3, m4)
+    vf8_store(o, vf8_add(vf8_add(m0, a), c))
+    vf8_store(o + s, vf8_fmadd(vf8_set1(2.0), d, b))
+    vf8_store(o + 2 * s, vf8_fmadd(vf8_set1(4.0), c, a))
+    vf8_store(o + 3 * s, vf8_add(vf8_fmadd(vf8_set1(8.0), d, b), m5))
+
+
+cdef inline void bt4(vf8 d0, vf8 d1, vf8 d2, vf8 d3, float *o, Py_ssize_t s) noexcept nogil:
+    vf8_store(o, vf8_sub(d0, d2))
+    vf8_store(o + s, vf8_add(d1, d2))
+    vf8_store(o + 2 * s, vf8_sub(d2, d1))
+    vf8_store(o + 3 * s, vf8_sub(d1, d3))
+
+
+cdef inline void at4(vf8 m0, vf8 m1, vf8 m2, vf8 m3, float *o, Py_ssize_t s) noexcept nogil:
+    vf8_store(o, vf8_add(vf8_add(m0, m1), m2))
+    vf8_store(o + s, vf8_sub(vf8_sub(m1, m2), m3))
+
+
+cdef inline void input_transform(const float *d, float *tmp, float *v, Py_ssize_t vs,
+                                 Py_ssize_t a) noexcept nogil:
+    """d (a*a, 16) -> v[pos*vs + lane] = (B^T d B)[pos] for 16 lanes; tmp: a*a*8 floats."""
+    cdef Py_ssize_t h, c, i, r
+    cdef const float *p
+    for h in range(0, NR, 8):
+        if a == 6:
+            for c in range(6):
+                p = d + c * NR + h
+                bt6(vf8_load(p), vf8_load(p + 6 * NR), vf8_load(p + 12 * NR), vf8_load(p + 18 * NR),
+                    vf8_load(p + 24 * NR), vf8_load(p + 30 * NR), tmp + c * 8, 48)
+            for i in range(6):
+                p = tmp + i * 48
+                bt6(vf8_load(p), vf8_load(p + 8), vf8_load(p + 16), vf8_load(p + 24),
+                    vf8_load(p + 32), vf8_load(p + 40), v + i * 6 * vs + h, vs)
+        else:
+            for c in range(4):
+                p = d + c * NR + h
+                bt4(vf8_load(p), vf8_load(p + 4 * NR), vf8_load(p + 8 * NR), vf8_load(p + 12 * NR),
+                    tmp + c * 8, 32)
+            for i in range(4):
+                p = tmp + i * 32
+                bt4(vf8_load(p), vf8_load(p + 8), vf8_load(p + 16), vf8_load(p + 24),
+                    v + i * 4 * vs + h, vs)
+
+
+cdef inline void output_transform(const float *mm, Py_ssize_t ms, float *tmp, float *y,
+                                  Py_ssize_t a, float bias) noexcept nogil:
+    """mm[pos*ms + lane] (a*a positions, 16 lanes) -> y (m*m, 16) = A^T M A + bias."""
+    cdef Py_ssize_t h, c, i, j, m = a - 2
+    cdef const float *p
+    cdef vf8 vb = vf8_set1(bias)
+    for h in range(0, NR, 8):
+        if a == 6:
+            for c in range(6):
+                p = mm + c * ms + h
+                at6(vf8_load(p), vf8_load(p + 6 * ms), vf8_load(p + 12 * ms), vf8_load(p + 18 * ms),
+                    vf8_load(p + 24 * ms), vf8_load(p + 30 * ms), tmp + c * 8, 48)
+            for i in range(4):
+                p = tmp + i * 48
+                at6(vf8_load(p), vf8_load(p + 8), vf8_load(p + 16), vf8_load(p + 24),
+                    vf8_load(p + 32), vf8_load(p + 40), y + i * 4 * NR + h, NR)
+        else:
+            for c in range(4):
+                p = mm + c * ms + h
+                at4(vf8_load(p), vf8_load(p + 4 * ms), vf8_load(p + 8 * ms), vf8_load(p + 12 * ms),
+                    tmp + c * 8, 32)
+            for i in range(2):
+                p = tmp + i * 32
+                at4(vf8_load(p), vf8_load(p + 8), vf8_load(p + 16), vf8_load(p + 24),
+                    y + i * 2 * NR + h, NR)
+        for i in range(m * m):
+            vf8_store(y + i * NR + h, vf8_add(vf8_load(y + i * NR + h), vb))
+
+
+cdef extern from *:
+    """
+    /* An orphaned barrier: binds to the enclosing parallel region (a no-op without OpenMP). */
+    static void fastcnn_omp_barrier(void) {
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    void omp_barrier "fastcnn_omp_barrier" () noexcept nogil
+
+
+cdef struct Lanes:
+    Py_ssize_t count           # tiles in this block (16 but in the last block)
+    Py_ssize_t img[NR]
+    Py_ssize_t ih[NR]          # input row of the patch's top-left corner (may be negative)
+    Py_ssize_t iw[NR]
+    bint inside[NR]            # the whole a x a patch lies inside x
+
+
+cdef class ConvWinogradStep(Step):
+    """3x3 stride-1 conv by Winograd F(m,3) (module docstring). x (n, c_in, h_in, w_in);
+    up: U packed (a*a, ceil(c_out/6), c_in, 6) from `winograd_weights`; bias (c_out,) or None;
+    residual like out or None; out (n, c_out, h_out, w_out); work: at least
+    slots * `winograd_scratch(m, c_in, c_out)` floats."""
+    cdef const float[:, ::1] xf     # x as (n*c_in, h_in*w_in)
+    cdef const float[:, :, :, ::1] up
+    cdef const float[::1] bias
+    cdef const float[:, :, :, ::1] residual
+    cdef float[:, :, :, ::1] out
+    cdef float[::1] work
+    cdef ConvGeom g
+    cdef readonly Py_ssize_t m          # output tile size: F(m x m, 3 x 3)
+    cdef Py_ssize_t a, mrows, tiles_h, tiles_w, tiles, blocks, slot_size, slots, v_size, m_size
+
+    def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] up, bias, residual,
+                 float[:, :, :, ::1] out, pads, Py_ssize_t m, int act=0, float alpha=0.0,
+                 float beta=0.0, float[::1] work=None, Py_ssize_t slots=1):
+        if m not in (2, 4):
+            raise ValueError("ConvWinogradStep: m must be 2 or 4")
+        self.g = make_geom(shape4(x), (out.shape[1], x.shape[1], 3, 3), shape4(out), (1, 1), pads,
+                           (1, 1), 1, act, alpha, beta, bias is not None, residual is not None)
+        check_geom(self.g, x.shape[1])
+        self.m, self.a = m, m + 2
+        self.mrows = (self.g.c_out + MR - 1) // MR * MR
+        if shape4(up) != (self.a * self.a, self.mrows // MR, self.g.c_in, MR):
+            raise ValueError("ConvWinogradStep: transformed weights do not fit")
+        self.xf = np.asarray(x).reshape(self.g.n * self.g.c_in, self.g.h_in * self.g.w_in)
+        self.up, self.out = up, out
+        self.bias = bias if bias is not None else np.zeros(1, np.float32)
+        self.residual = residual if residual is not None else np.zeros((1, 1, 1, 1), np.float32)
+        if self.g.has_bias and self.bias.shape[0] != self.g.c_out:
+            raise ValueError("ConvWinogradStep: bias size")
+        if self.g.has_residual and shape4(self.residual) != shape4(out):
+            raise ValueError("ConvWinogradStep: residual shape")
+        self.tiles_h = (self.g.h_out + m - 1) // m
+        self.tiles_w = (self.g.w_out + m - 1) // m
+        self.tiles = self.g.n * self.tiles_h * self.tiles_w
+        self.blocks = (self.tiles + NR - 1) // NR
+        self.slot_size = winograd_scratch(m, self.g.c_in, self.g.c_out)
+        self.v_size = self.a * self.a * self.g.c_in * NR
+        self.m_size = self.a * self.a * self.mrows * NR
+        self.slots = slots
+        if slots < 1:
+            raise ValueError("ConvWinogradStep: slots must be >= 1")
+        self.work = work if work is not None else np.zeros(self.slot_size * slots, np.float32)
+        if self.work.shape[0] < self.slot_size * slots:
+            raise ValueError("ConvWinogradStep: work too small")
+
+    cdef Lanes lanes_of(self, Py_ssize_t blk) noexcept nogil:
+        """Where the 16 tiles of block `blk` are: image, input patch origin, fully inside x."""
+        cdef Py_ssize_t l, t, th, tw, a = self.a
+        cdef Lanes lanes
+        cdef Lanes *ln = &lanes
+        ln.count = min(NR, self.tiles - blk * NR)
+        for l in range(ln.count):
+            t = blk * NR + l
+            ln.img[l] = t // (self.tiles_h * self.tiles_w)
+            th = (t // self.tiles_w) % self.tiles_h
+            tw = t % self.tiles_w
+            ln.ih[l] = th * self.m - self.g.pad_top
+            ln.iw[l] = tw * self.m - self.g.pad_left
+            ln.inside[l] = (ln.ih[l] >= 0 and ln.ih[l] + a <= self.g.h_in and ln.iw[l] >= 0
+                            and ln.iw[l] + a <= self.g.w_in)
+        return lanes
+
+    cdef void input_channels(self, const Lanes *ln, Py_ssize_t ci0, Py_ssize_t ci1, float *v,
+                             float *d, float *tmp) noexcept nogil:
+        """Phase 1, channels [ci0, ci1): gather the a x a patches of the 16 tiles into d
+        (a*a, 16), then V[pos, ci, :] = (B^T d B)[pos] into v (a*a, c_in, 16)."""
+        cdef Py_ssize_t a = self.a, aa = self.a * self.a, c_in = self.g.c_in
+        cdef Py_ssize_t h_in = self.g.h_in, w_in = self.g.w_in, ci, l, r, c, ih, iw, pos
+        cdef const float *xc
+        for ci in range(ci0, ci1):
+            for l in range(ln.count, NR):
+                for pos in range(aa):
+                    d[pos * NR + l] = 0.0
+            for l in range(ln.count):
+                xc = &self.xf[ln.img[l] * c_in + ci, 0]
+                if ln.inside[l]:
+                    xc = xc + ln.ih[l] * w_in + ln.iw[l]
+                    for r in range(a):
+                        for c in range(a):
+                            d[(r * a + c) * NR + l] = xc[r * w_in + c]
+                else:
+                    for r in range(a):
+                        ih = ln.ih[l] + r
+                        for c in range(a):
+                            iw = ln.iw[l] + c
+                            if ih >= 0 and ih < h_in and iw >= 0 and iw < w_in:
+                                d[(r * a + c) * NR + l] = xc[ih * w_in + iw]
+                            else:
+                                d[(r * a + c) * NR + l] = 0.0
+            input_transform(d, tmp, v + ci * NR, c_in * NR, a)
+
+    cdef void gemm_items(self, Py_ssize_t i0, Py_ssize_t i1, const float *v,
+                         float *mm) noexcept nogil:
+        """Phase 2, items [i0, i1) of (position, 6-row panel):
+        M[pos, panel rows] (6, 16) = U[pos, panel] (6, c_in) @ V[pos] (c_in, 16)."""
+        cdef Py_ssize_t item, pos, mp, panels = self.mrows // MR, c_in = self.g.c_in
+        for item in range(i0, i1):
+            pos = item // panels
+            mp = item - pos * panels
+            ukernel_6x16(c_in, &self.up[pos, mp, 0, 0], 1, MR, v + pos * c_in * NR, NR,
+                         mm + (pos * self.mrows + mp * MR) * NR, NR, MR, NR, False, NULL, 0, 0)
+
+    cdef void output_channels(self, const Lanes *ln, Py_ssize_t co0, Py_ssize_t co1,
+                              const float *mm, float *tmp, float *y) noexcept nogil:
+        """Phase 3, channels [co0, co1): Y = A^T M A + bias, residual, activation, scattered to
+        the tiles' places in out (clipped at the bottom/right edges)."""
+        cdef ConvGeom *g = &self.g
+        cdef Py_ssize_t m = self.m, co, l, i, j, oh, ow
+        cdef float *oc
+        cdef const float *rc
+        cdef float val
+        for co in range(co0, co1):
+            output_transform(mm + co * NR, self.mrows * NR, tmp, y, self.a,
+                             self.bias[co] if g.has_bias else 0.0)
+            for l in range(ln.count):
+                oh = ln.ih[l] + g.pad_top
+                ow = ln.iw[l] + g.pad_left
+                oc = &self.out[ln.img[l], co, 0, 0]
+                rc = &self.residual[ln.img[l], co, 0, 0] if g.has_residual else NULL
+                for i in range(min(m, g.h_out - oh)):
+                    for j in range(min(m, g.w_out - ow)):
+                        val = y[(i * m + j) * NR + l]
+                        if rc != NULL:
+                            val = val + rc[(oh + i) * g.w_out + ow + j]
+                        oc[(oh + i) * g.w_out + ow + j] = act_scalar(val, g.act, g.alpha, g.beta)
+
+    cdef void block(self, Py_ssize_t blk, float *work) noexcept nogil:
+        """Tiles [blk*16, blk*16 + 16) of the (image, tile row, tile column) list, one thread."""
+        cdef Lanes ln
+        cdef float *v = work
+        cdef float *mm = v + self.v_size
+        cdef float *d = mm + self.m_size
+        cdef float *tmp = d + self.a * self.a * NR
+        cdef float *y = tmp + self.a * self.a * 8
+        ln = self.lanes_of(blk)
+        self.input_channels(&ln, 0, self.g.c_in, v, d, tmp)
+        self.gemm_items(0, self.a * self.a * (self.mrows // MR), v, mm)
+        self.output_channels(&ln, 0, self.g.c_out, mm, tmp, y)
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t total = self.blocks, t, blk, i, tid
+        cdef Py_ssize_t macs = self.tiles * self.a * self.a * self.g.c_in * self.g.c_out
+        cdef Py_ssize_t nt = min(<Py_ssize_t>max(1, self.num_threads), self.slots,
+                                 max(1, macs // MIN_MACS_PER_THREAD))
+        cdef Py_ssize_t items = self.a * self.a * (self.mrows // MR)
+        cdef float *work = &self.work[0]
+        cdef Py_ssize_t stride = self.slot_size
+        cdef float *own
+        cdef Lanes ln
+        if total == 0:
+            return
+        with nogil:
+            if nt <= 1:
+                for t in range(total):
+                    self.block(t, work)
+            elif total >= 4 * nt or total % nt == 0:
+                # enough blocks to keep every thread busy: threads take whole blocks
+                for t in prange(total, num_threads=<int>min(nt, total), schedule="dynamic"):
+                    self.block(t, work + threadid() * stride)
+            else:
+                # few blocks (small images at batch 1): the threads share each block, phase by
+                # phase, with V and M in the first slot and their own patch/tile buffers
+                with parallel(num_threads=nt):
+                    tid = threadid()
+                    own = work + tid * stride + self.v_size + self.m_size
+                    for blk in range(total):
+                        ln = self.lanes_of(blk)   # assigned here: private to each thread
+                        # (Cython's prange inside parallel() ends without a barrier: add them)
+                        for i in prange(self.g.c_in, schedule="static"):
+                            self.input_channels(&ln, i, i + 1, work, own,
+                                                own + self.a * self.a * NR)
+                        omp_barrier()
+                        for i in prange(items, schedule="static"):
+                            self.gemm_items(i, i + 1, work, work + self.v_size)
+                        omp_barrier()
+                        for i in prange(self.g.c_out, schedule="static"):
+                            self.output_channels(&ln, i, i + 1, work + self.v_size,
+                                                 own + self.a * self.a * NR,
+                                                 own + self.a * self.a * (NR + 8))
+                        omp_barrier()   # V and M are rewritten by the next block
+
+
+def winograd_scratch(Py_ssize_t m, Py_ssize_t c_in, Py_ssize_t c_out):
+    """Floats of scratch one thread needs for F(m,3): V, M, a patch, a row temp and the tile."""
+    cdef Py_ssize_t a = m + 2, mrows = (c_out + MR - 1) // MR * MR
+    return a * a * (c_in + mrows) * NR + a * a * NR + a * a * 8 + m * m * NR
+
+
+def winograd_weights(w, Py_ssize_t m):
+    """U = G w G^T for w (c_out, c_in, 3, 3), packed as micro-kernel row panels per position:
+    (a*a, ceil(c_out/6), c_in, 6), pos = row*a + column of the transformed a x a tile."""
+    mats = WINOGRAD_MATRICES[m]
+    G = np.array(mats["G"], np.float64)
+    w = np.asarray(w, np.float64)
+    c_out, c_in = w.shape[:2]
+    a = m + 2
+    u = np.einsum("ik,ockl,jl->ijoc", G, w, G).reshape(a * a, c_out, c_in)
+    mp = (c_out + MR - 1) // MR
+    padded = np.zeros((a * a, mp * MR, c_in), np.float32)
+    padded[:, :c_out] = u
+    return np.ascontiguousarray(padded.reshape(a * a, mp, MR, c_in).transpose(0, 1, 3, 2))
+
+
+def conv2d_winograd(x, w, bias, out, pads=(0, 0), m=4, act=0, alpha=0.0, beta=0.0,
+                    residual=None, num_threads=1):
+    """Winograd F(m,3) NCHW convolution into `out` (tests and bench); 3x3, stride 1."""
+    slots = max(1, num_threads)
+    s = ConvWinogradStep(x, winograd_weights(w, m), bias, residual, out, pads, m, act, alpha,
+                         beta, None, slots)
+    s.num_threads = num_threads
+    s()
