@@ -4,15 +4,8 @@
     outs = model.run(None, {"input": x})         # like onnxruntime.InferenceSession.run
     model.save("net.fcnn")
 """
-import os as _os
-
-# OpenMP threads sleep, instead of spinning, while they wait for work (DESIGN rule 7: no thread
-# keeps spinning after a call returns). Spinning workers make a busy or shared machine several
-# times slower with 2 threads (measured with bench/kernels.py). It must be set before the first
-# kernel module loads the OpenMP runtime; an OMP_WAIT_POLICY set by the user wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from fastcnn.config import set_memory_limit, set_num_threads  # noqa: E402
+# fastcnn.config sets the OpenMP wait policy; it must be imported before any kernel module.
+from fastcnn.config import set_memory_limit, set_num_threads
 from fastcnn.errors import (FastCNNError, FineTuneError, GraphError, InputError, ModelFileError,
                             ResourceLimitError, UnsupportedOp, UnsupportedOpError)
 

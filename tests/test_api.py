@@ -95,8 +95,9 @@ def test_non_contiguous_and_batch_sizes(model, samples):
     assert np.array_equal(model(strided), want)
     every_other = samples["x"][:12:2]
     assert np.array_equal(model(every_other), model(np.ascontiguousarray(every_other)))
+    # The planner chooses kernels per batch size, so other batch sizes agree to rounding only.
     for n in (1, 3, 6):
-        assert np.array_equal(model(x[:n]), want[:n])
+        np.testing.assert_allclose(model(x[:n]), want[:n], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("feed, match", [
