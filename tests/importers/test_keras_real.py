@@ -21,8 +21,23 @@ from fastcnn.ir.ops import OPS  # noqa: E402
 from helpers import assert_close  # noqa: E402
 
 layers = keras.layers
-needs = {op: pytest.mark.skipif(op not in OPS, reason=f"{op} not in fastcnn.ir.ops.OPS yet")
-         for op in ("Resize", "ConvTranspose")}
+
+
+def _run_graph_with_ort(graph, feeds):
+    """Run an imported (not yet planned) Graph with onnxruntime: its nodes use ONNX semantics,
+    so this checks the importer's attributes for ops fastcnn does not run yet."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node(n.op, n.inputs, n.outputs, name=n.name, **n.attrs) for n in graph.nodes]
+    ins = [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.shape)) for t in graph.inputs]
+    outs = [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, None) for t in graph.outputs]
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in graph.initializers.items()]
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs, inits),
+                              opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
 
 
 def _randomise(model, seed=0):
@@ -50,8 +65,15 @@ def _check(model, tmp_path, inputs, seed=0):
     for ext in ("keras", "h5"):
         path = str(tmp_path / f"m.{ext}")
         model.save(path)
-        m = fastcnn.load(path, num_threads=1)
-        got = m.run(None, {t.name: x for t, x in zip(m.inputs, feeds)})
+        from fastcnn.importers.keras import import_file
+        graph = import_file(path)
+        names = [t.name for t in graph.inputs]
+        if any(n.op not in OPS for n in graph.nodes):
+            # an op of the IR contracts not merged yet: check the imported graph with onnxruntime
+            got = _run_graph_with_ort(graph, dict(zip(names, feeds)))
+        else:
+            m = fastcnn.load(path, num_threads=1)
+            got = m.run(None, dict(zip(names, feeds)))
         assert len(got) == len(ref)
         for g, r in zip(got, ref):
             assert_close(g, np.asarray(r), f"{ext}")
@@ -154,7 +176,6 @@ def test_conv1d_family(tmp_path):
     _check(model, tmp_path, _x(2, 17, 3))
 
 
-@needs["Resize"]
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
 def test_upsampling(tmp_path, interpolation):
     model = keras.Sequential([keras.Input((4, 5, 3)), layers.UpSampling2D((2, 3), interpolation=interpolation),
@@ -162,7 +183,6 @@ def test_upsampling(tmp_path, interpolation):
     _check(model, tmp_path, _x(2, 4, 5, 3))
 
 
-@needs["ConvTranspose"]
 @pytest.mark.parametrize("padding,strides,kernel,output_padding", [
     ("valid", 2, 3, None), ("same", 2, 3, None), ("same", 2, 4, None), ("valid", 3, 2, None),
     ("same", 3, 2, None), ("same", 2, 3, 1), ("valid", 2, 3, 1)])
