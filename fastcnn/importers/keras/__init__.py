@@ -219,8 +219,9 @@ def _import_keras_zip(path):
             raise ModelFileError(f"{path}: the archive has no model.weights.h5{extra}")
         data = zf.read("model.weights.h5")
     h5py = _require_h5py()
+    imp = Importer(path, _keras3(version, default=True))
+    imp.model_class(cfg)   # refuse a subclassed model before reading any weights
     with h5py.File(io.BytesIO(data), "r") as h5:
-        imp = Importer(path, _keras3(version, default=True))
         graph = imp.convert(cfg, V3Scope(h5, "", path))
     graph.metadata["keras_version"] = _version_text(version)
     return graph

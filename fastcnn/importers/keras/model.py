@@ -50,12 +50,17 @@ class Importer:
         self.data_format = "channels_last"
 
     # -------------------------------------------------------------- entry point
-    def convert(self, entry: dict, root_scope) -> Graph:
-        cls = self.class_of(entry, "the model")
+    def model_class(self, entry: dict) -> str:
+        """The top-level model's class; refuses anything but Sequential/Functional."""
+        cls = entry.get("class_name") if isinstance(entry, dict) else None
         if cls not in MODEL_CLASSES:
-            raise UnsupportedOpError(f"{self.where}: the top-level model is a {cls!r}; fastcnn loads "
-                                     f"Sequential and Functional models (a subclassed Model holds "
+            raise UnsupportedOpError(f"{self.where}: the top-level model is a {str(cls)[:60]!r}; fastcnn "
+                                     f"loads Sequential and Functional models (a subclassed Model holds "
                                      f"Python code)")
+        return self.class_of(entry, "the model")
+
+    def convert(self, entry: dict, root_scope) -> Graph:
+        cls = self.model_class(entry)
         cfg = self.config_of(entry, "the model")
         if _uses_channels_first(cfg):
             self.data_format = "channels_first"
