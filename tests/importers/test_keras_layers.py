@@ -171,6 +171,8 @@ def test_flatten_dense_hwc_order(fmt, tmp_path, threads):
     ref = R.softmax(R.gemm(conv.reshape(3, -1), dk, db), axis=-1)
     assert_close(got, ref)
     assert m.outputs[0].name == "dense"
+    # one Transpose for the NHWC input; the one before Flatten went into the Dense weights
+    assert [n.op for n in m.graph.nodes].count("Transpose") == 1
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
