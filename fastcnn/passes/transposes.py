@@ -16,19 +16,22 @@ from fastcnn.passes.analysis import infer_specimens, single_consumer
 
 
 def _perm(node):
+    """The node's permutation when it is a valid one, else None (left for inference to refuse)."""
     p = node.attrs.get("perm")
-    return list(p) if p else None
+    if not p or not isinstance(p, (list, tuple)) or sorted(p) != list(range(len(p))):
+        return None
+    return list(p)
 
 
-def _compose_transposes(g: Graph) -> bool:
+def _compose_transposes(g: Graph, ranks: dict) -> bool:
     producers = {o: n for n in g.nodes for o in n.outputs if o}
     changed = False
     for node in g.nodes:
-        if node.op != "Transpose" or _perm(node) is None:
+        if node.op != "Transpose" or _perm(node) is None or ranks.get(node.inputs[0]) != len(_perm(node)):
             continue
         src = producers.get(node.inputs[0])
         if src is not None and src.op == "Transpose" and _perm(src) is not None and \
-                len(_perm(src)) == len(_perm(node)):
+                ranks.get(src.inputs[0]) == len(_perm(src)) == len(_perm(node)):
             p1, p2 = _perm(src), _perm(node)
             node.inputs = [src.inputs[0]]
             node.attrs = {"perm": [p1[i] for i in p2]}
@@ -83,6 +86,10 @@ def _fold_into_dense(g: Graph) -> bool:
 
 def fold_transposes(graph: Graph) -> Graph:
     g = graph.copy()
-    while _compose_transposes(g) or _fold_into_dense(g):
+    if not any(n.op == "Transpose" for n in g.nodes):
+        return g
+    a, _ = infer_specimens(g)
+    ranks = {k: len(t.shape) for k, t in a.types.items()}
+    while _compose_transposes(g, ranks) or _fold_into_dense(g):
         pass
     return g

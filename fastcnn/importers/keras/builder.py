@@ -67,7 +67,8 @@ class Builder:
         self.nodes = []
         self.initializers = {}
         self.inputs = []
-        self._used = set()
+        self._used = set()         # value names
+        self._node_names = set()
         self._transposed = {}   # (value, perm) -> KTensor already emitted
 
     # -------------------------------------------------------------- names
@@ -96,7 +97,12 @@ class Builder:
     def emit(self, op: str, inputs, base: str, attrs=None, n_out: int = 1):
         """Append a node; returns its output value name (or the list of names when n_out > 1)."""
         outs = [self.fresh(base if n_out == 1 else f"{base}_{i}") for i in range(n_out)]
-        self.nodes.append(Node(op, self.fresh(base), list(inputs), outs, dict(attrs or {})))
+        name, k = base, 0
+        while name in self._node_names:
+            k += 1
+            name = f"{base}_{k}"
+        self._node_names.add(name)
+        self.nodes.append(Node(op, name, list(inputs), outs, dict(attrs or {})))
         return outs[0] if n_out == 1 else outs
 
     # -------------------------------------------------------------- layout

@@ -289,7 +289,7 @@ class Importer:
 # ----------------------------------------------------------------------------- helpers
 def _identity(src: str, dst: str):
     from fastcnn.ir.graph import Node
-    return Node("Identity", f"{dst}/output", [src], [dst], {})
+    return Node("Identity", f"{dst}/output", [src], [dst], {})  # removed by the passes
 
 
 def _path_key(counters: dict, cls: str) -> str:
