@@ -352,6 +352,25 @@ def test_every_activation(fmt, tmp_path):
         assert_close(g, KERAS_ACTIVATIONS[name](xv.astype(np.float64)), name)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_gelu_exact_and_approximate(fmt, tmp_path):
+    """'gelu' is exact; KerasHub's registered gelu_approximate is the tanh form."""
+    net = Net(fmt)
+    x = net.input("x", (9,))
+    exact = net.add("Activation", "exact", [x], activation="gelu")
+    approx = net.add("Activation", "approx", [x], activation={
+        "module": "keras_hub.src.utils.keras_utils", "class_name": "function", "config": "gelu_approximate",
+        "registered_name": "keras_hub>gelu_approximate"})
+    approx2 = net.add("Activation", "approx2", [x], activation="keras_nlp>gelu_approximate")
+    xv = rnd(2, 9, seed=1, lo=-4, hi=4)
+    _, (ge, ga, ga2) = load_run(net, tmp_path, [exact, approx, approx2], {"x": xv})
+    assert_close(ge, R.ACTIVATIONS["Gelu"](xv.astype(np.float64)))
+    tanh_form = R.ACTIVATIONS["GeluTanh"](xv.astype(np.float64))
+    assert_close(ga, tanh_form)
+    assert_close(ga2, tanh_form)
+    assert np.abs(tanh_form - R.ACTIVATIONS["Gelu"](xv.astype(np.float64))).max() > 1e-4   # they differ
+
+
 @pytest.mark.parametrize("fmt,version,alpha", [("h5", "2.13.1", 0.2), ("keras", "3.3.3", 1 / 6),
                                                ("h5", "3.1.0", 1 / 6), ("keras", "2.15.0", 0.2)])
 def test_hard_sigmoid_follows_the_keras_version(fmt, version, alpha, tmp_path):

@@ -70,6 +70,10 @@ COMMON = {
 }
 KERAS2 = {**COMMON, "hard_sigmoid": _op("HardSigmoid", alpha=0.2, beta=0.5)}
 KERAS3 = {**COMMON, "hard_sigmoid": _op("HardSigmoid", alpha=1.0 / 6.0, beta=0.5)}
+# Activation functions registered by Keras libraries whose meaning is fixed and known: KerasHub
+# (formerly KerasNLP) registers gelu_approximate = gelu(x, approximate=True) for its models.
+REGISTERED = {"keras_hub>gelu_approximate": ("gelu", {"approximate": True}),
+              "keras_nlp>gelu_approximate": ("gelu", {"approximate": True})}
 # Modules a serialized built-in activation function may come from.
 ACTIVATION_MODULES = ("keras.activations", "keras.src.activations.activations", "keras.src.activations",
                       "tensorflow.keras.activations", "tf_keras.activations")
@@ -82,8 +86,11 @@ def activation_name(layer, spec):
     if spec is None:
         return "linear", {}
     if isinstance(spec, str):
-        return spec, {}
+        return REGISTERED.get(spec, (spec, {}))
     if isinstance(spec, dict):
+        if spec.get("registered_name") in REGISTERED and spec.get("class_name") == "function":
+            name, kwargs = REGISTERED[spec["registered_name"]]
+            return name, dict(kwargs)
         cls = spec.get("class_name")
         module = spec.get("module")
         cfg = spec.get("config")
