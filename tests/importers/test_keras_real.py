@@ -137,6 +137,22 @@ def test_activations_and_preprocessing(tmp_path):
     _check(model, tmp_path, _x(2, 5, 6, 3))
 
 
+def test_adapted_normalization_and_inference_noops(tmp_path):
+    inp = keras.Input((4, 5, 3))
+    norm = layers.Normalization()
+    norm.adapt(_x(16, 4, 5, 3, seed=3) * 3 + 1)
+    x = norm(inp)
+    x = layers.SpatialDropout2D(0.3)(x)
+    x = layers.GaussianNoise(0.5)(x)
+    x = layers.GaussianDropout(0.2)(x)
+    x = layers.AlphaDropout(0.1)(x)
+    x = layers.ActivityRegularization(l1=0.1)(x)
+    x = layers.DepthwiseConv2D(2, activation="hard_silu")(x)
+    out = layers.Conv1D(3, 2)(layers.Reshape((12, 3))(x))
+    model = keras.Model(inp, [out, layers.Conv1DTranspose(2, 3, strides=2)(out)])
+    _check(model, tmp_path, _x(2, 4, 5, 3))
+
+
 def test_channels_first(tmp_path):
     model = keras.Sequential([
         keras.Input((3, 10, 9)),

@@ -114,6 +114,10 @@ class Layer:
             self.refuse(f"{key}={v!r:.60} is not supported (supported: {', '.join(map(str, options))})")
         return v
 
+    def ignore_options(self) -> None:
+        """Every config option of this layer is irrelevant at inference."""
+        self._read.update(self.cfg)
+
     def data_format(self) -> str:
         v = self.get("data_format", None)
         if v is None:

@@ -575,7 +575,9 @@ def prelu(layer: Layer, xs):
 
 
 def identity_layer(layer: Layer, xs):
-    """Dropout, noise and regularisation layers: nothing happens at inference."""
+    """Dropout, noise and regularisation layers: nothing happens at inference, whatever their
+    options (rate, noise_shape, data_format, ...)."""
+    layer.ignore_options()
     return [_one(layer, xs)]
 
 
