@@ -7,8 +7,10 @@ from fastcnn.passes.constants import fold_constants
 from fastcnn.passes.dead_nodes import remove_dead_nodes
 from fastcnn.passes.fusion import fuse_activation, fuse_residual_add
 from fastcnn.passes.identity import remove_identities
+from fastcnn.passes.transposes import fold_transposes
 
 PIPELINE = [
+    fold_transposes,
     remove_identities,
     fold_constants,
     remove_dead_nodes,
