@@ -20,6 +20,7 @@ from fastcnn.ir.infer import infer_graph
 from fastcnn.runtime.plan import Plan, build_plan
 
 MAX_CACHED_SHAPES = 8
+_F32 = np.dtype(np.float32)
 
 
 def _specimen_types(graph: Graph, fill: int) -> dict:
@@ -46,6 +47,9 @@ class Model:
         self._resources = _resources  # e.g. an mmap to close
         self._closed = False
         self.inputs = list(graph.inputs)
+        # (name, rank, ((axis, dim), ...) for the static dims): what _check_feed compares
+        self._input_checks = [(t.name, len(t.shape), tuple((i, d) for i, d in enumerate(t.shape) if d is not None))
+                              for t in self.inputs]
         for t in self.inputs:
             if t.dtype != "float32":
                 from fastcnn.errors import UnsupportedOpError
@@ -120,6 +124,32 @@ class Model:
                 p.set_num_threads(n)
 
     def _check_feed(self, input_feed) -> tuple:
+        """Validate the feed; return (feed, key) where key is the tuple of input shapes.
+
+        The common case (right names, float32 arrays of acceptable shapes) costs a few dict and
+        tuple operations; messages are only built on the error path."""
+        if isinstance(input_feed, dict) and len(input_feed) == len(self.inputs):
+            shapes = []
+            for name, rank, static in self._input_checks:
+                x = input_feed.get(name)
+                if type(x) is not np.ndarray or x.dtype is not _F32:
+                    break
+                xs = x.shape
+                if len(xs) != rank or 0 in xs:
+                    break
+                for i, d in static:
+                    if xs[i] != d:
+                        break
+                else:
+                    shapes.append(xs)
+                    continue
+                break
+            else:
+                return input_feed, tuple(shapes)
+        self._feed_error(input_feed)
+
+    def _feed_error(self, input_feed):
+        """Raise the InputError that describes what is wrong with `input_feed`."""
         where = self._graph.where()
         if not isinstance(input_feed, dict):
             raise InputError(f"{where}: inputs must be a dict of name -> numpy array, got "
@@ -135,7 +165,6 @@ class Model:
                 parts.append(f"unknown input(s) {', '.join(map(repr, map(str, extra)))}")
             raise InputError(f"{where}: {'; '.join(parts)}; the model's inputs are "
                              f"{', '.join(f'{t.name!r} {t.dtype} {_fmt_shape(t.shape)}' for t in self.inputs)}")
-        feed, shapes = {}, []
         for t in self.inputs:
             x = input_feed[t.name]
             # every message states what was expected and what was given: dtype and shape
@@ -152,12 +181,18 @@ class Model:
             if x.size == 0:
                 raise InputError(f"{where}: input '{t.name}' is empty (shape {list(x.shape)}); "
                                  f"every dimension must be at least 1")
-            feed[t.name] = x
-            shapes.append(tuple(x.shape))
-        return feed, tuple(shapes)
+        raise InputError(f"{where}: invalid inputs")  # not reached: one check above fails
 
     def _get_plan(self, key):
         """Return (key, plan) with plan.lock held by the caller."""
+        pool = self._plans.get(key)  # lock-free fast path (dict reads are atomic)
+        if pool is not None and not self._closed:
+            for p in pool:
+                if p.lock.acquire(blocking=False):
+                    if self._closed:  # closed while we took it
+                        p.lock.release()
+                        break
+                    return key, p
         with self._lock:
             if self._closed:
                 raise FastCNNError(f"{self._graph.where()}: the model is closed")
@@ -198,9 +233,8 @@ class Model:
         input_feed: dict input name -> float32 numpy array (any strides). Returns a list of new
         numpy arrays, one per requested output."""
         feed, key = self._check_feed(input_feed)
-        if output_names is None:
-            picks = list(range(len(self.outputs)))
-        else:
+        picks = None
+        if output_names is not None:
             if isinstance(output_names, str):
                 output_names = [output_names]
             index = {t.name: i for i, t in enumerate(self.outputs)}
@@ -217,7 +251,7 @@ class Model:
             outs = plan.run(feed)
         finally:
             plan.lock.release()
-        return [outs[i] for i in picks]
+        return outs if picks is None else [outs[i] for i in picks]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run a single-input model on `x` and return its first output."""

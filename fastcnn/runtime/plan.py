@@ -57,10 +57,11 @@ class Plan:
         """feed: name -> validated float32 array of the planned shape. Returns fresh output arrays.
         The caller holds `self.lock`."""
         from fastcnn._kernels.step import run_steps
+        views = self.input_views
         for name, arr in feed.items():
-            np.copyto(self.input_views[name], arr, casting="no")
+            views[name][...] = arr
         run_steps(self.steps)
-        return [np.array(v, dtype=v.dtype, copy=True) for v in self.outputs]
+        return [v.copy() for v in self.outputs]
 
 
 def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
