@@ -24,13 +24,18 @@ import numpy as np
 cdef enum:
     # Below this many elements a loop runs on one thread: waking threads costs more.
     PARALLEL_MIN = 32768
+    # Below this many multiply-adds a product runs on one thread. Head training is many small
+    # products (batch x features x classes); a parallel region per product costs more than it
+    # saves at that size, and much more when other processes hold the cores.
+    PRODUCT_PARALLEL_MIN = 1 << 21
 
 
 cdef inline void product(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
                          float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                          bint accumulate, int num_threads) noexcept nogil:
     """c (m, n) [+]= a (m, k) @ b (k, n): the one matrix product of training."""
-    sgemm_rows(a, lda, b, ldb, c, ldc, m, k, n, accumulate, num_threads)
+    sgemm_rows(a, lda, b, ldb, c, ldc, m, k, n, accumulate,
+               num_threads if m * k * n >= PRODUCT_PARALLEL_MIN else 1)
 
 
 cdef void transpose_into(const float *src, Py_ssize_t rows, Py_ssize_t cols, float *dst,
@@ -38,7 +43,7 @@ cdef void transpose_into(const float *src, Py_ssize_t rows, Py_ssize_t cols, flo
     """dst (cols, rows) = src (rows, cols)^T; 32x32 tiles keep both sides in cache."""
     cdef Py_ssize_t tile, i, j, i0, i1, j0, j1
     cdef Py_ssize_t tiles = (rows + 31) // 32
-    cdef int nt = num_threads if rows * cols >= PARALLEL_MIN else 1
+    cdef int nt = num_threads if rows * cols >= 8 * PARALLEL_MIN else 1
     for tile in prange(tiles, num_threads=nt, schedule="static"):
         i0 = tile * 32
         i1 = i0 + 32 if i0 + 32 < rows else rows
