@@ -33,9 +33,9 @@ from fastcnn.finetune.optim import OPTIMIZERS, SCHEDULES
 from fastcnn.finetune.progress import EpochBar
 from fastcnn.model import Model
 
-# Most rows the head processes at once when evaluating (bounds the buffers of 1x1-conv heads,
-# whose samples have one row per spatial position).
-EVAL_ROWS = 65536
+# Most activation values (rows x widest layer) the head holds at once when evaluating: bounds
+# the buffers of 1x1-conv heads, whose samples have one row per spatial position.
+EVAL_VALUES = 1 << 22
 
 
 class FineTuneWarning(UserWarning):
@@ -327,7 +327,8 @@ class FineTuner:
         """(loss, accuracy or None) of the head on precomputed rows (N * positions, k)."""
         p = self.trunk.rows_per_sample
         num = len(targets)
-        chunk = max(1, EVAL_ROWS // p)
+        widest = max(max(w.shape) for w, _ in self.net.params_wb)
+        chunk = max(1, EVAL_VALUES // (p * widest))
         empty = np.zeros(0, np.float32)
         loss_sum = weight_sum = 0.0
         right = judged = 0
