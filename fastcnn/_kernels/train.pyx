@@ -97,28 +97,41 @@ def _check_act(int act):
 
 
 # ----------------------------------------------------------------------------- dense layers
-def dense_forward(const float[:, ::1] x, const float[:, ::1] w, const float[::1] b,
-                  float[:, ::1] z, float[:, ::1] a, int act=0, float alpha=0.0, float beta=0.0,
-                  int num_threads=1):
-    """z (m, n) = x (m, k) @ w (k, n) + b (n,);  a (m, n) = act(z).
+# The weight is held as wt (n, k), out-features by in-features (PyTorch's Linear layout), so
+# that every product writes rows long in the large dimension: the row kernel vectorises over
+# its output's columns, and the class count n is often tiny (10) while k and the batch are not.
+#     forward  z^T (n, m) = wt (n, k) @ x^T (k, m)
+#     dW^T     (n, k)     = dz^T (n, m) @ x (m, k)
+#     dX       (m, k)     = dz (m, n) @ wt (n, k)
 
-    a may be the same array as z (no activation needed after)."""
-    cdef Py_ssize_t m = x.shape[0], k = x.shape[1], n = w.shape[1], i, j
+def dense_forward(const float[:, ::1] x, const float[:, ::1] wt, const float[::1] b,
+                  float[:, ::1] z, float[:, ::1] a, float[::1] scratch, int act=0,
+                  float alpha=0.0, float beta=0.0, int num_threads=1):
+    """z (m, n) = x (m, k) @ wt (n, k)^T + b (n,);  a (m, n) = act(z).
+
+    a may be the same array as z (no activation needed after). scratch holds at least
+    k*m + n*m floats (x^T and z^T)."""
+    cdef Py_ssize_t m = x.shape[0], k = x.shape[1], n = wt.shape[0], i, j
     cdef float v
+    cdef float *zt
     cdef int nt
     _check_act(act)
-    if (w.shape[0] != k or b.shape[0] != n or z.shape[0] != m or z.shape[1] != n
+    if (wt.shape[1] != k or b.shape[0] != n or z.shape[0] != m or z.shape[1] != n
             or a.shape[0] != m or a.shape[1] != n):
         raise ValueError("dense_forward: shapes do not fit")
+    if scratch.shape[0] < k * m + n * m:
+        raise ValueError("dense_forward: scratch too small")
     if m == 0 or n == 0:
         return
     nt = num_threads if m * n >= PARALLEL_MIN else 1
     with nogil:
+        zt = &scratch[k * m]
         if k > 0:
-            product(&x[0, 0], k, &w[0, 0], n, &z[0, 0], n, m, k, n, False, num_threads)
+            transpose_into(&x[0, 0], m, k, &scratch[0], num_threads)
+            product(&wt[0, 0], k, &scratch[0], m, zt, m, n, k, m, False, num_threads)
         for i in prange(m, num_threads=nt, schedule="static"):
             for j in range(n):
-                v = (z[i, j] if k > 0 else 0.0) + b[j]
+                v = (zt[j * m + i] if k > 0 else 0.0) + b[j]
                 z[i, j] = v
                 a[i, j] = apply_act(v, act, alpha, beta)
 
@@ -145,29 +158,28 @@ def act_backward(const float[:, ::1] z, const float[:, ::1] da, float[:, ::1] dz
                     dz[i, j] = da[i, j] * act_grad(z[i, j], act, alpha, beta)
 
 
-def dense_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:, ::1] dz,
-                   float[:, ::1] dw, float[::1] db, float[:, ::1] dx, float[::1] scratch,
+def dense_backward(const float[:, ::1] x, const float[:, ::1] wt, const float[:, ::1] dz,
+                   float[:, ::1] dwt, float[::1] db, float[:, ::1] dx, float[::1] scratch,
                    int num_threads=1):
-    """Gradients of z = x @ w + b given dz (m, n):
-        dw (k, n) = x^T @ dz,   db (n,) = sum over rows of dz,   dx (m, k) = dz @ w^T.
+    """Gradients of z = x @ wt^T + b given dz (m, n):
+        dwt (n, k) = dz^T @ x,   db (n,) = sum over rows of dz,   dx (m, k) = dz @ wt.
 
-    dx may be None (the first trainable layer needs no input gradient). The transposed operand
-    of each product is copied into scratch (at least max(k*m, n*k) floats) first: x^T is
-    (k, m) with m a batch, w^T is (n, k), both small next to the products."""
-    cdef Py_ssize_t m = x.shape[0], k = x.shape[1], n = w.shape[1], i, j
+    dx may be None (the first trainable layer needs no input gradient). dz^T (n, m) is copied
+    into scratch (at least n*m floats); x and wt are used in place."""
+    cdef Py_ssize_t m = x.shape[0], k = x.shape[1], n = wt.shape[0], i, j
     cdef bint want_dx = dx is not None
     cdef double s
     cdef int nt
-    if (w.shape[0] != k or dz.shape[0] != m or dz.shape[1] != n or dw.shape[0] != k
-            or dw.shape[1] != n or db.shape[0] != n):
+    if (wt.shape[1] != k or dz.shape[0] != m or dz.shape[1] != n or dwt.shape[0] != n
+            or dwt.shape[1] != k or db.shape[0] != n):
         raise ValueError("dense_backward: shapes do not fit")
     if want_dx and (dx.shape[0] != m or dx.shape[1] != k):
         raise ValueError("dense_backward: dx shape")
-    if scratch.shape[0] < k * m or (want_dx and scratch.shape[0] < n * k):
+    if scratch.shape[0] < n * m:
         raise ValueError("dense_backward: scratch too small")
+    if want_dx and k > 0 and (n == 0 or m == 0):
+        dx[:, :] = 0.0
     if n == 0:
-        if want_dx:
-            dx[:, :] = 0.0
         return
     nt = num_threads if m * n >= PARALLEL_MIN else 1
     with nogil:
@@ -176,17 +188,15 @@ def dense_backward(const float[:, ::1] x, const float[:, ::1] w, const float[:, 
             for i in range(m):
                 s = s + dz[i, j]
             db[j] = <float>s
-        if k > 0:
-            if m > 0:
-                transpose_into(&x[0, 0], m, k, &scratch[0], num_threads)
-                product(&scratch[0], m, &dz[0, 0], n, &dw[0, 0], n, k, m, n, False, num_threads)
-            else:
+        if k > 0 and m > 0:
+            transpose_into(&dz[0, 0], m, n, &scratch[0], num_threads)
+            product(&scratch[0], m, &x[0, 0], k, &dwt[0, 0], k, n, m, k, False, num_threads)
+            if want_dx:
+                product(&dz[0, 0], n, &wt[0, 0], k, &dx[0, 0], k, m, n, k, False, num_threads)
+        elif k > 0:
+            for j in range(n):
                 for i in range(k):
-                    for j in range(n):
-                        dw[i, j] = 0.0
-            if want_dx and m > 0:
-                transpose_into(&w[0, 0], k, n, &scratch[0], num_threads)
-                product(&dz[0, 0], n, &scratch[0], k, &dx[0, 0], k, m, n, k, False, num_threads)
+                    dwt[j, i] = 0.0
 
 
 # ----------------------------------------------------------------------------- position pooling

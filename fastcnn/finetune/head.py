@@ -144,7 +144,7 @@ def _activation_of_node(node):
     return node.op, alpha, beta
 
 
-def _bias_vector(view, value, n, node):
+def _bias_vector(view, value, n):
     """A constant that adds one value per output column of an (N, n) tensor, as (n,) float32."""
     c = view.const(value)
     if c is None:
@@ -172,7 +172,7 @@ def _dense_at(view, value):
         has_c = len(node.inputs) > 2 and bool(node.inputs[2])
         bias = np.zeros(n, np.float32)
         if has_c:
-            c = _bias_vector(view, node.inputs[2], n, node)
+            c = _bias_vector(view, node.inputs[2], n)
             if c is None:
                 return None
             bias = c * np.float32(a.get("beta", 1.0))
@@ -198,7 +198,7 @@ def _dense_at(view, value):
             inner = _dense_at(view, node.inputs[i])
             if inner is None:
                 continue
-            bias = _bias_vector(view, node.inputs[1 - i], inner.out_features, node)
+            bias = _bias_vector(view, node.inputs[1 - i], inner.out_features)
             if bias is None:
                 continue
             inner.bias, inner.has_bias, inner.bias_node, inner.output = bias, True, node.name, value

@@ -97,7 +97,7 @@ class MeanSquaredError:
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidCrossEntropy, MeanSquaredError)}
 
 
-def class_weight_vector(class_weights, targets, n, loss) -> np.ndarray:
+def class_weight_vector(class_weights, targets, n) -> np.ndarray:
     """class_weights: None, "balanced" or a sequence of n non-negative numbers -> (n,) float32
     (empty for None). "balanced" gives count-inverse weights N / (n * count_c) (classes absent
     from the data get 1)."""

@@ -238,7 +238,7 @@ class FineTuner:
             val = (xv, tv)
         if patience is not None and val is None:
             raise FineTuneError("early_stopping needs validation data (validation=(x_val, y_val))")
-        weights = class_weight_vector(class_weights, targets, n, self.loss)
+        weights = class_weight_vector(class_weights, targets, n)
         aug_cfg = parse_augment(augment)
         augmenter = None
         if aug_cfg is not None:
@@ -327,7 +327,7 @@ class FineTuner:
         """(loss, accuracy or None) of the head on precomputed rows (N * positions, k)."""
         p = self.trunk.rows_per_sample
         num = len(targets)
-        widest = max(max(w.shape) for w, _ in self.net.params_wb)
+        widest = max(max(shape) for shape in self.net.shapes)
         chunk = max(1, EVAL_VALUES // (p * widest))
         empty = np.zeros(0, np.float32)
         loss_sum = weight_sum = 0.0
@@ -366,7 +366,6 @@ class FineTuner:
         return run_batched(self.model, x, self.spec.output, batch_size)
 
     def __repr__(self):
-        layers = " -> ".join(f"{l.node}({w.shape[0]}x{w.shape[1]})"
-                             for l, (w, _) in zip(self.spec.layers, self.net.params_wb))
+        layers = " -> ".join(f"{l.node}({k}x{n})" for l, (k, n) in zip(self.spec.layers, self.net.shapes))
         return (f"<fastcnn.FineTuner {self.where!r}: head {layers}, {self.num_classes} classes, "
                 f"loss {self.loss.name}>")

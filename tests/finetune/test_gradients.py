@@ -46,8 +46,9 @@ def assert_grad(got, want, what):
 def test_dense_forward_backward_match_numpy(m, k, n, act, threads):
     rng = np.random.default_rng(m * 100 + n)
     x, w, b = f32(rng.normal(size=(m, k))), f32(rng.normal(size=(k, n))), f32(rng.normal(size=n))
+    wt = f32(w.T)  # the kernels hold weights out-features by in-features
     z, a = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
-    K.dense_forward(x, w, b, z, a, ACT_CODES[act], 0.0, 0.0, threads)
+    K.dense_forward(x, wt, b, z, a, np.empty(k * m + n * m, np.float32), ACT_CODES[act], 0.0, 0.0, threads)
     zr = x.astype(np.float64) @ w + b
     np.testing.assert_allclose(z, zr, atol=1e-4 + 1e-5 * np.abs(zr).max())
     np.testing.assert_allclose(a, ref.act(act, z.astype(np.float64)), atol=1e-5)
@@ -56,25 +57,28 @@ def test_dense_forward_backward_match_numpy(m, k, n, act, threads):
     K.act_backward(z, da, dz, ACT_CODES[act], 0.0, 0.0, threads)
     dzr = da * ref.act_grad(act, z.astype(np.float64))
     np.testing.assert_allclose(dz, dzr, atol=1e-5)
-    dw, db, dx = np.empty((k, n), np.float32), np.empty(n, np.float32), np.empty((m, k), np.float32)
-    K.dense_backward(x, w, dz, dw, db, dx, np.empty(max(k * m, n * k), np.float32), threads)
+    dwt, db, dx = np.empty((n, k), np.float32), np.empty(n, np.float32), np.empty((m, k), np.float32)
+    K.dense_backward(x, wt, dz, dwt, db, dx, np.empty(n * m, np.float32), threads)
     d64 = dz.astype(np.float64)
-    for got, want, what in ((dw, x.T @ d64, "dW"), (db, d64.sum(0), "db"), (dx, d64 @ w.T.astype(np.float64), "dX")):
+    for got, want, what in ((dwt.T, x.T @ d64, "dW"), (db, d64.sum(0), "db"), (dx, d64 @ w.T.astype(np.float64), "dX")):
         np.testing.assert_allclose(got, want, atol=1e-4 + 1e-5 * np.abs(want).max(), err_msg=what)
 
 
 def test_dense_kernels_refuse_bad_shapes():
-    x, w, b = np.zeros((3, 4), np.float32), np.zeros((5, 2), np.float32), np.zeros(2, np.float32)
+    x, b = np.zeros((3, 4), np.float32), np.zeros(2, np.float32)
     out = np.zeros((3, 2), np.float32)
+    big = np.zeros(100, np.float32)
     with pytest.raises(ValueError):
-        K.dense_forward(x, w, b, out, out)
+        K.dense_forward(x, np.zeros((2, 5), np.float32), b, out, out, big)  # k 4 != 5
     with pytest.raises(ValueError):
-        K.dense_backward(x, np.zeros((4, 2), np.float32), out, np.zeros((4, 2), np.float32),
-                         np.zeros(2, np.float32), None, np.zeros(3, np.float32))  # scratch too small
+        K.dense_forward(x, np.zeros((2, 4), np.float32), b, out, out, np.zeros(17, np.float32))  # scratch
+    with pytest.raises(ValueError):
+        K.dense_backward(x, np.zeros((2, 4), np.float32), out, np.zeros((2, 4), np.float32),
+                         np.zeros(2, np.float32), None, np.zeros(5, np.float32))  # scratch too small
     with pytest.raises(ValueError):
         K.softmax_cross_entropy(out, np.array([0, 1, 2], np.int64), EMPTY, out.copy())  # label 2 >= n
     with pytest.raises(ValueError):
-        K.dense_forward(np.zeros((3, 2), np.float32), np.zeros((2, 2), np.float32), b, out, out, 25)
+        K.dense_forward(np.zeros((3, 2), np.float32), np.zeros((2, 2), np.float32), b, out, out, big, 25)
 
 
 def test_position_pooling_matches_numpy(threads):
@@ -201,8 +205,8 @@ def test_head_gradients_against_finite_differences(case, loss, threads):
             layers[i] = (params[i][0], bb) + tuple(params[i][2:])
             return loss_of(layers, x)
 
-        assert_grad(net.grads_wb[i][0], numeric_grad(with_w, w), f"{title} {loss} dW{i}")
-        assert_grad(net.grads_wb[i][1], numeric_grad(with_b, b), f"{title} {loss} db{i}")
+        assert_grad(net.gradients()[i][0], numeric_grad(with_w, w), f"{title} {loss} dW{i}")
+        assert_grad(net.gradients()[i][1], numeric_grad(with_b, b), f"{title} {loss} db{i}")
     if len(params) > 1:
         # HeadNetwork's dX of layer 1 is the gradient wrt layer 0's activation output
         _, cache = ref.forward(params, x, positions)
@@ -220,12 +224,14 @@ def test_dense_input_gradient_against_finite_differences(act, threads):
     x = f32(rng.normal(size=(m, k)))
     y = np.array([0, 2, 1, 2])
     z, a = np.empty((m, n), np.float32), np.empty((m, n), np.float32)
-    K.dense_forward(x, w, b, z, a, ACT_CODES[act], 0.0, 0.0, threads)
+    scratch = np.empty(k * m + n * m, np.float32)
+    K.dense_forward(x, f32(w.T), b, z, a, scratch, ACT_CODES[act], 0.0, 0.0, threads)
     g = np.empty((m, n), np.float32)
     K.softmax_cross_entropy(a, y.astype(np.int64), EMPTY, g, threads)
     K.act_backward(z, g, g, ACT_CODES[act], 0.0, 0.0, threads)
-    dw, db, dx = np.empty((k, n), np.float32), np.empty(n, np.float32), np.empty((m, k), np.float32)
-    K.dense_backward(x, w, g, dw, db, dx, np.empty(k * m + n * k, np.float32), threads)
+    dwt, db, dx = np.empty((n, k), np.float32), np.empty(n, np.float32), np.empty((m, k), np.float32)
+    K.dense_backward(x, f32(w.T), g, dwt, db, dx, scratch, threads)
+    dw = dwt.T
     layer = lambda xx: ref.softmax_xent(ref.act(act, xx @ w.astype(np.float64) + b), y)[0]
     assert_grad(dx, numeric_grad(layer, x.astype(np.float64)), f"dX {act}")
     assert_grad(dw, numeric_grad(lambda ww: ref.softmax_xent(ref.act(act, x.astype(np.float64) @ ww + b), y)[0],
@@ -245,7 +251,7 @@ def test_sigmoid_loss_on_logits_when_last_activation_is_sigmoid():
     K.sigmoid_cross_entropy(out, f32(t), EMPTY, g)
     net.backward(g)
     num = numeric_grad(lambda ww: ref.sigmoid_xent(x.astype(np.float64) @ ww + b, t)[0], w.astype(np.float64))
-    assert_grad(net.grads_wb[0][0], num, "dW")
+    assert_grad(net.gradients()[0][0], num, "dW")
 
 
 def test_untrained_bias_stays_zero_gradient():
@@ -255,5 +261,5 @@ def test_untrained_bias_stays_zero_gradient():
     g = np.empty_like(out)
     K.softmax_cross_entropy(out, np.array([0, 1, 2, 0, 1], np.int64), EMPTY, g)
     net.backward(g)
-    assert np.all(net.grads_wb[0][1] == 0)
+    assert np.all(net.gradients()[0][1] == 0)
     assert len(net.parameters()) == 1
