@@ -21,6 +21,7 @@ except ImportError as _e:  # pragma: no cover - only in an unbuilt source tree
 
 from fastcnn.loading import convert, load  # noqa: E402
 from fastcnn.model import Model  # noqa: E402
+from fastcnn.finetune import FineTuner  # noqa: E402
 
 
 def build_info() -> dict:
@@ -41,5 +42,5 @@ def build_info() -> dict:
 __all__ = [
     "load", "convert", "Model", "build_info", "set_num_threads", "set_memory_limit",
     "FastCNNError", "ModelFileError", "UnsupportedOpError", "UnsupportedOp", "GraphError",
-    "InputError", "ResourceLimitError", "FineTuneError", "__version__",
+    "InputError", "ResourceLimitError", "FineTuneError", "__version__", "FineTuner",
 ]

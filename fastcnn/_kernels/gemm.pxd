@@ -1,0 +1,7 @@
+# Dense kernels other modules may cimport (declarations only; definitions in gemm.pyx).
+
+# c (m, n) [+]= a (m, k) @ b (k, n), row-major float32; lda/ldb/ldc are row strides in elements.
+# Threads split the rows of c. Training (train.pyx) routes every product through this.
+cdef void sgemm_rows(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
+                     float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                     bint accumulate, int num_threads) noexcept nogil
