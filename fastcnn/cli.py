@@ -607,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", help="full input shape, e.g. 1,3,224,224 (dynamic dims besides the batch)")
     p.set_defaults(func=cmd_bench)
 
+    from fastcnn.finetune import cli as finetune_cli
+    finetune_cli.add_parser(sub)
+
     p = sub.add_parser("ops", help="the supported operator table")
     p.add_argument("--markdown", action="store_true", help="as a Markdown table (as in README.md)")
     p.add_argument("--update", metavar="FILE",

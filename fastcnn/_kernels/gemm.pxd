@@ -5,3 +5,9 @@
 cdef void sgemm_rows(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
                      float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                      bint accumulate, int num_threads) noexcept nogil
+
+# c (m, n) = a (m, k) @ b (k, n) with the blocked micro-kernel GEMM inference uses for operands
+# computed at run time (B read in place). Allocates a small per-thread buffer.
+cdef void sgemm_plain(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
+                      float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                      int num_threads) noexcept nogil

@@ -16,6 +16,7 @@ element is computed the same way whatever the thread count: results are bit-iden
 1 and 2 threads.
 """
 cimport cython
+from libc.stdlib cimport malloc, free
 from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
@@ -197,6 +198,38 @@ cdef void gemm_blocked(const GemmJob *g, float *work, Py_ssize_t work_stride,
             gemm_block(g, 0, mp, task, task + 1, work + threadid() * work_stride)
         else:
             gemm_block(g, task, task + 1, 0, np_, work + threadid() * work_stride)
+
+
+cdef void sgemm_plain(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
+                      float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                      int num_threads) noexcept nogil:
+    """c (m, n) = a (m, k) @ b (k, n) with the blocked register-tile GEMM, B read in place (the
+    path BatchedMatMulStep runs). For callers outside plans (fine-tuning): it allocates its small
+    per-thread panel buffer (kc*16 floats a thread) and falls back to the row kernel if that fails."""
+    cdef GemmJob job
+    cdef float *work
+    cdef Py_ssize_t i, j, kc
+    cdef int nt = num_threads if num_threads > 1 else 1
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                c[i * ldc + j] = 0.0
+        return
+    kc = k if k < 256 else 256
+    work = <float *>malloc(kc * NR * nt * sizeof(float))
+    if work == NULL:
+        sgemm_rows(a, lda, b, ldb, c, ldc, m, k, n, False, num_threads)
+        return
+    job.m, job.n, job.k, job.kc = m, n, k, kc
+    job.a, job.lda = a, lda
+    job.b, job.ldb = b, ldb
+    job.bp = NULL
+    job.c, job.ldc = c, ldc
+    job.epi = NULL
+    gemm_blocked(&job, work, kc * NR, nt)
+    free(work)
 
 
 cdef inline Py_ssize_t clamp_threads(int requested, Py_ssize_t slots) noexcept nogil:

@@ -16,7 +16,7 @@ cimport cython
 from cython.parallel cimport prange
 from libc.math cimport exp, log, log1p, fabs, sqrt, expf, tanhf, sqrtf
 
-from fastcnn._kernels.gemm cimport sgemm_rows
+from fastcnn._kernels.gemm cimport sgemm_plain, sgemm_rows
 from fastcnn._kernels.act cimport *
 
 import numpy as np
@@ -33,9 +33,13 @@ cdef enum:
 cdef inline void product(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
                          float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                          bint accumulate, int num_threads) noexcept nogil:
-    """c (m, n) [+]= a (m, k) @ b (k, n): the one matrix product of training."""
-    sgemm_rows(a, lda, b, ldb, c, ldc, m, k, n, accumulate,
-               num_threads if m * k * n >= PRODUCT_PARALLEL_MIN else 1)
+    """c (m, n) [+]= a (m, k) @ b (k, n): the one matrix product of training, on inference's
+    blocked micro-kernel GEMM (the row kernel only for accumulation, which no caller uses now)."""
+    cdef int nt = num_threads if m * k * n >= PRODUCT_PARALLEL_MIN else 1
+    if accumulate:
+        sgemm_rows(a, lda, b, ldb, c, ldc, m, k, n, True, nt)
+    else:
+        sgemm_plain(a, lda, b, ldb, c, ldc, m, k, n, nt)
 
 
 cdef void transpose_into(const float *src, Py_ssize_t rows, Py_ssize_t cols, float *dst,

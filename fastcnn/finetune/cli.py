@@ -43,6 +43,12 @@ def _size(text):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.onnx, .fcnn, Keras)")
     p.add_argument("--data", required=True, help=".npz with x and y, or a folder of class subfolders")
+    p.add_argument("--x-key", default="x", help="npz key of the training samples (default x)")
+    p.add_argument("--y-key", default="y", help="npz key of the training labels (default y)")
+    p.add_argument("--eval", metavar="NPZ", default=None,
+                   help="held-out .npz to report accuracy on before and after fine-tuning")
+    p.add_argument("--eval-x-key", default="x_test", help="npz key of held-out samples (default x_test)")
+    p.add_argument("--eval-y-key", default="y_test", help="npz key of held-out labels (default y_test)")
     p.add_argument("-o", "--output", required=True, help="where to write the tuned model (.fcnn)")
     p.add_argument("--classes", type=int, default=None,
                    help="classes of the tuned model (default: as many as the data has)")
@@ -112,7 +118,7 @@ def run(args, out=sys.stdout) -> None:
         x, y, names = data.load_image_folder(args.data, model.inputs[0], old_labels, args.size,
                                              args.mean, args.std, args.channel_order, args.layout)
     elif os.path.isfile(args.data):
-        x, y = data.load_npz(args.data)
+        x, y = data.load_npz(args.data, args.x_key, args.y_key)
         names = None
     else:
         raise FineTuneError(f"--data {args.data}: no such file or folder")
@@ -132,6 +138,13 @@ def run(args, out=sys.stdout) -> None:
                       optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                       seed=args.seed, labels=labels, momentum=args.momentum,
                       nesterov=args.nesterov, lr_schedule=args.lr_schedule)
+    held_out = None
+    if args.eval:
+        hx, hy = data.load_npz(args.eval, args.eval_x_key, args.eval_y_key)
+        held_out = (np.asarray(hx, np.float32), np.asarray(hy).astype(np.int64))
+        old_classes = model.outputs[0].shape[-1] if model.outputs[0].shape else None
+        _report_held_out("before", model(held_out[0]) if len(hy) else None, held_out[1],
+                         old_classes, out)
     train_idx, val_idx = _split(len(y), args.val_split, args.seed)
     validation = (x[val_idx], y[val_idx]) if len(val_idx) else None
     history = tuner.fit(x[train_idx], y[train_idx], epochs=args.epochs, batch_size=args.batch_size,
@@ -156,7 +169,23 @@ def run(args, out=sys.stdout) -> None:
     acc = result["accuracy"]
     print(f"{split}: loss {result['loss']:.4f}"
           + (f", accuracy {acc:.2%}" if acc is not None else ""), file=out)
+    if held_out is not None:
+        _report_held_out("after", tuner.predict(held_out[0]), held_out[1], old_classes, out)
     print(f"saved {args.output}", file=out)
+
+
+def _report_held_out(when, scores, y, old_classes, out):
+    """One line: accuracy on held-out samples, split into the model's original classes and the
+    classes fine-tuning added."""
+    if scores is None:
+        return
+    pred = np.asarray(scores).argmax(axis=1)
+    line = f"held-out {when + ':':7s} {np.mean(pred == y):.2%} of {len(y)}"
+    if old_classes and (y >= old_classes).any() and (y < old_classes).any():
+        old, new = y < old_classes, y >= old_classes
+        line += (f" (original classes 0-{old_classes - 1}: {np.mean(pred[old] == y[old]):.2%}; "
+                 f"added classes: {np.mean(pred[new] == y[new]):.2%})")
+    print(line, file=out)
 
 
 def main(args) -> int:
@@ -165,7 +194,7 @@ def main(args) -> int:
         run(args)
     except FastCNNError as e:
         print(f"fastcnn finetune: error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

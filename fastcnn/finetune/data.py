@@ -16,14 +16,14 @@ from fastcnn.errors import FineTuneError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def load_npz(path: str):
-    """(x, y) from an .npz file with arrays named x and y."""
+def load_npz(path: str, x_key: str = "x", y_key: str = "y"):
+    """(x, y) from an .npz file with arrays named x_key and y_key (default x and y)."""
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = list(f.keys())
-            if "x" not in keys or "y" not in keys:
-                raise FineTuneError(f"{path}: expected arrays 'x' and 'y', found {keys}")
-            return f["x"], f["y"]
+            if x_key not in keys or y_key not in keys:
+                raise FineTuneError(f"{path}: expected arrays '{x_key}' and '{y_key}', found {keys}")
+            return f[x_key], f[y_key]
     except (OSError, ValueError) as e:
         raise FineTuneError(f"{path}: cannot read as .npz ({e})") from None
 

@@ -81,13 +81,13 @@ def test_image_folder(tmp_path, channels):
 def test_errors_exit_nonzero_with_a_message(tmp_path):
     model = image_model(tmp_path / "m.fcnn", 1)
     r = run_cli(model, "--data", tmp_path / "missing.npz", "-o", tmp_path / "o.fcnn")
-    assert r.returncode == 1 and "no such file or folder" in r.stderr
+    assert r.returncode == 2 and "no such file or folder" in r.stderr
     np.savez(tmp_path / "bad.npz", x=np.zeros((4, 1, 8, 8), np.float32), labels=np.zeros(4))
     r = run_cli(model, "--data", tmp_path / "bad.npz", "-o", tmp_path / "o.fcnn")
-    assert r.returncode == 1 and "expected arrays 'x' and 'y'" in r.stderr
+    assert r.returncode == 2 and "expected arrays 'x' and 'y'" in r.stderr
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.array([0, 1, 2, 3]))
     r = run_cli(model, "--data", tmp_path / "d.npz", "--classes", 2, "-o", tmp_path / "o.fcnn")
-    assert r.returncode == 1 and "labels up to 3" in r.stderr
+    assert r.returncode == 2 and "labels up to 3" in r.stderr
     assert not (tmp_path / "o.fcnn").exists()
 
 
@@ -100,3 +100,25 @@ def test_add_parser_registers_the_command():
     args = parser.parse_args(["finetune", "m.onnx", "--data", "d.npz", "--classes", "10",
                               "--epochs", "5", "-o", "out.fcnn", "--size", "28x32"])
     assert args.func is cli.main and args.classes == 10 and args.size == (28, 32)
+
+
+def test_readme_main_job_adds_digits_8_and_9(tmp_path):
+    """The README's first command, through the main CLI: accuracy before and after on held-out data."""
+    models = os.path.join(ROOT, "models")
+    samples = os.path.join(models, "digits_samples.npz")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "lenet10.fcnn"
+    r = subprocess.run([sys.executable, "-m", "fastcnn", "finetune",
+                        os.path.join(models, "lenet5_digits.fcnn"), "--data", samples,
+                        "--x-key", "x_new", "--y-key", "y_new", "--classes", "10",
+                        "--train-layers", "3", "--lr", "1e-4", "--epochs", "60", "--batch-size", "16",
+                        "--class-weights", "balanced", "--val-split", "0", "--eval", samples,
+                        "-o", str(out), "--no-progress"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    before = [l for l in r.stdout.splitlines() if l.startswith("held-out before")]
+    after = [l for l in r.stdout.splitlines() if l.startswith("held-out after")]
+    assert before and "added classes: 0.00%" in before[0]
+    added = float(after[0].split("added classes: ")[1].rstrip("%)"))
+    assert added >= 90.0
+    assert fastcnn.load(out).labels == [str(d) for d in range(10)]

@@ -11,12 +11,9 @@ Adam at a small learning rate and class-balanced weights (the fine-tuning set ho
 and 9s than examples of each old class; unweighted, the new classes would learn that prior and
 claim old-class samples).
 
-Target: new classes >= 90% and old classes losing <= 3 points. With models/ as of this writing
-(40 eights, 40 nines, 10 of each old digit; old classes 98.89% before) the recipe reaches 91.1%
-on 8/9 but the old classes lose 4.7 points (old-class samples, mostly 1s and 5s, taken by 8 and
-9): features trained on 0-7 only separate them that well from so few examples. The achieved
-level is asserted as a regression guard; the 3-point target is a strict xfail, so whoever
-reaches it is told to tighten the guard.
+Target (the issue's): new classes >= 90% and old classes losing <= 3 points. With models/ as
+of this writing (LeNet-5 trained with shift augmentation; 40 eights, 40 nines and 20 of each old
+digit in the fine-tuning pool) the recipe gives old 99.17% -> 97.50% and new 94.4%.
 """
 import os
 
@@ -91,14 +88,8 @@ def _run_scenario():
     return _RESULTS["values"]
 
 
-def test_adds_digits_8_and_9_keeping_most_of_0_to_7():
+def test_adds_digits_8_and_9_keeping_0_to_7():
     old_before, old_after, new_after = _run_scenario()
-    assert new_after >= 0.90
-    assert old_before - old_after <= 0.06  # regression guard at the level reached (4.7 points)
-
-
-@pytest.mark.xfail(strict=True, reason="old classes lose 4.7 points with the models/ files "
-                                       "(target: <= 3); see the module docstring")
-def test_old_classes_lose_at_most_3_points():
-    old_before, old_after, new_after = _run_scenario()
-    assert new_after >= 0.90 and old_before - old_after <= 0.03
+    assert new_after >= 0.90, f"new classes reach {new_after:.2%}, target 90%"
+    assert old_before - old_after <= 0.03, (f"old classes lose {100 * (old_before - old_after):.1f} "
+                                            f"points, target <= 3")
