@@ -19,6 +19,7 @@ import tempfile
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 KERNEL_DIR = os.path.join("fastcnn", "_kernels")
 DEBUG = os.environ.get("FASTCNN_DEBUG_CYTHON", "") not in ("", "0")
@@ -126,4 +127,13 @@ def _mode_changed() -> bool:
     return previous != mode
 
 
-setup(ext_modules=extensions())
+class ParallelBuildExt(build_ext):
+    """Compile the extension modules in parallel (one job per CPU) unless -j was given."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": ParallelBuildExt})
