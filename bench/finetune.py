@@ -21,7 +21,10 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _paths import use_fastcnn  # noqa: E402
+
+use_fastcnn()
 
 
 # ----------------------------------------------------------------------------- torch models

@@ -50,7 +50,9 @@ def main(argv=None):
     import numpy as np
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     if args.engine == "fastcnn":
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from _paths import use_fastcnn
+        use_fastcnn()
         import fastcnn
         imported = maxrss_mib()
         model = fastcnn.load(args.path, num_threads=args.threads)

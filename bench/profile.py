@@ -20,8 +20,10 @@ import time
 import numpy as np
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(BENCH_DIR))
-sys.path.insert(0, BENCH_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _paths import use_fastcnn  # noqa: E402
+
+use_fastcnn()
 
 import zoo  # noqa: E402
 from flops import fastcnn_layers  # noqa: E402

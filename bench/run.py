@@ -28,8 +28,10 @@ import numpy as np
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
-sys.path.insert(0, REPO_DIR)
-sys.path.insert(0, BENCH_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _paths import use_fastcnn  # noqa: E402
+
+use_fastcnn()
 
 import zoo  # noqa: E402
 from flops import onnx_flops  # noqa: E402

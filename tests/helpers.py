@@ -109,3 +109,14 @@ def run_ort(model, feeds):
     so.intra_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def fastcnn_env(extra_paths=()) -> dict:
+    """Environment for a child interpreter that imports the same fastcnn as this test run (the
+    installed package in CI, the in-place build during development), never the source tree by
+    accident. Run children with cwd outside the checkout."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root, *extra_paths] + rest)
+    return env

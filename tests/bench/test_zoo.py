@@ -180,9 +180,10 @@ def test_peak_rss_child_does_not_inherit_parent_peak(zoo_files):
 
 def test_run_quick_lenet5(tmp_path):
     report = tmp_path / "report.md"
-    env = dict(os.environ, PYTHONPATH=REPO_DIR)
+    from helpers import fastcnn_env
     out = subprocess.run([sys.executable, os.path.join(BENCH_DIR, "run.py"), "--quick", "--models", "lenet5",
-                          "--out", str(report)], capture_output=True, text=True, timeout=300, env=env)
+                          "--out", str(report)], capture_output=True, text=True, timeout=300,
+                         env=fastcnn_env(), cwd=str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
     text = report.read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| lenet5 |")]

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 import fastcnn
-from helpers import ir_model
+from helpers import fastcnn_env, ir_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "fastcnn.finetune.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=fastcnn_env(), timeout=300,
+                          cwd=os.path.dirname(ROOT))
 
 
 def image_model(path, channels, labels=None, n_classes=2):
@@ -106,7 +106,7 @@ def test_readme_main_job_adds_digits_8_and_9(tmp_path):
     """The README's first command, through the main CLI: accuracy before and after on held-out data."""
     models = os.path.join(ROOT, "models")
     samples = os.path.join(models, "digits_samples.npz")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = fastcnn_env()
     out = tmp_path / "lenet10.fcnn"
     r = subprocess.run([sys.executable, "-m", "fastcnn", "finetune",
                         os.path.join(models, "lenet5_digits.fcnn"), "--data", samples,
