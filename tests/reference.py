@@ -465,12 +465,17 @@ def resize(x, out_shape, scales, mode="nearest", coordinate_mode="half_pixel",
     """ONNX Resize with everything resolved: out_shape and scales (one per axis), roi as
     [starts..., ends...] (tf_crop_and_resize). One axis at a time (interpolation is separable);
     with tf_crop_and_resize an output whose source coordinate is outside [0, in-1] on any axis is
-    extrapolation_value."""
+    extrapolation_value. Two onnxruntime conventions the specification leaves open: an output of
+    the input's shape is the input, and an axis with scale 1 is not resampled."""
     y = np.asarray(x, np.float64)
     r = y.ndim
     outside = np.zeros(tuple(out_shape), bool)
+    if tuple(out_shape) == y.shape:
+        return y.copy()
     for axis in range(r):
         in_len, out_len, scale = y.shape[axis], out_shape[axis], scales[axis]
+        if scale == 1.0:
+            continue
         ax_roi = (roi[axis], roi[axis + r]) if roi is not None else (0.0, 1.0)
         rows = []
         for o in range(out_len):
@@ -479,7 +484,10 @@ def resize(x, out_shape, scales, mode="nearest", coordinate_mode="half_pixel",
                 idx = [slice(None)] * r
                 idx[axis] = o
                 outside[tuple(idx)] = True
-            taps = resize_taps(mode, xf, in_len, nearest_mode, cubic_a, exclude_outside)
+            nm = nearest_mode
+            if nm == "floor_up_ceil_down":   # Resize-10/Upsample: per axis, by the scale
+                nm = "ceil" if scale < 1 else "floor"
+            taps = resize_taps(mode, xf, in_len, nm, cubic_a, exclude_outside)
             rows.append(sum(wt * np.take(y, i, axis=axis) for i, wt in taps))
         y = np.stack(rows, axis=axis) if rows else np.zeros(y.shape[:axis] + (0,) + y.shape[axis + 1:])
     return np.where(outside, extrapolation_value, y)
