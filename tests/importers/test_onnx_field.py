@@ -329,3 +329,101 @@ def test_mish_and_softplus_as_exported():
     z = b.op("Softplus", [b.conv(y, 6, 6, 1)])
     m = run_both(b.model((None, 4, 8, 8), [z]))
     assert runtime_ops(m) == ["Conv", "Conv"]   # Mish and Softplus run in the conv epilogues
+
+
+# ---------------------------------------------------------------------- more heads and layers
+@pytest.mark.parametrize("opset", [13, 18])
+def test_keras_nhwc_squeeze_excitation_with_reduce_mean(opset):
+    """tf2onnx: the NHWC input is transposed to NCHW, global pooling is ReduceMean over (2, 3)
+    with keepdims (axes an attribute before opset 18, an input from 18), the block ends with a
+    transpose back to NHWC."""
+    b = Builder(15)
+    x = b.op("Transpose", ["x"], perm=[0, 3, 1, 2])
+    h = b.op("Relu", [b.conv(x, 6, 12, 3)])
+    if opset < 18:
+        s = b.op("ReduceMean", [h], axes=[2, 3], keepdims=1)
+    else:
+        s = b.op("ReduceMean", [h, b.const(np.array([2, 3]))], keepdims=1)
+    s = b.op("Sigmoid", [b.conv(b.op("Relu", [b.conv(s, 12, 4, 1)]), 4, 12, 1)])
+    y = b.op("Transpose", [b.op("Mul", [h, s])], perm=[0, 2, 3, 1])
+    run_both(b.model((None, 9, 7, 6), [y], opset=opset))
+
+
+@pytest.mark.parametrize("mode", ["CRD", "DCR"])
+def test_subpixel_upsampling_depth_to_space(mode):
+    """ESPCN: conv to C*r^2 channels then DepthToSpace (PyTorch's PixelShuffle is CRD, TF's
+    depth_to_space DCR)."""
+    b = Builder(16)
+    h = b.op("Tanh", [b.conv("x", 3, 12, 3)])
+    y = b.op("DepthToSpace", [b.conv(h, 12, 4 * 3, 3)], blocksize=2, mode=mode)
+    run_both(b.model((None, 3, 7, 9), [y]))
+
+
+def test_yolov2_reorg_space_to_depth_and_concat():
+    b = Builder(17)
+    fine = b.op("LeakyRelu", [b.conv("x", 4, 8, 3)], alpha=0.1)
+    coarse = b.op("LeakyRelu", [b.conv(fine, 8, 16, 3, stride=2)], alpha=0.1)
+    y = b.op("Concat", [b.op("SpaceToDepth", [fine], blocksize=2), coarse], axis=1)
+    run_both(b.model((None, 4, 10, 12), [y]))
+
+
+def test_ssd_l2_normalization():
+    """SSD's L2Norm: x / (sqrt(sum over channels of x^2) + eps) * per-channel scale."""
+    b = Builder(18)
+    h = b.op("Relu", [b.conv("x", 3, 10, 3)])
+    norm = b.op("Sqrt", [b.op("ReduceSum", [b.op("Pow", [h, b.const(np.float32(2))]), b.const(np.array([1]))],
+                              keepdims=1)])
+    y = b.op("Mul", [b.op("Div", [h, b.op("Add", [norm, b.const(np.float32(1e-10))])]),
+                     b.const(b.rng.uniform(5, 20, (1, 10, 1, 1)).astype(np.float32))])
+    run_both(b.model((None, 3, 8, 8), [y]))
+
+
+def test_style_transfer_instance_norm_reflect_pad_and_upsample():
+    b = Builder(19)
+    h = b.op("Pad", ["x", b.const(np.array([0, 0, 2, 2, 0, 0, 2, 2]))], mode="reflect")
+    h = b.op("Relu", [b.op("InstanceNormalization", [b.conv(h, 3, 8, 5, pad=0), b.const(b.rng.uniform(0.5, 1.5, 8).astype(np.float32)),
+                                                     b.const(b.rng.uniform(-0.2, 0.2, 8).astype(np.float32))])])
+    up = b.op("Resize", [h, "", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest",
+              coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    y = b.op("Tanh", [b.conv(up, 8, 3, 3)])
+    run_both(b.model((None, 3, 11, 9), [y]))
+
+
+def test_yolo_detection_head_decoding():
+    """YOLOv3-style decoding with the grid built from Range/Reshape/Tile/Concat (all folded):
+    xy = (sigmoid(t_xy) + grid) * stride, wh = exp(t_wh) * anchors, conf = sigmoid(t_c)."""
+    b = Builder(20)
+    gh, gw, na = 5, 6, 2
+    p = b.conv("x", 6, na * 5, 1)                                    # (n, na*5, gh, gw)
+    p = b.op("Reshape", [p, b.const(np.array([-1, na, 5, gh, gw]))])
+    txy = b.op("Slice", [p, b.const(np.array([0])), b.const(np.array([2])), b.const(np.array([2]))])
+    twh = b.op("Slice", [p, b.const(np.array([2])), b.const(np.array([4])), b.const(np.array([2]))])
+    tc = b.op("Slice", [p, b.const(np.array([4])), b.const(np.array([5])), b.const(np.array([2]))])
+    xs = b.op("Cast", [b.op("Range", [b.const(np.array(0, np.int64)), b.const(np.array(gw, np.int64)),
+                                      b.const(np.array(1, np.int64))])], to=TensorProto.FLOAT)
+    ys = b.op("Cast", [b.op("Range", [b.const(np.array(0, np.int64)), b.const(np.array(gh, np.int64)),
+                                      b.const(np.array(1, np.int64))])], to=TensorProto.FLOAT)
+    gx = b.op("Tile", [b.op("Reshape", [xs, b.const(np.array([1, 1, 1, 1, gw]))]), b.const(np.array([1, 1, 1, gh, 1]))])
+    gy = b.op("Tile", [b.op("Reshape", [ys, b.const(np.array([1, 1, 1, gh, 1]))]), b.const(np.array([1, 1, 1, 1, gw]))])
+    grid = b.op("Concat", [gx, gy], axis=2)                          # (1, 1, 2, gh, gw)
+    xy = b.op("Mul", [b.op("Add", [b.op("Sigmoid", [txy]), grid]), b.const(np.float32(8))])
+    anchors = b.const(np.array([10, 13, 33, 23], np.float32).reshape(1, na, 2, 1, 1))
+    wh = b.op("Mul", [b.op("Exp", [twh]), anchors])
+    y = b.op("Concat", [xy, wh, b.op("Sigmoid", [tc])], axis=2)
+    m = run_both(b.model((None, 6, gh, gw), [y]))
+    assert not {"Range", "Tile", "Cast"} & set(runtime_ops(m, 3))
+
+
+def test_elementwise_math_chain():
+    """Log/Exp/Neg/Abs/Reciprocal/Floor/Ceil/Sqrt/Pow as they appear in losses and
+    normalisations exported into inference graphs."""
+    b = Builder(21)
+    h = b.conv("x", 3, 4, 3)
+    a = b.op("Log", [b.op("Add", [b.op("Abs", [h]), b.const(np.float32(1))])])
+    e = b.op("Exp", [b.op("Neg", [b.op("Abs", [h])])])
+    r = b.op("Reciprocal", [b.op("Add", [b.op("Mul", [h, h]), b.const(np.float32(2))])])
+    q = b.op("Sub", [b.op("Ceil", [b.op("Mul", [h, b.const(np.float32(3.3))])]),
+                     b.op("Floor", [b.op("Mul", [h, b.const(np.float32(2.7))])])])
+    s = b.op("Pow", [b.op("Sqrt", [b.op("Add", [e, r])]), b.const(np.float32(1.5))])
+    y = b.op("Sum", [a, q, s])
+    run_both(b.model((None, 3, 6, 7), [y]))
