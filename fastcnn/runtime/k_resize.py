@@ -146,10 +146,14 @@ def prepare_resize(p):
         h = (np.zeros((1, 1), np.int64), np.ones((1, 1), F32), np.ones(1, np.uint8))
     w = axis_taps(p.attrs, x[-1], rp.out[-1], rp.scales[-1], rp.roi[-1])
     ev = float(p.attrs["extrapolation_value"])
+    taps = h[0].shape[1] * w[0].shape[1]
+    # bilinear: a cache of two interpolated source rows per thread (the step uses at most as
+    # many threads as it has caches)
+    cache = 2 * y3[2] * max(1, p.num_threads) if taps == 4 and h[0].shape[1] == 2 else 0
 
     def bind(ins, outs, scratch):
-        return ResizeStep(ins[0].reshape(x3), outs[0].reshape(y3), *h, *w, ev)
+        return ResizeStep(ins[0].reshape(x3), outs[0].reshape(y3), *h, *w, ev,
+                          scratch[:cache] if cache else None)
 
-    taps = h[0].shape[1] * w[0].shape[1]
     size = int(np.prod(rp.out, dtype=np.int64))
-    return Prepared(bind, flops=2 * size * taps, notes={"taps": taps})
+    return Prepared(bind, scratch=cache, flops=2 * size * taps, notes={"taps": taps})
