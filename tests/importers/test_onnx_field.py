@@ -427,3 +427,68 @@ def test_elementwise_math_chain():
     s = b.op("Pow", [b.op("Sqrt", [b.op("Add", [e, r])]), b.const(np.float32(1.5))])
     y = b.op("Sum", [a, q, s])
     run_both(b.model((None, 3, 6, 7), [y]))
+
+
+# ---------------------------------------------------------------------- existing ops, exporter forms
+INT64_MAX, INT64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+
+
+def test_torch_slicing_forms():
+    """x[:, :, 1:] (ends INT64_MAX), torch.flip(x, [3]) (step -1 from -1 to INT64_MIN),
+    x[..., ::2] and a negative axis."""
+    b = Builder(22)
+    h = b.conv("x", 4, 6, 3)
+    crop = b.op("Slice", [h, b.const(np.array([1])), b.const(np.array([INT64_MAX])), b.const(np.array([2]))])
+    flip = b.op("Slice", [crop, b.const(np.array([-1])), b.const(np.array([INT64_MIN])), b.const(np.array([3])),
+                          b.const(np.array([-1]))])
+    every2 = b.op("Slice", [flip, b.const(np.array([0])), b.const(np.array([INT64_MAX])), b.const(np.array([-1])),
+                            b.const(np.array([2]))])
+    run_both(b.model((None, 4, 7, 9), [every2]))
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+def test_torch_chunk_split_forms(opset):
+    """torch.chunk(x, 3, dim=1) on 10 channels: sizes 4, 4, 2 (an attribute before opset 13, an
+    input from 13, num_outputs from 18)."""
+    b = Builder(23)
+    h = b.op("Relu", [b.conv("x", 3, 10, 3)])
+    if opset < 13:
+        parts = b.op("Split", [h], n_out=3, axis=1, split=[4, 4, 2])
+    elif opset < 18:
+        parts = b.op("Split", [h, b.const(np.array([4, 4, 2]))], n_out=3, axis=1)
+    else:
+        parts = b.op("Split", [h], n_out=3, axis=1, num_outputs=3)
+    y = b.op("Concat", [parts[2], parts[0], parts[1]], axis=-3)
+    run_both(b.model((None, 3, 6, 5), [y], opset=opset))
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+def test_reductions_as_exported(opset):
+    """ReduceMean/ReduceMax/ReduceSum over channels and space with keepdims 0 and 1, axes as an
+    attribute or (ReduceSum from 13, all from 18) an input."""
+    b = Builder(24)
+    h = b.conv("x", 3, 6, 3)
+
+    def red(op, axes, keep):
+        if opset >= 18 or (op == "ReduceSum" and opset >= 13):
+            return b.op(op, [h, b.const(np.array(axes))], keepdims=keep)
+        return b.op(op, [h], axes=axes, keepdims=keep)
+    mean = red("ReduceMean", [2, 3], 1)
+    mx = red("ReduceMax", [1], 1)
+    sm = red("ReduceSum", [-1, -2], 0)
+    y = b.op("Add", [b.op("Add", [b.op("Mul", [h, mean]), mx]), b.op("Unsqueeze", [sm], axes=[2, 3])
+                     if opset < 13 else b.op("Unsqueeze", [sm, b.const(np.array([2, 3]))])])
+    run_both(b.model((None, 3, 5, 6), [y], opset=opset))
+
+
+def test_pad_tile_expand_gather_as_exported():
+    """Pad with pads and value as inputs (opset 11+), Tile, Expand to a shape read from another
+    tensor, Gather of channels with a negative index."""
+    b = Builder(25)
+    h = b.op("Relu", [b.conv("x", 3, 4, 3)])
+    padded = b.op("Pad", [h, b.const(np.array([0, 0, 1, 2, 0, 0, 2, 1])), b.const(np.float32(0.5))], mode="constant")
+    tiled = b.op("Tile", [b.op("GlobalMaxPool", [padded]), b.const(np.array([1, 1, 9, 10]))])
+    expanded = b.op("Expand", [b.const(np.float32(0.25).reshape(1, 1, 1, 1)), b.op("Shape", [padded])])
+    picked = b.op("Gather", [padded, b.const(np.array([3, -1, 0]))], axis=1)
+    y = b.op("Concat", [b.op("Add", [tiled, expanded]), picked], axis=1)
+    run_both(b.model((None, 3, 6, 7), [y]))
