@@ -133,3 +133,16 @@ def test_silu_as_exported_vs_onnxruntime(opset):
     got, ref = onnx_vs_ort([node("Sigmoid", ["x"], ["s"]), node("Mul", ["x", "s"])], {"x": x}, opset=opset)
     assert_close(got[0], ref[0])
     assert_close(got[0], swish(x))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.7])
+def test_swish_as_conv_and_gemm_epilogue(alpha, threads):
+    """The form fastcnn.nn emits: activation="Swish" with activation_alpha on Conv and Gemm."""
+    from reference import conv2d, gemm
+    x, w, b = rand(RNG, 3, 5, 6, 7), rand(RNG, 4, 5, 3, 3), rand(RNG, 4)
+    epi = {"activation": "Swish", "activation_alpha": alpha}
+    got = run_op("Conv", {"x": x}, {"pads": [1, 1, 1, 1], **epi}, consts={"w": w, "b": b}, threads=threads)[0]
+    assert_close(got, swish(conv2d(x, w, b, pads=(1, 1, 1, 1)), alpha))
+    a, wm, c = rand(RNG, 3, 13), rand(RNG, 13, 6), rand(RNG, 6)
+    got = run_op("Gemm", {"a": a}, epi, consts={"w": wm, "c": c}, threads=threads)[0]
+    assert_close(got, swish(gemm(a, wm, c), alpha))
