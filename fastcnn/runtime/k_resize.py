@@ -130,21 +130,26 @@ def axis_taps(attrs, in_len, out_len, scale, roi):
     return np.clip(taps, 0, last), wt.astype(F32), inside
 
 
+def identity_taps(n):
+    """Tap table mapping each of n output indices to the same input index."""
+    return np.arange(n, dtype=np.int64)[:, None], np.ones((n, 1), F32), np.ones(n, np.uint8)
+
+
 def prepare_resize(p):
     ctx = NodeContext(p.node, p.attrs, p.in_types, p.in_consts, p.where)
     rp = resize_params(ctx)
     x = p.in_types[0].shape
-    if tuple(rp.out) == tuple(x):
-        return Prepared(alias=True)
+    if tuple(rp.out) == tuple(x) and p.const(0) is None:
+        return Prepared(alias=True)          # (a constant input is copied by identity tables)
     x3 = (1,) * (3 - len(x)) + tuple(x[-3:]) if len(x) < 3 else \
         (math.prod(x[:-2]), x[-2], x[-1])
     y3 = x3[:-2] + (tuple(rp.out[-2:]) if len(x) >= 2 else (1, rp.out[-1]))
     r = len(x)
-    if r >= 2:
-        h = axis_taps(p.attrs, x[-2], rp.out[-2], rp.scales[-2], rp.roi[-2])
+    if tuple(rp.out) == tuple(x):
+        h, w = identity_taps(x3[1]), identity_taps(x3[2])
     else:
-        h = (np.zeros((1, 1), np.int64), np.ones((1, 1), F32), np.ones(1, np.uint8))
-    w = axis_taps(p.attrs, x[-1], rp.out[-1], rp.scales[-1], rp.roi[-1])
+        h = axis_taps(p.attrs, x[-2], rp.out[-2], rp.scales[-2], rp.roi[-2]) if r >= 2 else identity_taps(1)
+        w = axis_taps(p.attrs, x[-1], rp.out[-1], rp.scales[-1], rp.roi[-1])
     ev = float(p.attrs["extrapolation_value"])
     taps = h[0].shape[1] * w[0].shape[1]
     # bilinear: a cache of two interpolated source rows per thread (the step uses at most as

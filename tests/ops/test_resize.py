@@ -373,3 +373,16 @@ def test_step_refuses_out_of_range_tables():
     with pytest.raises(ValueError, match=r"idx_h must be \(5, 1..4\)"):
         ResizeStep(x, out, np.zeros((4, 1), np.int64), np.ones((4, 1), np.float32), np.ones(4, np.uint8),
                    *bad_w)
+
+
+@pytest.mark.parametrize("scales", [[1, 1, 1, 1.1], [1, 1, 2, 2]], ids=["same_shape", "upsampled"])
+def test_constant_input(scales):
+    """A learned map resized while planning its use (Resize has no folder: it runs, and an
+    unchanged shape is a copy rather than a view of the constant)."""
+    from helpers import ir_model
+    c = rand(RNG, 2, 3, 4, 5)
+    out, sc = resize_output(c.shape, scales=scales)
+    m = ir_model([("Resize", ["c", "", "s"], ["r"], {"mode": "linear"}), ("Add", ["x", "r"], ["y"], {})],
+                 {"x": tuple(out)}, ["y"], {"c": c, "s": np.array(scales, np.float32)})
+    x = rand(RNG, *out)
+    assert_close(m.run(None, {"x": x})[0], x + resize(c, out, sc, "linear"))
