@@ -21,7 +21,9 @@ import math
 
 import numpy as np
 
+from fastcnn import config
 from fastcnn._kernels.resize import ResizeStep
+from fastcnn.errors import ResourceLimitError
 from fastcnn.ir.opspec import NodeContext
 from fastcnn.ir.shapes import resize_params
 from fastcnn.runtime.layout import flat
@@ -29,6 +31,9 @@ from fastcnn.runtime.prepare import Prepared
 
 F32 = np.float32
 HALF = F32(0.5)
+# bytes of tap tables per output index of one axis, at most: 4 taps of int64 index, float32
+# weight (and float64 temporaries while building), plus the inside flag
+TABLE_BYTES_PER_INDEX = 4 * (8 + 4 + 8) + 1
 TIE_EPS = 1e-6
 
 
@@ -145,6 +150,11 @@ def prepare_resize(p):
         (math.prod(x[:-2]), x[-2], x[-1])
     y3 = x3[:-2] + (tuple(rp.out[-2:]) if len(x) >= 2 else (1, rp.out[-1]))
     r = len(x)
+    table_bytes = (y3[1] + y3[2]) * TABLE_BYTES_PER_INDEX
+    if table_bytes > config.memory_limit():
+        raise ResourceLimitError(f"{p.where}: node '{p.node.name}' (Resize): its tap tables for "
+                                 f"an output of {list(rp.out)} would need {table_bytes:,} bytes, "
+                                 f"more than the memory limit of {config.memory_limit():,} bytes")
     if tuple(rp.out) == tuple(x):
         h, w = identity_taps(x3[1]), identity_taps(x3[2])
     else:

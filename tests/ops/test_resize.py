@@ -386,3 +386,17 @@ def test_constant_input(scales):
                  {"x": tuple(out)}, ["y"], {"c": c, "s": np.array(scales, np.float32)})
     x = rand(RNG, *out)
     assert_close(m.run(None, {"x": x})[0], x + resize(c, out, sc, "linear"))
+
+
+def test_absurd_sizes_are_refused_without_allocating():
+    order, consts = resize_inputs("scales", [1, 1, 1e30, 1e30])
+    with pytest.raises(fastcnn.FastCNNError, match=r"\(Resize\)"):
+        run_op("Resize", {"x": rand(RNG, 1, 1, 2, 2)}, consts=consts, order=order)
+    order, consts = resize_inputs("sizes", [1, 1, 1, 200_000_000])
+    old = fastcnn.config._memory_limit      # None unless a test or the user set one
+    fastcnn.set_memory_limit(1 << 30)
+    try:
+        with pytest.raises(fastcnn.ResourceLimitError, match=r"\(Resize\): its tap tables"):
+            run_op("Resize", {"x": rand(RNG, 1, 1, 1, 2)}, {"mode": "cubic"}, consts=consts, order=order)
+    finally:
+        fastcnn.set_memory_limit(old)
