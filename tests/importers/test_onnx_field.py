@@ -492,3 +492,43 @@ def test_pad_tile_expand_gather_as_exported():
     picked = b.op("Gather", [padded, b.const(np.array([3, -1, 0]))], axis=1)
     y = b.op("Concat", [b.op("Add", [tiled, expanded]), picked], axis=1)
     run_both(b.model((None, 3, 6, 7), [y]))
+
+
+@pytest.mark.parametrize("batch_dims", ["static", "dynamic"])
+def test_torch_interpolate_size_through_float_shape_arithmetic(batch_dims):
+    """F.interpolate(scale_factor=1.5, recompute_scale_factor=True) at opset 11: sizes =
+    Concat(Shape(x)[:2], Cast(Floor(Cast(Shape(x)[2:], float) * 1.5), int64))."""
+    b = Builder(26)
+    h = b.op("Relu", [b.conv("x", 3, 5, 3)])
+    shape = b.op("Shape", [h])
+    nc = b.op("Slice", [shape, b.const(np.array([0])), b.const(np.array([2]))])
+    hw = b.op("Cast", [b.op("Slice", [shape, b.const(np.array([2])), b.const(np.array([4]))])], to=TensorProto.FLOAT)
+    new_hw = b.op("Cast", [b.op("Floor", [b.op("Mul", [hw, b.const(np.array([1.5, 1.5], np.float32))])])],
+                  to=TensorProto.INT64)
+    sizes = b.op("Concat", [nc, new_hw], axis=0)
+    y = b.op("Resize", [h, b.const(np.array([], np.float32)), b.const(np.array([], np.float32)), sizes],
+             mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
+    m = run_both(b.model((None if batch_dims == "dynamic" else 3, 3, 7, 9), [y], opset=11),
+                 batches=(1, 3) if batch_dims == "dynamic" else (3,))
+    assert runtime_ops(m, 3) == ["Conv", "Resize"]
+
+
+def test_yolov5_focus_slices_and_silu_head():
+    """YOLOv5: Focus (x[..., ::2, ::2] and its three shifts concatenated), Conv + SiLU,
+    nearest upsample, and the box decode (sigmoid * 2 - 0.5 + grid, (sigmoid * 2)^2 * anchor)."""
+    b = Builder(27)
+
+    def s2(x, h0, w0):
+        return b.op("Slice", [x, b.const(np.array([h0, w0])), b.const(np.array([INT64_MAX, INT64_MAX])),
+                              b.const(np.array([2, 3])), b.const(np.array([2, 2]))])
+    focus = b.op("Concat", [s2("x", 0, 0), s2("x", 1, 0), s2("x", 0, 1), s2("x", 1, 1)], axis=1)
+    h = swish(b, b.bn(b.conv(focus, 12, 16, 3, bias=False), 16))
+    up = b.op("Resize", [h, b.const(np.array([], np.float32)), b.const(np.array([1, 1, 2, 2], np.float32))],
+              mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    p = b.op("Sigmoid", [b.conv(up, 16, 6, 1)])
+    xy = b.op("Sub", [b.op("Mul", [p, b.const(np.float32(2))]), b.const(np.float32(0.5))])
+    wh = b.op("Mul", [b.op("Pow", [b.op("Mul", [p, b.const(np.float32(2))]), b.const(np.float32(2))]),
+                      b.const(b.rng.uniform(5, 30, (1, 6, 1, 1)).astype(np.float32))])
+    y = b.op("Concat", [xy, wh], axis=1)
+    m = run_both(b.model((None, 3, 12, 14), [y]))
+    assert runtime_ops(m).count("Sigmoid") == 0      # fused into the 1x1 conv's epilogue
