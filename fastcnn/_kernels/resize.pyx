@@ -9,8 +9,8 @@ or `extrapolation` where inside_h[oh] or inside_w[ow] is 0 (tf_crop_and_resize o
 input). Taps per axis: 1 (nearest), 2 (linear) or 4 (cubic).
 
 Three loops over the same tables:
-- nearest (1 x 1 taps): a gather per output; an output row whose source row is the previous
-  row's is a copy of it;
+- nearest (1 x 1 taps): a gather per output (a plain repeat when the w table is an integer
+  upscale); an output row whose source row is the previous row's is a copy of it;
 - 2 x 2 taps (bilinear): each source row is first interpolated along w into a per-thread row
   cache (two slots), so consecutive output rows sharing source rows only blend cached rows;
 - any other taps (cubic): the double sum per output.
@@ -33,6 +33,7 @@ cdef struct Tables:
     const float *wt_w
     const unsigned char *in_w
     Py_ssize_t t_h, t_w
+    Py_ssize_t rep_w        # > 0: nearest along w is idx_w[ow] = ow // rep_w, all inside
     float extrapolation
 
 
@@ -56,8 +57,16 @@ cdef void nearest_plane(const float *x, float *out, Py_ssize_t h_out, Py_ssize_t
             memcpy(dst, dst - w_out, w_out * sizeof(float))
         else:
             src = x + t.idx_h[oh] * w_in
-            for ow in range(w_out):
-                dst[ow] = src[t.idx_w[ow]] if t.in_w[ow] else t.extrapolation
+            if t.rep_w == 2:
+                for ow in range(w_in):
+                    dst[2 * ow] = src[ow]
+                    dst[2 * ow + 1] = src[ow]
+            elif t.rep_w > 0:
+                for ow in range(w_out):
+                    dst[ow] = src[ow // t.rep_w]
+            else:
+                for ow in range(w_out):
+                    dst[ow] = src[t.idx_w[ow]] if t.in_w[ow] else t.extrapolation
 
 
 cdef void interp_row(const float *src, float *dst, Py_ssize_t w_out, const Tables *t) noexcept nogil:
@@ -164,7 +173,8 @@ cdef class ResizeStep(Step):
     cdef Tables t
 
     def __init__(self, const float[:, :, ::1] x, float[:, :, ::1] out, idx_h, wt_h, inside_h,
-                 idx_w, wt_w, inside_w, float extrapolation=0.0, float[::1] cache=None):
+                 idx_w, wt_w, inside_w, float extrapolation=0.0, float[::1] cache=None,
+                 Py_ssize_t rep_w=0):
         for name, idx, wt, inside, n_out, n_in in (
                 ("h", idx_h, wt_h, inside_h, out.shape[1], x.shape[1]),
                 ("w", idx_w, wt_w, inside_w, out.shape[2], x.shape[2])):
@@ -187,6 +197,11 @@ cdef class ResizeStep(Step):
         if self.idx_h.shape[1] == 2 and self.idx_w.shape[1] == 2 and self.cache_slots < 1:
             raise ValueError("ResizeStep: the row cache needs 2 * w_out floats")
         self.t.t_h, self.t.t_w = self.idx_h.shape[1], self.idx_w.shape[1]
+        if rep_w and not (self.t.t_w == 1 and out.shape[2] == rep_w * x.shape[2]
+                          and np.array_equal(np.asarray(idx_w)[:, 0], np.arange(out.shape[2]) // rep_w)
+                          and np.asarray(inside_w).all()):
+            raise ValueError("ResizeStep: rep_w does not describe the w table")
+        self.t.rep_w = rep_w
         self.t.extrapolation = extrapolation
 
     cdef void run(self) noexcept:

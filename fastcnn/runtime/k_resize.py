@@ -140,6 +140,16 @@ def identity_taps(n):
     return np.arange(n, dtype=np.int64)[:, None], np.ones((n, 1), F32), np.ones(n, np.uint8)
 
 
+def integer_upscale(taps, in_len) -> int:
+    """k when a nearest tap table repeats every input index k times in order, else 0."""
+    idx, _, inside = taps
+    out_len = idx.shape[0]
+    if idx.shape[1] != 1 or in_len == 0 or out_len % in_len or not inside.all():
+        return 0
+    k = out_len // in_len
+    return k if np.array_equal(idx[:, 0], np.arange(out_len) // k) else 0
+
+
 def prepare_resize(p):
     ctx = NodeContext(p.node, p.attrs, p.in_types, p.in_consts, p.where)
     rp = resize_params(ctx)
@@ -166,9 +176,11 @@ def prepare_resize(p):
     # many threads as it has caches)
     cache = 2 * y3[2] * max(1, p.num_threads) if taps == 4 and h[0].shape[1] == 2 else 0
 
+    rep_w = integer_upscale(w, x3[2])
+
     def bind(ins, outs, scratch):
         return ResizeStep(ins[0].reshape(x3), outs[0].reshape(y3), *h, *w, ev,
-                          scratch[:cache] if cache else None)
+                          scratch[:cache] if cache else None, rep_w)
 
     size = int(np.prod(rp.out, dtype=np.int64))
     return Prepared(bind, scratch=cache, flops=2 * size * taps, notes={"taps": taps})
