@@ -26,7 +26,6 @@ from fastcnn._kernels.resize import ResizeStep
 from fastcnn.errors import ResourceLimitError
 from fastcnn.ir.opspec import NodeContext
 from fastcnn.ir.shapes import resize_params
-from fastcnn.runtime.layout import flat
 from fastcnn.runtime.prepare import Prepared
 
 F32 = np.float32

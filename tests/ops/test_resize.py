@@ -11,12 +11,12 @@ import pytest
 
 import fastcnn
 from helpers import assert_close, onnx_model, rand, run_fastcnn_onnx, run_ort
-from oputil import node, run_op
+from oputil import run_op
 from reference import resize, resize_output
 
 RNG = np.random.default_rng(1919)
 onnx = pytest.importorskip("onnx")
-from onnx import helper, numpy_helper  # noqa: E402
+from onnx import helper  # noqa: E402
 
 COORDS = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
           "tf_half_pixel_for_nn", "tf_crop_and_resize"]
