@@ -484,6 +484,8 @@ def conv_resize(ctx, node, attrs):
     inputs = list(node.input)
     if ctx.opset < 11:
         _check_known(ctx, node, attrs, ("mode",))
+        if len(inputs) != 2:
+            ctx.fail(node, f"Resize-10 takes X and scales, got {len(inputs)} inputs")
         ctx.emit("Resize", node.name, [inputs[0], "", inputs[1]], node.output,
                  {"mode": attrs.get("mode", "nearest"), **_LEGACY_RESIZE})
         return

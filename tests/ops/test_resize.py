@@ -400,3 +400,13 @@ def test_absurd_sizes_are_refused_without_allocating():
             run_op("Resize", {"x": rand(RNG, 1, 1, 1, 2)}, {"mode": "cubic"}, consts=consts, order=order)
     finally:
         fastcnn.set_memory_limit(old)
+
+
+@pytest.mark.parametrize("op,opset,inputs,msg", [
+    ("Resize", 10, ["x"], r"Resize-10 takes X and scales, got 1 inputs"),
+    ("Upsample", 9, ["x"], r"Upsample needs scales"),
+])
+def test_malformed_legacy_nodes_are_refused(op, opset, inputs, msg):
+    model = onnx_model([helper.make_node(op, inputs, ["y"], mode="nearest")], {"x": (1, 2, 3, 3)}, ["y"], opset=opset)
+    with pytest.raises(fastcnn.ModelFileError, match=msg):
+        run_fastcnn_onnx(model, {"x": rand(RNG, 1, 2, 3, 3)})
