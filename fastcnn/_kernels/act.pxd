@@ -123,29 +123,50 @@ cdef inline float swishf(float v, float alpha) noexcept nogil:
     return v * sigmoidf(alpha * v)
 
 
+# The piecewise-linear activations get small functions of their own too: a loop calling one
+# of these always inlines it and vectorises, whatever the inliner decides about apply_act.
+cdef inline float relu_f(float v) noexcept nogil:
+    return <float>0.0 if v < 0 else v
+
+
+cdef inline float leaky_f(float v, float alpha) noexcept nogil:
+    return alpha * v if v < 0 else v
+
+
+cdef inline float clip_f(float v, float lo, float hi) noexcept nogil:
+    # max then min, as numpy.clip/ONNX: lo > hi gives hi everywhere; NaN stays NaN
+    cdef float t = lo if v < lo else v
+    return hi if t > hi else t
+
+
+cdef inline float hardsigmoid_f(float v, float alpha, float beta) noexcept nogil:
+    cdef float t = alpha * v + beta
+    return <float>0.0 if t < 0 else (<float>1.0 if t > 1 else t)
+
+
+cdef inline float hardswish_f(float v) noexcept nogil:
+    # x * clip(x/6 + 1/2, 0, 1)
+    return v * hardsigmoid_f(v, <float>(1.0 / 6.0), <float>0.5)
+
+
 cdef inline float apply_act(float v, int kind, float alpha, float beta) noexcept nogil:
     """One activation on one value. NaN propagates through every branch (IEEE semantics)."""
-    cdef float t
     if kind == ACT_NONE or kind == ACT_IDENTITY:
         return v
     elif kind == ACT_RELU:
-        return 0.0 if v < 0 else v
+        return relu_f(v)
     elif kind == ACT_LEAKY:
-        return alpha * v if v < 0 else v
+        return leaky_f(v, alpha)
     elif kind == ACT_CLIP:
-        # max then min, as numpy.clip/ONNX: min > max gives max everywhere; NaN stays NaN
-        t = alpha if v < alpha else v
-        return beta if t > beta else t
+        return clip_f(v, alpha, beta)
     elif kind == ACT_SIGMOID:
         return sigmoidf(v)
     elif kind == ACT_TANH:
         return tanh_fast(v)
     elif kind == ACT_HARDSIGMOID:
-        t = alpha * v + beta
-        return 0.0 if t < 0 else (1.0 if t > 1 else t)
+        return hardsigmoid_f(v, alpha, beta)
     elif kind == ACT_HARDSWISH:
-        t = v * (1.0 / 6.0) + 0.5
-        return v * (0.0 if t < 0 else (1.0 if t > 1 else t))
+        return hardswish_f(v)
     elif kind == ACT_ELU:
         return alpha * expm1f(v) if v < 0 else v
     elif kind == ACT_SELU:

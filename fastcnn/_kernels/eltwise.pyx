@@ -47,14 +47,13 @@ cdef inline int threads_for(Py_ssize_t work, int num_threads) noexcept nogil:
 # ----------------------------------------------------------------------------- unary
 cdef void unary_range(const float *x, float *out, Py_ssize_t lo, Py_ssize_t hi, int kind,
                       float alpha, float beta) noexcept nogil:
-    """out[i] = act(x[i]) for lo <= i < hi. The common activations get a loop each (with the kind
-    a constant, or the activation's own inline function where apply_act is too large to be
-    inlined), so the dispatch folds away and the loop can vectorise; the others dispatch per
-    element."""
+    """out[i] = act(x[i]) for lo <= i < hi. The common activations get a loop each calling their
+    own small inline function (act.pxd), so there is no per-element dispatch and the loop
+    vectorises; the others go through apply_act."""
     cdef Py_ssize_t i
     if kind == ACT_RELU:
         for i in range(lo, hi):
-            out[i] = apply_act(x[i], ACT_RELU, alpha, beta)
+            out[i] = relu_f(x[i])
     elif kind == ACT_SIGMOID:
         for i in range(lo, hi):
             out[i] = sigmoidf(x[i])
@@ -63,7 +62,7 @@ cdef void unary_range(const float *x, float *out, Py_ssize_t lo, Py_ssize_t hi, 
             out[i] = swishf(x[i], alpha)
     elif kind == ACT_HARDSWISH:
         for i in range(lo, hi):
-            out[i] = apply_act(x[i], ACT_HARDSWISH, alpha, beta)
+            out[i] = hardswish_f(x[i])
     elif kind == ACT_TANH:
         for i in range(lo, hi):
             out[i] = tanh_fast(x[i])
@@ -75,13 +74,13 @@ cdef void unary_range(const float *x, float *out, Py_ssize_t lo, Py_ssize_t hi, 
             out[i] = mishf(x[i])
     elif kind == ACT_HARDSIGMOID:
         for i in range(lo, hi):
-            out[i] = apply_act(x[i], ACT_HARDSIGMOID, alpha, beta)
+            out[i] = hardsigmoid_f(x[i], alpha, beta)
     elif kind == ACT_CLIP:
         for i in range(lo, hi):
-            out[i] = apply_act(x[i], ACT_CLIP, alpha, beta)
+            out[i] = clip_f(x[i], alpha, beta)
     elif kind == ACT_LEAKY:
         for i in range(lo, hi):
-            out[i] = apply_act(x[i], ACT_LEAKY, alpha, beta)
+            out[i] = leaky_f(x[i], alpha)
     else:
         for i in range(lo, hi):
             out[i] = apply_act(x[i], kind, alpha, beta)
