@@ -346,3 +346,194 @@ def onnx_slice(x, starts, ends, axes=None, steps=None):
             i += st
         x = np.take(x, np.array(picked, dtype=np.int64), axis=a)
     return x
+
+
+# ----------------------------------------------------------------------------- transposed conv
+def conv_transpose2d(x, w, b=None, stride=(1, 1), pads=(0, 0), dilation=(1, 1), group=1,
+                     out_hw=None):
+    """ConvTranspose as a scatter: every input pixel adds w * x[n, ci, ih, iw] to the output
+    window whose top-left is (ih*s_h - pad_top, iw*s_w - pad_left). Positions that fall outside
+    the output are dropped.
+
+    x: (N, C_in, H, W); w: (C_in, C_out/group, KH, KW); pads: (top, left) (the bottom/right
+    padding only shortens the output); out_hw: output (H, W), by default the ONNX size
+    s*(in-1) + d*(k-1) + 1 - pad_begin (with no end padding)."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    n, c_in, h, wd = x.shape
+    _, cog, kh, kw = w.shape
+    cig = c_in // group
+    if out_hw is None:
+        out_hw = (stride[0] * (h - 1) + dilation[0] * (kh - 1) + 1 - pads[0],
+                  stride[1] * (wd - 1) + dilation[1] * (kw - 1) + 1 - pads[1])
+    ho, wo = out_hw
+    y = np.zeros((n, cog * group, ho, wo))
+    for ci in range(c_in):
+        g = ci // cig
+        for ih in range(h):
+            for iw in range(wd):
+                for i in range(kh):
+                    oh = ih * stride[0] - pads[0] + i * dilation[0]
+                    if not 0 <= oh < ho:
+                        continue
+                    for j in range(kw):
+                        ow = iw * stride[1] - pads[1] + j * dilation[1]
+                        if not 0 <= ow < wo:
+                            continue
+                        y[:, g * cog:(g + 1) * cog, oh, ow] += x[:, ci, ih, iw][:, None] * w[ci, :, i, j]
+    if b is not None:
+        y += np.asarray(b, np.float64).reshape(1, -1, 1, 1)
+    return y
+
+
+def conv_transpose_out_size(size, k, stride, pad_begin, pad_end, dilation=1, output_padding=0):
+    """ONNX: stride*(in-1) + output_padding + (k-1)*dilation + 1 - pad_begin - pad_end."""
+    return stride * (size - 1) + output_padding + (k - 1) * dilation + 1 - pad_begin - pad_end
+
+
+# ----------------------------------------------------------------------------- resize
+def resize_source_coord(mode, o, scale, in_len, out_len, roi=(0.0, 1.0)):
+    """Where output index o of one axis samples the input (ONNX coordinate_transformation_mode).
+    scale: output/input scale of the axis; out_len: the integer output length."""
+    if mode == "half_pixel":
+        return (o + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        adjustment = out_len / (scale * in_len)
+        offset = in_len / 2 * (1 - adjustment)
+        return offset + (o + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (o + 0.5) / scale - 0.5 if out_len > 1 else 0.0
+    if mode == "align_corners":
+        return o * (in_len - 1) / (out_len - 1) if out_len > 1 else 0.0
+    if mode == "asymmetric":
+        return o / scale
+    if mode == "tf_half_pixel_for_nn":
+        return (o + 0.5) / scale
+    if mode == "tf_crop_and_resize":
+        start, end = roi
+        if out_len > 1:
+            return start * (in_len - 1) + o * (end - start) * (in_len - 1) / (out_len - 1)
+        return 0.5 * (start + end) * (in_len - 1)
+    raise ValueError(mode)
+
+
+def _cubic_weight(d, a):
+    d = abs(d)
+    if d <= 1:
+        return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1
+    if d < 2:
+        return a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def _nearest_index(xf, nearest_mode):
+    fl = math.floor(xf)
+    if nearest_mode == "floor":
+        return fl
+    if nearest_mode == "ceil":
+        return math.ceil(xf)
+    if xf - fl == 0.5:
+        return fl if nearest_mode == "round_prefer_floor" else fl + 1
+    return fl if xf - fl < 0.5 else fl + 1
+
+
+def resize_taps(mode, xf, in_len, nearest_mode="round_prefer_floor", cubic_a=-0.75,
+                exclude_outside=False):
+    """[(input index, weight)] giving one output value of one axis from source coordinate xf."""
+    if mode == "nearest":
+        return [(min(max(_nearest_index(xf, nearest_mode), 0), in_len - 1), 1.0)]
+    if mode == "linear":
+        xf = min(max(xf, 0.0), in_len - 1.0)
+        i0 = int(math.floor(xf))
+        i1 = min(i0 + 1, in_len - 1)
+        return [(i0, 1.0 - (xf - i0)), (i1, xf - i0)]
+    if mode == "cubic":
+        i0 = int(math.floor(xf))
+        t = xf - i0
+        taps = [(i0 + k, _cubic_weight(t - k, cubic_a)) for k in (-1, 0, 1, 2)]
+        if exclude_outside:
+            taps = [(i, wt if 0 <= i < in_len else 0.0) for i, wt in taps]
+            total = sum(wt for _, wt in taps)
+            taps = [(i, wt / total) for i, wt in taps]
+        return [(min(max(i, 0), in_len - 1), wt) for i, wt in taps]
+    raise ValueError(mode)
+
+
+def resize(x, out_shape, scales, mode="nearest", coordinate_mode="half_pixel",
+           nearest_mode="round_prefer_floor", cubic_a=-0.75, exclude_outside=False,
+           extrapolation_value=0.0, roi=None):
+    """ONNX Resize with everything resolved: out_shape and scales (one per axis), roi as
+    [starts..., ends...] (tf_crop_and_resize). One axis at a time (interpolation is separable);
+    with tf_crop_and_resize an output whose source coordinate is outside [0, in-1] on any axis is
+    extrapolation_value. Two onnxruntime conventions the specification leaves open: an output of
+    the input's shape is the input, and an axis with scale 1 is not resampled."""
+    y = np.asarray(x, np.float64)
+    r = y.ndim
+    outside = np.zeros(tuple(out_shape), bool)
+    if tuple(out_shape) == y.shape:
+        return y.copy()
+    for axis in range(r):
+        in_len, out_len, scale = y.shape[axis], out_shape[axis], scales[axis]
+        if scale == 1.0:
+            continue
+        ax_roi = (roi[axis], roi[axis + r]) if roi is not None else (0.0, 1.0)
+        rows = []
+        for o in range(out_len):
+            xf = resize_source_coord(coordinate_mode, o, scale, in_len, out_len, ax_roi)
+            if coordinate_mode == "tf_crop_and_resize" and not 0 <= xf <= in_len - 1:
+                idx = [slice(None)] * r
+                idx[axis] = o
+                outside[tuple(idx)] = True
+            nm = nearest_mode
+            if nm == "floor_up_ceil_down":   # Resize-10/Upsample: per axis, by the scale
+                nm = "ceil" if scale < 1 else "floor"
+            taps = resize_taps(mode, xf, in_len, nm, cubic_a, exclude_outside)
+            rows.append(sum(wt * np.take(y, i, axis=axis) for i, wt in taps))
+        y = np.stack(rows, axis=axis) if rows else np.zeros(y.shape[:axis] + (0,) + y.shape[axis + 1:])
+    return np.where(outside, extrapolation_value, y)
+
+
+def resize_output(in_shape, scales=None, sizes=None, axes=None, policy="stretch"):
+    """(output shape, per-axis scales) of ONNX Resize from scales or sizes (opset 18 axes and
+    keep_aspect_ratio_policy). Output length = floor(in * scale) for scales; sizes give the
+    output and scale = out / in, or with a policy one common scale min/max(out/in) and
+    output round_half_up(scale * in) on the listed axes."""
+    r = len(in_shape)
+    axes = list(range(r)) if axes is None else [a % r for a in axes]
+    full_scales = [1.0] * r
+    out = list(in_shape)
+    if scales is not None:
+        for a, s in zip(axes, scales):
+            full_scales[a] = float(s)
+            out[a] = int(math.floor(in_shape[a] * float(s)))
+        return out, full_scales
+    ratios = {a: s / in_shape[a] for a, s in zip(axes, sizes)}
+    if policy == "stretch":
+        for a, s in zip(axes, sizes):
+            out[a] = int(s)
+            full_scales[a] = ratios[a]
+        return out, full_scales
+    common = min(ratios.values()) if policy == "not_larger" else max(ratios.values())
+    for a in axes:
+        full_scales[a] = common
+        out[a] = int(math.floor(common * in_shape[a] + 0.5))
+    return out, full_scales
+
+
+# ----------------------------------------------------------------------------- CNN-literature ops
+def maxout(x, pieces):
+    """(N, C*pieces, ...) -> (N, C, ...): out[:, c] is the largest of input channels
+    c*pieces .. c*pieces + pieces - 1 (NaN if any of them is NaN), one channel at a time."""
+    x = np.asarray(x, np.float64)
+    c = x.shape[1] // pieces
+    y = np.empty((x.shape[0], c) + x.shape[2:])
+    for j in range(c):
+        y[:, j] = x[:, j * pieces:(j + 1) * pieces].max(axis=1)   # numpy's max propagates NaN
+    return y
+
+
+def swish(x, alpha=1.0):
+    """x * sigmoid(alpha * x), written as x / (1 + exp(-alpha x))."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(over="ignore"):
+        return x / (1.0 + np.exp(-alpha * x))

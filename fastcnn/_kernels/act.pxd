@@ -36,43 +36,137 @@ cdef enum:
     ACT_COUNT = 30
 
 
+cdef union FloatBits:
+    float f
+    int i
+
+
+cdef inline float exp_neg_abs(float v) noexcept nogil:
+    """exp(-|v|) in (0, 1] within 2 ulp, NaN for NaN, without branches or libm calls so that
+    loops over it vectorise: -|v| = n*ln2 + r with |r| <= ln2/2, exp(r) by Cephes' degree-6
+    polynomial, 2^n written into the exponent bits (below -87.34 the result flushes to 0).
+    Every constant is cast to float: the arithmetic stays in single precision."""
+    cdef float lo = <float>-87.33654
+    cdef float x = -fabsf(v)
+    cdef float xc = lo if x < lo else x
+    cdef float n = floorf(xc * <float>1.4426950408889634 + <float>0.5)
+    cdef float r = xc - n * <float>0.693359375 + n * <float>2.12194440e-4
+    cdef float p = <float>1.9875691500e-4
+    cdef FloatBits scale
+    p = p * r + <float>1.3981999507e-3
+    p = p * r + <float>8.3334519073e-3
+    p = p * r + <float>4.1665795894e-2
+    p = p * r + <float>1.6666665459e-1
+    p = p * r + <float>5.0000001201e-1
+    p = p * r * r + r + <float>1.0
+    scale.i = (<int>(n if n == n else <float>0.0) + 127) << 23    # NaN: any scale, p is NaN
+    return <float>0.0 if x < lo else p * scale.f
+
+
+cdef inline float log1p_unit(float e) noexcept nogil:
+    """log(1 + e) for e in [0, 1] (NaN for NaN): 2*atanh(s) with s = e/(2+e) in [0, 1/3], by its
+    odd series to s^13 (relative error < 1e-7, none of log1p's cancellation for small e)."""
+    cdef float s = e / (<float>2.0 + e)
+    cdef float s2 = s * s
+    cdef float p = <float>(1.0 / 13.0)
+    p = p * s2 + <float>(1.0 / 11.0)
+    p = p * s2 + <float>(1.0 / 9.0)
+    p = p * s2 + <float>(1.0 / 7.0)
+    p = p * s2 + <float>(1.0 / 5.0)
+    p = p * s2 + <float>(1.0 / 3.0)
+    p = p * s2 + <float>1.0
+    return <float>2.0 * s * p
+
+
 cdef inline float softplusf(float v) noexcept nogil:
     # log(1 + exp(v)) without overflow: max(v, 0) + log1p(exp(-|v|))
-    return (v if v > 0 else 0.0) + log1pf(expf(-fabsf(v)))
+    return (v if v > 0 else <float>0.0) + log1p_unit(exp_neg_abs(v))
+
+
+cdef inline float tanh_fast(float v) noexcept nogil:
+    """tanh without libm: (1 - e)/(1 + e) * sign with e = exp(-2|v|) for |v| >= 0.25, where the
+    subtraction loses little; below, the odd Taylor series to v^9 (error < 3e-9). Both are
+    computed and one selected, so loops over it vectorise."""
+    cdef float a = fabsf(v)
+    cdef float e = exp_neg_abs(<float>2.0 * v)
+    cdef float big = (<float>1.0 - e) / (<float>1.0 + e)
+    cdef float v2 = v * v
+    cdef float small = <float>(62.0 / 2835.0)
+    small = small * v2 - <float>(17.0 / 315.0)
+    small = small * v2 + <float>(2.0 / 15.0)
+    small = small * v2 - <float>(1.0 / 3.0)
+    small = (small * v2 + <float>1.0) * v
+    big = -big if v < 0 else big
+    return small if a < <float>0.25 else big
+
+
+cdef inline float mishf(float v) noexcept nogil:
+    """x * tanh(softplus(x)) = x * n / (n + 2) with n = e^x (e^x + 2), in terms of e = exp(-|x|)
+    so nothing overflows: x < 0: n = e (e + 2); x >= 0: x / (1 + 2e^2 / (1 + 2e))."""
+    cdef float e = exp_neg_abs(v)
+    cdef float n = e * (e + <float>2.0)
+    cdef float neg = v * n / (n + <float>2.0)
+    cdef float pos = v / (<float>1.0 + <float>2.0 * e * e / (<float>1.0 + <float>2.0 * e))
+    return neg if v < 0 else pos
 
 
 cdef inline float sigmoidf(float v) noexcept nogil:
-    # stable for large |v|: never evaluates exp of a large positive number
-    cdef float e
-    if v >= 0:
-        return 1.0 / (1.0 + expf(-v))
-    e = expf(v)
-    return e / (1.0 + e)
+    # 1/(1+exp(-v)) for v >= 0, exp(v)/(1+exp(v)) below: never exp of a large positive number,
+    # and both sides computed then selected, so no branch
+    cdef float e = exp_neg_abs(v)
+    cdef float r = <float>1.0 / (<float>1.0 + e)
+    return r if v >= 0 else e * r
+
+
+cdef inline float swishf(float v, float alpha) noexcept nogil:
+    # x * sigmoid(alpha * x); SiLU for alpha = 1
+    return v * sigmoidf(alpha * v)
+
+
+# The piecewise-linear activations get small functions of their own too: a loop calling one
+# of these always inlines it and vectorises, whatever the inliner decides about apply_act.
+cdef inline float relu_f(float v) noexcept nogil:
+    return <float>0.0 if v < 0 else v
+
+
+cdef inline float leaky_f(float v, float alpha) noexcept nogil:
+    return alpha * v if v < 0 else v
+
+
+cdef inline float clip_f(float v, float lo, float hi) noexcept nogil:
+    # max then min, as numpy.clip/ONNX: lo > hi gives hi everywhere; NaN stays NaN
+    cdef float t = lo if v < lo else v
+    return hi if t > hi else t
+
+
+cdef inline float hardsigmoid_f(float v, float alpha, float beta) noexcept nogil:
+    cdef float t = alpha * v + beta
+    return <float>0.0 if t < 0 else (<float>1.0 if t > 1 else t)
+
+
+cdef inline float hardswish_f(float v) noexcept nogil:
+    # x * clip(x/6 + 1/2, 0, 1)
+    return v * hardsigmoid_f(v, <float>(1.0 / 6.0), <float>0.5)
 
 
 cdef inline float apply_act(float v, int kind, float alpha, float beta) noexcept nogil:
     """One activation on one value. NaN propagates through every branch (IEEE semantics)."""
-    cdef float t
     if kind == ACT_NONE or kind == ACT_IDENTITY:
         return v
     elif kind == ACT_RELU:
-        return 0.0 if v < 0 else v
+        return relu_f(v)
     elif kind == ACT_LEAKY:
-        return alpha * v if v < 0 else v
+        return leaky_f(v, alpha)
     elif kind == ACT_CLIP:
-        # max then min, as numpy.clip/ONNX: min > max gives max everywhere; NaN stays NaN
-        t = alpha if v < alpha else v
-        return beta if t > beta else t
+        return clip_f(v, alpha, beta)
     elif kind == ACT_SIGMOID:
         return sigmoidf(v)
     elif kind == ACT_TANH:
-        return tanhf(v)
+        return tanh_fast(v)
     elif kind == ACT_HARDSIGMOID:
-        t = alpha * v + beta
-        return 0.0 if t < 0 else (1.0 if t > 1 else t)
+        return hardsigmoid_f(v, alpha, beta)
     elif kind == ACT_HARDSWISH:
-        t = v * (1.0 / 6.0) + 0.5
-        return v * (0.0 if t < 0 else (1.0 if t > 1 else t))
+        return hardswish_f(v)
     elif kind == ACT_ELU:
         return alpha * expm1f(v) if v < 0 else v
     elif kind == ACT_SELU:
@@ -112,7 +206,7 @@ cdef inline float apply_act(float v, int kind, float alpha, float beta) noexcept
     elif kind == ACT_GELU_TANH:
         return 0.5 * v * (1.0 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
     elif kind == ACT_MISH:
-        return v * tanhf(softplusf(v))
+        return mishf(v)
     elif kind == ACT_SWISH:
-        return v * sigmoidf(alpha * v)
+        return swishf(v, alpha)
     return v

@@ -200,15 +200,13 @@ cdef void gemm_blocked(const GemmJob *g, float *work, Py_ssize_t work_stride,
             gemm_block(g, task, task + 1, 0, np_, work + threadid() * work_stride)
 
 
-cdef void sgemm_plain(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
-                      float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
-                      int num_threads) noexcept nogil:
+cdef void sgemm_plain_work(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
+                           float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                           float *work, int num_threads) noexcept nogil:
     """c (m, n) = a (m, k) @ b (k, n) with the blocked register-tile GEMM, B read in place (the
-    path BatchedMatMulStep runs). For callers outside plans (fine-tuning): it allocates its small
-    per-thread panel buffer (kc*16 floats a thread) and falls back to the row kernel if that fails."""
+    path BatchedMatMulStep runs). work: SGEMM_WORK_PER_THREAD floats per thread."""
     cdef GemmJob job
-    cdef float *work
-    cdef Py_ssize_t i, j, kc
+    cdef Py_ssize_t i, j
     cdef int nt = num_threads if num_threads > 1 else 1
     if m == 0 or n == 0:
         return
@@ -217,18 +215,27 @@ cdef void sgemm_plain(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t
             for j in range(n):
                 c[i * ldc + j] = 0.0
         return
-    kc = k if k < 256 else 256
-    work = <float *>malloc(kc * NR * nt * sizeof(float))
-    if work == NULL:
-        sgemm_rows(a, lda, b, ldb, c, ldc, m, k, n, False, num_threads)
-        return
-    job.m, job.n, job.k, job.kc = m, n, k, kc
+    job.m, job.n, job.k = m, n, k
+    job.kc = k if k < SGEMM_KC else SGEMM_KC
     job.a, job.lda = a, lda
     job.b, job.ldb = b, ldb
     job.bp = NULL
     job.c, job.ldc = c, ldc
     job.epi = NULL
-    gemm_blocked(&job, work, kc * NR, nt)
+    gemm_blocked(&job, work, SGEMM_WORK_PER_THREAD, nt)
+
+
+cdef void sgemm_plain(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
+                      float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                      int num_threads) noexcept nogil:
+    """sgemm_plain_work with its own workspace, for callers outside plans (fine-tuning): the
+    buffer is allocated per call; the row kernel runs if that fails."""
+    cdef int nt = num_threads if num_threads > 1 else 1
+    cdef float *work = <float *>malloc(SGEMM_WORK_PER_THREAD * nt * sizeof(float))
+    if work == NULL:
+        sgemm_rows(a, lda, b, ldb, c, ldc, m, k, n, False, num_threads)
+        return
+    sgemm_plain_work(a, lda, b, ldb, c, ldc, m, k, n, work, nt)
     free(work)
 
 

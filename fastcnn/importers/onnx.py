@@ -470,8 +470,46 @@ def conv_concat(ctx, node, attrs):
     ctx.emit("Concat", node.name, node.input, node.output, {"axis": attrs.get("axis", 1)})
 
 
-def conv_upsample_unsupported(ctx, node, attrs):
-    ctx.unsupported(node, "not supported yet")
+_RESIZE_ATTRS = ("mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a",
+                 "exclude_outside", "extrapolation_value", "axes", "keep_aspect_ratio_policy")
+# Resize-10 and Upsample sample at x_out / scale and round it down when upsampling, up when
+# downsampling (onnxruntime's rule; their specifications leave the rounding open).
+_LEGACY_RESIZE = {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor_up_ceil_down"}
+
+
+def conv_resize(ctx, node, attrs):
+    """Resize-10 (X, scales) and Resize-11..19 (X, roi, scales, sizes) -> IR Resize."""
+    if attrs.pop("antialias", 0):
+        ctx.unsupported(node, "antialias=1 (anti-aliased downsampling)")
+    inputs = list(node.input)
+    if ctx.opset < 11:
+        _check_known(ctx, node, attrs, ("mode",))
+        if len(inputs) != 2:
+            ctx.fail(node, f"Resize-10 takes X and scales, got {len(inputs)} inputs")
+        ctx.emit("Resize", node.name, [inputs[0], "", inputs[1]], node.output,
+                 {"mode": attrs.get("mode", "nearest"), **_LEGACY_RESIZE})
+        return
+    _check_known(ctx, node, attrs, _RESIZE_ATTRS)
+    ctx.emit("Resize", node.name, inputs, node.output, attrs)
+
+
+def conv_upsample(ctx, node, attrs):
+    """Upsample-1 (height_scale/width_scale), -7 (scales attribute), -9 (scales input) -> IR
+    Resize with the legacy coordinates (x_out / scale) and rounding."""
+    mode = attrs.pop("mode", "nearest")
+    mode = "linear" if mode == "bilinear" else mode   # Upsample-1 spelling
+    inputs = list(node.input[:1])
+    if "scales" in attrs:
+        inputs.append(ctx.add_const(f"{node.name}_scales", np.array(attrs.pop("scales"), np.float32)))
+    elif "height_scale" in attrs or "width_scale" in attrs:
+        hs, ws = attrs.pop("height_scale", 1.0), attrs.pop("width_scale", 1.0)
+        inputs.append(ctx.add_const(f"{node.name}_scales", np.array([1, 1, hs, ws], np.float32)))
+    elif len(node.input) > 1:
+        inputs.append(node.input[1])
+    else:
+        ctx.fail(node, "Upsample needs scales")
+    _check_known(ctx, node, attrs, ())
+    ctx.emit("Resize", node.name, [inputs[0], "", inputs[1]], node.output, {"mode": mode, **_LEGACY_RESIZE})
 
 
 def conv_prelu(ctx, node, attrs):
@@ -490,6 +528,7 @@ def conv_prelu(ctx, node, attrs):
 _WINDOW = ("kernel_shape", "strides", "pads", "auto_pad")
 CONVERTERS = {
     "Conv": direct(known=_WINDOW + ("dilations", "group")),
+    "ConvTranspose": direct(known=_WINDOW + ("dilations", "group", "output_padding", "output_shape")),
     "Gemm": conv_gemm,
     "MatMul": direct(),
     "MaxPool": conv_maxpool,
@@ -544,6 +583,8 @@ CONVERTERS = {
     "Expand": direct(),
     "Tile": direct(),
     "Gather": direct(known=("axis",)),
+    "Resize": conv_resize,
+    "Upsample": conv_upsample,
     "DepthToSpace": direct(known=("blocksize", "mode")),
     "SpaceToDepth": direct(known=("blocksize",)),
     "ReduceMean": conv_reduce, "ReduceSum": conv_reduce, "ReduceMax": conv_reduce,

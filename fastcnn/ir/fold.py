@@ -52,6 +52,7 @@ UNARY = {
     "Gelu": lambda x, a: (0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
                           if a["approximate"] == "tanh" else 0.5 * x * (1 + _erf(x / np.sqrt(2)))),
     "Mish": lambda x, a: x * np.tanh(np.logaddexp(0, x)),
+    "Swish": lambda x, a: x / (1 + np.exp(-a["alpha"] * x)),
 }
 
 

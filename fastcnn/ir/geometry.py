@@ -88,3 +88,71 @@ def window_geometry(ctx, in_spatial, kernel, strides, pads, dilations, auto_pad=
         begin.append(pb)
         end.append(pe)
     return WindowGeometry(kernel, strides, dilations, tuple(begin + end), tuple(out))
+
+
+def transposed_window_geometry(ctx, in_spatial, kernel, strides, pads, dilations, auto_pad,
+                               output_padding, output_shape) -> WindowGeometry:
+    """Validate ConvTranspose attributes and compute its output dims and begin/end padding.
+
+    The unpadded ("natural") output of one axis is s*(in-1) + output_padding + d*(k-1) + 1;
+    padding then crops it. output_shape (r ints) fixes the output and derives the padding:
+    total = natural - out, begin = total//2 with SAME_UPPER, else total - total//2. SAME_UPPER /
+    SAME_LOWER aim at out = in*s (total clamped at 0, split the same way); VALID crops nothing.
+    These are onnxruntime's rules; output_padding must be smaller than the stride (onnxruntime
+    refuses more, as the input size could then not be recovered from the output).
+    """
+    r = len(in_spatial)
+    kernel = tuple(int(k) for k in kernel)
+    strides = tuple(strides) if strides else (1,) * r
+    dilations = tuple(dilations) if dilations else (1,) * r
+    pads = tuple(pads) if pads else (0,) * (2 * r)
+    output_padding = tuple(output_padding) if output_padding else (0,) * r
+    if len(kernel) != r:
+        ctx.fail(f"kernel_shape has {len(kernel)} dims {list(kernel)} but the input has {r} "
+                 f"spatial dims {list(in_spatial)}")
+    for name, vals, n in (("strides", strides, r), ("dilations", dilations, r),
+                          ("pads", pads, 2 * r), ("output_padding", output_padding, r)):
+        if len(vals) != n:
+            ctx.fail(f"{name} {list(vals)} must have {n} values")
+    if output_shape and len(output_shape) != r:
+        ctx.fail(f"output_shape {list(output_shape)} must have {r} values (the spatial dims)")
+    for name, vals, lo in (("kernel_shape", kernel, 1), ("strides", strides, 1),
+                           ("dilations", dilations, 1), ("pads", pads, 0),
+                           ("output_padding", output_padding, 0),
+                           ("output_shape", output_shape or (1,), 1)):
+        for v in vals:
+            if not lo <= v < MAX_DIM:
+                ctx.fail(f"{name} {list(vals)} must hold values >= {lo}")
+    if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        ctx.fail(f"auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, got {auto_pad!r}")
+    out, begin, end = [], [], []
+    for a in range(r):
+        x, k, s, d, op = in_spatial[a], kernel[a], strides[a], dilations[a], output_padding[a]
+        if op >= s:
+            ctx.fail(f"output_padding {list(output_padding)} must be smaller than strides "
+                     f"{list(strides)}")
+        natural = s * (x - 1) + op + d * (k - 1) + 1
+        if output_shape:
+            o = output_shape[a]
+            total = natural - o
+            if total < 0:
+                ctx.fail(f"output_shape {list(output_shape)} is larger than the transposed "
+                         f"convolution can produce on spatial axis {a} ({natural} for input "
+                         f"{x}, kernel {k}, stride {s}, dilation {d}, output_padding {op})")
+            pb = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            total = max(0, natural - x * s)
+            pb = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            o = natural - total
+        elif auto_pad == "VALID":
+            pb, o = 0, natural
+        else:
+            pb = pads[a]
+            o = natural - pads[a] - pads[a + r]
+        if o < 1:
+            ctx.fail(f"pads {list(pads)} crop the whole output of spatial axis {a} (the "
+                     f"unpadded output has {natural} positions)")
+        out.append(o)
+        begin.append(pb)
+        end.append(natural - pb - o)
+    return WindowGeometry(kernel, strides, dilations, tuple(begin + end), tuple(out))

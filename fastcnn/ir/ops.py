@@ -22,6 +22,12 @@ _MAXPOOL = {**_WINDOW, "dilations": Attr("ints", []), "ceil_mode": Attr("int", 0
             "storage_order": Attr("int", 0)}
 _AVGPOOL = {**_WINDOW, "dilations": Attr("ints", []), "ceil_mode": Attr("int", 0),
             "count_include_pad": Attr("int", 0)}
+_CONV_TRANSPOSE = {**_CONV, "output_padding": Attr("ints", []), "output_shape": Attr("ints", [])}
+_STOCHASTIC = {**_WINDOW, "ceil_mode": Attr("int", 0)}
+_RESIZE = {"mode": Attr("str", "nearest"), "coordinate_transformation_mode": Attr("str", "half_pixel"),
+           "nearest_mode": Attr("str", "round_prefer_floor"), "cubic_coeff_a": Attr("float", -0.75),
+           "exclude_outside": Attr("int", 0), "extrapolation_value": Attr("float", 0.0),
+           "axes": Attr("ints", []), "keep_aspect_ratio_policy": Attr("str", "stretch")}
 _REDUCE = {"keepdims": Attr("int", 1), "noop_with_empty_axes": Attr("int", 0)}
 
 
@@ -47,6 +53,9 @@ OPS = {
     "Conv": OpSpec(shapes.conv, None, inputs=(2, 4), attrs=_CONV,
                    doc="1-D/2-D, any stride, dilation, padding, groups/depthwise; fused bias, "
                        "activation and residual add"),
+    "ConvTranspose": OpSpec(shapes.conv_transpose, None, inputs=(2, 3), attrs=_CONV_TRANSPOSE,
+                            doc="1-D/2-D, strides, pads, output_padding, output_shape, dilations, "
+                                "groups, auto_pad; fused bias and activation"),
     "Gemm": OpSpec(shapes.gemm, None, inputs=(2, 3),
                    attrs={"alpha": Attr("float", 1.0), "beta": Attr("float", 1.0),
                           "transA": Attr("int", 0), "transB": Attr("int", 0), **_EPILOGUE},
@@ -59,6 +68,12 @@ OPS = {
     "LpPool": OpSpec(shapes.pool, None, attrs={**_WINDOW, "dilations": Attr("ints", []),
                                                "ceil_mode": Attr("int", 0), "p": Attr("int", 2)},
                      doc="(sum |x|^p)^(1/p) over each window; p=2 is L2 pooling"),
+    "StochasticPool": OpSpec(shapes.pool, None, attrs=_STOCHASTIC,
+                             doc="fastcnn op: stochastic pooling at inference, sum(a^2)/sum(a) over "
+                                 "the non-negative values of each window (0 if that sum is 0)"),
+    "Maxout": OpSpec(shapes.maxout, None, attrs={"pieces": Attr("int")},
+                     doc="fastcnn op: (N, C*pieces, ...) -> (N, C, ...), max over each group of "
+                         "`pieces` consecutive channels"),
     "GlobalAveragePool": OpSpec(shapes.global_pool, None, doc="mean over all spatial positions"),
     "GlobalMaxPool": OpSpec(shapes.global_pool, None, doc="max over all spatial positions"),
     "GlobalLpPool": OpSpec(shapes.global_pool, None, attrs={"p": Attr("int", 2)}, doc="Lp norm over space"),
@@ -94,6 +109,8 @@ OPS = {
     "Softsign": _unary("x/(1+|x|)"),
     "Gelu": _unary("x*Phi(x), exact or tanh approximation", {"approximate": Attr("str", "none")}),
     "Mish": _unary("x*tanh(softplus(x))"),
+    "Swish": _unary("x*sigmoid(alpha*x) (SiLU for alpha=1); fused from Mul(x, Sigmoid(x))",
+                    {"alpha": Attr("float", 1.0)}),
     "Softmax": OpSpec(shapes.softmax, fold.softmax, attrs={"axis": Attr("int", -1)}, doc="any axis"),
     "LogSoftmax": OpSpec(shapes.softmax, fold.softmax, attrs={"axis": Attr("int", -1)}, doc="any axis"),
     # --- elementwise math
@@ -149,6 +166,9 @@ OPS = {
     "Tile": OpSpec(shapes.tile, fold.tile, inputs=(2, 2), doc="constant repeats"),
     "Gather": OpSpec(shapes.gather, fold.gather, inputs=(2, 2), attrs={"axis": Attr("int", 0)},
                      doc="constant indices"),
+    "Resize": OpSpec(shapes.resize, None, inputs=(1, 4), attrs=_RESIZE,
+                     doc="nearest (every nearest_mode), linear, cubic over H and W; every "
+                         "coordinate_transformation_mode; scales or sizes, axes, keep_aspect_ratio_policy"),
     "DepthToSpace": OpSpec(shapes.depth_to_space, fold.depth_to_space,
                            attrs={"blocksize": Attr("int"), "mode": Attr("str", "DCR")}, doc="DCR and CRD"),
     "SpaceToDepth": OpSpec(shapes.space_to_depth, fold.space_to_depth,

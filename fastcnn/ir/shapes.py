@@ -6,16 +6,19 @@ are ONNX's (opset 13+ forms; importers convert older forms).
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
-from fastcnn.ir.geometry import MAX_DIM, window_geometry
+from fastcnn.ir.geometry import MAX_DIM, transposed_window_geometry, window_geometry
 from fastcnn.ir.graph import ValueType
 from fastcnn.ir.opspec import NodeContext, broadcast_shapes, check_dtype_name, product
 
 F32 = "float32"
 # Activations that Conv/Gemm can apply in their epilogue (attribute `activation`).
 FUSABLE_ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
-                       "HardSwish", "Elu")
+                       "HardSwish", "Elu", "Swish", "Mish", "Softplus")
 
 
 def _same(ctx: NodeContext, i=0, dtype=None):
@@ -74,6 +77,49 @@ def conv(ctx: NodeContext):
     return [ValueType(out, F32)]
 
 
+def conv_transpose_geometry(ctx: NodeContext):
+    """Validate a ConvTranspose node. Returns (geometry, n, c_in, c_out, group).
+
+    X: (n, c_in, *spatial) with 1 or 2 spatial dims; W: (c_in, c_out/group, *kernel), constant;
+    B: (c_out,) optional, constant. geometry.pads are the resolved [begin..., end...]."""
+    ctx.expect_float(0, 1, 2)
+    ctx.expect_rank(0, (3, 4), "X: (N, C, W) or (N, C, H, W)")
+    x, w = ctx.shape(0), ctx.shape(1)
+    if len(w) != len(x):
+        ctx.fail(f"weight '{ctx.name(1)}' has rank {len(w)} shape {list(w)}; expected rank {len(x)} "
+                 f"to match input '{ctx.name(0)}' {list(x)}")
+    ctx.const(1, "weights")
+    n, c_in = x[0], x[1]
+    if min(x[1:]) < 1:
+        ctx.fail(f"input '{ctx.name(0)}' has an empty channel or spatial axis {list(x)}")
+    group = ctx.attrs["group"]
+    if group < 1:
+        ctx.fail(f"group must be >= 1, got {group}")
+    if w[0] != c_in:
+        ctx.fail(f"weight '{ctx.name(1)}' {list(w)} (C_in, C_out/group, kernel...) is for {w[0]} "
+                 f"input channels but input '{ctx.name(0)}' has {c_in}")
+    if c_in % group:
+        ctx.fail(f"input '{ctx.name(0)}' has {c_in} channels, not divisible by group={group}")
+    c_out = w[1] * group
+    kernel = ctx.attrs["kernel_shape"] or list(w[2:])
+    if list(kernel) != list(w[2:]):
+        ctx.fail(f"kernel_shape {list(kernel)} does not match weight shape {list(w)}")
+    if ctx.has(2):
+        ctx.const(2, "bias")
+        if ctx.shape(2) != (c_out,):
+            ctx.fail(f"bias '{ctx.name(2)}' has shape {list(ctx.shape(2))}; expected [{c_out}]")
+    _check_activation(ctx)
+    a = ctx.attrs
+    geo = transposed_window_geometry(ctx, x[2:], kernel, a["strides"], a["pads"], a["dilations"],
+                                     a["auto_pad"], a["output_padding"], a["output_shape"])
+    return geo, n, c_in, c_out, group
+
+
+def conv_transpose(ctx: NodeContext):
+    geo, n, _, c_out, _ = conv_transpose_geometry(ctx)
+    return [ValueType((n, c_out) + geo.out, F32)]
+
+
 # ----------------------------------------------------------------------------- pooling
 def pool_geometry(ctx: NodeContext):
     """Validate a windowed pooling node over X: (n, c, *spatial), 1 or 2 spatial dims."""
@@ -126,6 +172,18 @@ def pool(ctx: NodeContext):
     return [ValueType(x[:2] + geo.out, F32)]
 
 
+def maxout(ctx: NodeContext):
+    """X (n, c*pieces, ...) -> (n, c, ...): out[:, j] = max(X[:, j*pieces : (j+1)*pieces])."""
+    ctx.expect_float(0)
+    x = ctx.shape(0)
+    k = ctx.attrs["pieces"]
+    if len(x) < 2:
+        ctx.fail(f"input '{ctx.name(0)}' must be (N, C, ...), got shape {list(x)}")
+    if k < 1 or x[1] % k:
+        ctx.fail(f"pieces={k} must be >= 1 and divide the {x[1]} channels of '{ctx.name(0)}'")
+    return [ValueType((x[0], x[1] // k) + x[2:], F32)]
+
+
 def global_pool(ctx: NodeContext):
     ctx.expect_float(0)
     if ctx.rank(0) < 3:
@@ -136,6 +194,124 @@ def global_pool(ctx: NodeContext):
     if product(x[2:]) == 0:
         ctx.fail(f"input '{ctx.name(0)}' has an empty spatial extent {list(x)}")
     return [ValueType(x[:2] + (1,) * (len(x) - 2), F32)]
+
+
+# ----------------------------------------------------------------------------- resize
+RESIZE_MODES = ("nearest", "linear", "cubic")
+RESIZE_COORDINATES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                      "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize")
+# floor_up_ceil_down: Resize-10/Upsample's rounding (not an ONNX value; the importer emits it):
+# truncate on an upsampled axis, ceil on a downsampled one.
+RESIZE_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "floor_up_ceil_down")
+RESIZE_POLICIES = ("stretch", "not_larger", "not_smaller")
+
+
+@dataclass(frozen=True)
+class ResizeParams:
+    """A Resize node resolved for one input shape, per axis of X: out (output dims), scales
+    (float32 values as runtimes use them: given, or out/in from sizes) and roi ((start, end)
+    in normalised coordinates; (0, 1) unless tf_crop_and_resize)."""
+
+    out: tuple
+    scales: tuple
+    roi: tuple
+
+
+def _optional_const(ctx: NodeContext, i: int, what: str):
+    """Input i's constant value, or None when the input is omitted or an empty tensor."""
+    if not ctx.has(i):
+        return None
+    v = ctx.const(i, what)
+    return None if v.size == 0 else v
+
+
+def _f32(v) -> float:
+    return float(np.float32(v))
+
+
+def resize_params(ctx: NodeContext) -> ResizeParams:
+    """Validate a Resize node (X, roi?, scales?, sizes?; opset-19 attributes) and resolve it.
+
+    Output dims, as onnxruntime computes them: floor(float32(scale) * in) for scales; sizes as
+    given with scale = out/in, or with keep_aspect_ratio_policy one scale min/max(out/in) over
+    the listed axes and out = round(scale * in). Only the last two axes (H, W) may be resized;
+    the others must keep their size with scale 1 (and roi [0, 1])."""
+    ctx.expect_float(0)
+    a = ctx.attrs
+    for name, allowed in (("mode", RESIZE_MODES), ("coordinate_transformation_mode", RESIZE_COORDINATES),
+                          ("nearest_mode", RESIZE_NEAREST), ("keep_aspect_ratio_policy", RESIZE_POLICIES)):
+        if a[name] not in allowed:
+            ctx.fail(f"{name} must be one of {', '.join(allowed)}, got {a[name]!r}")
+    if a["exclude_outside"] not in (0, 1):
+        ctx.fail(f"exclude_outside must be 0 or 1, got {a['exclude_outside']}")
+    if a["exclude_outside"] and a["mode"] != "cubic":
+        ctx.fail(f"exclude_outside=1 applies to mode 'cubic' only (mode is {a['mode']!r})")
+    for name in ("cubic_coeff_a", "extrapolation_value"):
+        if not math.isfinite(a[name]):
+            ctx.fail(f"{name} must be finite, got {a[name]}")
+    x = ctx.shape(0)
+    r = len(x)
+    if r == 0:
+        ctx.fail(f"input '{ctx.name(0)}' must have rank >= 1")
+    axes = [ctx.axis(v, r, "axes") for v in a["axes"]] if a["axes"] else list(range(r))
+    if len(set(axes)) != len(axes):
+        ctx.fail(f"axes {a['axes']} repeat an axis")
+    scales = _optional_const(ctx, 2, "scales")
+    sizes = _optional_const(ctx, 3, "sizes")
+    if (scales is None) == (sizes is None):
+        ctx.fail("exactly one of the inputs scales and sizes must be given (and non-empty)")
+    given = scales if scales is not None else sizes
+    if given.ndim != 1 or given.size != len(axes):
+        ctx.fail(f"{'scales' if scales is not None else 'sizes'} {given.reshape(-1)[:8].tolist()} "
+                 f"must hold {len(axes)} values, one per {'axis' if not a['axes'] else 'listed axis'}")
+    out, full_scales = list(x), [1.0] * r
+    if scales is not None:
+        if scales.dtype.kind != "f":
+            ctx.fail(f"scales must be floats, got {scales.dtype}")
+        for ax, s in zip(axes, scales.astype(np.float32).tolist()):
+            if not (s > 0 and math.isfinite(s)):
+                ctx.fail(f"scales {scales.tolist()} must be positive and finite")
+            full_scales[ax] = s
+            out[ax] = int(np.float32(s) * np.float32(x[ax]))   # float32 product, truncated
+    else:
+        if sizes.dtype.kind not in "iu":
+            ctx.fail(f"sizes must be integers, got {sizes.dtype}")
+        for ax, d in zip(axes, sizes.tolist()):
+            if not 0 <= d < MAX_DIM:
+                ctx.fail(f"sizes {sizes.tolist()} must be non-negative")
+            if x[ax] == 0 and d != 0:
+                ctx.fail(f"axis {ax} of '{ctx.name(0)}' is empty and cannot be resized to {d}")
+            out[ax] = int(d)
+            full_scales[ax] = _f32(np.float32(d) / np.float32(x[ax])) if x[ax] else 1.0
+        policy = a["keep_aspect_ratio_policy"]
+        if policy != "stretch":
+            pick = min if policy == "not_larger" else max
+            common = pick(full_scales[ax] for ax in axes)
+            for ax in axes:
+                full_scales[ax] = common
+                out[ax] = int(math.floor(float(np.float32(common) * np.float32(x[ax])) + 0.5))
+    roi = [(0.0, 1.0)] * r
+    if a["coordinate_transformation_mode"] == "tf_crop_and_resize":
+        rv = _optional_const(ctx, 1, "roi")
+        if rv is None or rv.ndim != 1 or rv.size != 2 * len(axes) or rv.dtype.kind != "f":
+            ctx.fail(f"tf_crop_and_resize needs roi with {2 * len(axes)} float values "
+                     f"[starts..., ends...], got "
+                     f"{None if rv is None else rv.reshape(-1)[:8].tolist()}")
+        vals = rv.astype(np.float32).tolist()
+        if not all(math.isfinite(v) for v in vals):
+            ctx.fail(f"roi {vals} must be finite")
+        for k, ax in enumerate(axes):
+            roi[ax] = (vals[k], vals[k + len(axes)])
+    for ax in range(max(0, r - 2)):
+        if out[ax] != x[ax] or full_scales[ax] != 1.0 or roi[ax] != (0.0, 1.0):
+            ctx.unsupported(f"resizing axis {ax} ({x[ax]} -> {out[ax]}, scale {full_scales[ax]:g}"
+                            f"{', roi ' + str(list(roi[ax])) if roi[ax] != (0.0, 1.0) else ''}): "
+                            f"fastcnn resizes only the last two axes (H and W of NCHW)")
+    return ResizeParams(tuple(out), tuple(full_scales), tuple(roi))
+
+
+def resize(ctx: NodeContext):
+    return [ValueType(resize_params(ctx).out, F32)]
 
 
 # ----------------------------------------------------------------------------- dense

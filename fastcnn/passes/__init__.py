@@ -7,6 +7,7 @@ from fastcnn.passes.constants import fold_constants
 from fastcnn.passes.dead_nodes import remove_dead_nodes
 from fastcnn.passes.fusion import fuse_activation, fuse_residual_add
 from fastcnn.passes.identity import remove_identities
+from fastcnn.passes.swish import fuse_swish
 from fastcnn.passes.transposes import fold_transposes
 
 PIPELINE = [
@@ -15,6 +16,7 @@ PIPELINE = [
     fold_constants,
     remove_dead_nodes,
     fold_batchnorm,
+    fuse_swish,
     fuse_residual_add,
     fuse_activation,
     remove_dead_nodes,

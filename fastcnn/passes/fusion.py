@@ -1,5 +1,5 @@
-"""Fuse what follows a Conv/Gemm into its epilogue: a residual Add (Conv only) and then an
-activation. One pass over the output instead of two or three.
+"""Fuse what follows a Conv/ConvTranspose/Gemm into its epilogue: a residual Add (Conv only) and
+then an activation. One pass over the output instead of two or three.
 
     Conv -> Add(conv, z) -> Relu     becomes    Conv(x, W, B, z, activation="Relu")
     Gemm -> Clip(0, 6)               becomes    Gemm(..., activation="Clip", alpha=0, beta=6)
@@ -14,11 +14,13 @@ from fastcnn.passes.analysis import infer_specimens, single_consumer
 ACTIVATION_PARAMS = {
     "Relu": (None, None), "LeakyRelu": ("alpha", None), "Clip": ("min", "max"),
     "Sigmoid": (None, None), "Tanh": (None, None), "HardSigmoid": ("alpha", "beta"),
-    "HardSwish": (None, None), "Elu": ("alpha", None),
+    "HardSwish": (None, None), "Elu": ("alpha", None), "Swish": ("alpha", None),
+    "Mish": (None, None), "Softplus": (None, None),
 }
 ACTIVATION_DEFAULTS = {("LeakyRelu", "alpha"): 0.01, ("Clip", "min"): float("-inf"),
                        ("Clip", "max"): float("inf"), ("HardSigmoid", "alpha"): 0.2,
-                       ("HardSigmoid", "beta"): 0.5, ("Elu", "alpha"): 1.0}
+                       ("HardSigmoid", "beta"): 0.5, ("Elu", "alpha"): 1.0, ("Swish", "alpha"): 1.0}
+EPILOGUE_OPS = ("Conv", "ConvTranspose", "Gemm")
 
 
 def fuse_residual_add(graph: Graph) -> Graph:
@@ -54,11 +56,11 @@ def fuse_residual_add(graph: Graph) -> Graph:
 
 
 def fuse_activation(graph: Graph) -> Graph:
-    """Conv/Gemm without an activation whose only consumer is a fusable activation."""
+    """Conv/ConvTranspose/Gemm without an activation whose only consumer is a fusable activation."""
     g = graph.copy()
     remove = set()
     for node in g.nodes:
-        if node.op not in ("Conv", "Gemm") or node.attrs.get("activation"):
+        if node.op not in EPILOGUE_OPS or node.attrs.get("activation"):
             continue
         nxt = single_consumer(g, node.outputs[0])
         if nxt is None or nxt.op not in ACTIVATION_PARAMS or nxt.op not in FUSABLE_ACTIVATIONS:

@@ -16,7 +16,7 @@ UNARY_PARAMS = {
     "Sigmoid": ("Sigmoid", None, None), "Tanh": ("Tanh", None, None),
     "HardSigmoid": ("HardSigmoid", "alpha", "beta"), "HardSwish": ("HardSwish", None, None),
     "Softplus": ("Softplus", None, None), "Softsign": ("Softsign", None, None),
-    "Mish": ("Mish", None, None), "Exp": ("Exp", None, None), "Log": ("Log", None, None),
+    "Mish": ("Mish", None, None), "Swish": ("Swish", "alpha", None), "Exp": ("Exp", None, None), "Log": ("Log", None, None),
     "Sqrt": ("Sqrt", None, None), "Reciprocal": ("Reciprocal", None, None), "Erf": ("Erf", None, None),
     "Neg": ("Neg", None, None), "Abs": ("Abs", None, None), "Sign": ("Sign", None, None),
     "Floor": ("Floor", None, None), "Ceil": ("Ceil", None, None), "Round": ("Round", None, None),

@@ -99,3 +99,18 @@ def prepare_reduce(p):
         return steps
 
     return Prepared(bind, scratch=scratch, flops=flops)
+
+
+def prepare_maxout(p):
+    """Maxout: x (n, c*pieces, spatial...) viewed as (n*c, pieces, spatial) -> out (n*c, spatial),
+    the maximum over each group of `pieces` consecutive channels (NaN propagates)."""
+    x = p.in_types[0].shape
+    k = p.attrs["pieces"]
+    outer = x[0] * (x[1] // k)
+    inner = product(x[2:])
+
+    def bind(ins, outs, scratch):
+        return reduce_kernels.ReduceStep(flat(ins[0]), flat(outs[0]), outer, k, inner,
+                                         reduce_kernels.REDUCE_CODES["MAX"])
+
+    return Prepared(bind, flops=outer * k * inner)

@@ -5,16 +5,20 @@ when their inputs are known (shape arithmetic, comparisons) and refused if they 
 """
 from __future__ import annotations
 
-from fastcnn.runtime import k_conv, k_dense, k_eltwise, k_norm, k_pool, k_reduce, k_tensor
+from fastcnn.runtime import (k_conv, k_deconv, k_dense, k_eltwise, k_norm, k_pool, k_reduce,
+                             k_resize, k_tensor)
 
 KERNELS = {
     "Conv": k_conv.prepare_conv,
+    "ConvTranspose": k_deconv.prepare_conv_transpose,
     "Gemm": k_dense.prepare_gemm,
     "MatMul": k_dense.prepare_matmul,
     "MaxPool": k_pool.prepare_pool,
     "MinPool": k_pool.prepare_pool,
     "AveragePool": k_pool.prepare_pool,
     "LpPool": k_pool.prepare_pool,
+    "StochasticPool": k_pool.prepare_pool,
+    "Maxout": k_reduce.prepare_maxout,
     "GlobalAveragePool": k_pool.prepare_global_pool,
     "GlobalMaxPool": k_pool.prepare_global_pool,
     "GlobalLpPool": k_pool.prepare_global_pool,
@@ -48,6 +52,7 @@ KERNELS = {
     "Expand": k_tensor.prepare_expand,
     "Tile": k_tensor.prepare_tile,
     "Gather": k_tensor.prepare_gather,
+    "Resize": k_resize.prepare_resize,
     "DepthToSpace": k_tensor.prepare_depth_to_space,
     "SpaceToDepth": k_tensor.prepare_depth_to_space,
 }
