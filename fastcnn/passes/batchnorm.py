@@ -32,7 +32,8 @@ def _per_channel(v, c, rank):
 
 
 def _conv_like(node):
-    return node.op == "Conv" and not node.attrs.get("activation") and len(node.inputs) <= 3
+    return (node.op in ("Conv", "ConvTranspose") and not node.attrs.get("activation")
+            and len(node.inputs) <= 3)
 
 
 def _gemm_like(node):
@@ -45,6 +46,8 @@ def _out_channels(g, node):
         return None
     if node.op == "Conv":
         return w.shape[0]
+    if node.op == "ConvTranspose":  # W (c_in, c_out/group, ...)
+        return w.shape[1] * node.attrs.get("group", 1)
     return w.shape[0] if node.attrs.get("transB", 0) else w.shape[1]
 
 
@@ -52,8 +55,14 @@ def _apply(g, node, scale, shift):
     """Replace node's weights/bias by scale*W and scale*B + shift (per output channel)."""
     w = np.asarray(g.initializers[node.inputs[1]], np.float64)
     c = scale.shape[0]
-    if node.op == "Conv":
-        w2 = w * scale.reshape((c,) + (1,) * (w.ndim - 1))
+    if node.op in ("Conv", "ConvTranspose"):
+        if node.op == "Conv":
+            w2 = w * scale.reshape((c,) + (1,) * (w.ndim - 1))
+        else:  # W (c_in, c_out/group, k...): output channel gi*cog + j is W[group gi rows, j]
+            group = node.attrs.get("group", 1)
+            cig, cog = w.shape[0] // group, w.shape[1]
+            per = scale.reshape(group, 1, cog, *(1,) * (w.ndim - 2))
+            w2 = (w.reshape(group, cig, cog, *w.shape[2:]) * per).reshape(w.shape)
         b_in = node.inputs[2] if len(node.inputs) > 2 else ""
         b = np.asarray(_const(g, b_in), np.float64) if b_in else np.zeros(c)
         b2 = b * scale + shift

@@ -180,3 +180,16 @@ def test_passes_do_not_modify_their_input():
     for p in PIPELINE:
         p(g)
     assert snapshot == [(n.op, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in g.nodes]
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_fold_batchnorm_into_conv_transpose(group):
+    c_in, cog = 4, 3
+    inits = {"w": rand(RNG, c_in, cog, 3, 3), "b": rand(RNG, cog * group), **bn_params(cog * group, "bn")}
+    g = graph([("ConvTranspose", ["x", "w", "b"], ["c"], {"strides": [2, 2], "group": group}),
+               ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {})],
+              {"x": (2, c_in, 5, 4)}, ["y"], inits)
+    x = rand(RNG, 2, c_in, 5, 4)
+    opt = fold_batchnorm(g).check()
+    assert [n.op for n in opt.nodes] == ["ConvTranspose"]
+    assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
