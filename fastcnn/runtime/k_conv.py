@@ -5,8 +5,9 @@ Algorithms (kernels in fastcnn/_kernels/):
     gemm        conv_gemm.pyx   im2col packed straight into micro-kernel panels + packed GEMM,
                                 per group; a 1x1 stride-1 unpadded conv reads x in place (no im2col);
                                 small single-threaded layers build their whole im2col matrix once
-    vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers (any channel
-                                multiplier) and layers with few output channels (LeNet sizes)
+    vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers with a channel
+                                multiplier and layers with few output channels (LeNet sizes)
+    depthwise   conv_dw.pyx     one filter per channel: padded plane, 8 output vectors per pass
     winograd2   winograd.pyx    F(2x2, 3x3): 3x3, stride 1, dilation 1, group 1
     winograd4   winograd.pyx    F(4x4, 3x3): same conditions, 2.25x fewer multiplies than F(2,3)
 
@@ -25,7 +26,7 @@ import os
 import numpy as np
 
 from fastcnn._kernels import conv as conv_kernels
-from fastcnn._kernels import conv_gemm, conv_vec, winograd
+from fastcnn._kernels import conv_dw, conv_gemm, conv_vec, winograd
 from fastcnn._kernels.gemm import k_block
 from fastcnn.ir.geometry import window_geometry
 from fastcnn.runtime.k_dense import scratch_slots
@@ -46,7 +47,12 @@ WINOGRAD_OUTPUT_CYCLES = {2: 15.0, 4: 35.0}   # per tile and output channel: A^T
 VEC_CYCLES_PER_TAP = 1.2         # one 8-output vector times one filter tap
 VEC_COPY_CYCLES_PER_FLOAT = 0.25 # the padded, phase-split copy of a task's input planes
 VEC_CO_CHUNK = 8                 # output channels per task (conv_vec.pyx CO_CHUNK)
+VEC_CYCLES_PER_TASK_ROW = 80.0   # per task and output row: phase copy setup, row dispatch (fitted
+                                 # on depthwise planes 7x7 to 112x112, one task per channel)
 DIRECT_MACS_PER_CYCLE = 0.7
+DW_CYCLES_PER_TAP = 0.6          # depthwise: one 8-output vector times one filter tap
+DW_COPY_CYCLES_PER_FLOAT = 0.25  # depthwise: the padded copy of a plane
+DW_CYCLES_PER_PLANE = 100.0      # depthwise: per-plane setup and epilogue
 # Winograd's per-thread buffers grow with the channels; beyond this they leave the caches.
 WINOGRAD_MAX_CHANNELS = 1024
 
@@ -119,7 +125,23 @@ def _cost_vecdirect(cp):
     chunks = n * g * _ceil(c_out // g, VEC_CO_CHUNK)
     taps = n * c_out * h_out * _ceil(w_out, 8) * cig * k_h * k_w
     copied = chunks * cig * h_in * s * max(_ceil(cp["pads"][1] + w_in, s), _ceil(w_out, 8) * 8)
-    return taps * VEC_CYCLES_PER_TAP + copied * VEC_COPY_CYCLES_PER_FLOAT
+    return (taps * VEC_CYCLES_PER_TAP + copied * VEC_COPY_CYCLES_PER_FLOAT
+            + chunks * h_out * VEC_CYCLES_PER_TASK_ROW)
+
+
+def _depthwise_applies(cp):
+    c_in, c_out = cp["x4"][1], cp["y4"][1]
+    return cp["group"] == c_in == c_out
+
+
+def _cost_depthwise(cp):
+    n, c, h_out, w_out = cp["y4"]
+    _, h_in, w_in = cp["x4"][1:]
+    k_h, k_w = cp["kernel"]
+    chunks = _ceil(h_out * (1 if w_out < 8 else _ceil(w_out, 8)), 8) * 8
+    copied = (h_in + 2) * (w_in + 8)
+    return n * c * (chunks * k_h * k_w * DW_CYCLES_PER_TAP + copied * DW_COPY_CYCLES_PER_FLOAT
+                    + DW_CYCLES_PER_PLANE)
 
 
 def _cost_winograd(cp, m):
@@ -144,6 +166,7 @@ ALGORITHMS = {
     "direct": (lambda cp: True, _cost_direct),
     "gemm": (lambda cp: True, _cost_gemm),
     "vecdirect": (lambda cp: True, _cost_vecdirect),
+    "depthwise": (_depthwise_applies, _cost_depthwise),
     "winograd2": (_winograd_applies, lambda cp: _cost_winograd(cp, 2)),
     "winograd4": (_winograd_applies, lambda cp: _cost_winograd(cp, 4)),
 }
@@ -200,6 +223,20 @@ def _bind_vecdirect(p, cp, w4, bias):
     return bind, size
 
 
+def _bind_depthwise(p, cp, w4, bias):
+    slots = scratch_slots(p)
+    _, h_in, w_in = cp["x4"][1:]
+    _, _, h_out, w_out = cp["y4"]
+    geo = (h_in, w_in, h_out, w_out) + cp["kernel"] + cp["strides"] + cp["pads"][:2] + cp["dilations"]
+    size = slots * conv_dw.depthwise_scratch(*geo)
+
+    def bind(x, y, res, scratch):
+        return conv_dw.ConvDepthwiseStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+                                         cp["dilations"], cp["act"], cp["alpha"], cp["beta"],
+                                         scratch[:size], slots)
+    return bind, size
+
+
 def _winograd_binder(m):
     def make(p, cp, w4, bias):
         up = p.cached(("winograd", m), lambda: winograd.winograd_weights(w4(), m))
@@ -217,6 +254,7 @@ BINDERS = {
     "direct": _bind_direct,
     "gemm": _bind_gemm,
     "vecdirect": _bind_vecdirect,
+    "depthwise": _bind_depthwise,
     "winograd2": _winograd_binder(2),
     "winograd4": _winograd_binder(4),
 }
