@@ -55,10 +55,12 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
     if algo == "direct":
         direct.conv2d_direct(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
                              alpha, beta, res, threads)
-    elif algo in ("gemm", "gemm_panels"):   # small layers: whole im2col matrix / 16-pixel panels
+    elif algo.startswith("gemm"):   # the automatic B layout, or forced 16-pixel panels / bands
+        pointwise = (case.k == (1, 1) and case.strides == (1, 1) and case.pads == (0, 0, 0, 0))
+        mode = {"gemm": None, "gemm_panels": "panels", "gemm_band": "band"}[algo]
         conv_gemm.conv2d_gemm(x, wt, b, out, case.strides, pads2, case.dilations, case.group,
                               code, alpha, beta, res, kc=64, num_threads=threads,
-                              allow_whole=algo == "gemm")
+                              mode=None if pointwise else mode)
     elif algo == "vecdirect":
         conv_vec.conv2d_vec(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
                             alpha, beta, res, threads)
@@ -74,7 +76,7 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
 
 
 def applies(algo, case):
-    if algo in ("direct", "gemm", "gemm_panels", "vecdirect"):
+    if algo in ("direct", "gemm", "gemm_panels", "gemm_band", "vecdirect"):
         return True
     if algo == "depthwise":
         return case.group == case.c_in == case.c_out
@@ -82,7 +84,8 @@ def applies(algo, case):
             and case.group == 1)
 
 
-ALGOS = ["direct", "gemm", "gemm_panels", "vecdirect", "depthwise", "winograd2", "winograd4"]
+ALGOS = ["direct", "gemm", "gemm_panels", "gemm_band", "vecdirect", "depthwise", "winograd2",
+         "winograd4"]
 
 CASES = [
     Case(1, 13, 3, 5, 7, (3, 3), pads=(1, 1, 1, 1)),                    # 13 channels, 3x5 image
@@ -102,6 +105,8 @@ CASES = [
     Case(3, 5, 9, 9, 5, (3, 3), (3, 3), (1, 1, 1, 1), group=5),         # depthwise stride 3
     Case(1, 12, 8, 10, 6, (3, 3), pads=(1, 1, 1, 1), group=3),          # grouped 3x3
     Case(1, 3, 1, 50, 5, (1, 3), pads=(0, 1, 0, 1)),                    # a 1-D conv as 2-D
+    Case(1, 8, 20, 150, 12, (3, 3), pads=(1, 1, 1, 1)),                 # GEMM: 1-row bands, 2 K blocks
+    Case(2, 9, 25, 131, 10, (3, 3), (2, 2), (1, 2, 1, 0)),               # GEMM: 3-row bands, s2
     # depthwise, one filter per channel: MobileNet planes and the narrow-plane edge cases
     Case(2, 7, 7, 7, 7, (3, 3), pads=(1, 1, 1, 1), group=7),            # 7x7: rows spill
     Case(1, 5, 14, 14, 5, (3, 3), (2, 2), (1, 1, 1, 1), group=5),       # narrow s2: even loads
@@ -130,6 +135,7 @@ FUSION_CASES = {
     "direct": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "gemm": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "gemm_panels": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
+    "gemm_band": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "vecdirect": Case(1, 4, 5, 45, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
     "depthwise": Case(2, 4, 7, 7, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
     "winograd2": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
