@@ -8,3 +8,4 @@ cdef extern from "simd_extra.h" nogil:
     vf8 vf8_min_nan(vf8 a, vf8 b)
     float f32_max_nan(float a, float b)
     float f32_min_nan(float a, float b)
+    void vf8_transpose8(const float *src, long src_stride, float *dst, long dst_stride)
