@@ -277,6 +277,65 @@ cdef inline void taps3(const float *xr, const float *w, Py_ssize_t step8, vf8 *a
         acc[u] = vf8_fmadd(vf8_load(xr + u * step8 + 16), w2, acc[u])
 
 
+cdef inline void taps3_at(const float *xr, const Py_ssize_t *offs, const float *w,
+                          vf8 *acc) noexcept nogil:
+    """taps3 with the pixels at xr + offs[u] (a row narrower than a group repeats its last)."""
+    cdef vf8 w0 = vf8_load(w), w1 = vf8_load(w + 8), w2 = vf8_load(w + 16)
+    cdef Py_ssize_t u
+    for u in range(DW_PIXELS):
+        acc[u] = vf8_fmadd(vf8_load(xr + offs[u]), w0, acc[u])
+        acc[u] = vf8_fmadd(vf8_load(xr + offs[u] + 8), w1, acc[u])
+        acc[u] = vf8_fmadd(vf8_load(xr + offs[u] + 16), w2, acc[u])
+
+
+cdef void row3x3_narrow(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
+                        const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8,
+                        float *orow, const float *rrow, int fin, vf8 lo, vf8 hi, int act,
+                        float alpha, float beta) noexcept nogil:
+    """row3x3 for a row narrower than a group (w_out < DW_PIXELS): one group whose extra lanes
+    repeat the last pixel and are not stored."""
+    cdef vf8 acc[DW_PIXELS]
+    cdef Py_ssize_t offs[DW_PIXELS]
+    cdef Py_ssize_t u, kh
+    for u in range(DW_PIXELS):
+        acc[u] = vb
+        offs[u] = min(u, w_out - 1) * step8
+    for kh in range(kh_lo, kh_hi):
+        taps3_at(rows[kh], offs, wk + kh * 24, acc)
+    for u in range(w_out):
+        finish8(acc[u], orow + u * 8, rrow + u * 8 if rrow != NULL else NULL, fin, lo, hi, act,
+                alpha, beta)
+
+
+cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
+                 const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8, float *orow,
+                 const float *rrow, int fin, vf8 lo, vf8 hi, int act, float alpha,
+                 float beta) noexcept nogil:
+    """One output row (w_out >= DW_PIXELS) of a 3x3, dilation-1 depthwise conv from padded
+    rows (rows[kh]: the padded input row of tap row kh, column iw at iw + pad_left): groups of
+    DW_PIXELS pixels, the last one shifted left to end at the row's end."""
+    cdef vf8 acc[DW_PIXELS]
+    cdef Py_ssize_t g0 = 0, u, kh
+    while g0 < w_out:
+        if g0 + DW_PIXELS > w_out:
+            g0 = w_out - DW_PIXELS
+        for u in range(DW_PIXELS):
+            acc[u] = vb
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh] + g0 * step8, wk + kh * 24, step8, acc)
+        if rrow == NULL and fin == FIN_CLIP:
+            for u in range(DW_PIXELS):
+                vf8_store(orow + (g0 + u) * 8, vf8_min(vf8_max(acc[u], lo), hi))
+        elif rrow == NULL and fin == FIN_NONE:
+            for u in range(DW_PIXELS):
+                vf8_store(orow + (g0 + u) * 8, acc[u])
+        else:
+            for u in range(DW_PIXELS):
+                finish8(acc[u], orow + (g0 + u) * 8, rrow + (g0 + u) * 8 if rrow != NULL else NULL,
+                        fin, lo, hi, act, alpha, beta)
+        g0 = g0 + DW_PIXELS
+
+
 cdef inline int finish_kind(int act, float alpha, float beta) noexcept nogil:
     if not act_is_vector(act, alpha, beta):
         return FIN_SCALAR
@@ -391,6 +450,7 @@ cdef class DepthwiseBlockedStep(Step):
         cdef float *orow
         cdef const float *rrow
         cdef bint inside, three = k_w == 3 and dw == 1
+        cdef bint ring3x3 = three and self.k_h == 3
         vf8_store(zero8, vf8_zero())
         if ring != NULL:
             # padding columns stay zero: row copies write only [pl, pl + w_in)
@@ -410,6 +470,16 @@ cdef class DepthwiseBlockedStep(Step):
                         copy_floats(xb + ih * w_in * 8, ring + slot * wp8 + pl * 8, w_in * 8)
                         slot_row[slot] = ih
                     rows[kh] = ring + slot * wp8
+                if ring3x3 and w_out >= DW_PIXELS:
+                    row3x3(rows, kh_lo, kh_hi, wk, vb, w_out, step8, ob + oh * w_out * 8,
+                           rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act, alpha,
+                           beta)
+                    continue
+                if ring3x3:
+                    row3x3_narrow(rows, kh_lo, kh_hi, wk, vb, w_out, step8, ob + oh * w_out * 8,
+                                  rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act,
+                                  alpha, beta)
+                    continue
             g0 = 0
             while g0 < w_out:
                 if g0 + DW_PIXELS > w_out:

@@ -27,7 +27,8 @@ from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 from fastcnn._kernels.simd cimport vf8_load, vf8_store
 from fastcnn._kernels.simd_extra cimport vf8_load_even
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16,
-                                       pack_b_edge)
+                                       pack_b_edge, SplitEpilogue, ukernel_6x16_blk)
+from fastcnn._kernels.simd_extra cimport vf8_transpose8
 
 import numpy as np
 
@@ -426,6 +427,143 @@ def gemm_conv_scratch(Py_ssize_t kc, Py_ssize_t slots, Py_ssize_t n, Py_ssize_t 
     if m == MODE_WHOLE:
         return kc * NR + K * ((h_out * w_out + NR - 1) // NR * NR) + NR
     return slots * gemm_conv_slot(kc, K, h_out, w_out, m)
+
+
+cdef class ConvGemmToBlockedStep(Step):
+    """Group-1 conv from an NCHW input to an NCHW8c output (runtime/blocking.py), as a GEMM
+    with pixels as rows: per band of output rows, the im2col band B (Kp, pixels) is built as
+    in MODE_BAND, transposed 8x8 at a time into A (pixels, Kp) (Kp = K rounded up to 8, zero
+    rows), and every 6-pixel tile times every 16-channel panel of W^T (ukernel_6x16_blk) is
+    stored straight into the blocked output. No residual.
+
+    x (n, c_in, h_in, w_in); wp: W^T (Kp, c_out) packed in 16-column panels (`pack_blocked_out`);
+    bias16: (ceil(c_out/16)*16,) or None; out: flat blocked (n, c_out, h_out, w_out); work: at
+    least slots * `gemm_to_blocked_slot(...)` floats."""
+    cdef const float[:, :, :, ::1] x
+    cdef const float[:, :, ::1] wp
+    cdef const float[::1] bias
+    cdef float[::1] out
+    cdef float[::1] work
+    cdef ConvGeom g
+    cdef Py_ssize_t K, Kp, panels, band_rows, bands, ldb, slot_size, slots, hw_out
+    cdef bint has_bias
+
+    def __init__(self, const float[:, :, :, ::1] x, const float[:, :, ::1] wp, bias16,
+                 float[::1] out, Py_ssize_t c_out, Py_ssize_t h_out, Py_ssize_t w_out, strides,
+                 pads, dilations, Py_ssize_t k_h, Py_ssize_t k_w, int act=0, float alpha=0.0,
+                 float beta=0.0, float[::1] work=None, Py_ssize_t slots=1):
+        self.x, self.wp, self.out = x, wp, out
+        self.g = make_geom(shape4(x), (c_out, x.shape[1], k_h, k_w), (x.shape[0], c_out, h_out, w_out),
+                           strides, pads, dilations, 1, act, alpha, beta, bias16 is not None,
+                           False)
+        check_geom(self.g, x.shape[1])
+        if c_out % 8 or out.shape[0] != x.shape[0] * c_out * h_out * w_out:
+            raise ValueError("ConvGemmToBlockedStep: output must be blocked, c_out a multiple of 8")
+        self.K = x.shape[1] * k_h * k_w
+        self.Kp = (self.K + 7) // 8 * 8
+        self.panels = (c_out + NR - 1) // NR
+        if wp.shape[0] != self.panels or wp.shape[1] != self.Kp or wp.shape[2] != NR:
+            raise ValueError("ConvGemmToBlockedStep: packed weights do not fit")
+        self.has_bias = bias16 is not None
+        self.bias = bias16 if bias16 is not None else np.zeros(1, np.float32)
+        if self.has_bias and self.bias.shape[0] < self.panels * NR:
+            raise ValueError("ConvGemmToBlockedStep: bias must be padded to 16 channels")
+        self.hw_out = h_out * w_out
+        self.band_rows = to_blocked_band_rows(self.K, h_out, w_out)
+        self.bands = (h_out + self.band_rows - 1) // self.band_rows
+        self.ldb = (self.band_rows * w_out + 7) // 8 * 8
+        self.slot_size = gemm_to_blocked_slot(self.K, h_out, w_out)
+        if slots < 1:
+            raise ValueError("ConvGemmToBlockedStep: slots must be >= 1")
+        self.slots = slots
+        self.work = work if work is not None else np.zeros(self.slot_size * slots, np.float32)
+        if self.work.shape[0] < self.slot_size * slots:
+            raise ValueError("ConvGemmToBlockedStep: work too small")
+
+    cdef void task(self, Py_ssize_t img, Py_ssize_t band, Py_ssize_t jp0, Py_ssize_t jp1,
+                   float *work) noexcept nogil:
+        cdef ConvGeom *g = &self.g
+        cdef Py_ssize_t oh0 = band * self.band_rows, oh1, npix, p, q, kb, jp, mr, Kp = self.Kp
+        cdef Py_ssize_t ldb = self.ldb, cb_out = g.c_out // 8
+        cdef float *t = work
+        cdef float *a = work + Kp * ldb + NR
+        cdef float *ob
+        cdef SplitEpilogue epi
+        oh1 = min(g.h_out, oh0 + self.band_rows)
+        npix = (oh1 - oh0) * g.w_out
+        im2col_band(&self.x[img, 0, 0, 0], &self.x[0, 0, 0, 0] + g.n * g.c_in * g.h_in * g.w_in,
+                    g, 0, self.K, oh0, oh1, ldb, t)
+        for q in range(self.K * ldb, Kp * ldb):
+            t[q] = 0.0
+        # A (pixels, Kp) = B^T, 8x8 blocks
+        p = 0
+        while p < npix:
+            for kb in range(0, Kp, 8):
+                vf8_transpose8(t + kb * ldb + p, ldb, a + p * Kp + kb, Kp)
+            p = p + 8
+        ob = &self.out[0] + (img * cb_out * self.hw_out + oh0 * g.w_out) * 8
+        epi.res = NULL
+        epi.act, epi.alpha, epi.beta = g.act, g.alpha, g.beta
+        for jp in range(jp0, jp1):
+            epi.bias = &self.bias[jp * NR] if self.has_bias else NULL
+            p = 0
+            while p < npix:
+                mr = min(MR, npix - p)
+                ukernel_6x16_blk(Kp // 8, a + p * Kp, Kp, 8, &self.wp[jp, 0, 0],
+                                 ob + (2 * jp * self.hw_out + p) * 8, 8, self.hw_out * 8, mr,
+                                 jp * NR + NR <= g.c_out, False, &epi)
+                p = p + MR
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t tasks = self.g.n * self.bands, chunks = 1, total, t, c
+        cdef Py_ssize_t macs = self.g.n * self.g.c_out * self.hw_out * self.K
+        cdef Py_ssize_t nt = max(1, min(<Py_ssize_t>self.num_threads, self.slots))
+        cdef float *work = &self.work[0]
+        cdef Py_ssize_t stride = self.slot_size
+        nt = min(nt, max(1, macs // MIN_MACS_PER_THREAD))
+        if tasks == 0:
+            return
+        if nt > 1 and tasks < 4 * nt:
+            chunks = min(self.panels, (4 * nt + tasks - 1) // tasks)
+        total = tasks * chunks
+        nt = min(nt, total)
+        with nogil:
+            if nt <= 1:
+                for t in range(tasks):
+                    self.task(t // self.bands, t % self.bands, 0, self.panels, work)
+            else:
+                for t in prange(total, num_threads=nt, schedule="dynamic"):
+                    c = t % chunks
+                    self.task((t // chunks) // self.bands, (t // chunks) % self.bands,
+                              c * self.panels // chunks, (c + 1) * self.panels // chunks,
+                              work + threadid() * stride)
+
+
+cpdef Py_ssize_t to_blocked_band_rows(Py_ssize_t K, Py_ssize_t h_out, Py_ssize_t w_out):
+    """Output rows per band of ConvGemmToBlockedStep: B and A of a band hold at most
+    2*BAND_FLOATS (one row at least)."""
+    cdef Py_ssize_t kp = (K + 7) // 8 * 8
+    return max(1, min(h_out, BAND_FLOATS // max(1, kp * w_out)))
+
+
+cpdef Py_ssize_t gemm_to_blocked_slot(Py_ssize_t K, Py_ssize_t h_out, Py_ssize_t w_out):
+    """Floats of per-thread scratch of ConvGemmToBlockedStep: B (Kp, ldb) + slack, A (ldb, Kp)."""
+    cdef Py_ssize_t kp = (K + 7) // 8 * 8
+    cdef Py_ssize_t ldb = (to_blocked_band_rows(K, h_out, w_out) * w_out + 7) // 8 * 8
+    return 2 * kp * ldb + NR
+
+
+def pack_blocked_out(w):
+    """W (c_out, c_in, k_h, k_w) -> W^T (Kp, c_out) zero-padded to Kp = K rounded up to 8 rows,
+    in 16-column panels (ceil(c_out/16), Kp, 16)."""
+    from fastcnn._kernels.gemm import pack_b_panels
+    w = np.asarray(w, np.float32)
+    c_out = w.shape[0]
+    k = int(np.prod(w.shape[1:]))
+    kp = (k + 7) // 8 * 8
+    wt = np.zeros((kp, c_out), np.float32)
+    wt[:k] = w.reshape(c_out, k).T
+    return pack_b_panels(wt)
 
 
 def pack_a_panels(w, Py_ssize_t group):

@@ -337,6 +337,26 @@ def _prepare_blocked(p, cp, kind, w4, bias):
                     notes={"algorithm": "blocked_" + kind})
 
 
+def _prepare_to_blocked(p, cp):
+    """Group-1 conv from an NCHW input to an NCHW8c output: conv_gemm.ConvGemmToBlockedStep."""
+    n, c_out, h_out, w_out = cp["y4"]
+    _, c_in, k_h, k_w = cp["w4"]
+    wp = p.cached("to_blocked_panels",
+                  lambda: conv_gemm.pack_blocked_out(p.const_f32(1).reshape(cp["w4"])))
+    b16 = (p.cached("blocked_bias16", lambda: blocked.pad_bias16(p.const_f32(2), c_out))
+           if p.const(2) is not None else None)
+    slots = scratch_slots(p)
+    size = slots * conv_gemm.gemm_to_blocked_slot(c_in * k_h * k_w, h_out, w_out)
+
+    def bind(ins, outs, scratch):
+        return conv_gemm.ConvGemmToBlockedStep(
+            ins[0].reshape(cp["x4"]), wp, b16, outs[0].reshape(-1), c_out, h_out, w_out,
+            cp["strides"], cp["pads"][:2], cp["dilations"], k_h, k_w, cp["act"], cp["alpha"],
+            cp["beta"], scratch[:size], slots)
+
+    return Prepared(bind, scratch=size, flops=conv_flops(cp), notes={"algorithm": "gemm_to_blocked"})
+
+
 def prepare_conv(p):
     cp = conv_params(p)
     if p.blocked_in(0):
@@ -344,6 +364,8 @@ def prepare_conv(p):
         w4 = lambda: p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
         bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
         return _prepare_blocked(p, cp, kind, w4, bias)
+    if p.blocked_out(0) and cp["group"] == 1:
+        return _prepare_to_blocked(p, cp)
     algorithm = choose_algorithm(cp)
 
     def w4():

@@ -169,6 +169,33 @@ def test_global_avg_blocked(n, c, h, w):
     assert_close(out, x.astype(np.float64).mean(axis=(2, 3)))
 
 
+# (n, c_in, c_out, h, w, k, strides, pads (t, l, b, r), dilations): the stem-like conv from an
+# NCHW input to a blocked output (K = c_in*k_h*k_w padded to 8; bands of rows; 8x8 transposes)
+TO_BLOCKED = [
+    (1, 3, 32, 23, 25, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),    # MobileNet stem shape, K = 27
+    (2, 3, 16, 9, 8, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),      # ResNet stem shape, K = 147
+    (1, 5, 24, 11, 40, (3, 2), (1, 3), (0, 2, 1, 1), (2, 1)),    # dilation, odd K = 30
+    (1, 16, 8, 4, 4, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),      # K = 16, 16 pixels
+    (1, 64, 40, 30, 30, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),   # K = 576: one-row bands
+]
+
+
+@pytest.mark.parametrize("case", TO_BLOCKED, ids=lambda c: f"{c[:5]}_k{c[5]}_s{c[6]}")
+def test_conv_gemm_to_blocked(case, threads):
+    from fastcnn._kernels import conv_gemm
+    n, c_in, c_out, h, w, k, s, p, d = case
+    x, wt, b = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, *k), rand(RNG, c_out)
+    ho, wo = out_size(h, k[0], s[0], p[0], p[2], d[0]), out_size(w, k[1], s[1], p[1], p[3], d[1])
+    out = np.full((n, c_out, ho, wo), np.nan, np.float32)
+    slots = max(1, threads)
+    step = conv_gemm.ConvGemmToBlockedStep(
+        x, conv_gemm.pack_blocked_out(wt), bk.pad_bias16(b, c_out), out.reshape(-1), c_out, ho,
+        wo, s, p[:2], d, k[0], k[1], ACT_CODES["Relu"], 0.0, 0.0, None, slots)
+    step.num_threads = threads
+    step()
+    assert_close(from_blocked(out), np.maximum(conv2d(x, wt, b, s, p, d), 0))
+
+
 # ----------------------------------------------------------------------------- through the planner
 def _inverted_residual_graph(c_in=16, expand=48, c_out=16, size=9, stride=1):
     """stem conv (NCHW input) -> expand 1x1 -> depthwise 3x3 -> project 1x1 (+ residual) ->
@@ -255,3 +282,21 @@ def test_graph_outputs_and_odd_channels_stay_nchw():
              ("Conv", ["b", "w3"], ["c"], {})]                              # a model output
     model = ir_model(nodes, {"x": (1, 3, 6, 6)}, ["c"], consts)
     assert not model.plan_for().blocked
+
+
+def test_grouped_conv_to_blocked_through_reorder(threads):
+    """A grouped conv reading NCHW and giving a blocked output runs its NCHW algorithm into
+    scratch, then a reorder step."""
+    rng = np.random.default_rng(7)
+    consts = {"wg": rand(rng, 16, 8, 3, 3), "bg": rand(rng, 16), "wp": rand(rng, 24, 16, 1, 1)}
+    nodes = [("Conv", ["x", "wg", "bg"], ["a"], dict(pads=[1, 1, 1, 1], group=2, activation="Relu")),
+             ("Conv", ["a", "wp"], ["b"], {}),
+             ("GlobalAveragePool", ["b"], ["y"], {})]
+    x = rand(RNG, 2, 16, 9, 11)
+    model = ir_model(nodes, {"x": (2, 16, 9, 11)}, ["y"], consts, num_threads=threads)
+    plan = model.plan_for()
+    assert {"a", "b"} <= set(plan.blocked)
+    assert "ReorderStep" in {type(s).__name__ for s in plan.steps}
+    a = np.maximum(conv2d(x, consts["wg"], consts["bg"], pads=(1, 1, 1, 1), group=2), 0)
+    ref = conv2d(a, consts["wp"], None).mean(axis=(2, 3), keepdims=True)
+    assert_close(model.run(None, {"x": x})[0], ref)
