@@ -22,7 +22,7 @@ from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
 from fastcnn._kernels.act cimport apply_act, ACT_RELU, ACT_CLIP
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, NR, SplitEpilogue, ukernel_6x16_blk,
-                                       act_is_vector, act_vec)
+                                       ukernel_12x8_blk, act_is_vector, act_vec)
 
 import numpy as np
 
@@ -199,6 +199,18 @@ cdef class PointwiseBlockedStep(Step):
             last = pc + kcc == self.c_in
             for jp in range(jp0, jp1):
                 epi.bias = &self.bias[jp * NR] if self.has_bias else NULL
+                if jp * NR + NR > self.c_out:
+                    # a last panel of 8 channels: 12-pixel tiles of one vector each
+                    p = p0
+                    while p < p1:
+                        mr = min(2 * TILE, p1 - p)
+                        off = (jp * 2 * hw + p) * 8
+                        epi.res = rb + off if rb != NULL else NULL
+                        ukernel_12x8_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
+                                         &self.wp[jp, pc, 0], ob + off, 8, mr, pc > 0,
+                                         &epi if last else NULL)
+                        p = p + 2 * TILE
+                    continue
                 p = p0
                 while p < p1:
                     mr = min(TILE, p1 - p)

@@ -356,3 +356,64 @@ cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         store_split_row(c + 4 * ldc, c_hi, c40, c41, two, accumulate, epi, 4 * ldc, vec_act)
     if mr > 5:
         store_split_row(c + 5 * ldc, c_hi, c50, c51, two, accumulate, epi, 5 * ldc, vec_act)
+
+
+cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
+                                  Py_ssize_t a_bs, const float *b, float *c, Py_ssize_t ldc,
+                                  Py_ssize_t mr, bint accumulate,
+                                  const SplitEpilogue *epi) noexcept nogil:
+    """ukernel_6x16_blk for a last panel of 8 columns: C (mr <= 12, 8) (+)= A (mr, 8*kb) @
+    B (8*kb, 8), with B rows read 16 floats apart (a packed panel's first half). Twelve rows
+    keep twelve FMA chains busy where a 6x16 tile would compute 8 zero columns."""
+    cdef vf8 c0 = vf8_zero(), c1 = vf8_zero(), c2 = vf8_zero(), c3 = vf8_zero()
+    cdef vf8 c4 = vf8_zero(), c5 = vf8_zero(), c6 = vf8_zero(), c7 = vf8_zero()
+    cdef vf8 c8 = vf8_zero(), c9 = vf8_zero(), c10 = vf8_zero(), c11 = vf8_zero()
+    cdef vf8 b0, v1
+    cdef const float *ar[12]
+    cdef Py_ssize_t q, t, r
+    cdef bint vec_act
+    for r in range(12):
+        ar[r] = a + (r if r < mr else mr - 1) * a_rs
+    for q in range(kb):
+        for t in range(8):
+            b0 = vf8_load(b)
+            c0 = vf8_fmadd(vf8_set1(ar[0][t]), b0, c0)
+            c1 = vf8_fmadd(vf8_set1(ar[1][t]), b0, c1)
+            c2 = vf8_fmadd(vf8_set1(ar[2][t]), b0, c2)
+            c3 = vf8_fmadd(vf8_set1(ar[3][t]), b0, c3)
+            c4 = vf8_fmadd(vf8_set1(ar[4][t]), b0, c4)
+            c5 = vf8_fmadd(vf8_set1(ar[5][t]), b0, c5)
+            c6 = vf8_fmadd(vf8_set1(ar[6][t]), b0, c6)
+            c7 = vf8_fmadd(vf8_set1(ar[7][t]), b0, c7)
+            c8 = vf8_fmadd(vf8_set1(ar[8][t]), b0, c8)
+            c9 = vf8_fmadd(vf8_set1(ar[9][t]), b0, c9)
+            c10 = vf8_fmadd(vf8_set1(ar[10][t]), b0, c10)
+            c11 = vf8_fmadd(vf8_set1(ar[11][t]), b0, c11)
+            b += NR
+        for r in range(12):
+            ar[r] = ar[r] + a_bs
+    vec_act = epi == NULL or act_is_vector(epi.act, epi.alpha, epi.beta)
+    v1 = vf8_zero()
+    store_split_row(c, 0, c0, v1, False, accumulate, epi, 0, vec_act)
+    if mr > 1:
+        store_split_row(c + ldc, 0, c1, v1, False, accumulate, epi, ldc, vec_act)
+    if mr > 2:
+        store_split_row(c + 2 * ldc, 0, c2, v1, False, accumulate, epi, 2 * ldc, vec_act)
+    if mr > 3:
+        store_split_row(c + 3 * ldc, 0, c3, v1, False, accumulate, epi, 3 * ldc, vec_act)
+    if mr > 4:
+        store_split_row(c + 4 * ldc, 0, c4, v1, False, accumulate, epi, 4 * ldc, vec_act)
+    if mr > 5:
+        store_split_row(c + 5 * ldc, 0, c5, v1, False, accumulate, epi, 5 * ldc, vec_act)
+    if mr > 6:
+        store_split_row(c + 6 * ldc, 0, c6, v1, False, accumulate, epi, 6 * ldc, vec_act)
+    if mr > 7:
+        store_split_row(c + 7 * ldc, 0, c7, v1, False, accumulate, epi, 7 * ldc, vec_act)
+    if mr > 8:
+        store_split_row(c + 8 * ldc, 0, c8, v1, False, accumulate, epi, 8 * ldc, vec_act)
+    if mr > 9:
+        store_split_row(c + 9 * ldc, 0, c9, v1, False, accumulate, epi, 9 * ldc, vec_act)
+    if mr > 10:
+        store_split_row(c + 10 * ldc, 0, c10, v1, False, accumulate, epi, 10 * ldc, vec_act)
+    if mr > 11:
+        store_split_row(c + 11 * ldc, 0, c11, v1, False, accumulate, epi, 11 * ldc, vec_act)
