@@ -63,6 +63,26 @@ class Plan:
         return [np.array(v, dtype=v.dtype, copy=True) for v in self.outputs]
 
 
+def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: int) -> None:
+    """Refuse a plan that cannot fit before any kernel is prepared: the runtime inputs of one
+    node are alive together, and so are its outputs, whatever the arena layout (views and
+    in-place outputs share a buffer between an input and an output, never among inputs).
+    Preparing packs weights and sizes scratch, so a batch far over the limit fails here, having
+    allocated nothing."""
+    need, at = 0, None
+    for node in graph.nodes:
+        for names in (node.inputs, node.outputs):
+            live = sum(types[x].nbytes for x in set(names) if x and x not in consts and x in types)
+            if live > need:
+                need, at = live, node
+    if need > memory_limit:
+        raise ResourceLimitError(
+            f"{graph.where()}: running with input shapes "
+            f"{ {t.name: list(types[t.name].shape) for t in graph.inputs} } needs at least "
+            f"{need:,} bytes of activations (node '{at.name}' ({at.op})), more than the memory "
+            f"limit of {memory_limit:,} bytes (fastcnn.set_memory_limit, FASTCNN_MEMORY_LIMIT)")
+
+
 def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
                memory_limit: int) -> Plan:
     """Prepare every runtime node of `graph` (already checked and inferred for concrete shapes)."""
@@ -71,6 +91,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
 
     where = graph.where()
     types, consts = inferred.types, inferred.consts
+    _check_lower_bound(graph, types, consts, memory_limit)
     run_nodes, preps = [], []
     for node in graph.nodes:
         if not any(o and o not in consts for o in node.outputs):
