@@ -20,6 +20,20 @@ def infer_specimens(graph: Graph):
     return a, b
 
 
+def specimens_or_none(graph: Graph):
+    """infer_specimens, or None when the graph has dynamic dims besides the batch and the
+    specimen sizes do not fit it (a head that only accepts 224x224, say): such a graph is valid,
+    its shapes are checked per input shape when it runs, and passes that need specimen types
+    leave it as it is. With only a dynamic batch, a failure is the graph's error and raises."""
+    from fastcnn.errors import FastCNNError
+    try:
+        return infer_specimens(graph)
+    except FastCNNError:
+        if any(d is None for t in graph.inputs for d in t.shape[1:]):
+            return None
+        raise
+
+
 def use_counts(graph: Graph) -> dict:
     """value -> number of node inputs reading it, plus one per graph output naming it."""
     counts = {}

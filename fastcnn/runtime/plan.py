@@ -64,17 +64,23 @@ class Plan:
 
 
 def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: int) -> None:
-    """Refuse a plan that cannot fit before any kernel is prepared: the runtime inputs of one
-    node are alive together, and so are its outputs, whatever the arena layout (views and
-    in-place outputs share a buffer between an input and an output, never among inputs).
-    Preparing packs weights and sizes scratch, so a batch far over the limit fails here, having
-    allocated nothing."""
+    """Refuse a plan that cannot fit before any kernel is prepared (preparing packs weights and
+    sizes scratch): while a node runs, its runtime inputs and outputs are all in the arena,
+    except that output 0 may share the buffer of an input of the same size (a view or an
+    in-place kernel, as build_plan lays them out). A batch far over the limit fails here,
+    having allocated nothing."""
     need, at = 0, None
     for node in graph.nodes:
-        for names in (node.inputs, node.outputs):
-            live = sum(types[x].nbytes for x in set(names) if x and x not in consts and x in types)
-            if live > need:
-                need, at = live, node
+        ins = [types[x].nbytes for x in set(node.inputs) if x and x not in consts and x in types]
+        outs = [types[o].nbytes for o in node.outputs if o and o not in consts and o in types]
+        if not outs:
+            continue  # folded while planning
+        live = sum(ins) + sum(outs)
+        first = types[node.outputs[0]].nbytes if node.outputs[0] in types else -1
+        if node.outputs[0] not in consts and first in ins:
+            live -= first
+        if live > need:
+            need, at = live, node
     if need > memory_limit:
         raise ResourceLimitError(
             f"{graph.where()}: running with input shapes "
