@@ -69,6 +69,7 @@ def run_case(path: str, run: bool = True, trace: bool = True) -> dict:
     from fastcnn.errors import FastCNNError
 
     size = os.path.getsize(path)
+    UNRAISABLE.clear()
     if trace:
         tracemalloc.start(1)
     base = tracemalloc.get_traced_memory()[0]
@@ -102,6 +103,10 @@ def run_case(path: str, run: bool = True, trace: bool = True) -> dict:
             except BaseException as e:  # noqa: BLE001
                 res = {"outcome": "finding", "kind": "CloseFailed", "detail": repr(e)[:300]}
         model = None
+    if UNRAISABLE and res["outcome"] != "finding":
+        # an exception a kernel could not raise (noexcept, nogil): with the debug build's
+        # bounds checks this is an out-of-bounds access that the release build would not see
+        res = {"outcome": "finding", "kind": "Unraisable", "detail": UNRAISABLE[0][:300]}
     peak = tracemalloc.get_traced_memory()[1] - base if trace else 0
     if trace:
         tracemalloc.stop()
@@ -112,6 +117,13 @@ def run_case(path: str, run: bool = True, trace: bool = True) -> dict:
                    detail=f"peak Python allocation {peak / MB:.1f} MB for a {size} byte file "
                           f"(bound {memory_bound(size) / MB:.0f} MB); was: {res.get('detail', '')[:200]}")
     return res
+
+
+UNRAISABLE = []
+
+
+def _record_unraisable(u):
+    UNRAISABLE.append(f"{u.exc_type.__name__}: {u.exc_value} (in {u.object!r:.80})")
 
 
 def _set_address_space_limit():
@@ -134,6 +146,7 @@ def worker_main():
     import warnings
 
     warnings.simplefilter("ignore")
+    sys.unraisablehook = _record_unraisable
     import numpy  # noqa: F401
     import fastcnn
     try:

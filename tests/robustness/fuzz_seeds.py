@@ -162,7 +162,9 @@ def onnx_seed_models() -> dict:
          N("Slice", ["p"], ["s"], name="slice", starts=[1], ends=[3], axes=[2]),
          N("Split", ["s"], ["s1", "s2"], name="split", axis=1, split=[5, 7]),
          N("Concat", ["s2", "s1"], ["c"], name="concat", axis=1),
-         N("Softmax", ["c"], ["y"], name="softmax", axis=1)],
+         N("Dropout", ["c"], ["d"], name="dropout", ratio=0.5),
+         N("Identity", ["d"], ["i"], name="identity"),
+         N("Softmax", ["i"], ["y"], name="softmax", axis=1)],
         {"x": [None, 3, 4]}, ["y"], {"b": _w(rng, 12)}, opset=9)
     return seeds
 
