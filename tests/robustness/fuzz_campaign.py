@@ -66,6 +66,7 @@ class Report:
         self.findings = {}      # signature -> (saved path or None, Result, label)
         self.finding_count = 0
         self.max_peak = 0
+        self.max_peak_case = None
         self.max_rss_growth = 0
         self.seconds = 0.0
         self.corpus = 0
@@ -82,6 +83,10 @@ class Report:
                  f"({self.traced} cases traced), largest RSS "
                  f"growth {self.max_rss_growth / fuzz_runner.MB:.1f} MB",
                  f"  findings: {self.finding_count} ({len(self.findings)} distinct)"]
+        if self.max_peak_case:
+            label, outcome, kind, detail, size = self.max_peak_case
+            lines.insert(4, f"  largest peak from a {size} byte file ({label[:80]}): {outcome} "
+                            f"{kind} {detail[:120]}")
         for sig, (path, res, label) in self.findings.items():
             lines.append(f"    {res.kind}: {res.detail[:160]}")
             lines.append(f"      mutation {label[:120]}; input {path}")
@@ -144,7 +149,13 @@ def fuzz(target: str, *, cases: int | None = None, seconds: float | None = None,
             report.executions += 1
             report.traced += trace
             report.outcomes[res.outcome] += 1
-            report.max_peak = max(report.max_peak, res.peak)
+            if res.peak > report.max_peak:
+                report.max_peak = res.peak
+                report.max_peak_case = (label, res.outcome, res.kind, res.detail[:200], len(mutant))
+                if findings_dir:
+                    os.makedirs(findings_dir, exist_ok=True)
+                    with open(os.path.join(findings_dir, f"{target}-largest-peak{ext}"), "wb") as f:
+                        f.write(mutant)
             report.max_rss_growth = max(report.max_rss_growth, res.rss_growth)
             if res.outcome == "error":
                 report.error_kinds[res.kind] += 1
