@@ -207,9 +207,8 @@ class Model:
         input_feed: dict input name -> float32 numpy array (any strides). Returns a list of new
         numpy arrays, one per requested output."""
         feed, key = self._check_feed(input_feed)
-        if output_names is None:
-            picks = list(range(len(self.outputs)))
-        else:
+        picks = None
+        if output_names is not None:
             if isinstance(output_names, str):
                 output_names = [output_names]
             index = {t.name: i for i, t in enumerate(self.outputs)}
@@ -221,7 +220,7 @@ class Model:
             picks = [index[n] for n in output_names]
         if any(len(shape) and shape[0] == 0 for shape in key):
             outs = self._empty_outputs(key)
-            return [np.array(outs[i], copy=True) for i in picks]
+            return [np.array(o, copy=True) for o in (outs if picks is None else [outs[i] for i in picks])]
         _, plan = self._get_plan(key)
         try:
             if plan.num_threads != self._threads:
@@ -229,7 +228,7 @@ class Model:
             outs = plan.run(feed)
         finally:
             plan.lock.release()
-        return [outs[i] for i in picks]
+        return outs if picks is None else [outs[i] for i in picks]
 
     def _empty_outputs(self, key) -> list:
         """Outputs for a batch of 0 (as onnxruntime: empty arrays), no kernel runs.

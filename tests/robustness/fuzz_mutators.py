@@ -715,7 +715,8 @@ def mutate_h5(data: bytes, rng: random.Random, tmp_path: str) -> tuple:
         else:
             labels.append(_keras_structural(config, rng))
     if is_zip and rng.random() < 0.1:
-        return zip_bomb(), "keras:zip-bomb"
+        member = rng.choice(["config.json", "model.weights.h5"])
+        return zip_bomb(member), f"keras:zip-bomb {member}"
     try:
         if is_zip:
             fuzz_seeds.write_keras_v3(tmp_path, config, weights)
@@ -727,24 +728,31 @@ def mutate_h5(data: bytes, rng: random.Random, tmp_path: str) -> tuple:
         return f.read(), "+".join(labels)
 
 
-_ZIP_BOMB = []
+_ZIP_BOMBS = {}
 
 
-def zip_bomb() -> bytes:
-    """A .keras file of a few hundred KB whose config.json inflates to 256 MB."""
-    if not _ZIP_BOMB:
+def zip_bomb(member: str = "config.json") -> bytes:
+    """A .keras file of a few hundred KB whose `member` inflates to 256 MB (whitespace for the
+    config, zeros for the weights)."""
+    if member not in _ZIP_BOMBS:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr("metadata.json", "{}")
-            with z.open("config.json", "w", force_zip64=True) as f:
-                chunk = b" " * (1 << 20)
-                f.write(b"[")
+            if member != "config.json":
+                z.writestr("config.json", json.dumps({"class_name": "Sequential",
+                                                      "config": {"name": "s", "layers": []}}))
+            with z.open(member, "w", force_zip64=True) as f:
+                chunk = (b" " if member == "config.json" else b"\0") * (1 << 20)
+                if member == "config.json":
+                    f.write(b"[")
                 for _ in range(256):
                     f.write(chunk)
-                f.write(b"]")
-            z.writestr("model.weights.h5", b"")
-        _ZIP_BOMB.append(buf.getvalue())
-    return _ZIP_BOMB[0]
+                if member == "config.json":
+                    f.write(b"]")
+            if member != "model.weights.h5":
+                z.writestr("model.weights.h5", b"")
+        _ZIP_BOMBS[member] = buf.getvalue()
+    return _ZIP_BOMBS[member]
 
 
 def _read_keras(data: bytes, is_zip: bool, tmp_path: str):
@@ -756,11 +764,13 @@ def _read_keras(data: bytes, is_zip: bool, tmp_path: str):
             with zipfile.ZipFile(io.BytesIO(data)) as z:
                 config = json.loads(z.read("config.json"))
                 wbytes = z.read("model.weights.h5")
+            import fuzz_seeds
+            by_key = {k: n for n, k in fuzz_seeds.keras3_keys(config).items()}
             weights = {}
             with h5py.File(io.BytesIO(wbytes), "r") as h:
-                for n in h["layers"]:
-                    v = h["layers"][n]["vars"]
-                    weights[n] = [(k, np.array(v[k])) for k in sorted(v, key=int)]
+                for key in h["layers"]:
+                    v = h["layers"][key]["vars"]
+                    weights[by_key.get(key, key)] = [(k, np.array(v[k])) for k in sorted(v, key=int)]
             return config, weights
         with open(tmp_path, "wb") as f:
             f.write(data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -280,16 +281,49 @@ def write_keras_h5(path: str, config: dict, weights: dict) -> None:
                 g.create_dataset(f"{n}/{w}", data=arr)
 
 
+def snake_case(name: str) -> str:
+    """Keras' to_snake_case: Conv2D -> conv2d, BatchNormalization -> batch_normalization."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def keras3_keys(config) -> dict:
+    """layer name -> its key under `layers/` in a Keras 3 model.weights.h5: the snake-cased class
+    name, numbered _1, _2, ... among the layers of the same class."""
+    keys, seen = {}, {}
+    try:
+        layers = config["config"]["layers"]
+    except (KeyError, TypeError):
+        return keys
+    for lay in layers if isinstance(layers, list) else []:
+        if not isinstance(lay, dict) or not isinstance(lay.get("class_name"), str):
+            continue
+        n = lay.get("name")
+        if not isinstance(n, str) and isinstance(lay.get("config"), dict):
+            n = lay["config"].get("name")
+        base = snake_case(lay["class_name"])
+        k = seen.get(base, 0)
+        seen[base] = k + 1
+        if isinstance(n, str):
+            keys.setdefault(n, base if k == 0 else f"{base}_{k}")
+    return keys
+
+
 def write_keras_v3(path: str, config: dict, weights: dict) -> None:
     """Keras 3 .keras zip: config.json, metadata.json, model.weights.h5 with
-    layers/<layer>/vars/<i> datasets."""
+    layers/<key>/vars/<i> datasets (key: see keras3_keys)."""
     import h5py
 
+    keys = keras3_keys(config)
     buf = io.BytesIO()
     with h5py.File(buf, "w") as h:
         layers = h.create_group("layers")
         for n, ws in weights.items():
-            v = layers.create_group(n).create_group("vars")
+            key = keys.get(n, n)
+            if key in layers:
+                continue
+            v = layers.create_group(key).create_group("vars")
             for i, (_, arr) in enumerate(ws):
                 v.create_dataset(str(i), data=arr)
     with zipfile.ZipFile(path, "w") as z:
