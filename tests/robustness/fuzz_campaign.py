@@ -104,10 +104,12 @@ def corpus_drop(corpus, name, data, seed_names):
 
 def fuzz(target: str, *, cases: int | None = None, seconds: float | None = None, seed: int = 0,
          workdir: str, findings_dir: str | None = None, threads: int = 1, log=None,
-         timeout: float = fuzz_runner.CASE_TIMEOUT, trace_every: int = 4) -> Report:
+         timeout: float = fuzz_runner.CASE_TIMEOUT, trace_every: int = 4,
+         byte_level: bool = True) -> Report:
     """Run `cases` executions (or for `seconds`) of target 'fcnn', 'onnx' or 'h5'.
     trace_every: measure Python allocations with tracemalloc on every n-th case (0: never);
-    the peak RSS is checked on every case."""
+    the peak RSS is checked on every case. byte_level=False: no raw byte corruption of HDF5
+    containers (see fuzz_mutators.mutate_h5)."""
     rng = random.Random(seed)
     seeds = fuzz_seeds.seed_files(target, workdir)
     names = sorted(seeds)
@@ -136,7 +138,7 @@ def fuzz(target: str, *, cases: int | None = None, seconds: float | None = None,
             name, data = corpus[rng.randrange(len(corpus))]
             ext = _ext(target, name)
             try:
-                mutant, label = fuzz_mutators.mutate(target, data, rng, scratch + ext)
+                mutant, label = fuzz_mutators.mutate(target, data, rng, scratch + ext, byte_level)
             except Exception:  # noqa: BLE001 - a mutator tripping over an odd mutant
                 report.mutator_errors += 1
                 corpus_drop(corpus, name, data, names)

@@ -698,16 +698,17 @@ def _keras_weights_mutation(weights: dict, rng) -> str:
     return f"keras:w {n}.{wname}"
 
 
-def mutate_h5(data: bytes, rng: random.Random, tmp_path: str) -> tuple:
+def mutate_h5(data: bytes, rng: random.Random, tmp_path: str, byte_level: bool = True) -> tuple:
     """Mutate a Keras .h5 (HDF5) or .keras (zip) file. Structural mutations rebuild the file with
-    h5py from its parsed config and weights."""
-    if rng.random() < 0.2:
+    h5py from its parsed config and weights. byte_level=False leaves out raw byte corruption of
+    the HDF5 container, which can hang libhdf5 itself (a C loop nothing in Python can stop)."""
+    if byte_level and rng.random() < 0.2:
         return mutate_bytes(data, rng)
     import fuzz_seeds
     is_zip = data[:4] == b"PK\x03\x04"
     config, weights = _read_keras(data, is_zip, tmp_path)
     if config is None:
-        return mutate_bytes(data, rng)
+        return mutate_bytes(data, rng) if byte_level else (data, "keras:unchanged")
     labels = []
     for _ in range(rng.choice([1, 1, 2, 3])):
         if rng.random() < 0.3:
@@ -722,8 +723,8 @@ def mutate_h5(data: bytes, rng: random.Random, tmp_path: str) -> tuple:
             fuzz_seeds.write_keras_v3(tmp_path, config, weights)
         else:
             fuzz_seeds.write_keras_h5(tmp_path, config, weights)
-    except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as e:
-        return mutate_bytes(data, rng)
+    except (RecursionError, ValueError, TypeError, KeyError, AttributeError):
+        return mutate_bytes(data, rng) if byte_level else (data, "keras:unchanged")
     with open(tmp_path, "rb") as f:
         return f.read(), "+".join(labels)
 
@@ -788,10 +789,11 @@ def _read_keras(data: bytes, is_zip: bool, tmp_path: str):
         return None, None
 
 
-def mutate(target: str, data: bytes, rng: random.Random, tmp_path: str) -> tuple:
-    """(mutated bytes, label) for target 'fcnn', 'onnx' or 'h5'."""
+def mutate(target: str, data: bytes, rng: random.Random, tmp_path: str,
+           byte_level: bool = True) -> tuple:
+    """(mutated bytes, label) for target 'fcnn', 'onnx' or 'h5' (byte_level: see mutate_h5)."""
     if target == "fcnn":
         return mutate_fcnn(data, rng)
     if target == "onnx":
         return mutate_onnx(data, rng)
-    return mutate_h5(data, rng, tmp_path)
+    return mutate_h5(data, rng, tmp_path, byte_level)

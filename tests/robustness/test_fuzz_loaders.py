@@ -36,8 +36,10 @@ def test_mutated_model_files_are_refused_cleanly(target, tmp_path):
         pytest.skip(why)
     work = tmp_path / "work"
     work.mkdir()
+    # Raw byte corruption of HDF5 files can hang libhdf5 itself (found by the campaign; nothing
+    # fastcnn can fix in-process), so the h5 sample mutates structure only; the campaign does both.
     report = fuzz_campaign.fuzz(target, cases=CASES[target], seed=20240601, workdir=str(work),
-                                findings_dir=str(tmp_path / "findings"))
+                                findings_dir=str(tmp_path / "findings"), byte_level=target != "h5")
     print(report.text())
     _check(report, tmp_path)
 
