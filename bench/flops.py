@@ -3,7 +3,7 @@
 Elementwise ops, pooling and normalisation are not counted (they are memory-bound and small next
 to the convs), so GFLOP/s figures compare with a matmul peak. The rules take ONNX semantics,
 which fastcnn's IR shares, so one table serves both the ONNX file (run.py) and fastcnn's graph
-after its passes (profile.py).
+after its passes (profile_model.py).
 """
 from __future__ import annotations
 

@@ -46,7 +46,14 @@ def read_graph(path, fmt: str | None = None):
         from fastcnn.importers import onnx as onnx_importer
         return onnx_importer.import_file(path), None
     if fmt in ("h5", "keras"):
-        from fastcnn.importers import keras as keras_importer
+        import importlib
+        try:
+            keras_importer = importlib.import_module("fastcnn.importers.keras")
+        except ModuleNotFoundError as e:
+            if e.name != "fastcnn.importers.keras":
+                raise
+            raise ModelFileError(f"{path}: a Keras/HDF5 file; this fastcnn has no Keras importer "
+                                 f"(convert the model to ONNX)") from None
         return keras_importer.import_file(path), None
     raise ModelFileError(f"{path}: unknown model format {fmt!r}")
 

@@ -42,6 +42,7 @@ class Model:
         self._threads = config.check_threads(num_threads) if num_threads is not None else config.default_threads()
         self._cache = {}
         self._plans = OrderedDict()  # shape key -> list[Plan]
+        self._empty = {}             # shape key with an empty batch -> output arrays
         self._lock = threading.Lock()
         self._max_concurrent = max(1, int(max_concurrent))
         self._resources = _resources  # e.g. an mmap to close
@@ -51,6 +52,11 @@ class Model:
         self._input_checks = [(t.name, len(t.shape), tuple((i, d) for i, d in enumerate(t.shape) if d is not None))
                               for t in self.inputs]
         for t in self.inputs:
+            if any(d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1)
+                   for d in t.shape):
+                from fastcnn.errors import GraphError
+                raise GraphError(f"{graph.where()}: input '{t.name}' declares the shape "
+                                 f"{list(t.shape)}; every fixed dimension must be at least 1")
             if t.dtype != "float32":
                 from fastcnn.errors import UnsupportedOpError
                 raise UnsupportedOpError(f"{graph.where()}: input '{t.name}' has dtype {t.dtype}; "
@@ -146,11 +152,14 @@ class Model:
                 break
             else:
                 return input_feed, tuple(shapes)
-        self._feed_error(input_feed)
+        return self._feed_error(input_feed)
 
     def _feed_error(self, input_feed):
-        """Raise the InputError that describes what is wrong with `input_feed`."""
+        """The slow path: raise the InputError that describes what is wrong with `input_feed`,
+        or return (feed, shapes) for valid feeds the fast path does not take (an empty batch,
+        ndarray subclasses such as np.memmap)."""
         where = self._graph.where()
+        feed, shapes = {}, []
         if not isinstance(input_feed, dict):
             raise InputError(f"{where}: inputs must be a dict of name -> numpy array, got "
                              f"{type(input_feed).__name__}")
@@ -178,10 +187,13 @@ class Model:
             if x.ndim != len(t.shape) or any(d is not None and d != a for d, a in zip(t.shape, x.shape)):
                 raise InputError(f"{where}: input '{t.name}' has shape {list(x.shape)} (float32); "
                                  f"{expected}")
-            if x.size == 0:
+            if x.size == 0 and (t.shape[0] is not None or x.shape[0] != 0 or 0 in x.shape[1:]):
                 raise InputError(f"{where}: input '{t.name}' is empty (shape {list(x.shape)}); "
-                                 f"every dimension must be at least 1")
-        raise InputError(f"{where}: invalid inputs")  # not reached: one check above fails
+                                 f"only a dynamic batch dimension may be 0, every other "
+                                 f"dimension must be at least 1")
+            feed[t.name] = x
+            shapes.append(tuple(x.shape))
+        return feed, tuple(shapes)
 
     def _get_plan(self, key):
         """Return (key, plan) with plan.lock held by the caller."""
@@ -214,6 +226,8 @@ class Model:
         plan = self._build(key)
         plan.lock.acquire()
         with self._lock:
+            if self._closed:  # closed while this plan was built: run this call, keep nothing
+                return key, plan
             pool = self._plans.setdefault(key, [])
             pool.append(plan)
             self._plans.move_to_end(key)
@@ -244,6 +258,9 @@ class Model:
                                  f"{', '.join(map(repr, unknown))}; the model's outputs are "
                                  f"{', '.join(repr(t.name) for t in self.outputs)}")
             picks = [index[n] for n in output_names]
+        if any(len(shape) and shape[0] == 0 for shape in key):
+            outs = self._empty_outputs(key)
+            return [np.array(o, copy=True) for o in (outs if picks is None else [outs[i] for i in picks])]
         _, plan = self._get_plan(key)
         try:
             if plan.num_threads != self._threads:
@@ -252,6 +269,52 @@ class Model:
         finally:
             plan.lock.release()
         return outs if picks is None else [outs[i] for i in picks]
+
+    def _empty_outputs(self, key) -> list:
+        """Outputs for a batch of 0 (as onnxruntime: empty arrays), no kernel runs.
+
+        The graph is inferred with the empty batch dims set to 1 and to 2: an output dim that
+        doubles is proportional to the batch and becomes 0, a dim that stays is kept. An output
+        with no such dim would need a value computed from no data (a reduction over the batch),
+        which is refused unless it is a constant."""
+        with self._lock:
+            if self._closed:
+                raise FastCNNError(f"{self._graph.where()}: the model is closed")
+            cached = self._empty.get(key)
+        if cached is not None:
+            return cached
+        g = self._graph
+        where = g.where()
+        limit = config.memory_limit()
+
+        def infer(fill):
+            types = {t.name: ValueType(tuple(fill if (i == 0 and d == 0) else d
+                                             for i, d in enumerate(shape)), "float32")
+                     for t, shape in zip(g.inputs, key)}
+            return infer_graph(g, types, max_tensor_bytes=limit)
+
+        one, two = infer(1), infer(2)
+        outs = []
+        for t in g.outputs:
+            a, b = one.types[t.name], two.types[t.name]
+            if len(a.shape) != len(b.shape) or any(y not in (x, 2 * x) for x, y in zip(a.shape, b.shape)):
+                raise InputError(f"{where}: an empty batch is not supported by this model: output "
+                                 f"'{t.name}' has shape {list(a.shape)} for batch 1 and "
+                                 f"{list(b.shape)} for batch 2")
+            shape = tuple(0 if y == 2 * x and x != y else x for x, y in zip(a.shape, b.shape))
+            if 0 not in shape:
+                if t.name not in one.consts:
+                    raise InputError(f"{where}: an empty batch is not supported by this model: "
+                                     f"output '{t.name}' {list(shape)} does not scale with the "
+                                     f"batch, and its value would be computed from no data")
+                outs.append(np.asarray(one.consts[t.name]))
+            else:
+                outs.append(np.empty(shape, dtype=a.dtype))
+        with self._lock:
+            self._empty[key] = outs
+            while len(self._empty) > MAX_CACHED_SHAPES:
+                self._empty.pop(next(iter(self._empty)))
+        return outs
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run a single-input model on `x` and return its first output."""
@@ -272,6 +335,8 @@ class Model:
     def save(self, path) -> None:
         """Write the model (graph after passes, weights, metadata) to a .fcnn file atomically."""
         from fastcnn.format import fcnn
+        if self._closed:
+            raise FastCNNError(f"{self._graph.where()}: the model is closed; load it again to save it")
         fcnn.save(self._graph, os.fspath(path))
 
     def close(self) -> None:
@@ -280,6 +345,7 @@ class Model:
             self._closed = True
             self._plans.clear()
             self._cache.clear()
+            self._empty.clear()
             res, self._resources = self._resources, None
         self._graph = Graph(self._graph.name, self._graph.inputs, self._graph.outputs,
                             source=self._graph.source, metadata=self._graph.metadata)

@@ -86,7 +86,9 @@ def test_not_a_dict(model):
 def test_empty_input(model):
     f = feed()
     f["image"] = np.zeros((0, 3, 4, 4), np.float32)
-    _err(model, f, "input 'image' is empty (shape [0, 3, 4, 4])")
+    assert model.run(None, f)[0].shape == (0, 3, 4, 4)  # an empty batch: empty outputs
+    f["bias"] = np.zeros((3, 1, 0), np.float32)
+    _err(model, f, "input 'bias' has shape [3, 1, 0] (float32); expected float32 [3, 1, 1]")
 
 
 def test_unknown_output_name(model):

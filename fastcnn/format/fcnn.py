@@ -238,7 +238,27 @@ def read_header(path: str, buf) -> tuple:
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise _bad(path, f"header is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
     _expect(path, isinstance(header, dict) and header.get("format") == "fcnn", "header is not a .fcnn header")
+    _expect(path, _nesting_within(header, MAX_NESTING),
+            f"header nests lists/objects deeper than {MAX_NESTING} levels")
     return header, d_off, d_off + d_len
+
+
+MAX_NESTING = 64  # JSON levels in a header; deeper data would make repr() and json.dumps recurse
+
+
+def _nesting_within(obj, limit: int) -> bool:
+    """True when `obj` nests lists/dicts at most `limit` levels (checked without recursion)."""
+    stack = [(obj, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, list):
+            continue
+        if depth >= limit:
+            return False
+        stack.extend((x, depth + 1) for x in v if isinstance(x, (dict, list)))
+    return True
 
 
 def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) -> Graph:

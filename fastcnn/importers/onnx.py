@@ -61,7 +61,7 @@ class ImportContext:
             types = {t.name: ValueType(tuple(1 if d is None else d for d in t.shape), t.dtype)
                      for t in self.inputs}
             try:
-                inferred = infer_graph(g, types, max_tensor_bytes=1 << 62)
+                inferred = infer_graph(g.check(), types, max_tensor_bytes=1 << 62)
             except FastCNNError as e:
                 self.unsupported(node, f"cannot infer the rank of input '{name}' ({e})")
             self._ranks.update({k: len(t.shape) for k, t in inferred.types.items()})
@@ -610,6 +610,10 @@ def _value_spec(ctx, vi, is_input):
                                  f"'{vi.name}' is not a tensor")
     tt = t.tensor_type
     dtype = ONNX_DTYPES.get(tt.elem_type, f"onnx-type-{tt.elem_type}")
+    if is_input and tt.elem_type not in ONNX_DTYPES:
+        raise UnsupportedOpError(f"{ctx.where}: graph input '{vi.name}' has ONNX element type "
+                                 f"{tt.elem_type}, which fastcnn does not support (fastcnn "
+                                 f"models take float32 inputs)")
     if not tt.HasField("shape"):
         if is_input:
             raise UnsupportedOpError(f"{ctx.where}: graph input '{vi.name}' has no shape; fastcnn "
@@ -624,8 +628,49 @@ def _value_spec(ctx, vi, is_input):
     return TensorSpec(vi.name, tuple(dims), dtype, "NCHW" if len(dims) == 4 else "")
 
 
+CONVERTER_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError,
+                    ZeroDivisionError)
+
+
+def _check_text(model, where: str) -> None:
+    """Every name the importer reads must be text: protobuf hands out invalid UTF-8 in a string
+    field as bytes, which would otherwise surface as a TypeError deep in a converter."""
+    def bad(what, v):
+        raise ModelFileError(f"{where}: {what} {v!r:.80} is not valid UTF-8 text")
+
+    g = model.graph
+    for what, v in (("the producer name", model.producer_name),
+                    ("the producer version", model.producer_version), ("the graph name", g.name)):
+        if not isinstance(v, str):
+            bad(what, v)
+    for o in model.opset_import:
+        if not isinstance(o.domain, str):
+            bad("an opset domain", o.domain)
+    for vi in list(g.input) + list(g.output):
+        if not isinstance(vi.name, str):
+            bad("a graph input/output name", vi.name)
+    for t in g.initializer:
+        if not isinstance(t.name, str):
+            bad("an initializer name", t.name)
+    for n in g.node:
+        for what, v in (("a node name", n.name), ("an operator type", n.op_type),
+                        ("an operator domain", n.domain)):
+            if not isinstance(v, str):
+                bad(what, v)
+        for v in list(n.input) + list(n.output):
+            if not isinstance(v, str):
+                bad(f"a tensor name of node {n.name!r}", v)
+        for a in n.attribute:
+            if not isinstance(a.name, str):
+                bad(f"an attribute name of node {n.name!r}", a.name)
+    for p in model.metadata_props:
+        if not isinstance(p.key, str) or not isinstance(p.value, str):
+            bad("a metadata entry", p.key)
+
+
 def import_model(model, where: str = "model") -> Graph:
     """Convert an onnx.ModelProto into a Graph (not yet checked or optimised)."""
+    _check_text(model, where)
     opset = None
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx"):
@@ -668,7 +713,15 @@ def import_model(model, where: str = "model") -> Graph:
                 f"fastcnn does not support. Supported ONNX operators: {', '.join(sorted(CONVERTERS))}")
         if not n.name:
             n.name = ctx.fresh(f"{n.op_type}_{i}")
-        conv(ctx, n, _attrs(ctx, n))
+        try:
+            conv(ctx, n, _attrs(ctx, n))
+        except FastCNNError:
+            raise
+        except CONVERTER_ERRORS as e:
+            # A converter tripping over an attribute of the wrong type or an absurd value is a
+            # bad file, never a crash (converters trust the ONNX schema; the file may not).
+            raise ModelFileError(f"{where}: node '{n.name}' ({n.op_type}): invalid attributes or "
+                                 f"inputs ({type(e).__name__}: {str(e)[:200]})") from None
     outputs = [_value_spec(ctx, vi, False) for vi in g.output]
     metadata = {"producer": f"{model.producer_name} {model.producer_version}".strip(),
                 "source_format": "onnx", "onnx_opset": opset}

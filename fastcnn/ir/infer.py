@@ -102,7 +102,7 @@ def infer_graph(graph: Graph, input_types: dict, *, fold: bool = True,
                 raise ResourceLimitError(
                     f"{where}: node '{node.name}' ({node.op}): output '{name}' would need "
                     f"{t.nbytes:,} bytes ({t}), more than the memory limit of {limit:,} bytes "
-                    f"(fastcnn.set_memory_limit)")
+                    f"(fastcnn.set_memory_limit, FASTCNN_MEMORY_LIMIT)")
             if name:
                 types[name] = t
         if not fold or spec.fold is None:

@@ -446,6 +446,8 @@ def _common_dtype(ctx: NodeContext):
 
 def broadcast(ctx: NodeContext):
     """Add, Sub, Mul, Div, Pow, Max, Min, Sum, Mean: numpy broadcasting over all inputs."""
+    for i in range(ctx.n_inputs):
+        ctx.type(i)  # every operand is required (an omitted "" input is refused here)
     if ctx.node.op == "Pow":
         dtype = ctx.dtype(0)  # exponent may have another type
     else:
@@ -456,6 +458,7 @@ def broadcast(ctx: NodeContext):
 
 def compare(ctx: NodeContext):
     """Equal, Less, Greater, ...: broadcast, bool output."""
+    ctx.type(0), ctx.type(1)  # both operands are required
     if ctx.node.op not in ("And", "Or", "Xor"):
         _common_dtype(ctx)
     return [ValueType(broadcast_shapes(ctx, [ctx.shape(0), ctx.shape(1)]), "bool")]

@@ -24,7 +24,11 @@ PIPELINE = [
 
 
 def run_pipeline(graph, passes=None):
-    """Apply `passes` (default PIPELINE) in order and return the new, checked graph."""
+    """Apply `passes` (default PIPELINE) in order and return the new, checked graph.
+    Operators, input/output counts and attribute kinds are checked first, so passes can index
+    a node's inputs without guarding against a malformed file."""
+    from fastcnn.passes.analysis import check_structure
+    check_structure(graph)
     for p in PIPELINE if passes is None else passes:
         graph = p(graph).check()
     return graph

@@ -20,6 +20,46 @@ def infer_specimens(graph: Graph):
     return a, b
 
 
+def specimens_or_none(graph: Graph):
+    """infer_specimens, or None when the graph has dynamic dims besides the batch and the
+    specimen sizes do not fit it (a head that only accepts 224x224, say): such a graph is valid,
+    its shapes are checked per input shape when it runs, and passes that need specimen types
+    leave it as it is. With only a dynamic batch, a failure is the graph's error and raises."""
+    from fastcnn.errors import FastCNNError
+    try:
+        return infer_specimens(graph)
+    except FastCNNError:
+        if not any(d is None for t in graph.inputs for d in t.shape[1:]):
+            raise
+        check_structure(graph)  # what no input shape can fix is still refused here
+        return None
+
+
+def check_structure(graph: Graph) -> None:
+    """The checks of infer_graph that do not depend on shapes: every operator known, input and
+    output counts in range, attributes of the right kinds. Raises like infer_graph."""
+    from fastcnn.errors import GraphError, UnsupportedOpError
+    from fastcnn.ir.infer import supported_ops_text
+    from fastcnn.ir.ops import OPS
+    from fastcnn.ir.opspec import resolve_attrs
+
+    where = graph.where()
+    for node in graph.nodes:
+        spec = OPS.get(node.op)
+        if spec is None:
+            raise UnsupportedOpError(f"{where}: node '{node.name}' uses operator '{node.op}', which "
+                                     f"fastcnn does not support. Supported operators: "
+                                     f"{supported_ops_text()}")
+        (lo, hi), (olo, ohi) = spec.inputs, spec.outputs
+        if len(node.inputs) < lo or (hi is not None and len(node.inputs) > hi) or \
+                not olo <= len(node.outputs) <= ohi:
+            raise GraphError(f"{where}: node '{node.name}' ({node.op}) has {len(node.inputs)} "
+                             f"inputs and {len(node.outputs)} outputs; {node.op} takes {lo} to "
+                             f"{hi if hi is not None else 'any number of'} inputs and produces "
+                             f"{olo} to {ohi} outputs")
+        resolve_attrs(node, spec, where)
+
+
 def use_counts(graph: Graph) -> dict:
     """value -> number of node inputs reading it, plus one per graph output naming it."""
     counts = {}

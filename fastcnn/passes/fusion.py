@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.shapes import FUSABLE_ACTIVATIONS
-from fastcnn.passes.analysis import infer_specimens, single_consumer
+from fastcnn.passes.analysis import single_consumer, specimens_or_none
 
 # activation op -> (attribute giving activation_alpha, attribute giving activation_beta, defaults)
 ACTIVATION_PARAMS = {
@@ -27,7 +27,10 @@ def fuse_residual_add(graph: Graph) -> Graph:
     """Conv (no activation, no residual yet) whose only consumer is Add(conv, z) with z of the
     same shape, z computed before the Conv: z becomes the Conv's 4th input."""
     g = graph.copy()
-    a, b = infer_specimens(g)
+    specimens = specimens_or_none(g)
+    if specimens is None:
+        return g
+    a, b = specimens
     order = {}
     for i, n in enumerate(g.nodes):
         for o in n.outputs:

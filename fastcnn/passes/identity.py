@@ -13,7 +13,8 @@ def remove_identities(graph: Graph) -> Graph:
     keep = []
     for node in g.nodes:
         node.inputs = [rename.get(x, x) for x in node.inputs]
-        if node.op not in ("Identity", "Dropout") or (len(node.outputs) > 1 and node.outputs[1]):
+        if node.op not in ("Identity", "Dropout") or (len(node.outputs) > 1 and node.outputs[1]) \
+                or not node.inputs[0] or not node.outputs[0]:  # malformed: infer reports it
             keep.append(node)
             continue
         src, dst = node.inputs[0], node.outputs[0]

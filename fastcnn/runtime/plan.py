@@ -71,6 +71,32 @@ class Plan:
         return [v.copy() for v in self.outputs]
 
 
+def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: int) -> None:
+    """Refuse a plan that cannot fit before any kernel is prepared (preparing packs weights and
+    sizes scratch): while a node runs, its runtime inputs and outputs are all in the arena,
+    except that output 0 may share the buffer of an input of the same size (a view or an
+    in-place kernel, as build_plan lays them out). A batch far over the limit fails here,
+    having allocated nothing."""
+    need, at = 0, None
+    for node in graph.nodes:
+        ins = [types[x].nbytes for x in set(node.inputs) if x and x not in consts and x in types]
+        outs = [types[o].nbytes for o in node.outputs if o and o not in consts and o in types]
+        if not outs:
+            continue  # folded while planning
+        live = sum(ins) + sum(outs)
+        first = types[node.outputs[0]].nbytes if node.outputs[0] in types else -1
+        if node.outputs[0] not in consts and first in ins:
+            live -= first
+        if live > need:
+            need, at = live, node
+    if need > memory_limit:
+        raise ResourceLimitError(
+            f"{graph.where()}: running with input shapes "
+            f"{ {t.name: list(types[t.name].shape) for t in graph.inputs} } needs at least "
+            f"{need:,} bytes of activations (node '{at.name}' ({at.op})), more than the memory "
+            f"limit of {memory_limit:,} bytes (fastcnn.set_memory_limit, FASTCNN_MEMORY_LIMIT)")
+
+
 def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
                memory_limit: int) -> Plan:
     """Prepare every runtime node of `graph` (already checked and inferred for concrete shapes)."""
@@ -79,6 +105,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
 
     where = graph.where()
     types, consts = inferred.types, inferred.consts
+    _check_lower_bound(graph, types, consts, memory_limit)
     run_nodes = []
     for node in graph.nodes:
         if not any(o and o not in consts for o in node.outputs):

@@ -24,7 +24,7 @@ BENCH_DIR = os.path.join(REPO_DIR, "bench")
 
 def _load_bench_module(name: str):
     """Import bench/<name>.py under a private name. bench/ goes on sys.path only while it loads
-    (its modules import their siblings), so bench/profile.py never shadows the stdlib module."""
+    (its modules import their siblings), so bench/profile_model.py never shadows the stdlib module."""
     saved = list(sys.path)
     sys.path.insert(0, BENCH_DIR)
     try:
@@ -153,7 +153,7 @@ def test_builds_are_deterministic():
 
 
 def test_profile_accounts_for_every_step(zoo_files):
-    profile = _load_bench_module("profile")
+    profile = _load_bench_module("profile_model")
     model = fastcnn.load(zoo_files["lenet5"], num_threads=1)
     plan = model.plan_for([(2, 1, 28, 28)])
     layers, run_ms, reps = profile.profile(model, (2, 1, 28, 28), seconds=0.0, min_reps=2)

@@ -217,6 +217,12 @@ def _import_keras_zip(path):
         if "model.weights.h5" not in names:
             extra = " (weights stored as .npz, which fastcnn does not read)" if "model.weights.npz" in names else ""
             raise ModelFileError(f"{path}: the archive has no model.weights.h5{extra}")
+        # A zip bomb must not inflate into memory: stored weights may compress well (zeros),
+        # but not beyond what a real archive does.
+        inflated, archive = zf.getinfo("model.weights.h5").file_size, os.path.getsize(path)
+        if inflated > max(MAX_CONFIG_BYTES, 16 * archive):
+            raise ModelFileError(f"{path}: model.weights.h5 would inflate to {inflated:,} bytes "
+                                 f"from a {archive:,}-byte archive; refused")
         data = zf.read("model.weights.h5")
     h5py = _require_h5py()
     imp = Importer(path, _keras3(version, default=True))

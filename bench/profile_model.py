@@ -1,7 +1,7 @@
 """Per-layer time of fastcnn on one model, slowest first, to guide optimisation.
 
-    python bench/profile.py resnet18 --batch 1 --threads 2
-    python bench/profile.py path/to/model.onnx --batch 4 --seconds 5 --top 20
+    python bench/profile_model.py resnet18 --batch 1 --threads 2
+    python bench/profile_model.py path/to/model.onnx --batch 4 --seconds 5 --top 20
 
 MODEL is a zoo name (bench/zoo.py builds it if needed) or a model file. The model's plan for the
 input shape is run step by step with `fastcnn._kernels.step.run_steps_timed`, which adds each
@@ -134,7 +134,7 @@ def main(argv=None):
         shape = None
     model = fastcnn.load(path, num_threads=args.threads)
     if len(model.inputs) != 1:
-        ap.error(f"{path}: profile.py handles single-input models; this one has {len(model.inputs)}")
+        ap.error(f"{path}: profile_model.py handles single-input models; this one has {len(model.inputs)}")
     if shape is None:
         dims = model.inputs[0].shape
         if any(d is None for d in dims[1:]):
