@@ -246,3 +246,174 @@ cdef inline void pack_b_edge(const float *b, Py_ssize_t ldb, Py_ssize_t kc, Py_s
             dst[p * NR + j] = b[p * ldb + j]
         for j in range(nr, NR):
             dst[p * NR + j] = 0.0
+
+
+# ----------------------------------------------------------------------------- blocked layouts
+# NCHW8c ("blocked") tensors hold channel c of pixel p at ((c // 8)*pixels + p)*8 + c % 8, so
+# a pixel's 8 channels of one block are one vector. The pointwise conv on them is a GEMM with
+# pixels as rows and output channels as columns: C (pixels, c_out) = A (pixels, c_in) @ W^T,
+# with A read in 8-wide K blocks and each row of C stored as two 8-channel vectors in two blocks.
+
+cdef struct SplitEpilogue:
+    const float *bias   # (16,) the tile's columns (channels), or NULL
+    const float *res    # residual laid out like C (row stride ldc, second half at + c_hi), or NULL
+    int act
+    float alpha, beta
+
+
+cdef inline void store_split_row(float *c, Py_ssize_t c_hi, vf8 v0, vf8 v1, bint two,
+                                 bint accumulate, const SplitEpilogue *epi,
+                                 Py_ssize_t r_off, bint vec_act) noexcept nogil:
+    """One row of a split tile: c[0:8] (and c[c_hi:c_hi+8] when two) = epilogue(v [+ c]).
+    r_off: the row's offset in the residual (its offset in C)."""
+    cdef Py_ssize_t i
+    if accumulate:
+        v0 = vf8_add(v0, vf8_load(c))
+        if two:
+            v1 = vf8_add(v1, vf8_load(c + c_hi))
+    if epi != NULL:
+        if epi.bias != NULL:
+            v0 = vf8_add(v0, vf8_load(epi.bias))
+            v1 = vf8_add(v1, vf8_load(epi.bias + 8))
+        if epi.res != NULL:
+            v0 = vf8_add(v0, vf8_load(epi.res + r_off))
+            if two:
+                v1 = vf8_add(v1, vf8_load(epi.res + r_off + c_hi))
+        if vec_act:
+            v0 = act_vec(v0, epi.act, epi.alpha, epi.beta)
+            v1 = act_vec(v1, epi.act, epi.alpha, epi.beta)
+    vf8_store(c, v0)
+    if two:
+        vf8_store(c + c_hi, v1)
+    if epi != NULL and not vec_act:
+        for i in range(8):
+            c[i] = apply_act(c[i], epi.act, epi.alpha, epi.beta)
+            if two:
+                c[c_hi + i] = apply_act(c[c_hi + i], epi.act, epi.alpha, epi.beta)
+
+
+cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
+                                  Py_ssize_t a_bs, const float *b, float *c, Py_ssize_t ldc,
+                                  Py_ssize_t c_hi, Py_ssize_t mr, bint two, bint accumulate,
+                                  const SplitEpilogue *epi) noexcept nogil:
+    """C (mr, 16 or 8) (+)= A (mr, 8*kb) @ B (8*kb, 16), epilogue when epi != NULL (kb >= 1).
+
+    A in 8-wide K blocks: element (r, 8*q + t) at a[r*a_rs + q*a_bs + t] (rows r >= mr are never
+    read). B: packed rows of 16 floats (ldb = 16, zero columns past the real ones). C row r:
+    columns 0..7 at c + r*ldc, columns 8..15 at c + r*ldc + c_hi, stored only when `two`.
+    Each output sums its K terms in order, whatever the tile position: bit-identical results
+    for any split of the rows or columns."""
+    cdef vf8 c00 = vf8_zero(), c01 = vf8_zero(), c10 = vf8_zero(), c11 = vf8_zero()
+    cdef vf8 c20 = vf8_zero(), c21 = vf8_zero(), c30 = vf8_zero(), c31 = vf8_zero()
+    cdef vf8 c40 = vf8_zero(), c41 = vf8_zero(), c50 = vf8_zero(), c51 = vf8_zero()
+    cdef vf8 b0, b1, av
+    cdef const float *a0 = a
+    cdef const float *a1 = a + (1 if mr > 1 else 0) * a_rs
+    cdef const float *a2 = a + (2 if mr > 2 else mr - 1) * a_rs
+    cdef const float *a3 = a + (3 if mr > 3 else mr - 1) * a_rs
+    cdef const float *a4 = a + (4 if mr > 4 else mr - 1) * a_rs
+    cdef const float *a5 = a + (5 if mr > 5 else mr - 1) * a_rs
+    cdef Py_ssize_t q, t
+    cdef bint vec_act
+    for q in range(kb):
+        for t in range(8):
+            b0 = vf8_load(b)
+            b1 = vf8_load(b + 8)
+            av = vf8_set1(a0[t])
+            c00 = vf8_fmadd(av, b0, c00)
+            c01 = vf8_fmadd(av, b1, c01)
+            av = vf8_set1(a1[t])
+            c10 = vf8_fmadd(av, b0, c10)
+            c11 = vf8_fmadd(av, b1, c11)
+            av = vf8_set1(a2[t])
+            c20 = vf8_fmadd(av, b0, c20)
+            c21 = vf8_fmadd(av, b1, c21)
+            av = vf8_set1(a3[t])
+            c30 = vf8_fmadd(av, b0, c30)
+            c31 = vf8_fmadd(av, b1, c31)
+            av = vf8_set1(a4[t])
+            c40 = vf8_fmadd(av, b0, c40)
+            c41 = vf8_fmadd(av, b1, c41)
+            av = vf8_set1(a5[t])
+            c50 = vf8_fmadd(av, b0, c50)
+            c51 = vf8_fmadd(av, b1, c51)
+            b += NR
+        a0 += a_bs
+        a1 += a_bs
+        a2 += a_bs
+        a3 += a_bs
+        a4 += a_bs
+        a5 += a_bs
+    vec_act = epi == NULL or act_is_vector(epi.act, epi.alpha, epi.beta)
+    store_split_row(c, c_hi, c00, c01, two, accumulate, epi, 0, vec_act)
+    if mr > 1:
+        store_split_row(c + ldc, c_hi, c10, c11, two, accumulate, epi, ldc, vec_act)
+    if mr > 2:
+        store_split_row(c + 2 * ldc, c_hi, c20, c21, two, accumulate, epi, 2 * ldc, vec_act)
+    if mr > 3:
+        store_split_row(c + 3 * ldc, c_hi, c30, c31, two, accumulate, epi, 3 * ldc, vec_act)
+    if mr > 4:
+        store_split_row(c + 4 * ldc, c_hi, c40, c41, two, accumulate, epi, 4 * ldc, vec_act)
+    if mr > 5:
+        store_split_row(c + 5 * ldc, c_hi, c50, c51, two, accumulate, epi, 5 * ldc, vec_act)
+
+
+cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
+                                  Py_ssize_t a_bs, const float *b, float *c, Py_ssize_t ldc,
+                                  Py_ssize_t mr, bint accumulate,
+                                  const SplitEpilogue *epi) noexcept nogil:
+    """ukernel_6x16_blk for a last panel of 8 columns: C (mr <= 12, 8) (+)= A (mr, 8*kb) @
+    B (8*kb, 8), with B rows read 16 floats apart (a packed panel's first half). Twelve rows
+    keep twelve FMA chains busy where a 6x16 tile would compute 8 zero columns."""
+    cdef vf8 c0 = vf8_zero(), c1 = vf8_zero(), c2 = vf8_zero(), c3 = vf8_zero()
+    cdef vf8 c4 = vf8_zero(), c5 = vf8_zero(), c6 = vf8_zero(), c7 = vf8_zero()
+    cdef vf8 c8 = vf8_zero(), c9 = vf8_zero(), c10 = vf8_zero(), c11 = vf8_zero()
+    cdef vf8 b0, v1
+    cdef const float *ar[12]
+    cdef Py_ssize_t q, t, r
+    cdef bint vec_act
+    for r in range(12):
+        ar[r] = a + (r if r < mr else mr - 1) * a_rs
+    for q in range(kb):
+        for t in range(8):
+            b0 = vf8_load(b)
+            c0 = vf8_fmadd(vf8_set1(ar[0][t]), b0, c0)
+            c1 = vf8_fmadd(vf8_set1(ar[1][t]), b0, c1)
+            c2 = vf8_fmadd(vf8_set1(ar[2][t]), b0, c2)
+            c3 = vf8_fmadd(vf8_set1(ar[3][t]), b0, c3)
+            c4 = vf8_fmadd(vf8_set1(ar[4][t]), b0, c4)
+            c5 = vf8_fmadd(vf8_set1(ar[5][t]), b0, c5)
+            c6 = vf8_fmadd(vf8_set1(ar[6][t]), b0, c6)
+            c7 = vf8_fmadd(vf8_set1(ar[7][t]), b0, c7)
+            c8 = vf8_fmadd(vf8_set1(ar[8][t]), b0, c8)
+            c9 = vf8_fmadd(vf8_set1(ar[9][t]), b0, c9)
+            c10 = vf8_fmadd(vf8_set1(ar[10][t]), b0, c10)
+            c11 = vf8_fmadd(vf8_set1(ar[11][t]), b0, c11)
+            b += NR
+        for r in range(12):
+            ar[r] = ar[r] + a_bs
+    vec_act = epi == NULL or act_is_vector(epi.act, epi.alpha, epi.beta)
+    v1 = vf8_zero()
+    store_split_row(c, 0, c0, v1, False, accumulate, epi, 0, vec_act)
+    if mr > 1:
+        store_split_row(c + ldc, 0, c1, v1, False, accumulate, epi, ldc, vec_act)
+    if mr > 2:
+        store_split_row(c + 2 * ldc, 0, c2, v1, False, accumulate, epi, 2 * ldc, vec_act)
+    if mr > 3:
+        store_split_row(c + 3 * ldc, 0, c3, v1, False, accumulate, epi, 3 * ldc, vec_act)
+    if mr > 4:
+        store_split_row(c + 4 * ldc, 0, c4, v1, False, accumulate, epi, 4 * ldc, vec_act)
+    if mr > 5:
+        store_split_row(c + 5 * ldc, 0, c5, v1, False, accumulate, epi, 5 * ldc, vec_act)
+    if mr > 6:
+        store_split_row(c + 6 * ldc, 0, c6, v1, False, accumulate, epi, 6 * ldc, vec_act)
+    if mr > 7:
+        store_split_row(c + 7 * ldc, 0, c7, v1, False, accumulate, epi, 7 * ldc, vec_act)
+    if mr > 8:
+        store_split_row(c + 8 * ldc, 0, c8, v1, False, accumulate, epi, 8 * ldc, vec_act)
+    if mr > 9:
+        store_split_row(c + 9 * ldc, 0, c9, v1, False, accumulate, epi, 9 * ldc, vec_act)
+    if mr > 10:
+        store_split_row(c + 10 * ldc, 0, c10, v1, False, accumulate, epi, 10 * ldc, vec_act)
+    if mr > 11:
+        store_split_row(c + 11 * ldc, 0, c11, v1, False, accumulate, epi, 11 * ldc, vec_act)

@@ -5,8 +5,9 @@ Algorithms (kernels in fastcnn/_kernels/):
     gemm        conv_gemm.pyx   im2col packed straight into micro-kernel panels + packed GEMM,
                                 per group; a 1x1 stride-1 unpadded conv reads x in place (no im2col);
                                 small single-threaded layers build their whole im2col matrix once
-    vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers (any channel
-                                multiplier) and layers with few output channels (LeNet sizes)
+    vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers with a channel
+                                multiplier and layers with few output channels (LeNet sizes)
+    depthwise   conv_dw.pyx     one filter per channel: padded plane, 8 output vectors per pass
     winograd2   winograd.pyx    F(2x2, 3x3): 3x3, stride 1, dilation 1, group 1
     winograd4   winograd.pyx    F(4x4, 3x3): same conditions, 2.25x fewer multiplies than F(2,3)
 
@@ -17,6 +18,12 @@ tests and benchmarks when the forced algorithm applies to the layer. Every path 
 the residual input (input 4) and the activation.
 
 1-D convolutions run as 2-D with height 1 (views, no copies).
+
+Blocked layouts (runtime/blocking.py, fastcnn/_kernels/blocked.pyx): `conv_layouts` lets a 2-D
+conv give an NCHW8c output when it reads an NCHW8c input as a pointwise (1x1 stride-1) or
+depthwise conv (`blocked_pointwise`, `blocked_depthwise`), or when it reads an NCHW input and
+has no residual (any algorithm above into scratch, then a reorder). The residual input always
+has the output's layout.
 """
 from __future__ import annotations
 
@@ -25,8 +32,8 @@ import os
 import numpy as np
 
 from fastcnn._kernels import conv as conv_kernels
-from fastcnn._kernels import conv_gemm, conv_vec, winograd
-from fastcnn._kernels.gemm import k_block
+from fastcnn._kernels import blocked, conv_dw, conv_gemm, conv_vec, winograd
+from fastcnn._kernels.gemm import k_block, pack_b_panels
 from fastcnn.ir.geometry import window_geometry
 from fastcnn.runtime.k_dense import scratch_slots
 from fastcnn.runtime.k_eltwise import activation_code
@@ -46,7 +53,12 @@ WINOGRAD_OUTPUT_CYCLES = {2: 15.0, 4: 35.0}   # per tile and output channel: A^T
 VEC_CYCLES_PER_TAP = 1.2         # one 8-output vector times one filter tap
 VEC_COPY_CYCLES_PER_FLOAT = 0.25 # the padded, phase-split copy of a task's input planes
 VEC_CO_CHUNK = 8                 # output channels per task (conv_vec.pyx CO_CHUNK)
+VEC_CYCLES_PER_TASK_ROW = 80.0   # per task and output row: phase copy setup, row dispatch (fitted
+                                 # on depthwise planes 7x7 to 112x112, one task per channel)
 DIRECT_MACS_PER_CYCLE = 0.7
+DW_CYCLES_PER_TAP = 0.6          # depthwise: one 8-output vector times one filter tap
+DW_COPY_CYCLES_PER_FLOAT = 0.25  # depthwise: the padded copy of a plane
+DW_CYCLES_PER_PLANE = 100.0      # depthwise: per-plane setup and epilogue
 # Winograd's per-thread buffers grow with the channels; beyond this they leave the caches.
 WINOGRAD_MAX_CHANNELS = 1024
 
@@ -56,6 +68,14 @@ class _GeomCtx:
 
     def __init__(self, p):
         self.fail = p.fail
+
+
+class _NoFail:
+    """window_geometry context for a layout rule: the node was validated already."""
+
+    @staticmethod
+    def fail(msg):
+        raise ValueError(msg)
 
 
 def conv_params(p):
@@ -119,7 +139,23 @@ def _cost_vecdirect(cp):
     chunks = n * g * _ceil(c_out // g, VEC_CO_CHUNK)
     taps = n * c_out * h_out * _ceil(w_out, 8) * cig * k_h * k_w
     copied = chunks * cig * h_in * s * max(_ceil(cp["pads"][1] + w_in, s), _ceil(w_out, 8) * 8)
-    return taps * VEC_CYCLES_PER_TAP + copied * VEC_COPY_CYCLES_PER_FLOAT
+    return (taps * VEC_CYCLES_PER_TAP + copied * VEC_COPY_CYCLES_PER_FLOAT
+            + chunks * h_out * VEC_CYCLES_PER_TASK_ROW)
+
+
+def _depthwise_applies(cp):
+    c_in, c_out = cp["x4"][1], cp["y4"][1]
+    return cp["group"] == c_in == c_out
+
+
+def _cost_depthwise(cp):
+    n, c, h_out, w_out = cp["y4"]
+    _, h_in, w_in = cp["x4"][1:]
+    k_h, k_w = cp["kernel"]
+    chunks = _ceil(h_out * (1 if w_out < 8 else _ceil(w_out, 8)), 8) * 8
+    copied = (h_in + 2) * (w_in + 8)
+    return n * c * (chunks * k_h * k_w * DW_CYCLES_PER_TAP + copied * DW_COPY_CYCLES_PER_FLOAT
+                    + DW_CYCLES_PER_PLANE)
 
 
 def _cost_winograd(cp, m):
@@ -144,6 +180,7 @@ ALGORITHMS = {
     "direct": (lambda cp: True, _cost_direct),
     "gemm": (lambda cp: True, _cost_gemm),
     "vecdirect": (lambda cp: True, _cost_vecdirect),
+    "depthwise": (_depthwise_applies, _cost_depthwise),
     "winograd2": (_winograd_applies, lambda cp: _cost_winograd(cp, 2)),
     "winograd4": (_winograd_applies, lambda cp: _cost_winograd(cp, 4)),
 }
@@ -200,6 +237,20 @@ def _bind_vecdirect(p, cp, w4, bias):
     return bind, size
 
 
+def _bind_depthwise(p, cp, w4, bias):
+    slots = scratch_slots(p)
+    _, h_in, w_in = cp["x4"][1:]
+    _, _, h_out, w_out = cp["y4"]
+    geo = (h_in, w_in, h_out, w_out) + cp["kernel"] + cp["strides"] + cp["pads"][:2] + cp["dilations"]
+    size = slots * conv_dw.depthwise_scratch(*geo)
+
+    def bind(x, y, res, scratch):
+        return conv_dw.ConvDepthwiseStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+                                         cp["dilations"], cp["act"], cp["alpha"], cp["beta"],
+                                         scratch[:size], slots)
+    return bind, size
+
+
 def _winograd_binder(m):
     def make(p, cp, w4, bias):
         up = p.cached(("winograd", m), lambda: winograd.winograd_weights(w4(), m))
@@ -217,13 +268,104 @@ BINDERS = {
     "direct": _bind_direct,
     "gemm": _bind_gemm,
     "vecdirect": _bind_vecdirect,
+    "depthwise": _bind_depthwise,
     "winograd2": _winograd_binder(2),
     "winograd4": _winograd_binder(4),
 }
 
 
+# ----------------------------------------------------------------------------- blocked layouts
+def _blocked_kind(x, w, y, attrs):
+    """'pointwise', 'depthwise' or None: the blocked kernel that runs this conv on an NCHW8c
+    input (x, w, y: 4-D shapes)."""
+    geo = window_geometry(_NoFail, x[2:], w[2:], attrs["strides"], attrs["pads"],
+                          attrs["dilations"], attrs["auto_pad"])
+    group, c_in, c_out = attrs["group"], x[1], y[1]
+    if c_in % 8 or c_out % 8:
+        return None
+    if (group == 1 and geo.kernel == (1, 1) and geo.strides == (1, 1)
+            and not any(geo.pads) and x[2:] == y[2:]):
+        return "pointwise"
+    if group == c_in == c_out and w[1] == 1:
+        return "depthwise"
+    return None
+
+
+def conv_layouts(node, in_types, out_types, attrs, in_blocked, out_blocked) -> bool:
+    """Layout rule (runtime/blocking.py): which NCHW8c inputs/outputs this Conv can run with."""
+    x_b, y_b = in_blocked[0], out_blocked[0]
+    has_res = len(node.inputs) > 3 and bool(node.inputs[3])
+    if has_res and in_blocked[3] != y_b:
+        return False
+    if not y_b:
+        return not x_b
+    if len(out_types[0].shape) != 4:
+        return False
+    if not x_b:
+        return not has_res          # any algorithm, then a reorder
+    return _blocked_kind(in_types[0].shape, in_types[1].shape, out_types[0].shape,
+                         attrs) is not None
+
+
+def _prepare_blocked(p, cp, kind, w4, bias):
+    """Conv from an NCHW8c input to an NCHW8c output."""
+    n, c_out, h_out, w_out = cp["y4"]
+    c_in = cp["x4"][1]
+    has_res = len(p.node.inputs) > 3 and bool(p.node.inputs[3])
+    act, alpha, beta = cp["act"], cp["alpha"], cp["beta"]
+    if kind == "pointwise":
+        wp = p.cached("blocked_pw", lambda: pack_b_panels(w4().reshape(c_out, c_in).T))
+        b16 = p.cached("blocked_bias16", lambda: blocked.pad_bias16(bias, c_out)) if bias is not None else None
+        kc = (k_block(c_in) + 7) // 8 * 8
+
+        def bind(ins, outs, scratch):
+            return blocked.PointwiseBlockedStep(
+                ins[0].reshape(-1), wp, b16, ins[3].reshape(-1) if has_res else None,
+                outs[0].reshape(-1), n, c_in, c_out, h_out * w_out, act, alpha, beta, kc)
+        size = 0
+    else:
+        wb = p.cached("blocked_dw", lambda: blocked.pack_depthwise_blocked(w4()))
+        geo = (cp["x4"], cp["y4"], cp["kernel"], cp["strides"], cp["pads"][:2], cp["dilations"])
+        slots = scratch_slots(p)
+        size = slots * blocked.depthwise_blocked_scratch(*geo)
+
+        def bind(ins, outs, scratch):
+            return blocked.DepthwiseBlockedStep(
+                ins[0].reshape(-1), wb, bias, ins[3].reshape(-1) if has_res else None,
+                outs[0].reshape(-1), *geo, act, alpha, beta, scratch[:size], slots)
+    return Prepared(bind, scratch=size, flops=conv_flops(cp),
+                    notes={"algorithm": "blocked_" + kind})
+
+
+def _prepare_to_blocked(p, cp):
+    """Group-1 conv from an NCHW input to an NCHW8c output: conv_gemm.ConvGemmToBlockedStep."""
+    n, c_out, h_out, w_out = cp["y4"]
+    _, c_in, k_h, k_w = cp["w4"]
+    wp = p.cached("to_blocked_panels",
+                  lambda: conv_gemm.pack_blocked_out(p.const_f32(1).reshape(cp["w4"])))
+    b16 = (p.cached("blocked_bias16", lambda: blocked.pad_bias16(p.const_f32(2), c_out))
+           if p.const(2) is not None else None)
+    slots = scratch_slots(p)
+    size = slots * conv_gemm.gemm_to_blocked_slot(c_in * k_h * k_w, h_out, w_out)
+
+    def bind(ins, outs, scratch):
+        return conv_gemm.ConvGemmToBlockedStep(
+            ins[0].reshape(cp["x4"]), wp, b16, outs[0].reshape(-1), c_out, h_out, w_out,
+            cp["strides"], cp["pads"][:2], cp["dilations"], k_h, k_w, cp["act"], cp["alpha"],
+            cp["beta"], scratch[:size], slots)
+
+    return Prepared(bind, scratch=size, flops=conv_flops(cp), notes={"algorithm": "gemm_to_blocked"})
+
+
 def prepare_conv(p):
     cp = conv_params(p)
+    if p.blocked_in(0):
+        kind = _blocked_kind(cp["x4"], cp["w4"], cp["y4"], p.attrs)
+        w4 = lambda: p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
+        bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
+        return _prepare_blocked(p, cp, kind, w4, bias)
+    if p.blocked_out(0) and cp["group"] == 1:
+        return _prepare_to_blocked(p, cp)
     algorithm = choose_algorithm(cp)
 
     def w4():
@@ -232,6 +374,20 @@ def prepare_conv(p):
     bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
     has_res = len(p.node.inputs) > 3 and bool(p.node.inputs[3])
     bind_algo, scratch = BINDERS[algorithm](p, cp, w4, bias)
+    if p.blocked_out(0):
+        # NCHW input, NCHW8c output (no residual: conv_layouts): the algorithm writes an NCHW
+        # copy at the start of the scratch, then a reorder
+        n, c_out, h_out, w_out = cp["y4"]
+        y_size = (n * c_out * h_out * w_out + 15) // 16 * 16
+
+        def bind_reorder(ins, outs, scratch_view):
+            y_plain = scratch_view[:n * c_out * h_out * w_out].reshape(cp["y4"])
+            conv = bind_algo(ins[0].reshape(cp["x4"]), y_plain, None, scratch_view[y_size:])
+            return [conv, blocked.ReorderStep(y_plain.reshape(-1), outs[0].reshape(-1), n, c_out,
+                                              h_out * w_out, True)]
+
+        return Prepared(bind_reorder, scratch=scratch + y_size, flops=conv_flops(cp),
+                        notes={"algorithm": algorithm + "+reorder"})
 
     def bind(ins, outs, scratch_view):
         x = ins[0].reshape(cp["x4"])

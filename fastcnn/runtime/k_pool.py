@@ -1,6 +1,7 @@
 """prepare for pooling ops (windowed and global). 1-D pooling runs as 2-D with height 1."""
 from __future__ import annotations
 
+from fastcnn._kernels import blocked as pool_kernels_blocked
 from fastcnn._kernels import pool as pool_kernels
 from fastcnn.ir.geometry import window_geometry
 from fastcnn.runtime.prepare import Prepared
@@ -40,9 +41,23 @@ def prepare_pool(p):
     return Prepared(bind, flops=size * kernel[0] * kernel[1])
 
 
+def global_pool_layouts(node, in_types, out_types, attrs, in_blocked, out_blocked) -> bool:
+    """Layout rule (runtime/blocking.py): GlobalAveragePool reads an NCHW8c input of a 2-D image
+    and gives NCHW (its (n, c, 1, 1) output has the same bytes either way)."""
+    return not out_blocked[0] and (not in_blocked[0] or len(in_types[0].shape) == 4)
+
+
 def prepare_global_pool(p):
     """x (n, c, spatial...) viewed as (n*c, prod(spatial)) -> out (n*c,)."""
     x = p.in_types[0].shape
+    if p.blocked_in(0):
+        n, c, h, w = x
+
+        def bind_blocked(ins, outs, scratch):
+            return pool_kernels_blocked.GlobalAvgBlockedStep(ins[0].reshape(-1), outs[0].reshape(-1),
+                                                            n, c, h * w)
+
+        return Prepared(bind_blocked, flops=n * c * h * w)
     rows = x[0] * x[1]
     cols = 1
     for d in x[2:]:

@@ -12,8 +12,13 @@ import numpy as np
 from fastcnn.errors import ResourceLimitError, UnsupportedOpError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import Inferred
+from fastcnn.runtime.blocking import assign_layouts
 from fastcnn.runtime.memory import ALIGN, plan_offsets
 from fastcnn.runtime.prepare import PrepareContext, Prepared
+
+
+# Store eligible activations NCHW8c (runtime/blocking.py); False: every tensor NCHW (tests, bench).
+BLOCKED_LAYOUTS = True
 
 
 def aligned_empty(nbytes: int) -> np.ndarray:
@@ -29,12 +34,13 @@ class Plan:
     input_views:  graph input name -> arena view the input is copied into.
     outputs:      per graph output, an arena view (or a constant array for folded outputs).
     steps:        Step objects, run in order.
+    blocked:      names of the tensors stored NCHW8c (runtime/blocking.py).
     arena_bytes:  activation arena size; naive_bytes: sum of all activation sizes (no reuse).
     lock:         held while the plan's buffers are in use by one call.
     """
 
     def __init__(self, input_views, outputs, steps, step_nodes, arena, scratch, arena_bytes,
-                 naive_bytes, num_threads, flops):
+                 naive_bytes, num_threads, flops, blocked=frozenset()):
         self.input_views = input_views
         self.outputs = outputs
         self.steps = steps
@@ -46,6 +52,7 @@ class Plan:
         self.scratch_bytes = scratch.nbytes
         self.num_threads = num_threads
         self.flops = flops
+        self.blocked = frozenset(blocked)
         self.lock = threading.Lock()
 
     def set_num_threads(self, n: int):
@@ -99,7 +106,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     where = graph.where()
     types, consts = inferred.types, inferred.consts
     _check_lower_bound(graph, types, consts, memory_limit)
-    run_nodes, preps = [], []
+    run_nodes = []
     for node in graph.nodes:
         if not any(o and o not in consts for o in node.outputs):
             continue  # folded while planning
@@ -109,18 +116,22 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
                     f"{where}: node '{node.name}' ({node.op}) computes the {types[o].dtype} tensor "
                     f"'{o}' at run time; fastcnn runs float32 tensors only (integer and bool "
                     f"tensors must be computable while planning, from constants and shapes)")
-        make = KERNELS.get(node.op)
-        if make is None:
+        if node.op not in KERNELS:
             raise UnsupportedOpError(
                 f"{where}: node '{node.name}' ({node.op}) has inputs known only at run time, but "
                 f"{node.op} can only be evaluated on constants in fastcnn")
+        run_nodes.append(node)
+    blocked = assign_layouts(graph, run_nodes, inferred, inferred.attrs) if BLOCKED_LAYOUTS else set()
+    preps = []
+    for node in run_nodes:
         p = PrepareContext(node, inferred.attrs[node.name],
                            [types[x] if x else None for x in node.inputs],
                            [types[o] if o else None for o in node.outputs],
                            [consts.get(x) if x else None for x in node.inputs],
-                           num_threads, cache, where)
-        preps.append(make(p))
-        run_nodes.append(node)
+                           num_threads, cache, where,
+                           [bool(x) and x in blocked for x in node.inputs],
+                           [bool(o) and o in blocked for o in node.outputs])
+        preps.append(KERNELS[node.op](p))
 
     # --- buffer groups: aliases (views) and in-place outputs share their input's buffer
     end = len(run_nodes)
@@ -208,4 +219,4 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
         else:
             outputs.append(view(t.name))
     return Plan(input_views, outputs, steps, step_nodes, arena, scratch, arena_bytes, naive,
-                num_threads, flops)
+                num_threads, flops, blocked)

@@ -19,7 +19,9 @@ from fastcnn.errors import GraphError, UnsupportedOpError
 class PrepareContext:
     """node, attrs (validated, defaults filled), in_types/out_types (ValueType; None for omitted
     inputs), in_consts (numpy arrays for inputs known while planning, else None), num_threads,
-    cache (dict shared by every plan of one model: packed weights live here), where (file name)."""
+    cache (dict shared by every plan of one model: packed weights live here), where (file name),
+    in_blocked / out_blocked (per input / output: stored NCHW8c, see runtime/blocking.py; only
+    ops with a layout rule ever see True)."""
 
     node: object
     attrs: dict
@@ -29,6 +31,14 @@ class PrepareContext:
     num_threads: int
     cache: dict
     where: str = ""
+    in_blocked: list = field(default_factory=list)
+    out_blocked: list = field(default_factory=list)
+
+    def blocked_in(self, i) -> bool:
+        return i < len(self.in_blocked) and self.in_blocked[i]
+
+    def blocked_out(self, i) -> bool:
+        return i < len(self.out_blocked) and self.out_blocked[i]
 
     def fail(self, msg):
         raise GraphError(f"{self.where}: node '{self.node.name}' ({self.node.op}): {msg}")

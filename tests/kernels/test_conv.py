@@ -10,7 +10,7 @@ from helpers import assert_close, ir_model, onnx_model, rand, run_fastcnn_onnx, 
 from reference import conv2d, out_size
 
 from fastcnn._kernels import conv as direct
-from fastcnn._kernels import conv_gemm, conv_vec, winograd
+from fastcnn._kernels import conv_dw, conv_gemm, conv_vec, winograd
 from fastcnn._kernels.eltwise import ACT_CODES
 from fastcnn.runtime import k_conv
 
@@ -55,13 +55,18 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
     if algo == "direct":
         direct.conv2d_direct(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
                              alpha, beta, res, threads)
-    elif algo in ("gemm", "gemm_panels"):   # small layers: whole im2col matrix / 16-pixel panels
+    elif algo.startswith("gemm"):   # the automatic B layout, or forced 16-pixel panels / bands
+        pointwise = (case.k == (1, 1) and case.strides == (1, 1) and case.pads == (0, 0, 0, 0))
+        mode = {"gemm": None, "gemm_panels": "panels", "gemm_band": "band"}[algo]
         conv_gemm.conv2d_gemm(x, wt, b, out, case.strides, pads2, case.dilations, case.group,
                               code, alpha, beta, res, kc=64, num_threads=threads,
-                              allow_whole=algo == "gemm")
+                              mode=None if pointwise else mode)
     elif algo == "vecdirect":
         conv_vec.conv2d_vec(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
                             alpha, beta, res, threads)
+    elif algo == "depthwise":
+        conv_dw.conv2d_depthwise(x, wt, b, out, case.strides, pads2, case.dilations, code, alpha,
+                                 beta, res, threads)
     elif algo in ("winograd2", "winograd4"):
         winograd.conv2d_winograd(x, wt, b, out, pads2, int(algo[-1]), code, alpha, beta, res,
                                  threads)
@@ -71,13 +76,16 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
 
 
 def applies(algo, case):
-    if algo in ("direct", "gemm", "gemm_panels", "vecdirect"):
+    if algo in ("direct", "gemm", "gemm_panels", "gemm_band", "vecdirect"):
         return True
+    if algo == "depthwise":
+        return case.group == case.c_in == case.c_out
     return (case.k == (3, 3) and case.strides == (1, 1) and case.dilations == (1, 1)
             and case.group == 1)
 
 
-ALGOS = ["direct", "gemm", "gemm_panels", "vecdirect", "winograd2", "winograd4"]
+ALGOS = ["direct", "gemm", "gemm_panels", "gemm_band", "vecdirect", "depthwise", "winograd2",
+         "winograd4"]
 
 CASES = [
     Case(1, 13, 3, 5, 7, (3, 3), pads=(1, 1, 1, 1)),                    # 13 channels, 3x5 image
@@ -97,6 +105,16 @@ CASES = [
     Case(3, 5, 9, 9, 5, (3, 3), (3, 3), (1, 1, 1, 1), group=5),         # depthwise stride 3
     Case(1, 12, 8, 10, 6, (3, 3), pads=(1, 1, 1, 1), group=3),          # grouped 3x3
     Case(1, 3, 1, 50, 5, (1, 3), pads=(0, 1, 0, 1)),                    # a 1-D conv as 2-D
+    Case(1, 8, 20, 150, 12, (3, 3), pads=(1, 1, 1, 1)),                 # GEMM: 1-row bands, 2 K blocks
+    Case(2, 9, 25, 131, 10, (3, 3), (2, 2), (1, 2, 1, 0)),               # GEMM: 3-row bands, s2
+    # depthwise, one filter per channel: MobileNet planes and the narrow-plane edge cases
+    Case(2, 7, 7, 7, 7, (3, 3), pads=(1, 1, 1, 1), group=7),            # 7x7: rows spill
+    Case(1, 5, 14, 14, 5, (3, 3), (2, 2), (1, 1, 1, 1), group=5),       # narrow s2: even loads
+    Case(1, 3, 13, 40, 3, (3, 3), (2, 2), (0, 1, 1, 1), group=3),       # wide s2: phase split
+    Case(3, 4, 5, 3, 4, (3, 3), pads=(1, 1, 1, 1), group=4),            # 3 outputs per row
+    Case(1, 3, 6, 1, 3, (3, 1), pads=(1, 0, 1, 0), group=3),            # 1 output per row
+    Case(1, 4, 23, 11, 4, (2, 4), (3, 1), (2, 0, 0, 3), (1, 2), 4),     # pads, stride, dilation
+    Case(1, 2, 17, 33, 2, (5, 5), (2, 3), (2, 2, 2, 2), group=2),       # stride 3 along w
 ]
 
 
@@ -117,7 +135,9 @@ FUSION_CASES = {
     "direct": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "gemm": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "gemm_panels": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
+    "gemm_band": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "vecdirect": Case(1, 4, 5, 45, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
+    "depthwise": Case(2, 4, 7, 7, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
     "winograd2": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "winograd4": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
 }
@@ -147,6 +167,10 @@ def test_bit_identical_one_and_two_threads(algo):
     if algo == "vecdirect":
         cases = [Case(2, 64, 56, 60, 64, (3, 3), pads=(1, 1, 1, 1), group=64),
                  Case(2, 32, 90, 80, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=32)]
+    if algo == "depthwise":
+        cases = [Case(2, 64, 56, 60, 64, (3, 3), pads=(1, 1, 1, 1), group=64),
+                 Case(2, 96, 28, 28, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=96),
+                 Case(3, 300, 7, 7, 300, (3, 3), pads=(1, 1, 1, 1), group=300)]
     for case in cases:
         x, wt, b, res = case.data(seed=9, residual=True)
         one = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=1)
@@ -206,6 +230,27 @@ def test_step_validation():
         conv_vec.ConvVecStep(x, np.zeros((4, 1, 3, 3), np.float32), None, None,
                              np.zeros((1, 4, 5, 5), np.float32), (1, 1), (1, 1), (1, 1), 4, 0,
                              0.0, 0.0, np.zeros(8, np.float32), 1)
+    dw_out = np.zeros((1, 4, 5, 5), np.float32)
+    with pytest.raises(ValueError):  # a channel multiplier: not one filter per channel
+        conv_dw.ConvDepthwiseStep(x, np.zeros((8, 1, 3, 3), np.float32), None, None,
+                                  np.zeros((1, 8, 5, 5), np.float32), (1, 1), (1, 1), (1, 1))
+    with pytest.raises(ValueError):  # bias size
+        conv_dw.ConvDepthwiseStep(x, np.zeros((4, 1, 3, 3), np.float32), np.zeros(3, np.float32),
+                                  None, dw_out, (1, 1), (1, 1), (1, 1))
+    with pytest.raises(ValueError):  # residual shape
+        conv_dw.ConvDepthwiseStep(x, np.zeros((4, 1, 3, 3), np.float32), None,
+                                  np.zeros((1, 4, 5, 4), np.float32), dw_out, (1, 1), (1, 1), (1, 1))
+    with pytest.raises(ValueError):  # work too small
+        conv_dw.ConvDepthwiseStep(x, np.zeros((4, 1, 3, 3), np.float32), None, None, dw_out,
+                                  (1, 1), (1, 1), (1, 1), 0, 0.0, 0.0, np.zeros(8, np.float32), 1)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if applies("depthwise", c)], ids=repr)
+def test_depthwise_bit_identical_to_vecdirect(case, threads):
+    """Both sum bias then the taps (kh, kw) in order with one FMA each: the same floats."""
+    x, wt, b, res = case.data(seed=11, residual=True)
+    got = run_algorithm("depthwise", case, x, wt, b, res, "Clip", 0.0, 1.0, threads=threads)
+    assert np.array_equal(got, run_algorithm("vecdirect", case, x, wt, b, res, "Clip", 0.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- through the planner
@@ -226,12 +271,16 @@ def _planned_algorithm(model):
 
 
 STEP_OF = {"direct": "ConvDirectStep", "gemm": "ConvGemmStep", "vecdirect": "ConvVecStep",
+           "depthwise": "ConvDepthwiseStep",
            "winograd2": "ConvWinogradStep", "winograd4": "ConvWinogradStep"}
 
 PLANNER_CASES = [
     (Case(1, 64, 28, 28, 64, (3, 3), pads=(1, 1, 1, 1)), "winograd4"),
     (Case(1, 64, 28, 28, 128, (1, 1)), "gemm"),
-    (Case(1, 32, 28, 28, 32, (3, 3), pads=(1, 1, 1, 1), group=32), "vecdirect"),
+    (Case(1, 32, 28, 28, 32, (3, 3), pads=(1, 1, 1, 1), group=32), "depthwise"),
+    (Case(1, 960, 7, 7, 960, (3, 3), pads=(1, 1, 1, 1), group=960), "depthwise"),
+    (Case(1, 96, 28, 28, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=96), "depthwise"),
+    (Case(1, 8, 20, 20, 16, (3, 3), pads=(1, 1, 1, 1), group=8), "vecdirect"),
     (Case(1, 3, 64, 64, 16, (7, 7), (2, 2), (3, 3, 3, 3)), "gemm"),
     (Case(3, 13, 11, 9, 16, (3, 3), pads=(0, 2, 1, 0)), None),
     (Case(2, 6, 9, 11, 4, (2, 3), (2, 3), (4, 4, 4, 4), (2, 1), 2), None),
@@ -264,7 +313,7 @@ def test_planner_choice_matches_direct(case, expected, threads, restore_force):
 @pytest.mark.parametrize("algo", list(k_conv.ALGORITHMS))
 def test_forced_algorithm_through_planner(algo, restore_force):
     case = Case(2, 8, 10, 13, 8, (3, 3), pads=(1, 1, 1, 1),
-                group=8 if algo == "vecdirect" else 1)
+                group=8 if algo in ("vecdirect", "depthwise") else 1)
     x, wt, b, _ = case.data(seed=4)
     k_conv.FORCE_ALGORITHM = algo
     model = _conv_model(case, wt, b, False, "LeakyRelu", 2, alpha=0.1)

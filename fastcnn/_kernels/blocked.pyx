@@ -1,0 +1,610 @@
+"""Kernels on NCHW8c ("blocked") tensors: the channels of a pixel come in blocks of 8, so each
+(pixel, block) is one vector and convolutions over channels need no gathers or edge handling.
+
+    blocked index of (b, c, p):  ((b * (C // 8) + c // 8) * pixels + p) * 8 + c % 8
+    (C a multiple of 8; pixels = h*w; the tensor has the bytes of its NCHW shape)
+
+The planner (runtime/blocking.py) blocks a tensor only when its producer and every consumer run
+one of these kernels; model inputs and outputs stay NCHW.
+
+    ReorderStep             NCHW <-> NCHW8c (8x8 transposes)
+    PointwiseBlockedStep    1x1 stride-1 conv: GEMM with pixels as rows (ukernel_6x16_blk)
+    DepthwiseBlockedStep    one filter per channel, any kernel/stride/padding/dilation
+    GlobalAvgBlockedStep    global average pool -> (n, C) (the NCHW (n, C, 1, 1) bytes)
+
+Work splits never change a value's summation order: results are bit-identical for any thread
+count.
+"""
+from cython.parallel cimport prange, threadid
+
+from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.simd cimport *
+from fastcnn._kernels.simd_extra cimport vf8_transpose8
+from fastcnn._kernels.act cimport apply_act, ACT_RELU, ACT_CLIP
+from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, NR, SplitEpilogue, ukernel_6x16_blk,
+                                       ukernel_12x8_blk, act_is_vector, act_vec)
+
+import numpy as np
+
+cdef enum:
+    RING_MAX = 32       # depthwise: most padded input rows a task keeps
+    TILE = 6            # pixels per micro-kernel tile (MR)
+    BAND_TILES = 16     # tiles per pointwise task: a (96 pixels, kc) block of A stays in L2
+    DW_PIXELS = 8       # depthwise: output pixels computed together (independent FMA chains)
+
+
+cdef inline int team(Py_ssize_t requested, Py_ssize_t slots, Py_ssize_t work,
+                     Py_ssize_t tasks) noexcept nogil:
+    """Threads for `work` multiply-adds split in `tasks`: none beyond the slots, the tasks or
+    what the work pays for (waking a thread costs microseconds)."""
+    return <int>max(1, min(requested, slots, tasks, work // MIN_MACS_PER_THREAD))
+
+
+cdef inline void zero_fill(float *d, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        vf8_store(d + i, vf8_zero())
+        i = i + 8
+    while i < n:
+        d[i] = 0.0
+        i = i + 1
+
+
+cdef inline void copy_floats(const float *s, float *d, Py_ssize_t n) noexcept nogil:
+    """d[0:n] = s[0:n], n a multiple of 8."""
+    cdef Py_ssize_t i = 0
+    while i < n:
+        vf8_store(d + i, vf8_load(s + i))
+        i = i + 8
+
+
+# ----------------------------------------------------------------------------- reorder
+cdef void to_blocked(const float *x, float *y, Py_ssize_t c, Py_ssize_t hw) noexcept nogil:
+    """One image: x (c, hw) NCHW -> y (c//8, hw, 8)."""
+    cdef Py_ssize_t cb, p, i
+    cdef const float *xs
+    cdef float *ys
+    for cb in range(c // 8):
+        xs = x + cb * 8 * hw
+        ys = y + cb * hw * 8
+        p = 0
+        while p + 8 <= hw:
+            vf8_transpose8(xs + p, hw, ys + p * 8, 8)
+            p = p + 8
+        while p < hw:
+            for i in range(8):
+                ys[p * 8 + i] = xs[i * hw + p]
+            p = p + 1
+
+
+cdef void from_blocked(const float *x, float *y, Py_ssize_t c, Py_ssize_t hw) noexcept nogil:
+    """One image: x (c//8, hw, 8) -> y (c, hw) NCHW."""
+    cdef Py_ssize_t cb, p, i
+    cdef const float *xs
+    cdef float *ys
+    for cb in range(c // 8):
+        xs = x + cb * hw * 8
+        ys = y + cb * 8 * hw
+        p = 0
+        while p + 8 <= hw:
+            vf8_transpose8(xs + p * 8, 8, ys + p, hw)
+            p = p + 8
+        while p < hw:
+            for i in range(8):
+                ys[i * hw + p] = xs[p * 8 + i]
+            p = p + 1
+
+
+cdef class ReorderStep(Step):
+    """x (n, c, hw) -> out, both flat: NCHW to NCHW8c (to_blocked) or back; c % 8 == 0."""
+    cdef const float[::1] x
+    cdef float[::1] out
+    cdef Py_ssize_t n, c, hw
+    cdef bint forward
+
+    def __init__(self, const float[::1] x, float[::1] out, Py_ssize_t n, Py_ssize_t c,
+                 Py_ssize_t hw, bint to_blocked=True):
+        if c % 8 or n < 0 or hw < 0 or x.shape[0] != n * c * hw or out.shape[0] != n * c * hw:
+            raise ValueError("ReorderStep: shapes do not fit")
+        self.x, self.out, self.n, self.c, self.hw, self.forward = x, out, n, c, hw, to_blocked
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t b, size = self.c * self.hw
+        cdef int nt = team(self.num_threads, self.n, self.n * size * 8, self.n)
+        if size == 0 or self.n == 0:
+            return
+        with nogil:
+            if nt <= 1:
+                for b in range(self.n):
+                    if self.forward:
+                        to_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+                    else:
+                        from_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+            else:
+                for b in prange(self.n, num_threads=nt, schedule="static"):
+                    if self.forward:
+                        to_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+                    else:
+                        from_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+
+
+def reorder(x, bint to_blocked=True):
+    """NCHW (n, c, h, w) float32 -> NCHW8c with the same shape (tests), or back."""
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty_like(x)
+    n, c = x.shape[0], x.shape[1]
+    hw = x.size // max(1, n * c)
+    ReorderStep(x.reshape(-1), out.reshape(-1), n, c, hw, to_blocked)()
+    return out
+
+
+# ----------------------------------------------------------------------------- pointwise
+cdef class PointwiseBlockedStep(Step):
+    """1x1 stride-1 unpadded conv on blocked tensors:
+    out[b, co, p] = act(sum_ci x[b, ci, p] * w[co, ci] + bias[co] + residual[b, co, p]).
+
+    x: flat blocked (n, c_in, hw); wp: W^T packed in 16-channel panels (ceil(c_out/16), c_in,
+    16) (gemm.pack_b_panels); bias: (ceil(c_out/16)*16,) zero-padded, or None; residual and out:
+    flat blocked (n, c_out, hw). kc: K block (a multiple of 8). Tasks: (image, band of 96
+    pixels, range of channel panels)."""
+    cdef const float[::1] x
+    cdef const float[:, :, ::1] wp
+    cdef const float[::1] bias
+    cdef const float[::1] residual
+    cdef float[::1] out
+    cdef Py_ssize_t n, c_in, c_out, hw, kc, panels, bands
+    cdef bint has_bias, has_res
+    cdef int act
+    cdef float alpha, beta
+
+    def __init__(self, const float[::1] x, const float[:, :, ::1] wp, bias, residual,
+                 float[::1] out, Py_ssize_t n, Py_ssize_t c_in, Py_ssize_t c_out, Py_ssize_t hw,
+                 int act=0, float alpha=0.0, float beta=0.0, Py_ssize_t kc=256):
+        self.panels = (c_out + NR - 1) // NR
+        if c_in % 8 or c_out % 8 or c_in < 8 or c_out < 8 or hw < 1 or n < 0:
+            raise ValueError("PointwiseBlockedStep: channels must be positive multiples of 8")
+        if x.shape[0] != n * c_in * hw or out.shape[0] != n * c_out * hw:
+            raise ValueError("PointwiseBlockedStep: x/out sizes")
+        if wp.shape[0] != self.panels or wp.shape[1] != c_in or wp.shape[2] != NR:
+            raise ValueError("PointwiseBlockedStep: packed weights do not fit")
+        if kc < 8 or kc % 8:
+            raise ValueError("PointwiseBlockedStep: kc must be a positive multiple of 8")
+        self.x, self.wp, self.out = x, wp, out
+        self.has_bias, self.has_res = bias is not None, residual is not None
+        self.bias = bias if bias is not None else np.zeros(1, np.float32)
+        self.residual = residual if residual is not None else np.zeros(1, np.float32)
+        if self.has_bias and self.bias.shape[0] < self.panels * NR:
+            raise ValueError("PointwiseBlockedStep: bias must be padded to 16 channels")
+        if self.has_res and self.residual.shape[0] != out.shape[0]:
+            raise ValueError("PointwiseBlockedStep: residual size")
+        self.n, self.c_in, self.c_out, self.hw, self.kc = n, c_in, c_out, hw, kc
+        self.bands = (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
+        self.act, self.alpha, self.beta = act, alpha, beta
+
+    cdef void task(self, Py_ssize_t img, Py_ssize_t band, Py_ssize_t jp0,
+                   Py_ssize_t jp1) noexcept nogil:
+        """Pixels of `band` of image `img`, channel panels [jp0, jp1), every K block."""
+        cdef Py_ssize_t hw = self.hw, p0, p1, p, pc, kcc, jp, mr, off
+        cdef const float *xb = &self.x[img * self.c_in * hw]
+        cdef float *ob = &self.out[img * self.c_out * hw]
+        cdef const float *rb = &self.residual[img * self.c_out * hw] if self.has_res else NULL
+        cdef SplitEpilogue epi
+        cdef bint last
+        p0 = band * TILE * BAND_TILES
+        p1 = min(hw, p0 + TILE * BAND_TILES)
+        epi.act, epi.alpha, epi.beta = self.act, self.alpha, self.beta
+        pc = 0
+        while pc < self.c_in:
+            kcc = min(self.kc, self.c_in - pc)
+            last = pc + kcc == self.c_in
+            for jp in range(jp0, jp1):
+                epi.bias = &self.bias[jp * NR] if self.has_bias else NULL
+                if jp * NR + NR > self.c_out:
+                    # a last panel of 8 channels: 12-pixel tiles of one vector each
+                    p = p0
+                    while p < p1:
+                        mr = min(2 * TILE, p1 - p)
+                        off = (jp * 2 * hw + p) * 8
+                        epi.res = rb + off if rb != NULL else NULL
+                        ukernel_12x8_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
+                                         &self.wp[jp, pc, 0], ob + off, 8, mr, pc > 0,
+                                         &epi if last else NULL)
+                        p = p + 2 * TILE
+                    continue
+                p = p0
+                while p < p1:
+                    mr = min(TILE, p1 - p)
+                    off = (jp * 2 * hw + p) * 8
+                    epi.res = rb + off if rb != NULL else NULL
+                    ukernel_6x16_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
+                                     &self.wp[jp, pc, 0], ob + off, 8, hw * 8, mr,
+                                     jp * NR + NR <= self.c_out, pc > 0,
+                                     &epi if last else NULL)
+                    p = p + TILE
+            pc = pc + kcc
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t tasks = self.n * self.bands, jchunks = 1, total, t, c, img, band
+        cdef Py_ssize_t macs = self.n * self.hw * self.c_in * self.c_out
+        cdef int nt = team(self.num_threads, 1 << 20, macs, self.n * self.bands * self.panels)
+        if tasks == 0:
+            return
+        if nt > 1 and tasks < 4 * nt:
+            # few pixel bands (7x7 and 14x14 images): also split the channel panels
+            jchunks = min(self.panels, (4 * nt + tasks - 1) // tasks)
+        total = tasks * jchunks
+        with nogil:
+            if nt <= 1:
+                for t in range(tasks):
+                    self.task(t // self.bands, t % self.bands, 0, self.panels)
+            else:
+                for t in prange(total, num_threads=nt, schedule="dynamic"):
+                    c = t % jchunks
+                    img = (t // jchunks) // self.bands
+                    band = (t // jchunks) % self.bands
+                    self.task(img, band, c * self.panels // jchunks,
+                              (c + 1) * self.panels // jchunks)
+
+
+def pad_bias16(bias, Py_ssize_t c_out):
+    """bias (c_out,) zero-padded to a multiple of 16 (the split epilogue reads 16 per panel)."""
+    out = np.zeros((c_out + NR - 1) // NR * NR, np.float32)
+    if bias is not None:
+        out[:c_out] = bias
+    return out
+
+
+# ----------------------------------------------------------------------------- depthwise
+cdef enum:
+    FIN_NONE = 0     # store as is
+    FIN_RELU = 1
+    FIN_CLIP = 2     # min(max(v, lo), hi)
+    FIN_SCALAR = 3   # apply_act one float at a time after the store
+
+
+cdef inline void finish8(vf8 v, float *o, const float *r, int fin, vf8 lo, vf8 hi, int act,
+                         float alpha, float beta) noexcept nogil:
+    """o[0:8] = act(v + r[0:8]) (r may be NULL); lo/hi: the clip bounds as vectors."""
+    cdef Py_ssize_t i
+    if r != NULL:
+        v = vf8_add(v, vf8_load(r))
+    if fin == FIN_RELU:
+        v = vf8_max(v, vf8_zero())
+    elif fin == FIN_CLIP:
+        v = vf8_min(vf8_max(v, lo), hi)
+    vf8_store(o, v)
+    if fin == FIN_SCALAR:
+        for i in range(8):
+            o[i] = apply_act(o[i], act, alpha, beta)
+
+
+cdef inline void taps3(const float *xr, const float *w, Py_ssize_t step8, vf8 *acc) noexcept nogil:
+    """acc[u] += sum_kw xr[u*step8 + kw*8] * w[kw*8] for kw = 0, 1, 2 in order (one filter row
+    of a 3-wide, dilation-1 kernel for DW_PIXELS pixels)."""
+    cdef vf8 w0 = vf8_load(w), w1 = vf8_load(w + 8), w2 = vf8_load(w + 16)
+    cdef Py_ssize_t u
+    for u in range(DW_PIXELS):
+        acc[u] = vf8_fmadd(vf8_load(xr + u * step8), w0, acc[u])
+        acc[u] = vf8_fmadd(vf8_load(xr + u * step8 + 8), w1, acc[u])
+        acc[u] = vf8_fmadd(vf8_load(xr + u * step8 + 16), w2, acc[u])
+
+
+cdef inline void taps3_at(const float *xr, const Py_ssize_t *offs, const float *w,
+                          vf8 *acc) noexcept nogil:
+    """taps3 with the pixels at xr + offs[u] (a row narrower than a group repeats its last)."""
+    cdef vf8 w0 = vf8_load(w), w1 = vf8_load(w + 8), w2 = vf8_load(w + 16)
+    cdef Py_ssize_t u
+    for u in range(DW_PIXELS):
+        acc[u] = vf8_fmadd(vf8_load(xr + offs[u]), w0, acc[u])
+        acc[u] = vf8_fmadd(vf8_load(xr + offs[u] + 8), w1, acc[u])
+        acc[u] = vf8_fmadd(vf8_load(xr + offs[u] + 16), w2, acc[u])
+
+
+cdef void row3x3_narrow(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
+                        const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8,
+                        float *orow, const float *rrow, int fin, vf8 lo, vf8 hi, int act,
+                        float alpha, float beta) noexcept nogil:
+    """row3x3 for a row narrower than a group (w_out < DW_PIXELS): one group whose extra lanes
+    repeat the last pixel and are not stored."""
+    cdef vf8 acc[DW_PIXELS]
+    cdef Py_ssize_t offs[DW_PIXELS]
+    cdef Py_ssize_t u, kh
+    for u in range(DW_PIXELS):
+        acc[u] = vb
+        offs[u] = min(u, w_out - 1) * step8
+    for kh in range(kh_lo, kh_hi):
+        taps3_at(rows[kh], offs, wk + kh * 24, acc)
+    for u in range(w_out):
+        finish8(acc[u], orow + u * 8, rrow + u * 8 if rrow != NULL else NULL, fin, lo, hi, act,
+                alpha, beta)
+
+
+cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
+                 const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8, float *orow,
+                 const float *rrow, int fin, vf8 lo, vf8 hi, int act, float alpha,
+                 float beta) noexcept nogil:
+    """One output row (w_out >= DW_PIXELS) of a 3x3, dilation-1 depthwise conv from padded
+    rows (rows[kh]: the padded input row of tap row kh, column iw at iw + pad_left): groups of
+    DW_PIXELS pixels, the last one shifted left to end at the row's end."""
+    cdef vf8 acc[DW_PIXELS]
+    cdef Py_ssize_t g0 = 0, u, kh
+    while g0 < w_out:
+        if g0 + DW_PIXELS > w_out:
+            g0 = w_out - DW_PIXELS
+        for u in range(DW_PIXELS):
+            acc[u] = vb
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh] + g0 * step8, wk + kh * 24, step8, acc)
+        if rrow == NULL and fin == FIN_CLIP:
+            for u in range(DW_PIXELS):
+                vf8_store(orow + (g0 + u) * 8, vf8_min(vf8_max(acc[u], lo), hi))
+        elif rrow == NULL and fin == FIN_NONE:
+            for u in range(DW_PIXELS):
+                vf8_store(orow + (g0 + u) * 8, acc[u])
+        else:
+            for u in range(DW_PIXELS):
+                finish8(acc[u], orow + (g0 + u) * 8, rrow + (g0 + u) * 8 if rrow != NULL else NULL,
+                        fin, lo, hi, act, alpha, beta)
+        g0 = g0 + DW_PIXELS
+
+
+cdef inline int finish_kind(int act, float alpha, float beta) noexcept nogil:
+    if not act_is_vector(act, alpha, beta):
+        return FIN_SCALAR
+    if act == ACT_RELU:
+        return FIN_RELU
+    if act == ACT_CLIP:
+        return FIN_CLIP
+    return FIN_NONE
+
+
+cdef class DepthwiseBlockedStep(Step):
+    """Depthwise conv (one filter per channel) on blocked tensors, any kernel, stride, padding
+    and dilation: out[b, c, oh, ow] = act(bias[c] + residual + sum_{kh, kw} x[b, c, ih, iw] *
+    w[c, kh, kw]) over the taps inside the input, summed in the order (kh, kw).
+
+    x: flat blocked (n, c, h_in, w_in); wb: (c//8, k_h*k_w, 8) (`pack_depthwise_blocked`);
+    bias (c,) or None; residual and out: flat blocked (n, c, h_out, w_out); work: at least
+    slots * `depthwise_blocked_scratch(...)` floats (0 with ring=False).
+
+    Each output row goes in groups of DW_PIXELS pixels (the last group shifted left to end at
+    the row's end, or repeating the last pixel in rows narrower than a group: recomputed values
+    are identical), each group with DW_PIXELS independent FMA chains. The input rows a group
+    reads come from a per-thread ring of zero-padded row copies (each input row copied once per
+    task), so every tap is a plain load; with ring=False (tests, or a ring too tall) groups at
+    the left/right edge read a zero vector for taps outside the row instead."""
+    cdef const float[::1] x
+    cdef const float[:, :, ::1] wb
+    cdef const float[::1] bias
+    cdef const float[::1] residual
+    cdef float[::1] out
+    cdef float[::1] work
+    cdef Py_ssize_t n, c, h_in, w_in, h_out, w_out, k_h, k_w, sh, sw, pt, pl, dh, dw
+    cdef Py_ssize_t ow_lo, ow_hi, ring_rows, wp, slot_size, slots
+    cdef bint has_bias, has_res, ring
+    cdef int act
+    cdef float alpha, beta
+
+    def __init__(self, const float[::1] x, const float[:, :, ::1] wb, bias, residual,
+                 float[::1] out, shape_in, shape_out, kernel, strides, pads, dilations,
+                 int act=0, float alpha=0.0, float beta=0.0, float[::1] work=None,
+                 Py_ssize_t slots=1, bint ring=True):
+        """shape_in (n, c, h_in, w_in), shape_out (n, c, h_out, w_out), pads (top, left)."""
+        self.n, self.c, self.h_in, self.w_in = shape_in
+        n2, c2, self.h_out, self.w_out = shape_out
+        self.k_h, self.k_w = kernel
+        self.sh, self.sw = strides
+        self.pt, self.pl = pads[0], pads[1]
+        self.dh, self.dw = dilations
+        if n2 != self.n or c2 != self.c or self.c % 8 or self.c < 8:
+            raise ValueError("DepthwiseBlockedStep: channels must be a positive multiple of 8")
+        if min(self.k_h, self.k_w, self.sh, self.sw, self.dh, self.dw) < 1 or min(self.pt, self.pl) < 0:
+            raise ValueError("DepthwiseBlockedStep: bad kernel/stride/dilation/pads")
+        if min(self.h_in, self.w_in, self.h_out, self.w_out) < 1 or self.n < 0:
+            raise ValueError("DepthwiseBlockedStep: empty image")
+        if (x.shape[0] != self.n * self.c * self.h_in * self.w_in
+                or out.shape[0] != self.n * self.c * self.h_out * self.w_out):
+            raise ValueError("DepthwiseBlockedStep: x/out sizes")
+        if wb.shape[0] != self.c // 8 or wb.shape[1] != self.k_h * self.k_w or wb.shape[2] != 8:
+            raise ValueError("DepthwiseBlockedStep: packed weights do not fit")
+        if slots < 1:
+            raise ValueError("DepthwiseBlockedStep: slots must be >= 1")
+        self.x, self.wb, self.out = x, wb, out
+        self.has_bias, self.has_res = bias is not None, residual is not None
+        self.bias = bias if bias is not None else np.zeros(1, np.float32)
+        self.residual = residual if residual is not None else np.zeros(1, np.float32)
+        if self.has_bias and self.bias.shape[0] != self.c:
+            raise ValueError("DepthwiseBlockedStep: bias size")
+        if self.has_res and self.residual.shape[0] != out.shape[0]:
+            raise ValueError("DepthwiseBlockedStep: residual size")
+        self.act, self.alpha, self.beta = act, alpha, beta
+        # interior columns: every tap inside the row (0 <= ow*sw - pl, last tap < w_in)
+        span = (self.k_w - 1) * self.dw
+        self.ow_lo = min(self.w_out, (self.pl + self.sw - 1) // self.sw)
+        hi = (self.w_in - 1 - span + self.pl) // self.sw + 1 if self.w_in - 1 - span + self.pl >= 0 else 0
+        self.ow_hi = max(self.ow_lo, min(self.w_out, hi))
+        self.ring_rows, self.wp = depthwise_ring(shape_in, shape_out, kernel, strides, pads,
+                                                 dilations)
+        self.ring = ring and self.ring_rows > 0
+        self.slot_size = self.ring_rows * self.wp * 8 if self.ring else 0
+        self.slots = slots
+        self.work = work if work is not None else np.zeros(max(1, self.slot_size * slots), np.float32)
+        if self.work.shape[0] < self.slot_size * slots:
+            raise ValueError("DepthwiseBlockedStep: work too small")
+
+    cdef void plane(self, Py_ssize_t img, Py_ssize_t cb, Py_ssize_t oh0, Py_ssize_t oh1,
+                    float *ring) noexcept nogil:
+        """Output rows [oh0, oh1) of channel block cb of image img; ring: this thread's row
+        ring (ring_rows rows of wp pixels), or NULL for the zero-vector edges."""
+        cdef Py_ssize_t plane = img * (self.c // 8) + cb
+        cdef const float *xb = &self.x[plane * self.h_in * self.w_in * 8]
+        cdef float *ob = &self.out[plane * self.h_out * self.w_out * 8]
+        cdef const float *rb = (&self.residual[plane * self.h_out * self.w_out * 8]
+                                if self.has_res else NULL)
+        cdef const float *wk = &self.wb[cb, 0, 0]
+        cdef vf8 vb = vf8_load(&self.bias[cb * 8]) if self.has_bias else vf8_zero()
+        cdef vf8 acc[DW_PIXELS]
+        cdef Py_ssize_t px[DW_PIXELS]
+        cdef Py_ssize_t pofs[DW_PIXELS]
+        cdef const float *src[DW_PIXELS]
+        cdef Py_ssize_t slot_row[RING_MAX]
+        cdef float zero8[8]
+        cdef vf8 wv
+        cdef const float *xr
+        cdef const float *rows[RING_MAX]
+        cdef Py_ssize_t oh, g0, ih0, ih, iw, kh, kw, kh_lo, kh_hi, u, slot, w_out = self.w_out
+        cdef Py_ssize_t step8 = self.sw * 8, dw8 = self.dw * 8, k_w = self.k_w, w_in = self.w_in
+        cdef Py_ssize_t sw = self.sw, pl = self.pl, dw = self.dw, ow_lo = self.ow_lo
+        cdef Py_ssize_t ow_hi = self.ow_hi, wp8 = self.wp * 8, nring = self.ring_rows
+        cdef int act = self.act, fin = finish_kind(self.act, self.alpha, self.beta)
+        cdef float alpha = self.alpha, beta = self.beta
+        cdef vf8 lo = vf8_set1(alpha), hi = vf8_set1(beta)
+        cdef float *orow
+        cdef const float *rrow
+        cdef bint inside, three = k_w == 3 and dw == 1
+        cdef bint ring3x3 = three and self.k_h == 3
+        vf8_store(zero8, vf8_zero())
+        if ring != NULL:
+            # padding columns stay zero: row copies write only [pl, pl + w_in)
+            zero_fill(ring, nring * wp8)
+            for slot in range(nring):
+                slot_row[slot] = -1
+        for oh in range(oh0, oh1):
+            ih0 = oh * self.sh - self.pt
+            # taps kh with 0 <= ih0 + kh*dh < h_in
+            kh_lo = (-ih0 + self.dh - 1) // self.dh if ih0 < 0 else 0
+            kh_hi = min(self.k_h, (self.h_in - ih0 + self.dh - 1) // self.dh) if ih0 < self.h_in else 0
+            if ring != NULL:
+                for kh in range(kh_lo, kh_hi):
+                    ih = ih0 + kh * self.dh
+                    slot = ih % nring
+                    if slot_row[slot] != ih:
+                        copy_floats(xb + ih * w_in * 8, ring + slot * wp8 + pl * 8, w_in * 8)
+                        slot_row[slot] = ih
+                    rows[kh] = ring + slot * wp8
+                if ring3x3 and w_out >= DW_PIXELS:
+                    row3x3(rows, kh_lo, kh_hi, wk, vb, w_out, step8, ob + oh * w_out * 8,
+                           rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act, alpha,
+                           beta)
+                    continue
+                if ring3x3:
+                    row3x3_narrow(rows, kh_lo, kh_hi, wk, vb, w_out, step8, ob + oh * w_out * 8,
+                                  rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act,
+                                  alpha, beta)
+                    continue
+            g0 = 0
+            while g0 < w_out:
+                if g0 + DW_PIXELS > w_out:
+                    g0 = max(0, w_out - DW_PIXELS)
+                for u in range(DW_PIXELS):
+                    px[u] = min(g0 + u, w_out - 1)
+                    pofs[u] = (px[u] - g0) * step8   # (lanes past a narrow row repeat its end)
+                    acc[u] = vb
+                inside = ring != NULL or (g0 >= ow_lo and g0 + DW_PIXELS <= ow_hi)
+                for kh in range(kh_lo, kh_hi):
+                    if inside:
+                        if ring != NULL:   # padded row: column iw at iw + pl
+                            xr = rows[kh] + g0 * step8
+                        else:
+                            xr = xb + ((ih0 + kh * self.dh) * w_in + g0 * sw - pl) * 8
+                        if three and w_out >= DW_PIXELS:
+                            if sw == 1:
+                                taps3(xr, wk + kh * 24, 8, acc)
+                            else:
+                                taps3(xr, wk + kh * 24, step8, acc)
+                            continue
+                        for kw in range(k_w):
+                            wv = vf8_load(wk + (kh * k_w + kw) * 8)
+                            for u in range(DW_PIXELS):
+                                acc[u] = vf8_fmadd(vf8_load(xr + pofs[u] + kw * dw8), wv, acc[u])
+                    else:
+                        xr = xb + (ih0 + kh * self.dh) * w_in * 8
+                        for kw in range(k_w):
+                            wv = vf8_load(wk + (kh * k_w + kw) * 8)
+                            for u in range(DW_PIXELS):
+                                iw = px[u] * sw - pl + kw * dw
+                                src[u] = xr + iw * 8 if 0 <= iw < w_in else zero8
+                            for u in range(DW_PIXELS):
+                                acc[u] = vf8_fmadd(vf8_load(src[u]), wv, acc[u])
+                orow = ob + oh * w_out * 8
+                rrow = rb + oh * w_out * 8 if rb != NULL else NULL
+                for u in range(DW_PIXELS):
+                    finish8(acc[u], orow + px[u] * 8, rrow + px[u] * 8 if rrow != NULL else NULL,
+                            fin, lo, hi, act, alpha, beta)
+                g0 = g0 + DW_PIXELS
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t planes = self.n * (self.c // 8), t, parts = 1
+        cdef Py_ssize_t macs = planes * 8 * self.h_out * self.w_out * self.k_h * self.k_w
+        cdef int nt = team(self.num_threads, self.slots, macs, planes * self.h_out)
+        cdef float *work = &self.work[0]
+        cdef Py_ssize_t stride = self.slot_size
+        if planes == 0:
+            return
+        if nt > 1 and planes < 4 * nt:
+            parts = min(self.h_out, (4 * nt + planes - 1) // planes)   # split rows too
+        with nogil:
+            if nt <= 1:
+                for t in range(planes):
+                    self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out,
+                               work if self.ring else NULL)
+            else:
+                for t in prange(planes * parts, num_threads=nt, schedule="dynamic"):
+                    self.plane((t // parts) // (self.c // 8), (t // parts) % (self.c // 8),
+                               (t % parts) * self.h_out // parts,
+                               (t % parts + 1) * self.h_out // parts,
+                               work + threadid() * stride if self.ring else NULL)
+
+
+def depthwise_ring(shape_in, shape_out, kernel, strides, pads, dilations):
+    """(ring_rows, wp): padded input rows a task keeps (every row one output row reads), and
+    pixels per padded row (input column iw at iw + pad_left; the last group's last tap fits);
+    (0, 0) when the ring would be taller than RING_MAX rows."""
+    _, _, h_in, w_in = shape_in
+    _, _, h_out, w_out = shape_out
+    rows = (kernel[0] - 1) * dilations[0] + 1
+    if rows > RING_MAX:
+        return 0, 0
+    wp = max(pads[1] + w_in, (w_out - 1) * strides[1] + (kernel[1] - 1) * dilations[1] + 1)
+    return rows, wp
+
+
+def depthwise_blocked_scratch(shape_in, shape_out, kernel, strides, pads, dilations):
+    """Floats of scratch one thread needs: the row ring."""
+    rows, wp = depthwise_ring(shape_in, shape_out, kernel, strides, pads, dilations)
+    return rows * wp * 8
+
+
+def pack_depthwise_blocked(w):
+    """w (c, 1, k_h, k_w) -> (c//8, k_h*k_w, 8): the 8 channels of a block side by side per tap."""
+    w = np.asarray(w, np.float32)
+    c, _, k_h, k_w = w.shape
+    return np.ascontiguousarray(w.reshape(c // 8, 8, k_h * k_w).transpose(0, 2, 1))
+
+
+# ----------------------------------------------------------------------------- global pool
+cdef class GlobalAvgBlockedStep(Step):
+    """out (n, c) = mean over the hw pixels of x, flat blocked (n, c, hw); pixels summed in
+    order per lane, then divided by hw."""
+    cdef const float[::1] x
+    cdef float[::1] out
+    cdef Py_ssize_t n, c, hw
+
+    def __init__(self, const float[::1] x, float[::1] out, Py_ssize_t n, Py_ssize_t c,
+                 Py_ssize_t hw):
+        if c % 8 or hw < 1 or x.shape[0] != n * c * hw or out.shape[0] != n * c:
+            raise ValueError("GlobalAvgBlockedStep: shapes do not fit")
+        self.x, self.out, self.n, self.c, self.hw = x, out, n, c, hw
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t blocks = self.n * (self.c // 8), t, p
+        cdef vf8 s, d
+        if blocks == 0:
+            return
+        d = vf8_set1(<float>self.hw)
+        with nogil:
+            for t in range(blocks):
+                s = vf8_zero()
+                for p in range(self.hw):
+                    s = vf8_add(s, vf8_load(&self.x[(t * self.hw + p) * 8]))
+                vf8_store(&self.out[t * 8], vf8_div(s, d))

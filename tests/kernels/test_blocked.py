@@ -1,0 +1,302 @@
+"""NCHW8c ("blocked") kernels (fastcnn/_kernels/blocked.pyx) against the numpy reference, and
+the planner's layout assignment (fastcnn/runtime/blocking.py) through whole graphs: blocked and
+all-NCHW plans of the same model agree, model inputs and outputs stay NCHW, and a tensor is
+blocked only where every consumer can read it so."""
+import numpy as np
+import pytest
+
+from act_reference import apply
+from helpers import assert_close, ir_model, rand
+from reference import conv2d, out_size
+
+from fastcnn._kernels import blocked as bk
+from fastcnn._kernels.eltwise import ACT_CODES
+from fastcnn._kernels.gemm import pack_b_panels
+from fastcnn.runtime import plan as plan_module
+
+RNG = np.random.default_rng(88)
+
+
+def to_blocked(x):
+    """Independent numpy NCHW -> NCHW8c (same shape, permuted bytes)."""
+    n, c = x.shape[:2]
+    hw = int(np.prod(x.shape[2:]))
+    return np.ascontiguousarray(x.reshape(n, c // 8, 8, hw).transpose(0, 1, 3, 2)).reshape(x.shape)
+
+
+def from_blocked(y):
+    n, c = y.shape[:2]
+    hw = int(np.prod(y.shape[2:]))
+    return np.ascontiguousarray(y.reshape(n, c // 8, hw, 8).transpose(0, 1, 3, 2)).reshape(y.shape)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 1, 1), (2, 16, 5, 7), (1, 24, 3, 3), (3, 32, 9, 11)])
+def test_reorder_both_ways(shape, threads):
+    x = rand(RNG, *shape)
+    out = np.full_like(x, np.nan)
+    n, c = shape[:2]
+    hw = shape[2] * shape[3]
+    step = bk.ReorderStep(x.reshape(-1), out.reshape(-1), n, c, hw, True)
+    step.num_threads = threads
+    step()
+    assert np.array_equal(out, to_blocked(x))
+    back = np.full_like(x, np.nan)
+    bk.ReorderStep(out.reshape(-1), back.reshape(-1), n, c, hw, False)()
+    assert np.array_equal(back, x)
+
+
+def test_reorder_refuses_bad_shapes():
+    x = np.zeros(12 * 4, np.float32)
+    with pytest.raises(ValueError):
+        bk.ReorderStep(x, x.copy(), 1, 12, 4)
+    with pytest.raises(ValueError):
+        bk.ReorderStep(x, np.zeros(8, np.float32), 1, 16, 3)
+
+
+# (n, c_in, c_out, h, w): panels of 16 and a last panel of 8, tiles of 6 pixels and remainders,
+# several K blocks (kc = 16 below), one-pixel images
+POINTWISE = [(1, 8, 8, 1, 1), (2, 16, 24, 5, 3), (1, 40, 16, 7, 7), (3, 24, 40, 4, 5),
+             (1, 96, 144, 14, 14), (1, 8, 1280 // 8, 2, 9)]
+
+
+@pytest.mark.parametrize("n,c_in,c_out,h,w", POINTWISE)
+@pytest.mark.parametrize("act", ["", "Relu", "Clip", "HardSwish"])
+def test_pointwise_blocked(n, c_in, c_out, h, w, act, threads):
+    x, wt = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, 1, 1)
+    b, res = rand(RNG, c_out), rand(RNG, n, c_out, h, w)
+    out = np.full((n, c_out, h, w), np.nan, np.float32)
+    alpha, beta = (0.0, 1.5) if act == "Clip" else (0.0, 0.0)
+    step = bk.PointwiseBlockedStep(to_blocked(x).reshape(-1),
+                                   pack_b_panels(wt.reshape(c_out, c_in).T),
+                                   bk.pad_bias16(b, c_out), to_blocked(res).reshape(-1),
+                                   out.reshape(-1), n, c_in, c_out, h * w, ACT_CODES[act], alpha,
+                                   beta, kc=16)
+    step.num_threads = threads
+    step()
+    ref = conv2d(x, wt, b) + res
+    assert_close(from_blocked(out), apply(act, ref, alpha, beta) if act else ref)
+
+
+def test_pointwise_blocked_bit_identical_threads():
+    n, c_in, c_out, h, w = 1, 64, 96, 14, 14    # 2.4M multiply-adds: two threads run
+    x, wt, b = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, 1, 1), rand(RNG, c_out)
+    outs = []
+    for nt in (1, 2):
+        out = np.zeros((n, c_out, h, w), np.float32)
+        step = bk.PointwiseBlockedStep(to_blocked(x).reshape(-1),
+                                       pack_b_panels(wt.reshape(c_out, c_in).T),
+                                       bk.pad_bias16(b, c_out), None, out.reshape(-1), n, c_in,
+                                       c_out, h * w, ACT_CODES["Relu"], 0.0, 0.0, 32)
+        step.num_threads = nt
+        step()
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+    assert_close(from_blocked(outs[0]), np.maximum(conv2d(x, wt, b), 0))
+
+
+def test_pointwise_blocked_validation():
+    x = np.zeros(16 * 4, np.float32)
+    wp = pack_b_panels(np.zeros((16, 8), np.float32))
+    with pytest.raises(ValueError):   # channels not a multiple of 8
+        bk.PointwiseBlockedStep(np.zeros(12 * 4, np.float32), wp, None, None,
+                                np.zeros(8 * 4, np.float32), 1, 12, 8, 4)
+    with pytest.raises(ValueError):   # packed weights of another shape (c_in 8, not 16)
+        bk.PointwiseBlockedStep(x, pack_b_panels(np.zeros((8, 8), np.float32)), None, None,
+                                np.zeros(8 * 4, np.float32), 1, 16, 8, 4)
+    bk.PointwiseBlockedStep(x, wp, None, None, np.zeros(8 * 4, np.float32), 1, 16, 8, 4)  # fits
+    with pytest.raises(ValueError):   # bias not padded to 16
+        bk.PointwiseBlockedStep(np.zeros(16 * 4, np.float32), pack_b_panels(np.zeros((16, 8), np.float32)),
+                                np.zeros(8, np.float32), None, np.zeros(8 * 4, np.float32), 1, 16, 8, 4)
+    with pytest.raises(ValueError):   # kc not a multiple of 8
+        bk.PointwiseBlockedStep(np.zeros(16 * 4, np.float32), pack_b_panels(np.zeros((16, 8), np.float32)),
+                                None, None, np.zeros(8 * 4, np.float32), 1, 16, 8, 4, kc=12)
+
+
+# (n, c, h, w, kernel, strides, pads (t, l, b, r), dilations)
+DEPTHWISE = [
+    (1, 8, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),       # narrow rows: repeated pixels
+    (2, 16, 14, 14, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 8, 5, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 24, 20, 37, (5, 3), (2, 1), (2, 1, 2, 1), (1, 2)),    # dilation, stride along h only
+    (1, 8, 9, 40, (3, 3), (3, 3), (0, 2, 1, 1), (1, 1)),      # stride 3
+    (1, 8, 1, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),       # one pixel
+    (3, 8, 12, 30, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),     # no padding
+    (1, 16, 11, 19, (2, 4), (1, 2), (3, 3, 2, 4), (2, 1)),    # pads beyond the kernel
+    (1, 8, 40, 9, (35, 1), (1, 1), (0, 0, 0, 0), (1, 1)),     # ring taller than RING_MAX
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE, ids=lambda c: f"{c[:4]}_k{c[4]}_s{c[5]}_p{c[6]}_d{c[7]}")
+@pytest.mark.parametrize("ring", [True, False])
+def test_depthwise_blocked(case, ring, threads):
+    n, c, h, w, k, s, p, d = case
+    x, wt, b = rand(RNG, n, c, h, w), rand(RNG, c, 1, *k), rand(RNG, c)
+    ho, wo = out_size(h, k[0], s[0], p[0], p[2], d[0]), out_size(w, k[1], s[1], p[1], p[3], d[1])
+    res = rand(RNG, n, c, ho, wo)
+    out = np.full((n, c, ho, wo), np.nan, np.float32)
+    slots = max(1, threads)
+    work = np.zeros(slots * bk.depthwise_blocked_scratch((n, c, h, w), (n, c, ho, wo), k, s, p[:2], d) + 1,
+                    np.float32)
+    step = bk.DepthwiseBlockedStep(to_blocked(x).reshape(-1), bk.pack_depthwise_blocked(wt), b,
+                                   to_blocked(res).reshape(-1), out.reshape(-1), (n, c, h, w),
+                                   (n, c, ho, wo), k, s, p[:2], d, ACT_CODES["Clip"], -0.5, 1.0,
+                                   work, slots, ring)
+    step.num_threads = threads
+    step()
+    assert_close(from_blocked(out), np.clip(conv2d(x, wt, b, s, p, d, c) + res, -0.5, 1.0))
+
+
+def test_depthwise_blocked_bit_identical_threads():
+    n, c, h, w = 1, 96, 28, 28     # 6.8M multiply-adds: two threads, rows split too
+    x, wt, b = rand(RNG, n, c, h, w), rand(RNG, c, 1, 3, 3), rand(RNG, c)
+    outs = []
+    for nt in (1, 2):
+        out = np.zeros((n, c, h, w), np.float32)
+        step = bk.DepthwiseBlockedStep(to_blocked(x).reshape(-1), bk.pack_depthwise_blocked(wt), b,
+                                       None, out.reshape(-1), (n, c, h, w), (n, c, h, w), (3, 3),
+                                       (1, 1), (1, 1), (1, 1), 0, 0.0, 0.0, None, 2)
+        step.num_threads = nt
+        step()
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("n,c,h,w", [(1, 8, 1, 1), (2, 24, 7, 5), (3, 16, 1, 9)])
+def test_global_avg_blocked(n, c, h, w):
+    x = rand(RNG, n, c, h, w)
+    out = np.full((n, c), np.nan, np.float32)
+    bk.GlobalAvgBlockedStep(to_blocked(x).reshape(-1), out.reshape(-1), n, c, h * w)()
+    assert_close(out, x.astype(np.float64).mean(axis=(2, 3)))
+
+
+# (n, c_in, c_out, h, w, k, strides, pads (t, l, b, r), dilations): the stem-like conv from an
+# NCHW input to a blocked output (K = c_in*k_h*k_w padded to 8; bands of rows; 8x8 transposes)
+TO_BLOCKED = [
+    (1, 3, 32, 23, 25, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),    # MobileNet stem shape, K = 27
+    (2, 3, 16, 9, 8, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),      # ResNet stem shape, K = 147
+    (1, 5, 24, 11, 40, (3, 2), (1, 3), (0, 2, 1, 1), (2, 1)),    # dilation, odd K = 30
+    (1, 16, 8, 4, 4, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),      # K = 16, 16 pixels
+    (1, 64, 40, 30, 30, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),   # K = 576: one-row bands
+]
+
+
+@pytest.mark.parametrize("case", TO_BLOCKED, ids=lambda c: f"{c[:5]}_k{c[5]}_s{c[6]}")
+def test_conv_gemm_to_blocked(case, threads):
+    from fastcnn._kernels import conv_gemm
+    n, c_in, c_out, h, w, k, s, p, d = case
+    x, wt, b = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, *k), rand(RNG, c_out)
+    ho, wo = out_size(h, k[0], s[0], p[0], p[2], d[0]), out_size(w, k[1], s[1], p[1], p[3], d[1])
+    out = np.full((n, c_out, ho, wo), np.nan, np.float32)
+    slots = max(1, threads)
+    step = conv_gemm.ConvGemmToBlockedStep(
+        x, conv_gemm.pack_blocked_out(wt), bk.pad_bias16(b, c_out), out.reshape(-1), c_out, ho,
+        wo, s, p[:2], d, k[0], k[1], ACT_CODES["Relu"], 0.0, 0.0, None, slots)
+    step.num_threads = threads
+    step()
+    assert_close(from_blocked(out), np.maximum(conv2d(x, wt, b, s, p, d), 0))
+
+
+# ----------------------------------------------------------------------------- through the planner
+def _inverted_residual_graph(c_in=16, expand=48, c_out=16, size=9, stride=1):
+    """stem conv (NCHW input) -> expand 1x1 -> depthwise 3x3 -> project 1x1 (+ residual) ->
+    GAP -> flatten: every tensor but the input, the GAP and the flatten may be blocked."""
+    rng = np.random.default_rng(5)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    consts = {"ws": w(c_in, 3, 3, 3), "bs": rand(rng, c_in), "we": w(expand, c_in, 1, 1),
+              "be": rand(rng, expand), "wd": w(expand, 1, 3, 3), "bd": rand(rng, expand),
+              "wp": w(c_out, expand, 1, 1), "bp": rand(rng, c_out)}
+    nodes = [
+        ("Conv", ["x", "ws", "bs"], ["s"], dict(pads=[1, 1, 1, 1], strides=[2, 2], activation="Relu")),
+        ("Conv", ["s", "we", "be"], ["e"], dict(activation="Clip", activation_alpha=0.0, activation_beta=6.0)),
+        ("Conv", ["e", "wd", "bd"], ["d"], dict(pads=[1, 1, 1, 1], strides=[stride] * 2, group=expand,
+                                                activation="Clip", activation_alpha=0.0, activation_beta=6.0)),
+        ("Conv", ["d", "wp", "bp"] + (["s"] if stride == 1 and c_in == c_out else []), ["p"], {}),
+        ("GlobalAveragePool", ["p"], ["g"], {}),
+        ("Flatten", ["g"], ["y"], {}),
+    ]
+    return nodes, consts
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_blocked_plan_matches_nchw_plan(stride, threads):
+    nodes, consts = _inverted_residual_graph(stride=stride)
+    x = rand(RNG, 2, 3, 17, 18)
+    model = ir_model(nodes, {"x": (None, 3, 17, 18)}, ["y"], consts, num_threads=threads)
+    plan = model.plan_for([x.shape])
+    assert {"s", "e", "d", "p"} <= set(plan.blocked)
+    assert "x" not in plan.blocked and "y" not in plan.blocked and "g" not in plan.blocked
+    got = model.run(None, {"x": x})[0]
+    plan_module.BLOCKED_LAYOUTS = False
+    try:
+        plain_model = ir_model(nodes, {"x": (None, 3, 17, 18)}, ["y"], consts, num_threads=threads)
+        assert not plain_model.plan_for([x.shape]).blocked
+        ref = plain_model.run(None, {"x": x})[0]
+    finally:
+        plan_module.BLOCKED_LAYOUTS = True
+    assert_close(got, ref)
+
+
+def test_tensor_read_by_an_nchw_op_stays_nchw():
+    """The expand output also feeds a Relu (no blocked kernel): it stays NCHW, and so does the
+    stem output (a pointwise conv with a blocked input must give a blocked output); the
+    depthwise conv reads NCHW and gives blocked, the project conv stays blocked."""
+    nodes, consts = _inverted_residual_graph(stride=2)
+    nodes = nodes[:2] + [("Relu", ["e"], ["r"], {})] + nodes[2:] + [("ReduceMean", ["r"], ["m"], dict(keepdims=0))]
+    x = rand(RNG, 1, 3, 17, 18)
+    model = ir_model(nodes, {"x": (1, 3, 17, 18)}, ["y", "m"], consts)
+    plan = model.plan_for()
+    assert not {"s", "e", "r", "g"} & set(plan.blocked)
+    assert {"d", "p"} <= set(plan.blocked)
+    plan_module.BLOCKED_LAYOUTS = False
+    try:
+        ref = ir_model(nodes, {"x": (1, 3, 17, 18)}, ["y", "m"], consts).run(None, {"x": x})
+    finally:
+        plan_module.BLOCKED_LAYOUTS = True
+    for a, b in zip(model.run(None, {"x": x}), ref):
+        assert_close(a, b)
+
+
+def test_residual_with_an_nchw_producer_unblocks_the_conv():
+    """The residual of the project conv is NCHW (it also feeds a Relu): the project output, and
+    so the depthwise output it reads, stay NCHW too."""
+    nodes, consts = _inverted_residual_graph(stride=1)
+    nodes = nodes + [("Relu", ["s"], ["r"], {}), ("ReduceMean", ["r"], ["m"], dict(keepdims=0))]
+    model = ir_model(nodes, {"x": (1, 3, 17, 18)}, ["y", "m"], consts)
+    plan = model.plan_for()
+    assert not {"s", "d", "p"} & set(plan.blocked)
+    x = rand(RNG, 1, 3, 17, 18)
+    plan_module.BLOCKED_LAYOUTS = False
+    try:
+        ref = ir_model(nodes, {"x": (1, 3, 17, 18)}, ["y", "m"], consts).run(None, {"x": x})
+    finally:
+        plan_module.BLOCKED_LAYOUTS = True
+    for a, b in zip(model.run(None, {"x": x}), ref):
+        assert_close(a, b)
+
+
+def test_graph_outputs_and_odd_channels_stay_nchw():
+    rng = np.random.default_rng(2)
+    consts = {"w1": rand(rng, 12, 3, 3, 3), "w2": rand(rng, 12, 12, 1, 1), "w3": rand(rng, 16, 12, 1, 1)}
+    nodes = [("Conv", ["x", "w1"], ["a"], dict(pads=[1, 1, 1, 1])),      # 12 channels: never
+             ("Conv", ["a", "w2"], ["b"], {}),
+             ("Conv", ["b", "w3"], ["c"], {})]                              # a model output
+    model = ir_model(nodes, {"x": (1, 3, 6, 6)}, ["c"], consts)
+    assert not model.plan_for().blocked
+
+
+def test_grouped_conv_to_blocked_through_reorder(threads):
+    """A grouped conv reading NCHW and giving a blocked output runs its NCHW algorithm into
+    scratch, then a reorder step."""
+    rng = np.random.default_rng(7)
+    consts = {"wg": rand(rng, 16, 8, 3, 3), "bg": rand(rng, 16), "wp": rand(rng, 24, 16, 1, 1)}
+    nodes = [("Conv", ["x", "wg", "bg"], ["a"], dict(pads=[1, 1, 1, 1], group=2, activation="Relu")),
+             ("Conv", ["a", "wp"], ["b"], {}),
+             ("GlobalAveragePool", ["b"], ["y"], {})]
+    x = rand(RNG, 2, 16, 9, 11)
+    model = ir_model(nodes, {"x": (2, 16, 9, 11)}, ["y"], consts, num_threads=threads)
+    plan = model.plan_for()
+    assert {"a", "b"} <= set(plan.blocked)
+    assert "ReorderStep" in {type(s).__name__ for s in plan.steps}
+    a = np.maximum(conv2d(x, consts["wg"], consts["bg"], pads=(1, 1, 1, 1), group=2), 0)
+    ref = conv2d(a, consts["wp"], None).mean(axis=(2, 3), keepdims=True)
+    assert_close(model.run(None, {"x": x})[0], ref)
