@@ -167,6 +167,8 @@ cdef class ConvWinogradStep(Step):
     slots * `winograd_scratch(m, c_in, c_out)` floats."""
     cdef const float[:, ::1] xf     # x as (n*c_in, h_in*w_in)
     cdef const float[:, :, :, ::1] up
+    cdef const float[:, :, :, ::1] w    # original weights, for outputs Winograd made non-finite
+    cdef bint has_w
     cdef const float[::1] bias
     cdef const float[:, :, :, ::1] residual
     cdef float[:, :, :, ::1] out
@@ -177,7 +179,7 @@ cdef class ConvWinogradStep(Step):
 
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] up, bias, residual,
                  float[:, :, :, ::1] out, pads, Py_ssize_t m, int act=0, float alpha=0.0,
-                 float beta=0.0, float[::1] work=None, Py_ssize_t slots=1):
+                 float beta=0.0, float[::1] work=None, Py_ssize_t slots=1, weights=None):
         if m not in (2, 4):
             raise ValueError("ConvWinogradStep: m must be 2 or 4")
         self.g = make_geom(shape4(x), (out.shape[1], x.shape[1], 3, 3), shape4(out), (1, 1), pads,
@@ -187,6 +189,10 @@ cdef class ConvWinogradStep(Step):
         self.mrows = (self.g.c_out + MR - 1) // MR * MR
         if shape4(up) != (self.a * self.a, self.mrows // MR, self.g.c_in, MR):
             raise ValueError("ConvWinogradStep: transformed weights do not fit")
+        self.has_w = weights is not None
+        self.w = weights if weights is not None else np.zeros((1, 1, 1, 1), np.float32)
+        if self.has_w and shape4(self.w) != (self.g.c_out, self.g.c_in, 3, 3):
+            raise ValueError("ConvWinogradStep: weights shape")
         self.xf = np.asarray(x).reshape(self.g.n * self.g.c_in, self.g.h_in * self.g.w_in)
         self.up, self.out = up, out
         self.bias = bias if bias is not None else np.zeros(1, np.float32)
@@ -266,6 +272,24 @@ cdef class ConvWinogradStep(Step):
             ukernel_6x16(c_in, &self.up[pos, mp, 0, 0], 1, MR, v + pos * c_in * NR, NR,
                          mm + (pos * self.mrows + mp * MR) * NR, NR, MR, NR, False, NULL, 0, 0)
 
+    cdef float direct_at(self, Py_ssize_t b, Py_ssize_t co, Py_ssize_t oh,
+                         Py_ssize_t ow) noexcept nogil:
+        """out[b, co, oh, ow] before residual and activation, by the direct sum (bias added)."""
+        cdef Py_ssize_t ci, kh, kw, ih, iw
+        cdef float acc = self.bias[co] if self.g.has_bias else 0.0
+        cdef const float *xc
+        for ci in range(self.g.c_in):
+            xc = &self.xf[b * self.g.c_in + ci, 0]
+            for kh in range(3):
+                ih = oh - self.g.pad_top + kh
+                if ih < 0 or ih >= self.g.h_in:
+                    continue
+                for kw in range(3):
+                    iw = ow - self.g.pad_left + kw
+                    if iw >= 0 and iw < self.g.w_in:
+                        acc = acc + self.w[co, ci, kh, kw] * xc[ih * self.g.w_in + iw]
+        return acc
+
     cdef void output_channels(self, const Lanes *ln, Py_ssize_t co0, Py_ssize_t co1,
                               const float *mm, float *tmp, float *y) noexcept nogil:
         """Phase 3, channels [co0, co1): Y = A^T M A + bias, residual, activation, scattered to
@@ -286,6 +310,12 @@ cdef class ConvWinogradStep(Step):
                 for i in range(min(m, g.h_out - oh)):
                     for j in range(min(m, g.w_out - ow)):
                         val = y[(i * m + j) * NR + l]
+                        if self.has_w and val - val != 0.0:
+                            # NaN/Inf in a tile's input reaches all m*m outputs of the tile
+                            # through the transforms (and large values can overflow there):
+                            # a non-finite output is recomputed directly, so NaN/Inf spread
+                            # only over each input's receptive field, as in a direct conv
+                            val = self.direct_at(ln.img[l], co, oh + i, ow + j)
                         if rc != NULL:
                             val = val + rc[(oh + i) * g.w_out + ow + j]
                         oc[(oh + i) * g.w_out + ow + j] = act_scalar(val, g.act, g.alpha, g.beta)
@@ -372,6 +402,6 @@ def conv2d_winograd(x, w, bias, out, pads=(0, 0), m=4, act=0, alpha=0.0, beta=0.
     """Winograd F(m,3) NCHW convolution into `out` (tests and bench); 3x3, stride 1."""
     slots = max(1, num_threads)
     s = ConvWinogradStep(x, winograd_weights(w, m), bias, residual, out, pads, m, act, alpha,
-                         beta, None, slots)
+                         beta, None, slots, np.ascontiguousarray(w, np.float32))
     s.num_threads = num_threads
     s()

@@ -259,7 +259,8 @@ def _winograd_binder(m):
 
         def bind(x, y, res, scratch):
             return winograd.ConvWinogradStep(x, up, bias, res, y, cp["pads"][:2], m, cp["act"],
-                                             cp["alpha"], cp["beta"], scratch[:size], slots)
+                                             cp["alpha"], cp["beta"], scratch[:size], slots,
+                                             w4())
         return bind, size
     return make
 

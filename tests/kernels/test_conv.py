@@ -195,6 +195,26 @@ def test_winograd_precision_on_realistic_magnitudes(m):
     assert np.abs(got - ref).max() <= 0.1 * (1e-4 + 1e-3 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_winograd_nonfinite_stays_in_receptive_field(m, threads):
+    """A NaN or Inf input reaches every output of its Winograd tile through the transforms; those
+    outputs are recomputed directly, so exactly the outputs a direct conv makes non-finite are
+    non-finite (and with the same value class), and the rest match the reference."""
+    case = Case(2, 5, 11, 13, 7, (3, 3), pads=(1, 1, 1, 1))
+    x, wt, b, res = case.data(31, residual=True)
+    x[0, 2, 4, 6] = np.nan
+    x[1, 0, 0, 12] = np.inf        # a corner: tiles clipped at the edges
+    x[1, 4, 7, 3] = -np.inf
+    got = run_algorithm(f"winograd{m}", case, x, wt, b, res, act="Relu", threads=threads)
+    ref = np.maximum(case.reference(x, wt, b) + res, 0)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    assert np.array_equal(np.isposinf(got), np.isposinf(ref))
+    assert np.isnan(ref).sum() > 0 and np.isposinf(ref).sum() > 0
+    finite = np.isfinite(ref)
+    assert_close(got[finite], ref[finite], f"F({m},3) finite outputs")
+
+
 def test_winograd_weight_transform():
     """G w G^T then the input/output transforms reproduce a 1-D correlation exactly in float64."""
     for m, mats in winograd.WINOGRAD_MATRICES.items():
