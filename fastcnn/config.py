@@ -9,12 +9,15 @@ import threading
 
 _lock = threading.Lock()
 
-# How long an idle OpenMP worker spins before sleeping, unless the user chose a wait policy.
-# libgomp's default (hundreds of thousands of spins) keeps a core busy after every parallel
-# region; on a shared or oversubscribed CPU that spinning starves the very threads a parallel
-# region waits for (measured here: a 2-thread ReLU over 1M floats took 19 ms instead of 0.7 ms
-# with another process busy). A short spin keeps wake-ups cheap on an idle machine.
-DEFAULT_GOMP_SPINCOUNT = "2000"
+# How long an idle OpenMP worker spins before it sleeps, unless the user chose a wait policy.
+# libgomp's default (300,000 spins, about 10 ms here) keeps a core busy long after `run`
+# returns, and on a shared CPU that spinning starves other work. Too short a spin is worse:
+# a worker that fell asleep between two layers (or at a barrier) is woken through the kernel,
+# which on this virtual machine costs up to hundreds of microseconds per wake-up (measured with
+# bench/profile_model.py at 2 threads: edge CNN 1.40 ms per image with 2,000 spins, 0.37 ms
+# with 30,000; MobileNetV2 14.8 ms vs 7.9 ms). 30,000 spins last about 2 ms: workers stay awake
+# through a whole inference and go idle about 2 ms after it (tests/runtime/test_concurrency.py).
+DEFAULT_GOMP_SPINCOUNT = "30000"
 
 
 def configure_openmp_env() -> str:
