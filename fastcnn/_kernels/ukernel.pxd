@@ -19,10 +19,12 @@ from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY, ACT_RELU, A
 cdef enum:
     MR = 6
     NR = 16
-    # Work below this many multiply-adds per thread (~25 us on one core) runs on fewer threads:
-    # waking a sleeping OpenMP thread (OMP_WAIT_POLICY=PASSIVE) costs 5-10 us on an idle
-    # machine and tens of microseconds on a busy one.
-    MIN_MACS_PER_THREAD = 1048576
+    # Work below this many multiply-adds per thread (~6 us on one core) runs on fewer threads:
+    # starting a parallel region costs a few microseconds while the workers spin (fastcnn's
+    # GOMP_SPINCOUNT keeps them spinning through an inference). 1M (the former value) kept
+    # LeNet's and the edge CNN's layers on one thread: LeNet-5 at batch 16 and 2 threads went
+    # from 0.51 to 0.37 ms per run with 256K.
+    MIN_MACS_PER_THREAD = 262144
 
 
 cdef struct Epilogue:
