@@ -173,6 +173,7 @@ cdef enum:
     MODE_WHOLE = 3
     WHOLE_IM2COL_MAX_FLOATS = 32768   # the whole im2col matrix stays in L2
     BAND_FLOATS = 16384               # a band's K block (64 KB) stays in L2
+    A_BLOCK_FLOATS = 49152            # a task's weight K block up to 192 KB stays in L2 too
 
 GEMM_CONV_MODES = {"pointwise": MODE_POINTWISE, "panels": MODE_PANELS, "band": MODE_BAND,
                    "whole": MODE_WHOLE}
@@ -321,14 +322,25 @@ cdef class ConvGemmStep(Step):
         while pc < self.K:
             kc = min(self.kc, self.K - pc)
             im2col_band(xg, x_end, g, pc, kc, oh0, oh1, self.ldb, work)
-            for jp in range((npix + NR - 1) // NR):
-                nr = min(NR, npix - jp * NR)
+            if (mp1 - mp0) * MR * kc > A_BLOCK_FLOATS:
+                # the weights' K block would not stay in L2 across the pixel panels: take each
+                # 6-row panel once (it stays in L1) over the whole band (in L2) instead
                 for mp in range(mp0, mp1):
                     i = mp * MR
-                    ukernel_6x16(kc, &self.ap[grp, mp, pc, 0], 1, MR, work + jp * NR, self.ldb,
-                                 cbase + i * self.hw_out + jp * NR, self.hw_out,
-                                 min(MR, self.cog - i), nr, pc > 0,
-                                 &epi if pc + kc == self.K else NULL, i, j0 + jp * NR)
+                    for jp in range((npix + NR - 1) // NR):
+                        ukernel_6x16(kc, &self.ap[grp, mp, pc, 0], 1, MR, work + jp * NR,
+                                     self.ldb, cbase + i * self.hw_out + jp * NR, self.hw_out,
+                                     min(MR, self.cog - i), min(NR, npix - jp * NR), pc > 0,
+                                     &epi if pc + kc == self.K else NULL, i, j0 + jp * NR)
+            else:
+                for jp in range((npix + NR - 1) // NR):
+                    nr = min(NR, npix - jp * NR)
+                    for mp in range(mp0, mp1):
+                        i = mp * MR
+                        ukernel_6x16(kc, &self.ap[grp, mp, pc, 0], 1, MR, work + jp * NR,
+                                     self.ldb, cbase + i * self.hw_out + jp * NR, self.hw_out,
+                                     min(MR, self.cog - i), nr, pc > 0,
+                                     &epi if pc + kc == self.K else NULL, i, j0 + jp * NR)
             pc = pc + kc
 
     cdef void run(self) noexcept:
@@ -344,7 +356,7 @@ cdef class ConvGemmStep(Step):
             return
         if nt > 1 and tasks < 4 * nt:
             # few tasks (small images): also split the rows, each part building its own B
-            chunks = min(self.mpanels, (4 * nt + tasks - 1) // tasks)
+            chunks = min(self.mpanels, (nt + tasks - 1) // tasks)
         total = tasks * chunks
         nt = min(nt, total)
         with nogil:
