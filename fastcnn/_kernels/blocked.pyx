@@ -536,7 +536,9 @@ cdef class DepthwiseBlockedStep(Step):
     cdef void run(self) noexcept:
         cdef Py_ssize_t planes = self.n * (self.c // 8), t, parts = 1
         cdef Py_ssize_t macs = planes * 8 * self.h_out * self.w_out * self.k_h * self.k_w
-        cdef int nt = team(self.num_threads, self.slots, macs, planes * self.h_out)
+        # a depthwise multiply-add costs about four of a GEMM's (loads, not FMAs, bound it), and
+        # its input, written by a 2-thread pointwise conv, is half in the other core's cache
+        cdef int nt = team(self.num_threads, self.slots, 4 * macs, planes * self.h_out)
         cdef float *work = &self.work[0]
         cdef Py_ssize_t stride = self.slot_size
         if planes == 0:
