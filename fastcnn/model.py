@@ -240,7 +240,8 @@ class Model:
         types = {t.name: ValueType(shape, "float32") for t, shape in zip(g.inputs, key)}
         limit = config.memory_limit()
         inferred = infer_graph(g, types, max_tensor_bytes=limit)
-        return build_plan(g, inferred, self._threads, self._cache, limit)
+        return build_plan(g, inferred, self._threads, self._cache, limit,
+                          getattr(self._resources, "release_pages", None))
 
     def run(self, output_names, input_feed, run_options=None) -> list:
         """Run the model. output_names: None for all outputs, or a list of output names.

@@ -384,17 +384,28 @@ def winograd_scratch(Py_ssize_t m, Py_ssize_t c_in, Py_ssize_t c_out):
 
 def winograd_weights(w, Py_ssize_t m):
     """U = G w G^T for w (c_out, c_in, 3, 3), packed as micro-kernel row panels per position:
-    (a*a, ceil(c_out/6), c_in, 6), pos = row*a + column of the transformed a x a tile."""
+    (a*a, ceil(c_out/6), c_in, 6), pos = row*a + column of the transformed a x a tile.
+    Computed in float64 as one matrix product per chunk of output channels: with the weights
+    reordered as rows (panel, ci, r) of 9 taps, U = kron(G, G) (a*a, 9) @ rows^T comes out in
+    the packed layout (no full-size float64 temporaries, no strided gathers; ResNet-18's 85 MB
+    of transformed weights in about 80 ms instead of 600 ms with an einsum)."""
     mats = WINOGRAD_MATRICES[m]
     G = np.array(mats["G"], np.float64)
-    w = np.asarray(w, np.float64)
+    kron = np.kron(G, G)                          # (a*a, 9): [(i, j), (k, l)] = G[i,k] G[j,l]
+    w = np.asarray(w)
     c_out, c_in = w.shape[:2]
     a = m + 2
-    u = np.einsum("ik,ockl,jl->ijoc", G, w, G).reshape(a * a, c_out, c_in)
     mp = (c_out + MR - 1) // MR
-    padded = np.zeros((a * a, mp * MR, c_in), np.float32)
-    padded[:, :c_out] = u
-    return np.ascontiguousarray(padded.reshape(a * a, mp, MR, c_in).transpose(0, 1, 3, 2))
+    packed = np.zeros((a * a, mp, c_in, MR), np.float32)
+    step = 8                                      # panels per chunk
+    for p0 in range(0, mp, step):
+        p1 = min(mp, p0 + step)
+        rows = np.zeros(((p1 - p0) * MR, c_in, 9), np.float64)
+        part = w[p0 * MR:p1 * MR]
+        rows[:part.shape[0]] = part.reshape(part.shape[0], c_in, 9)
+        rows = rows.reshape(p1 - p0, MR, c_in, 9).transpose(0, 2, 1, 3).reshape(-1, 9)
+        packed[:, p0:p1] = (kron @ rows.T).reshape(a * a, p1 - p0, c_in, MR)
+    return packed
 
 
 def conv2d_winograd(x, w, bias, out, pads=(0, 0), m=4, act=0, alpha=0.0, beta=0.0,

@@ -168,6 +168,18 @@ class MappedFile:
         self._f = f
         self._mm = mm
 
+    def release_pages(self):
+        """Let the kernel drop this process's resident pages of the file (they stay in the
+        page cache): after planning, most weights live on in packed copies (Winograd, GEMM
+        panels), and the ones still read in place come back on first use. Linux only; a no-op
+        elsewhere."""
+        mm = self._mm
+        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
+
     def close(self):
         mm, self._mm = self._mm, None
         if mm is not None:
@@ -226,6 +238,13 @@ def read_header(path: str, buf) -> tuple:
     step = 16 << 20
     for start in range(0, size - 16, step):
         actual = zlib.crc32(view[start:min(start + step, size - 16)], actual)
+        if isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            # checked: let these pages go, so that checking a file never keeps all of it
+            # resident (planning touches the weights it needs, one layer at a time)
+            try:
+                buf.madvise(mmap.MADV_DONTNEED, start, min(step, size - start))
+            except (OSError, ValueError):
+                pass
     view.release()
     if actual & 0xFFFFFFFF != crc:
         raise _bad(path, f"checksum mismatch (stored {crc:#010x}, computed {actual & 0xFFFFFFFF:#010x}): "

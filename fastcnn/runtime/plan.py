@@ -98,8 +98,12 @@ def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: in
 
 
 def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
-               memory_limit: int) -> Plan:
-    """Prepare every runtime node of `graph` (already checked and inferred for concrete shapes)."""
+               memory_limit: int, release_weights=None) -> Plan:
+    """Prepare every runtime node of `graph` (already checked and inferred for concrete shapes).
+    release_weights: None, or called after each node is prepared to drop the model file's
+    resident pages (a mapped .fcnn): packing copies most weights (Winograd, GEMM panels), and
+    without this the originals would stay resident beside the copies, all at once (ResNet-18:
+    peak RSS of load + one image 184 -> 148 MiB). Pages read in place come back on use."""
     from fastcnn._kernels.step import Step
     from fastcnn.runtime.kernels import KERNELS
 
@@ -132,6 +136,8 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
                            [bool(x) and x in blocked for x in node.inputs],
                            [bool(o) and o in blocked for o in node.outputs])
         preps.append(KERNELS[node.op](p))
+        if release_weights is not None:
+            release_weights()
 
     # --- buffer groups: aliases (views) and in-place outputs share their input's buffer
     end = len(run_nodes)
