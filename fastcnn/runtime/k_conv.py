@@ -253,7 +253,7 @@ def _bind_depthwise(p, cp, w4, bias):
 
 def _winograd_binder(m):
     def make(p, cp, w4, bias):
-        up = p.cached(("winograd", m), lambda: winograd.winograd_weights(w4(), m))
+        up = p.cached(("winograd", m), lambda: winograd.winograd_weights(w4(), m, p.num_threads))
         slots = scratch_slots(p)
         size = slots * winograd.winograd_scratch(m, cp["x4"][1], cp["y4"][1])
 
