@@ -36,12 +36,19 @@ _default_threads: int | None = None
 _memory_limit: int | None = None
 
 
+_cores_seen = None   # (allowed CPU set, physical cores) of the last call
+
+
 def physical_cores() -> int:
     """Physical cores this process may run on (hyperthread siblings count once)."""
     try:
         allowed = os.sched_getaffinity(0)
     except AttributeError:  # not Linux
         return max(1, (os.cpu_count() or 1))
+    global _cores_seen
+    key = frozenset(allowed)
+    if _cores_seen is not None and _cores_seen[0] == key:
+        return _cores_seen[1]   # planning asks per node: read sysfs once per CPU set
     cores = set()
     try:
         for cpu in allowed:
@@ -53,7 +60,9 @@ def physical_cores() -> int:
             cores.add((pkg, core))
     except OSError:
         return max(1, len(allowed))
-    return max(1, min(len(cores), len(allowed)))
+    n = max(1, min(len(cores), len(allowed)))
+    _cores_seen = (key, n)
+    return n
 
 
 def default_threads() -> int:
