@@ -62,6 +62,7 @@ def header_dict(graph: Graph, tensors: list) -> dict:
         },
         "tensors": tensors,
         "metadata": graph.metadata,
+        **({"passes": graph.passes_applied} if getattr(graph, "passes_applied", None) else {}),
     }
 
 
@@ -333,9 +334,14 @@ def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) ->
     labels = metadata.get("labels")
     _expect(path, labels is None or _is_str_list(labels),
             f"metadata 'labels' must be a list of strings, got {labels!r:.80}")
+    passes = header.get("passes")
+    _expect(path, passes is None or (isinstance(passes, str) and len(passes) <= 4096),
+            f"'passes' must be a string, got {passes!r:.80}")
     name = g.get("name", "graph")
-    return Graph(name if isinstance(name, str) else "graph", inputs, outputs, nodes, initializers,
-                 metadata, source=path)
+    graph = Graph(name if isinstance(name, str) else "graph", inputs, outputs, nodes, initializers,
+                  metadata, source=path)
+    graph.passes_applied = passes   # loading skips the pass pipeline when it names the current one
+    return graph
 
 
 def load(path: str):

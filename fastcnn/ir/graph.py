@@ -108,6 +108,9 @@ class Graph:
         self.initializers = dict(initializers or {})
         self.metadata = dict(metadata or {})
         self.source = source
+        # PIPELINE_ID when this graph is the default pass pipeline's output (not copied: an
+        # edited copy must go through the passes again)
+        self.passes_applied = None
 
     # ---------------------------------------------------------------- structure
     def copy(self) -> "Graph":

@@ -23,12 +23,20 @@ PIPELINE = [
 ]
 
 
+# Names the default pipeline: a .fcnn saved from its output records it, and loading such a file
+# skips the (idempotent) passes. Change the prefix when a pass changes what it produces.
+PIPELINE_ID = "fastcnn-passes-1:" + ",".join(p.__name__ for p in PIPELINE)
+
+
 def run_pipeline(graph, passes=None):
     """Apply `passes` (default PIPELINE) in order and return the new, checked graph.
     Operators, input/output counts and attribute kinds are checked first, so passes can index
-    a node's inputs without guarding against a malformed file."""
+    a node's inputs without guarding against a malformed file. The default pipeline marks its
+    result (`graph.passes_applied = PIPELINE_ID`; copies of the graph are unmarked)."""
     from fastcnn.passes.analysis import check_structure
     check_structure(graph)
     for p in PIPELINE if passes is None else passes:
         graph = p(graph).check()
+    if passes is None:
+        graph.passes_applied = PIPELINE_ID
     return graph

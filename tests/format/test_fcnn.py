@@ -124,6 +124,36 @@ def test_model_save_round_trip_and_resave_is_byte_identical(onnx_path, tmp_path)
     assert first.read_bytes() == second.read_bytes()
 
 
+def test_optimized_file_skips_the_passes_and_edited_graphs_do_not(onnx_path, fcnn_path, tmp_path,
+                                                                  monkeypatch):
+    """convert() records the pipeline it ran; loading such a file checks its structure but does
+    not run the passes again. A file naming another pipeline, or none, goes through them; a
+    malformed 'passes' value is refused."""
+    import fastcnn.passes as passes_mod
+    assert parts(fcnn_path)[1]["passes"] == passes_mod.PIPELINE_ID
+    x = feed(np.random.default_rng(4))
+    with fastcnn.load(onnx_path, num_threads=1) as m:
+        want = m.run(None, x)[0]
+        assert m.graph.passes_applied == passes_mod.PIPELINE_ID
+        assert m.graph.copy().passes_applied is None      # an edited copy is not optimized
+
+    calls = []
+    real = passes_mod.run_pipeline
+    monkeypatch.setattr(passes_mod, "run_pipeline", lambda g, p=None: calls.append(1) or real(g, p))
+    with fastcnn.load(fcnn_path, num_threads=1) as m:
+        assert np.array_equal(m.run(None, x)[0], want)
+    assert calls == []
+
+    rewrite_header(fcnn_path, lambda h: h.update(passes="fastcnn-passes-0:older"))
+    with fastcnn.load(fcnn_path, num_threads=1) as m:
+        assert np.array_equal(m.run(None, x)[0], want)
+    assert calls == [1]
+
+    rewrite_header(fcnn_path, lambda h: h.update(passes=["not", "a", "string"]))
+    with pytest.raises(ModelFileError, match="'passes' must be a string"):
+        fastcnn.load(fcnn_path)
+
+
 @pytest.mark.skipif(not SHIPPED_FCNN.exists(), reason="shipped model missing")
 def test_shipped_fcnn_matches_shipped_onnx_exactly():
     pytest.importorskip("onnx")
