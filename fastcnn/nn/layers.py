@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import ABC, abstractmethod
 
 from fastcnn.errors import FastCNNError
 
@@ -47,8 +48,9 @@ def _out(size, k, s, pb, pe, d=1, ceil_mode=False):
     return span // s + 1
 
 
-class Layer:
-    """Base class. `prefix` is the stem of auto-generated names (conv -> conv1, conv2, ...)."""
+class Layer(ABC):
+    """Base class. `prefix` is the stem of auto-generated names (conv -> conv1, conv2, ...).
+    Subclasses implement `emit`; the others have defaults for weightless, shape-keeping layers."""
 
     prefix = "layer"
 
@@ -67,8 +69,11 @@ class Layer:
     def output_shape(self, in_shape) -> tuple:
         return tuple(in_shape)
 
+    @abstractmethod
     def emit(self, e, x: str, in_shape, weights: dict) -> str:
-        raise NotImplementedError
+        """Add this layer's nodes through the graph builder `e` (weights by `e.weight(self,
+        role)`), reading tensor `x` of per-sample shape in_shape (C, H, W or features); return
+        the name of the output tensor."""
 
     def fail(self, msg):
         raise FastCNNError(f"layer '{self.name}' ({type(self).__name__}): {msg}")
