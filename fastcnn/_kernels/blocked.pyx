@@ -21,7 +21,7 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
 from fastcnn._kernels.act cimport apply_act, ACT_RELU, ACT_CLIP
-from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, NR, SplitEpilogue, ukernel_6x16_blk,
+from fastcnn._kernels.ukernel cimport (NR, team, SplitEpilogue, ukernel_6x16_blk,
                                        ukernel_12x8_blk, act_is_vector, act_vec)
 
 import numpy as np
@@ -31,23 +31,6 @@ cdef enum:
     TILE = 6            # pixels per micro-kernel tile (MR)
     BAND_TILES = 16     # tiles per pointwise task: a (96 pixels, kc) block of A stays in L2
     DW_PIXELS = 8       # depthwise: output pixels computed together (independent FMA chains)
-
-
-cdef inline int team(Py_ssize_t requested, Py_ssize_t slots, Py_ssize_t work,
-                     Py_ssize_t tasks) noexcept nogil:
-    """Threads for `work` multiply-adds split in `tasks`: none beyond the slots, the tasks or
-    what the work pays for (waking a thread costs microseconds)."""
-    return <int>max(1, min(requested, slots, tasks, work // MIN_MACS_PER_THREAD))
-
-
-cdef inline void zero_fill(float *d, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i = 0
-    while i + 8 <= n:
-        vf8_store(d + i, vf8_zero())
-        i = i + 8
-    while i < n:
-        d[i] = 0.0
-        i = i + 1
 
 
 cdef inline void copy_floats(const float *s, float *d, Py_ssize_t n) noexcept nogil:
@@ -466,7 +449,7 @@ cdef class DepthwiseBlockedStep(Step):
         vf8_store(zero8, vf8_zero())
         if ring != NULL:
             # padding columns stay zero: row copies write only [pl, pl + w_in)
-            zero_fill(ring, nring * wp8)
+            vf8_zero_fill(ring, nring * wp8)
             for slot in range(nring):
                 slot_row[slot] = -1
         for oh in range(oh0, oh1):

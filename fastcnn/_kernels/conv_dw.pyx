@@ -30,7 +30,7 @@ from cython.parallel cimport prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd, vf8_load_even
-from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, act_is_vector, act_vec, act_scalar
+from fastcnn._kernels.ukernel cimport team, act_is_vector, act_vec, act_scalar
 from fastcnn._kernels.act cimport apply_act
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
@@ -39,17 +39,6 @@ import numpy as np
 cdef enum:
     GROUP = 8         # chunks computed together (independent accumulators)
     EVEN_MAX_W = 32   # stride-2 planes narrower than this use even-lane loads, no phase split
-
-
-cdef inline void zero_floats(float *d, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i = 0
-    cdef vf8 z = vf8_zero()
-    while i + 8 <= n:
-        vf8_store(d + i, z)
-        i = i + 8
-    while i < n:
-        d[i] = 0.0
-        i = i + 1
 
 
 cdef class ConvDepthwiseStep(Step):
@@ -239,7 +228,7 @@ cdef class ConvDepthwiseStep(Step):
         cdef float *cur = p
         cdef float *nxt = p + self.p_size
         cdef float *swap
-        zero_floats(p, 2 * self.p_size)
+        vf8_zero_fill(p, 2 * self.p_size)
         if first >= last:
             return
         self.copy_plane(&self.x[first // g.c_in, first % g.c_in, 0, 0], cur)
@@ -258,8 +247,7 @@ cdef class ConvDepthwiseStep(Step):
     cdef void run(self) noexcept:
         cdef Py_ssize_t planes = self.g.n * self.g.c_in, tasks, per, t
         cdef Py_ssize_t macs = planes * self.g.h_out * self.g.w_out * self.taps
-        cdef Py_ssize_t nt = min(<Py_ssize_t>max(1, self.num_threads), self.slots,
-                                 max(1, macs // MIN_MACS_PER_THREAD), planes)
+        cdef Py_ssize_t nt = team(self.num_threads, self.slots, macs, planes)
         cdef float *work = &self.work[0]
         cdef Py_ssize_t stride = self.slot_size
         if planes == 0:

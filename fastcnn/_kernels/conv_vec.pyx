@@ -22,7 +22,7 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd
-from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, act_is_vector, act_vec, act_scalar
+from fastcnn._kernels.ukernel cimport team, act_is_vector, act_vec, act_scalar
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -41,17 +41,6 @@ cdef inline Py_ssize_t phase_width(Py_ssize_t w_out, Py_ssize_t k_w, Py_ssize_t 
     return (max(need, cols) + 7) // 8 * 8
 
 
-cdef inline void zero_fill(float *d, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """d[lo:hi] = 0."""
-    cdef vf8 z = vf8_zero()
-    while lo + 8 <= hi:
-        vf8_store(d + lo, z)
-        lo = lo + 8
-    while lo < hi:
-        d[lo] = 0.0
-        lo = lo + 1
-
-
 cdef inline void copy_phases(const float *x, float *dst, Py_ssize_t rows, Py_ssize_t w_in,
                              Py_ssize_t pl, Py_ssize_t s, Py_ssize_t wq,
                              float *row) noexcept nogil:
@@ -68,7 +57,7 @@ cdef inline void copy_phases(const float *x, float *dst, Py_ssize_t rows, Py_ssi
     cdef float *t
     cdef vf8 even, odd
     if s > 1:
-        zero_fill(row, 0, s * wq + 8)
+        vf8_zero_fill(row, s * wq + 8)
     for r in range(rows):
         xr = x + r * w_in
         d = dst + r * s * wq
@@ -76,8 +65,8 @@ cdef inline void copy_phases(const float *x, float *dst, Py_ssize_t rows, Py_ssi
         # stay zero (only [pl, pl + w_in) is ever written)
         t = d if s == 1 else row
         if s == 1:
-            zero_fill(d, 0, pl)
-            zero_fill(d, pl + w_in, wq)
+            vf8_zero_fill(d, pl)
+            vf8_zero_fill(d + pl + w_in, wq - pl - w_in)
         q = 0
         while q + 8 <= w_in:
             vf8_store(t + pl + q, vf8_load(xr + q))
@@ -371,8 +360,7 @@ cdef class ConvVecStep(Step):
         cdef Py_ssize_t total = self.g.n * self.g.group * self.chunks, t
         cdef Py_ssize_t macs = (self.g.n * self.g.c_out * self.g.h_out * self.g.w_out * self.cig
                                 * self.g.k_h * self.g.k_w)
-        cdef Py_ssize_t nt = min(<Py_ssize_t>max(1, self.num_threads), self.slots,
-                                 max(1, macs // MIN_MACS_PER_THREAD), total)
+        cdef Py_ssize_t nt = team(self.num_threads, self.slots, macs, total)
         cdef float *work = &self.work[0]
         cdef Py_ssize_t stride = self.slot_size
         if total == 0:

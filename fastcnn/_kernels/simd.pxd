@@ -16,3 +16,15 @@ cdef extern from "simd.h" nogil:
     vf8 vf8_max(vf8 a, vf8 b)
     vf8 vf8_min(vf8 a, vf8 b)
     float vf8_hsum(vf8 v)
+
+
+cdef inline void vf8_zero_fill(float *d, Py_ssize_t n) noexcept nogil:
+    """d[0:n] = 0, eight lanes at a time."""
+    cdef Py_ssize_t i = 0
+    cdef vf8 z = vf8_zero()
+    while i + 8 <= n:
+        vf8_store(d + i, z)
+        i = i + 8
+    while i < n:
+        d[i] = 0.0
+        i = i + 1

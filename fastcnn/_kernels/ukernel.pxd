@@ -27,6 +27,13 @@ cdef enum:
     MIN_MACS_PER_THREAD = 262144
 
 
+
+cdef inline int team(Py_ssize_t requested, Py_ssize_t slots, Py_ssize_t work,
+                     Py_ssize_t tasks) noexcept nogil:
+    """Threads for `work` multiply-adds split in `tasks`: none beyond the slots (per-thread
+    scratch areas), the tasks or what the work pays for (MIN_MACS_PER_THREAD per thread)."""
+    return <int>max(1, min(requested, slots, tasks, work // MIN_MACS_PER_THREAD))
+
 cdef struct Epilogue:
     const float *bias_row   # (rows of C,) one value per row (conv: output channel) or NULL
     const float *bias_col   # (cols of C,) one value per column (dense: output feature) or NULL
