@@ -302,6 +302,17 @@ def softmax_cross_entropy(const float[:, ::1] z, const long long[::1] labels,
     return total, total_w
 
 
+cdef _check_dense_targets(str name, const float[:, ::1] out, const float[:, ::1] targets,
+                          const float[::1] class_weights, float[:, ::1] grad):
+    """Losses with dense targets: targets and grad shaped like out (m, n), class_weights empty
+    or (n,)."""
+    cdef Py_ssize_t m = out.shape[0], n = out.shape[1]
+    if targets.shape[0] != m or targets.shape[1] != n or grad.shape[0] != m or grad.shape[1] != n:
+        raise ValueError(f"{name}: shapes do not fit")
+    if class_weights.shape[0] > 0 and class_weights.shape[0] != n:
+        raise ValueError(f"{name}: class_weights size")
+
+
 def sigmoid_cross_entropy(const float[:, ::1] z, const float[:, ::1] targets,
                           const float[::1] class_weights, float[:, ::1] grad, int num_threads=1):
     """Binary cross-entropy with logits z (m, n) against targets (m, n) in [0, 1] (multi-label).
@@ -313,10 +324,7 @@ def sigmoid_cross_entropy(const float[:, ::1] z, const float[:, ::1] targets,
     cdef bint weighted = class_weights.shape[0] > 0
     cdef double total = 0.0, count = <double>(m * n), inv, v, t, wj, acc
     cdef int nt
-    if targets.shape[0] != m or targets.shape[1] != n or grad.shape[0] != m or grad.shape[1] != n:
-        raise ValueError("sigmoid_cross_entropy: shapes do not fit")
-    if weighted and class_weights.shape[0] != n:
-        raise ValueError("sigmoid_cross_entropy: class_weights size")
+    _check_dense_targets("sigmoid_cross_entropy", z, targets, class_weights, grad)
     if m == 0 or n == 0:
         return 0.0, count
     row_loss = np.empty(m, np.float64)
@@ -354,10 +362,7 @@ def mean_squared_error(const float[:, ::1] out, const float[:, ::1] targets,
     cdef bint weighted = class_weights.shape[0] > 0
     cdef double total = 0.0, count = <double>(m * n), inv, d, wj, acc
     cdef int nt
-    if targets.shape[0] != m or targets.shape[1] != n or grad.shape[0] != m or grad.shape[1] != n:
-        raise ValueError("mean_squared_error: shapes do not fit")
-    if weighted and class_weights.shape[0] != n:
-        raise ValueError("mean_squared_error: class_weights size")
+    _check_dense_targets("mean_squared_error", out, targets, class_weights, grad)
     if m == 0 or n == 0:
         return 0.0, count
     row_loss = np.empty(m, np.float64)
