@@ -236,6 +236,17 @@ def test_blocked_plan_matches_nchw_plan(stride, threads):
     assert_close(got, ref)
 
 
+def _nchw_reference(nodes, consts, x, outputs):
+    """The graph's outputs with blocked layouts switched off (every tensor NCHW)."""
+    plan_module.BLOCKED_LAYOUTS = False
+    try:
+        plain = ir_model(nodes, {"x": x.shape}, outputs, consts)
+        assert not plain.plan_for().blocked
+        return plain.run(None, {"x": x})
+    finally:
+        plan_module.BLOCKED_LAYOUTS = True
+
+
 def test_tensor_read_by_an_nchw_op_stays_nchw():
     """The expand output also feeds a Relu (no blocked kernel): it stays NCHW, and so does the
     stem output (a pointwise conv with a blocked input must give a blocked output); the
@@ -247,11 +258,7 @@ def test_tensor_read_by_an_nchw_op_stays_nchw():
     plan = model.plan_for()
     assert not {"s", "e", "r", "g"} & set(plan.blocked)
     assert {"d", "p"} <= set(plan.blocked)
-    plan_module.BLOCKED_LAYOUTS = False
-    try:
-        ref = ir_model(nodes, {"x": (1, 3, 17, 18)}, ["y", "m"], consts).run(None, {"x": x})
-    finally:
-        plan_module.BLOCKED_LAYOUTS = True
+    ref = _nchw_reference(nodes, consts, x, ["y", "m"])
     for a, b in zip(model.run(None, {"x": x}), ref):
         assert_close(a, b)
 
@@ -265,11 +272,7 @@ def test_residual_with_an_nchw_producer_unblocks_the_conv():
     plan = model.plan_for()
     assert not {"s", "d", "p"} & set(plan.blocked)
     x = rand(RNG, 1, 3, 17, 18)
-    plan_module.BLOCKED_LAYOUTS = False
-    try:
-        ref = ir_model(nodes, {"x": (1, 3, 17, 18)}, ["y", "m"], consts).run(None, {"x": x})
-    finally:
-        plan_module.BLOCKED_LAYOUTS = True
+    ref = _nchw_reference(nodes, consts, x, ["y", "m"])
     for a, b in zip(model.run(None, {"x": x}), ref):
         assert_close(a, b)
 
