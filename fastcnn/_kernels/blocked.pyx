@@ -129,7 +129,9 @@ cdef class PointwiseBlockedStep(Step):
     x: flat blocked (n, c_in, hw); wp: W^T packed in 16-channel panels (ceil(c_out/16), c_in,
     16) (gemm.pack_b_panels); bias: (ceil(c_out/16)*16,) zero-padded, or None; residual and out:
     flat blocked (n, c_out, hw). kc: K block (a multiple of 8). Tasks: (image, band of 96
-    pixels, range of channel panels)."""
+    pixels, range of channel panels). stream: write out with non-temporal stores (for outputs
+    too large to stay cached until the next layer; ignored unless out is 32-byte aligned; the
+    `stream` attribute tells whether it is on)."""
     cdef const float[::1] x
     cdef const float[:, :, ::1] wp
     cdef const float[::1] bias
@@ -137,12 +139,14 @@ cdef class PointwiseBlockedStep(Step):
     cdef float[::1] out
     cdef Py_ssize_t n, c_in, c_out, hw, kc, panels, bands
     cdef bint has_bias, has_res
+    cdef readonly bint stream
     cdef int act
     cdef float alpha, beta
 
     def __init__(self, const float[::1] x, const float[:, :, ::1] wp, bias, residual,
                  float[::1] out, Py_ssize_t n, Py_ssize_t c_in, Py_ssize_t c_out, Py_ssize_t hw,
-                 int act=0, float alpha=0.0, float beta=0.0, Py_ssize_t kc=256):
+                 int act=0, float alpha=0.0, float beta=0.0, Py_ssize_t kc=256,
+                 bint stream=False):
         self.panels = (c_out + NR - 1) // NR
         if c_in % 8 or c_out % 8 or c_in < 8 or c_out < 8 or hw < 1 or n < 0:
             raise ValueError("PointwiseBlockedStep: channels must be positive multiples of 8")
@@ -162,6 +166,8 @@ cdef class PointwiseBlockedStep(Step):
             raise ValueError("PointwiseBlockedStep: residual size")
         self.n, self.c_in, self.c_out, self.hw, self.kc = n, c_in, c_out, hw, kc
         self.bands = (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
+        # non-temporal stores need 32-byte aligned vectors (arena tensors are 64-byte aligned)
+        self.stream = stream and n > 0 and (<size_t>&out[0]) % 32 == 0
         self.act, self.alpha, self.beta = act, alpha, beta
 
     cdef void task(self, Py_ssize_t img, Py_ssize_t band, Py_ssize_t jp0,
@@ -176,6 +182,7 @@ cdef class PointwiseBlockedStep(Step):
         p0 = band * TILE * BAND_TILES
         p1 = min(hw, p0 + TILE * BAND_TILES)
         epi.act, epi.alpha, epi.beta = self.act, self.alpha, self.beta
+        epi.stream = self.stream
         pc = 0
         while pc < self.c_in:
             kcc = min(self.kc, self.c_in - pc)
@@ -205,6 +212,8 @@ cdef class PointwiseBlockedStep(Step):
                                      &epi if last else NULL)
                     p = p + TILE
             pc = pc + kcc
+        if self.stream:
+            vf8_store_fence()
 
     cdef void run(self) noexcept:
         cdef Py_ssize_t tasks = self.n * self.bands, jchunks = 1, total, t, c, img, band
@@ -245,9 +254,18 @@ cdef enum:
     FIN_SCALAR = 3   # apply_act one float at a time after the store
 
 
+cdef inline void put8(float *o, vf8 v, bint stream) noexcept nogil:
+    """o[0:8] = v; stream: a non-temporal store (o 32-byte aligned)."""
+    if stream:
+        vf8_stream(o, v)
+    else:
+        vf8_store(o, v)
+
+
 cdef inline void finish8(vf8 v, float *o, const float *r, int fin, vf8 lo, vf8 hi, int act,
-                         float alpha, float beta) noexcept nogil:
-    """o[0:8] = act(v + r[0:8]) (r may be NULL); lo/hi: the clip bounds as vectors."""
+                         float alpha, float beta, bint stream) noexcept nogil:
+    """o[0:8] = act(v + r[0:8]) (r may be NULL); lo/hi: the clip bounds as vectors; stream: see
+    put8 (not with FIN_SCALAR, which reads o back)."""
     cdef Py_ssize_t i
     if r != NULL:
         v = vf8_add(v, vf8_load(r))
@@ -255,7 +273,7 @@ cdef inline void finish8(vf8 v, float *o, const float *r, int fin, vf8 lo, vf8 h
         v = vf8_max(v, vf8_zero())
     elif fin == FIN_CLIP:
         v = vf8_min(vf8_max(v, lo), hi)
-    vf8_store(o, v)
+    put8(o, v, stream and fin != FIN_SCALAR)
     if fin == FIN_SCALAR:
         for i in range(8):
             o[i] = apply_act(o[i], act, alpha, beta)
@@ -286,7 +304,7 @@ cdef inline void taps3_at(const float *xr, const Py_ssize_t *offs, const float *
 cdef void row3x3_narrow(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
                         const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8,
                         float *orow, const float *rrow, int fin, vf8 lo, vf8 hi, int act,
-                        float alpha, float beta) noexcept nogil:
+                        float alpha, float beta, bint stream) noexcept nogil:
     """row3x3 for a row narrower than a group (w_out < DW_PIXELS): one group whose extra lanes
     repeat the last pixel and are not stored."""
     cdef vf8 acc[DW_PIXELS]
@@ -299,13 +317,13 @@ cdef void row3x3_narrow(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t k
         taps3_at(rows[kh], offs, wk + kh * 24, acc)
     for u in range(w_out):
         finish8(acc[u], orow + u * 8, rrow + u * 8 if rrow != NULL else NULL, fin, lo, hi, act,
-                alpha, beta)
+                alpha, beta, stream)
 
 
 cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
                  const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8, float *orow,
                  const float *rrow, int fin, vf8 lo, vf8 hi, int act, float alpha,
-                 float beta) noexcept nogil:
+                 float beta, bint stream) noexcept nogil:
     """One output row (w_out >= DW_PIXELS) of a 3x3, dilation-1 depthwise conv from padded
     rows (rows[kh]: the padded input row of tap row kh, column iw at iw + pad_left): groups of
     DW_PIXELS pixels, the last one shifted left to end at the row's end."""
@@ -320,14 +338,14 @@ cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
             taps3(rows[kh] + g0 * step8, wk + kh * 24, step8, acc)
         if rrow == NULL and fin == FIN_CLIP:
             for u in range(DW_PIXELS):
-                vf8_store(orow + (g0 + u) * 8, vf8_min(vf8_max(acc[u], lo), hi))
+                put8(orow + (g0 + u) * 8, vf8_min(vf8_max(acc[u], lo), hi), stream)
         elif rrow == NULL and fin == FIN_NONE:
             for u in range(DW_PIXELS):
-                vf8_store(orow + (g0 + u) * 8, acc[u])
+                put8(orow + (g0 + u) * 8, acc[u], stream)
         else:
             for u in range(DW_PIXELS):
                 finish8(acc[u], orow + (g0 + u) * 8, rrow + (g0 + u) * 8 if rrow != NULL else NULL,
-                        fin, lo, hi, act, alpha, beta)
+                        fin, lo, hi, act, alpha, beta, stream)
         g0 = g0 + DW_PIXELS
 
 
@@ -355,7 +373,8 @@ cdef class DepthwiseBlockedStep(Step):
     are identical), each group with DW_PIXELS independent FMA chains. The input rows a group
     reads come from a per-thread ring of zero-padded row copies (each input row copied once per
     task), so every tap is a plain load; with ring=False (tests, or a ring too tall) groups at
-    the left/right edge read a zero vector for taps outside the row instead."""
+    the left/right edge read a zero vector for taps outside the row instead. stream: as in
+    PointwiseBlockedStep."""
     cdef const float[::1] x
     cdef const float[:, :, ::1] wb
     cdef const float[::1] bias
@@ -365,13 +384,14 @@ cdef class DepthwiseBlockedStep(Step):
     cdef Py_ssize_t n, c, h_in, w_in, h_out, w_out, k_h, k_w, sh, sw, pt, pl, dh, dw
     cdef Py_ssize_t ow_lo, ow_hi, ring_rows, wp, slot_size, slots
     cdef bint has_bias, has_res, ring
+    cdef readonly bint stream
     cdef int act
     cdef float alpha, beta
 
     def __init__(self, const float[::1] x, const float[:, :, ::1] wb, bias, residual,
                  float[::1] out, shape_in, shape_out, kernel, strides, pads, dilations,
                  int act=0, float alpha=0.0, float beta=0.0, float[::1] work=None,
-                 Py_ssize_t slots=1, bint ring=True):
+                 Py_ssize_t slots=1, bint ring=True, bint stream=False):
         """shape_in (n, c, h_in, w_in), shape_out (n, c, h_out, w_out), pads (top, left)."""
         self.n, self.c, self.h_in, self.w_in = shape_in
         n2, c2, self.h_out, self.w_out = shape_out
@@ -393,6 +413,7 @@ cdef class DepthwiseBlockedStep(Step):
         if slots < 1:
             raise ValueError("DepthwiseBlockedStep: slots must be >= 1")
         self.x, self.wb, self.out = x, wb, out
+        self.stream = stream and self.n > 0 and (<size_t>&out[0]) % 32 == 0
         self.has_bias, self.has_res = bias is not None, residual is not None
         self.bias = bias if bias is not None else np.zeros(1, np.float32)
         self.residual = residual if residual is not None else np.zeros(1, np.float32)
@@ -446,6 +467,7 @@ cdef class DepthwiseBlockedStep(Step):
         cdef const float *rrow
         cdef bint inside, three = k_w == 3 and dw == 1
         cdef bint ring3x3 = three and self.k_h == 3
+        cdef bint stream = self.stream
         vf8_store(zero8, vf8_zero())
         if ring != NULL:
             # padding columns stay zero: row copies write only [pl, pl + w_in)
@@ -468,12 +490,12 @@ cdef class DepthwiseBlockedStep(Step):
                 if ring3x3 and w_out >= DW_PIXELS:
                     row3x3(rows, kh_lo, kh_hi, wk, vb, w_out, step8, ob + oh * w_out * 8,
                            rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act, alpha,
-                           beta)
+                           beta, stream)
                     continue
                 if ring3x3:
                     row3x3_narrow(rows, kh_lo, kh_hi, wk, vb, w_out, step8, ob + oh * w_out * 8,
                                   rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act,
-                                  alpha, beta)
+                                  alpha, beta, stream)
                     continue
             g0 = 0
             while g0 < w_out:
@@ -513,8 +535,10 @@ cdef class DepthwiseBlockedStep(Step):
                 rrow = rb + oh * w_out * 8 if rb != NULL else NULL
                 for u in range(DW_PIXELS):
                     finish8(acc[u], orow + px[u] * 8, rrow + px[u] * 8 if rrow != NULL else NULL,
-                            fin, lo, hi, act, alpha, beta)
+                            fin, lo, hi, act, alpha, beta, stream)
                 g0 = g0 + DW_PIXELS
+        if stream:
+            vf8_store_fence()
 
     cdef void run(self) noexcept:
         cdef Py_ssize_t planes = self.n * (self.c // 8), t, parts = 1

@@ -516,6 +516,7 @@ cdef class ConvGemmToBlockedStep(Step):
         ob = &self.out[0] + (img * cb_out * self.hw_out + oh0 * g.w_out) * 8
         epi.res = NULL
         epi.act, epi.alpha, epi.beta = g.act, g.alpha, g.beta
+        epi.stream = False
         for jp in range(jp0, jp1):
             epi.bias = &self.bias[jp * NR] if self.has_bias else NULL
             p = 0

@@ -17,6 +17,9 @@ static inline vf8 vf8_zero(void) { return _mm256_setzero_ps(); }
 static inline vf8 vf8_set1(float v) { return _mm256_set1_ps(v); }
 static inline vf8 vf8_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void vf8_store(float *p, vf8 v) { _mm256_storeu_ps(p, v); }
+/* non-temporal store: p 32-byte aligned; vf8_store_fence() before others read the data */
+static inline void vf8_stream(float *p, vf8 v) { _mm256_stream_ps(p, v); }
+static inline void vf8_store_fence(void) { _mm_sfence(); }
 static inline vf8 vf8_fmadd(vf8 a, vf8 b, vf8 c) { return _mm256_fmadd_ps(a, b, c); }
 static inline vf8 vf8_add(vf8 a, vf8 b) { return _mm256_add_ps(a, b); }
 static inline vf8 vf8_sub(vf8 a, vf8 b) { return _mm256_sub_ps(a, b); }
@@ -40,6 +43,8 @@ static inline vf8 vf8_zero(void) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = 0
 static inline vf8 vf8_set1(float x) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = x; return r; }
 static inline vf8 vf8_load(const float *p) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = p[i]; return r; }
 static inline void vf8_store(float *p, vf8 a) { for (int i = 0; i < 8; i++) p[i] = a.v[i]; }
+static inline void vf8_stream(float *p, vf8 a) { vf8_store(p, a); }
+static inline void vf8_store_fence(void) { }
 static inline vf8 vf8_fmadd(vf8 a, vf8 b, vf8 c) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] * b.v[i] + c.v[i]; return r; }
 static inline vf8 vf8_add(vf8 a, vf8 b) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] + b.v[i]; return r; }
 static inline vf8 vf8_sub(vf8 a, vf8 b) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] - b.v[i]; return r; }

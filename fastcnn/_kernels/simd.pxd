@@ -8,6 +8,8 @@ cdef extern from "simd.h" nogil:
     vf8 vf8_set1(float v)
     vf8 vf8_load(const float *p)
     void vf8_store(float *p, vf8 v)
+    void vf8_stream(float *p, vf8 v)
+    void vf8_store_fence()
     vf8 vf8_fmadd(vf8 a, vf8 b, vf8 c)
     vf8 vf8_add(vf8 a, vf8 b)
     vf8 vf8_sub(vf8 a, vf8 b)

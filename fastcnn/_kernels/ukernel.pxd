@@ -268,6 +268,7 @@ cdef struct SplitEpilogue:
     const float *res    # residual laid out like C (row stride ldc, second half at + c_hi), or NULL
     int act
     float alpha, beta
+    bint stream         # store with non-temporal stores (C 32-byte aligned, not re-read soon)
 
 
 cdef inline void store_split_row(float *c, Py_ssize_t c_hi, vf8 v0, vf8 v1, bint two,
@@ -291,6 +292,11 @@ cdef inline void store_split_row(float *c, Py_ssize_t c_hi, vf8 v0, vf8 v1, bint
         if vec_act:
             v0 = act_vec(v0, epi.act, epi.alpha, epi.beta)
             v1 = act_vec(v1, epi.act, epi.alpha, epi.beta)
+    if epi != NULL and epi.stream and vec_act:
+        vf8_stream(c, v0)
+        if two:
+            vf8_stream(c + c_hi, v1)
+        return
     vf8_store(c, v0)
     if two:
         vf8_store(c + c_hi, v1)

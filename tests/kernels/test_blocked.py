@@ -161,6 +161,65 @@ def test_depthwise_blocked_bit_identical_threads():
     assert np.array_equal(outs[0], outs[1])
 
 
+def aligned_nan(size, offset=0):
+    """A float32 array of `size` NaNs starting `offset` floats past a 64-byte boundary."""
+    raw = np.full(size + 32, np.nan, np.float32)
+    start = (-raw.ctypes.data // 4) % 16 + offset
+    return raw[start:start + size]
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("n,c_in,c_out,h,w,act", [(2, 16, 24, 5, 3, "Clip"),
+                                                  (1, 40, 16, 7, 7, "HardSwish"),
+                                                  (3, 24, 40, 4, 5, "")])
+def test_pointwise_blocked_stream(n, c_in, c_out, h, w, act, offset, threads):
+    """Non-temporal stores (large outputs) write the same bits as cached stores; an output not
+    32-byte aligned falls back to cached stores."""
+    x, wt = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, 1, 1)
+    b, res = rand(RNG, c_out), rand(RNG, n, c_out, h, w)
+    alpha, beta = (0.0, 1.5) if act == "Clip" else (0.0, 0.0)
+    outs = []
+    for stream in (False, True):
+        out = aligned_nan(n * c_out * h * w, offset)
+        step = bk.PointwiseBlockedStep(to_blocked(x).reshape(-1),
+                                       pack_b_panels(wt.reshape(c_out, c_in).T),
+                                       bk.pad_bias16(b, c_out), to_blocked(res).reshape(-1), out,
+                                       n, c_in, c_out, h * w, ACT_CODES[act], alpha, beta, 16,
+                                       stream)
+        assert step.stream == (stream and offset == 0)
+        step.num_threads = threads
+        step()
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+    ref = conv2d(x, wt, b) + res
+    assert_close(from_blocked(outs[1].reshape(n, c_out, h, w)),
+                 apply(act, ref, alpha, beta) if act else ref)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("case", [DEPTHWISE[0], DEPTHWISE[1], DEPTHWISE[3]],
+                         ids=lambda c: f"{c[:4]}_k{c[4]}_s{c[5]}")
+@pytest.mark.parametrize("act", ["Clip", "HardSwish"])
+def test_depthwise_blocked_stream(case, act, offset, threads):
+    n, c, h, w, k, s, p, d = case
+    x, wt, b = rand(RNG, n, c, h, w), rand(RNG, c, 1, *k), rand(RNG, c)
+    ho, wo = out_size(h, k[0], s[0], p[0], p[2], d[0]), out_size(w, k[1], s[1], p[1], p[3], d[1])
+    alpha, beta = (-0.5, 1.0) if act == "Clip" else (0.0, 0.0)
+    outs = []
+    for stream in (False, True):
+        out = aligned_nan(n * c * ho * wo, offset)
+        step = bk.DepthwiseBlockedStep(to_blocked(x).reshape(-1), bk.pack_depthwise_blocked(wt), b,
+                                       None, out, (n, c, h, w), (n, c, ho, wo), k, s, p[:2], d,
+                                       ACT_CODES[act], alpha, beta, None, 2, True, stream)
+        assert step.stream == (stream and offset == 0)
+        step.num_threads = threads
+        step()
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+    ref = conv2d(x, wt, b, s, p, d, c)
+    assert_close(from_blocked(outs[1].reshape(n, c, ho, wo)), apply(act, ref, alpha, beta))
+
+
 @pytest.mark.parametrize("n,c,h,w", [(1, 8, 1, 1), (2, 24, 7, 5), (3, 16, 1, 9)])
 def test_global_avg_blocked(n, c, h, w):
     x = rand(RNG, n, c, h, w)
@@ -303,3 +362,18 @@ def test_grouped_conv_to_blocked_through_reorder(threads):
     a = np.maximum(conv2d(x, consts["wg"], consts["bg"], pads=(1, 1, 1, 1), group=2), 0)
     ref = conv2d(a, consts["wp"], None).mean(axis=(2, 3), keepdims=True)
     assert_close(model.run(None, {"x": x})[0], ref)
+
+
+def test_large_blocked_outputs_stream(monkeypatch, threads):
+    """Blocked convs whose output reaches k_conv.STREAM_MIN_BYTES write it with non-temporal
+    stores (arena tensors are aligned, so they all can) and give the NCHW plan's results."""
+    from fastcnn.runtime import k_conv
+    monkeypatch.setattr(k_conv, "STREAM_MIN_BYTES", 24 * 9 * 9 * 4)  # the 24-channel tensors
+    nodes, consts = _inverted_residual_graph(stride=1)
+    x = rand(RNG, 2, 3, 17, 18)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
+    streamed = [(type(s).__name__, s.stream) for s in model.plan_for().steps
+                if type(s).__name__ in ("PointwiseBlockedStep", "DepthwiseBlockedStep")]
+    assert sorted(streamed) == [("DepthwiseBlockedStep", True), ("PointwiseBlockedStep", True),
+                                ("PointwiseBlockedStep", True)]
+    assert_close(model.run(None, {"x": x})[0], _nchw_reference(nodes, consts, x, ["y"])[0])
