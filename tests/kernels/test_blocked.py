@@ -77,8 +77,12 @@ def test_pointwise_blocked(n, c_in, c_out, h, w, act, threads):
     assert_close(from_blocked(out), apply(act, ref, alpha, beta) if act else ref)
 
 
-def test_pointwise_blocked_bit_identical_threads():
-    n, c_in, c_out, h, w = 1, 64, 96, 14, 14    # 2.4M multiply-adds: two threads run
+@pytest.mark.parametrize("n,c_in,c_out,h,w", [
+    (1, 64, 96, 14, 14),    # 2.4M multiply-adds, 3 bands: bands and panels scheduled dynamically
+    (1, 16, 48, 33, 31),    # 11 bands of 96 pixels: contiguous band ranges per thread (static)
+    (3, 16, 48, 16, 16),    # 9 bands over 3 images
+])
+def test_pointwise_blocked_bit_identical_threads(n, c_in, c_out, h, w):
     x, wt, b = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, 1, 1), rand(RNG, c_out)
     outs = []
     for nt in (1, 2):
@@ -146,8 +150,12 @@ def test_depthwise_blocked(case, ring, threads):
     assert_close(from_blocked(out), np.clip(conv2d(x, wt, b, s, p, d, c) + res, -0.5, 1.0))
 
 
-def test_depthwise_blocked_bit_identical_threads():
-    n, c, h, w = 1, 96, 28, 28     # 6.8M multiply-adds: two threads, rows split too
+@pytest.mark.parametrize("n,c,h,w", [
+    (1, 96, 28, 28),    # 6.8M multiply-adds, 9 input bands: row halves per thread (static)
+    (1, 96, 14, 14),    # 3 input bands: planes and rows scheduled dynamically
+    (3, 16, 21, 19),    # 15 input bands over 3 images (static)
+])
+def test_depthwise_blocked_bit_identical_threads(n, c, h, w):
     x, wt, b = rand(RNG, n, c, h, w), rand(RNG, c, 1, 3, 3), rand(RNG, c)
     outs = []
     for nt in (1, 2):
@@ -159,6 +167,7 @@ def test_depthwise_blocked_bit_identical_threads():
         step()
         outs.append(out)
     assert np.array_equal(outs[0], outs[1])
+    assert_close(from_blocked(outs[1]), conv2d(x, wt, b, (1, 1), (1, 1, 1, 1), (1, 1), c))
 
 
 def aligned_nan(size, offset=0):
