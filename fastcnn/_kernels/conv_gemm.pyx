@@ -544,6 +544,12 @@ cdef class ConvGemmToBlockedStep(Step):
             if nt <= 1:
                 for t in range(tasks):
                     self.task(t // self.bands, t % self.bands, 0, self.panels, work)
+            elif chunks == 1:
+                # contiguous row bands per thread, as the blocked steps that read the output
+                # split them (blocked.pyx, LOCAL_BANDS_PER_THREAD)
+                for t in prange(tasks, num_threads=nt, schedule="static"):
+                    self.task(t // self.bands, t % self.bands, 0, self.panels,
+                              work + threadid() * stride)
             else:
                 for t in prange(total, num_threads=nt, schedule="dynamic"):
                     c = t % chunks
