@@ -376,8 +376,19 @@ cdef class ConvGemmStep(Step):
                         self.band_task(t, 0, self.mpanels, work)
                     else:
                         self.task(t, 0, self.mpanels, work, NULL)
+            elif chunks == 1:
+                # enough tasks: contiguous ranges of them per thread (static), so a thread's
+                # output rows are about the ones its counterpart in the next layer reads, from
+                # its own caches (ResNet-18 batch 16 on 2 threads: 5-10% faster with the same
+                # split in Winograd). The cost: a thread slowed by another process holds the
+                # others up until the step ends.
+                for t in prange(total, num_threads=nt, schedule="static"):
+                    if band:
+                        self.band_task(t, 0, self.mpanels, work + threadid() * stride)
+                    else:
+                        self.task(t, 0, self.mpanels, work + threadid() * stride, NULL)
             else:
-                # dynamic: a thread slowed by another process does not hold the others up
+                # few tasks, rows split too: dynamic balances the uneven parts
                 for t in prange(total, num_threads=nt, schedule="dynamic"):
                     c = t % chunks
                     if band:

@@ -350,8 +350,11 @@ cdef class ConvWinogradStep(Step):
                 for t in range(total):
                     self.block(t, work)
             elif total >= 4 * nt or total % nt == 0:
-                # enough blocks to keep every thread busy: threads take whole blocks
-                for t in prange(total, num_threads=<int>min(nt, total), schedule="dynamic"):
+                # enough blocks to keep every thread busy: threads take contiguous ranges of
+                # whole blocks (static), so each mostly reads input rows its counterpart in the
+                # previous layer wrote, from its own caches (ResNet-18 on 2 threads: batch 1
+                # 5-7%, batch 16 about 10% faster than dynamic)
+                for t in prange(total, num_threads=<int>min(nt, total), schedule="static"):
                     self.block(t, work + threadid() * stride)
             else:
                 # few blocks (small images at batch 1): the threads share each block, phase by

@@ -158,12 +158,14 @@ def test_fused_activation(algo, name, alpha, beta, threads):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_bit_identical_one_and_two_threads(algo):
     """Each case has over 2M multiply-adds, so two threads really run (ukernel.pxd
-    MIN_MACS_PER_THREAD), in each way the kernels split work: many tiles or panels, or few of
-    them so that threads share rows (GEMM) or phases of a block (Winograd). No split changes any
+    MIN_MACS_PER_THREAD), in each way the kernels split work: many tiles, panels or bands (in
+    contiguous ranges per thread), or few of them so that threads share rows (GEMM) or phases
+    of a block (Winograd). No split changes any
     value's summation order."""
     cases = [Case(2, 32, 28, 30, 24, (3, 3), pads=(1, 1, 1, 1)),
              Case(1, 128, 5, 6, 140, (3, 3), pads=(1, 1, 1, 1)),
-             Case(1, 96, 14, 14, 64, (3, 3), pads=(1, 1, 1, 1))]
+             Case(1, 96, 14, 14, 64, (3, 3), pads=(1, 1, 1, 1)),
+             Case(2, 16, 56, 52, 24, (3, 3), pads=(1, 1, 1, 1))]   # many blocks: static split
     if algo == "vecdirect":
         cases = [Case(2, 64, 56, 60, 64, (3, 3), pads=(1, 1, 1, 1), group=64),
                  Case(2, 32, 90, 80, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=32)]
