@@ -354,9 +354,11 @@ cdef class ConvGemmStep(Step):
         nt = min(nt, max(1, macs // MIN_MACS_PER_THREAD))
         if tasks == 0:
             return
-        if nt > 1 and tasks < 4 * nt:
-            # few tasks (small images): also split the rows, each part building its own B
-            chunks = min(self.mpanels, (nt + tasks - 1) // tasks)
+        if nt > 1 and tasks < 4 * nt and tasks % nt:
+            # few tasks that do not divide evenly among the threads (one band; 3 bands on 2
+            # threads, ResNet-18's 14x14 stride-2 conv): also split the rows nt ways, each part
+            # building its own B, so every thread gets the same work
+            chunks = min(self.mpanels, nt)
         total = tasks * chunks
         nt = min(nt, total)
         with nogil:

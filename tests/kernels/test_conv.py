@@ -181,6 +181,20 @@ def test_bit_identical_one_and_two_threads(algo):
         assert_close(two, np.maximum(case.reference(x, wt, b, res), 0), repr(case))
 
 
+@pytest.mark.parametrize("algo", ["gemm", "gemm_band"])
+def test_gemm_bands_that_do_not_divide_among_threads(algo):
+    """Three bands of output rows (kc 64, 40-pixel rows: 6 rows a band) on two threads: each
+    band's rows are split in two parts so both threads get the same work; same bits as one
+    thread."""
+    case = Case(1, 16, 36, 80, 24, (3, 3), (2, 2), (1, 1, 1, 1))
+    assert conv_gemm.gemm_band_rows(64, 18, 40) == 6
+    x, wt, b, res = case.data(seed=4, residual=True)
+    one = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=1)
+    two = run_algorithm(algo, case, x, wt, b, res, "Relu", threads=2)
+    assert np.array_equal(one, two)
+    assert_close(two, np.maximum(case.reference(x, wt, b, res), 0))
+
+
 @pytest.mark.parametrize("m", [2, 4])
 def test_winograd_precision_on_realistic_magnitudes(m):
     """ResNet-like layer: post-ReLU activations up to ~8, He-initialised weights, 256 channels.
