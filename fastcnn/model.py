@@ -47,6 +47,7 @@ class Model:
         self._max_concurrent = max(1, int(max_concurrent))
         self._resources = _resources  # e.g. an mmap to close
         self._closed = False
+        self._first_inferred = None   # (shape key, memory limit, Inferred) from _output_specs
         self.inputs = list(graph.inputs)
         # (name, rank, ((axis, dim), ...) for the static dims): what _check_feed compares
         self._input_checks = [(t.name, len(t.shape), tuple((i, d) for i, d in enumerate(t.shape) if d is not None))
@@ -99,7 +100,11 @@ class Model:
                     infer_graph(g, _specimen_types(g, 1))  # raises the standard message
             return [TensorSpec(t.name, tuple(None for _ in t.shape) if t.shape else (), t.dtype, t.layout)
                     for t in g.outputs]
-        t1 = infer_graph(g, _specimen_types(g, 1)).types
+        first = infer_graph(g, _specimen_types(g, 1), max_tensor_bytes=config.memory_limit())
+        # the batch-1 plan built next at load infers these same types: keep them for it
+        self._first_inferred = (tuple(first.types[t.name].shape for t in g.inputs),
+                                config.memory_limit(), first)
+        t1 = first.types
         dynamic = any(d is None for t in g.inputs for d in t.shape)
         t2 = infer_graph(g, _specimen_types(g, 2)).types if dynamic else t1
         specs = []
@@ -239,7 +244,11 @@ class Model:
         g = self._graph
         types = {t.name: ValueType(shape, "float32") for t, shape in zip(g.inputs, key)}
         limit = config.memory_limit()
-        inferred = infer_graph(g, types, max_tensor_bytes=limit)
+        first, self._first_inferred = self._first_inferred, None
+        if first is not None and first[0] == key and first[1] == limit:
+            inferred = first[2]
+        else:
+            inferred = infer_graph(g, types, max_tensor_bytes=limit)
         return build_plan(g, inferred, self._threads, self._cache, limit,
                           getattr(self._resources, "release_pages", None))
 

@@ -368,6 +368,22 @@ def pack_b_panels(b):
     return np.ascontiguousarray(padded.reshape(k, np_, NR).transpose(1, 0, 2))
 
 
+def pack_bt_panels(bt):
+    """pack_b_panels(bt.T) for B given transposed, bt (n, k) (conv and dense weights W (c_out,
+    c_in) are B^T), in one pass over bt's rows: panels (ceil(n/16), k, 16), columns zero-padded."""
+    cdef const float[:, ::1] w = np.ascontiguousarray(bt, np.float32)
+    cdef Py_ssize_t n = w.shape[0], k = w.shape[1], np_ = (n + NR - 1) // NR, j, q, t, r
+    out = np.zeros((np_, k, NR), np.float32)
+    cdef float[:, :, ::1] o = out
+    with nogil:
+        for j in range(np_):
+            for t in range(min(NR, n - j * NR)):
+                r = j * NR + t
+                for q in range(k):
+                    o[j, q, t] = w[r, q]
+    return out
+
+
 def k_block(Py_ssize_t k, Py_ssize_t kc_max=256):
     """K block size: at most kc_max (a kc x 16 B panel stays in L1), blocks of equal size."""
     cdef Py_ssize_t blocks

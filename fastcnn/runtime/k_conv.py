@@ -33,7 +33,7 @@ import numpy as np
 
 from fastcnn._kernels import conv as conv_kernels
 from fastcnn._kernels import blocked, conv_dw, conv_gemm, conv_vec, winograd
-from fastcnn._kernels.gemm import k_block, pack_b_panels
+from fastcnn._kernels.gemm import k_block, pack_bt_panels
 from fastcnn.ir.geometry import window_geometry
 from fastcnn.runtime.k_dense import scratch_slots
 from fastcnn.runtime.k_eltwise import activation_code
@@ -327,7 +327,7 @@ def _prepare_blocked(p, cp, kind, w4, bias):
     has_res = len(p.node.inputs) > 3 and bool(p.node.inputs[3])
     act, alpha, beta = cp["act"], cp["alpha"], cp["beta"]
     if kind == "pointwise":
-        wp = p.cached("blocked_pw", lambda: pack_b_panels(w4().reshape(c_out, c_in).T))
+        wp = p.cached("blocked_pw", lambda: pack_bt_panels(w4().reshape(c_out, c_in)))
         b16 = p.cached("blocked_bias16", lambda: blocked.pad_bias16(bias, c_out)) if bias is not None else None
         kc = (k_block(c_in) + 7) // 8 * 8
 

@@ -36,12 +36,15 @@ def prepare_gemm(p):
     if b_const is None:
         p.unsupported("Gemm with weights computed at run time (B must be a constant)")
 
-    def make_w():
+    def make_wp():
+        # panels from W as stored: B^T (n, k) with transB (PyTorch's Linear), else B (k, n)
         w = p.const_f32(1)
-        w = w.T if a["transB"] else w
-        return np.ascontiguousarray(w * np.float32(alpha) if alpha != 1.0 else w, np.float32)
+        w = w * np.float32(alpha) if alpha != 1.0 else w
+        if a["transB"]:
+            return gemm_kernels.pack_bt_panels(w)
+        return gemm_kernels.pack_b_panels(w)
 
-    wp = p.cached(("panels", alpha, a["transB"]), lambda: gemm_kernels.pack_b_panels(make_w()))
+    wp = p.cached(("panels", alpha, a["transB"]), make_wp)
     bias, addend_const, addend_runtime = None, None, False
     if len(p.node.inputs) > 2 and p.node.inputs[2] and beta != 0.0:
         c = p.const(2)

@@ -161,3 +161,18 @@ def test_gemm_vs_onnxruntime():
     node = helper.make_node("Gemm", ["a", "b", "c"], ["y"], alpha=0.5, transB=1)
     model = onnx_model([node], {"a": a.shape}, ["y"], {"b": b, "c": c})
     assert_close(run_fastcnn_onnx(model, {"a": a})[0], run_ort(model, {"a": a})[0])
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (16, 3), (17, 5), (24, 40), (1000, 33), (96, 576)])
+def test_pack_bt_panels(n, k):
+    """Panels from B^T (n, k), as conv and dense weights are stored: panel j holds columns
+    16j..16j+15 of B row by row, zero past column n (independent numpy layout)."""
+    bt = rand(np.random.default_rng(n + k), n, k)
+    panels = G.pack_bt_panels(bt[:, ::-1][:, ::-1])     # a non-contiguous view too
+    np_ = -(-n // 16)
+    assert panels.shape == (np_, k, 16) and panels.flags.c_contiguous
+    expected = np.zeros((np_ * 16, k), np.float32)
+    expected[:n] = bt
+    for j in range(np_):
+        assert np.array_equal(panels[j], expected[16 * j:16 * j + 16].T)
+    assert np.array_equal(panels, G.pack_b_panels(bt.T))
