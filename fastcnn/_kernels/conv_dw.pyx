@@ -297,7 +297,8 @@ def depthwise_scratch(Py_ssize_t h_in, Py_ssize_t w_in, Py_ssize_t h_out, Py_ssi
     """Floats of scratch one thread needs: two padded planes P."""
     wq, hp, phases = depthwise_layout(h_in, w_in, h_out, w_out, k_h, k_w, stride_h, stride_w,
                                       pad_top, pad_left, dil_h, dil_w)
-    return 2 * hp * phases * wq
+    # whole 64-byte lines per thread: no line shared by two threads' scratch (false sharing)
+    return (2 * hp * phases * wq + 15) // 16 * 16
 
 
 def conv2d_depthwise(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), act=0,

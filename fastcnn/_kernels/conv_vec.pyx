@@ -380,7 +380,8 @@ def vec_scratch(Py_ssize_t c_in, Py_ssize_t h_in, Py_ssize_t w_in, Py_ssize_t w_
     """Floats of scratch one thread needs: the phase-split planes of one group's input and one
     padded row."""
     cdef Py_ssize_t wq = phase_width(w_out, k_w, dil_w, stride_w, pad_left, w_in)
-    return ((c_in // group) * h_in + 1) * stride_w * wq + 8
+    # whole 64-byte lines per thread: no line shared by two threads' scratch (false sharing)
+    return ((((c_in // group) * h_in + 1) * stride_w * wq + 8) + 15) // 16 * 16
 
 
 def conv2d_vec(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), group=1, act=0,

@@ -386,3 +386,21 @@ def test_large_blocked_outputs_stream(monkeypatch, threads):
     assert sorted(streamed) == [("DepthwiseBlockedStep", True), ("PointwiseBlockedStep", True),
                                 ("PointwiseBlockedStep", True)]
     assert_close(model.run(None, {"x": x})[0], _nchw_reference(nodes, consts, x, ["y"])[0])
+
+
+def test_per_thread_scratch_is_whole_cache_lines():
+    """Each thread's scratch slot spans whole 64-byte lines (16 floats), so no two threads write
+    one line (false sharing made the 2-thread depthwise slower than 1 thread)."""
+    from fastcnn._kernels import conv_dw, conv_gemm, conv_vec, winograd
+    for shape_in, shape_out, k, s in [((1, 8, 7, 7), (1, 8, 7, 7), (3, 3), (1, 1)),
+                                      ((1, 8, 112, 112), (1, 8, 56, 56), (3, 3), (2, 2)),
+                                      ((1, 8, 9, 5), (1, 8, 5, 3), (3, 3), (2, 2))]:
+        assert bk.depthwise_blocked_scratch(shape_in, shape_out, k, s, (1, 1), (1, 1)) % 16 == 0
+    assert conv_dw.depthwise_scratch(7, 7, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1) % 16 == 0
+    assert conv_dw.depthwise_scratch(13, 11, 6, 5, 3, 3, 2, 2, 0, 1, 1, 1) % 16 == 0
+    assert conv_vec.vec_scratch(6, 14, 14, 10, 5, 1, 0, 1, 1) % 16 == 0
+    assert conv_vec.vec_scratch(3, 9, 13, 5, 3, 2, 1, 1, 1) % 16 == 0
+    assert winograd.winograd_scratch(4, 13, 7) % 16 == 0 and winograd.winograd_scratch(2, 5, 3) % 16 == 0
+    assert conv_gemm.gemm_to_blocked_slot(27, 13, 7) % 16 == 0
+    for mode in (1, 2):
+        assert conv_gemm.gemm_conv_slot(40, 123, 9, 7, mode) % 16 == 0
