@@ -21,7 +21,7 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
 from fastcnn._kernels.act cimport apply_act, ACT_RELU, ACT_CLIP
-from fastcnn._kernels.ukernel cimport (NR, team, SplitEpilogue, ukernel_6x16_blk,
+from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
                                        ukernel_12x8_blk, act_is_vector, act_vec)
 
 import numpy as np
@@ -38,6 +38,11 @@ cdef enum:
     # threads: 8-11% faster in that state, the same otherwise). Below it, dynamic scheduling
     # over bands and channel panels keeps the threads balanced.
     LOCAL_BANDS_PER_THREAD = 4
+
+
+cdef inline Py_ssize_t pixel_bands(Py_ssize_t hw) noexcept nogil:
+    """Pointwise tasks per image: bands of TILE * BAND_TILES pixels."""
+    return (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
 
 
 cdef inline void copy_floats(const float *s, float *d, Py_ssize_t n) noexcept nogil:
@@ -172,7 +177,7 @@ cdef class PointwiseBlockedStep(Step):
         if self.has_res and self.residual.shape[0] != out.shape[0]:
             raise ValueError("PointwiseBlockedStep: residual size")
         self.n, self.c_in, self.c_out, self.hw, self.kc = n, c_in, c_out, hw, kc
-        self.bands = (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
+        self.bands = pixel_bands(hw)
         # non-temporal stores need 32-byte aligned vectors (arena tensors are 64-byte aligned)
         self.stream = stream and n > 0 and (<size_t>&out[0]) % 32 == 0
         self.act, self.alpha, self.beta = act, alpha, beta
@@ -427,8 +432,7 @@ cdef class DepthwiseBlockedStep(Step):
         self.x, self.wb, self.out = x, wb, out
         self.stream = stream and self.n > 0 and (<size_t>&out[0]) % 32 == 0
         # the pointwise producer of x splits it statically when it has this many bands
-        self.in_bands = self.n * ((self.h_in * self.w_in + TILE * BAND_TILES - 1)
-                                  // (TILE * BAND_TILES))
+        self.in_bands = self.n * pixel_bands(self.h_in * self.w_in)
         self.has_bias, self.has_res = bias is not None, residual is not None
         self.bias = bias if bias is not None else np.zeros(1, np.float32)
         self.residual = residual if residual is not None else np.zeros(1, np.float32)
@@ -445,7 +449,7 @@ cdef class DepthwiseBlockedStep(Step):
         self.ring_rows, self.wp = depthwise_ring(shape_in, shape_out, kernel, strides, pads,
                                                  dilations)
         self.ring = ring and self.ring_rows > 0
-        self.slot_size = ring_slot_floats(self.ring_rows, self.wp) if self.ring else 0
+        self.slot_size = whole_lines(self.ring_rows * self.wp * 8) if self.ring else 0
         self.slots = slots
         self.work = work if work is not None else np.zeros(max(1, self.slot_size * slots), np.float32)
         if self.work.shape[0] < self.slot_size * slots:
@@ -603,17 +607,10 @@ def depthwise_ring(shape_in, shape_out, kernel, strides, pads, dilations):
     return rows, wp
 
 
-cdef Py_ssize_t ring_slot_floats(Py_ssize_t rows, Py_ssize_t wp):
-    """One thread's ring, rounded up to whole 64-byte lines: threads rewrite their rings all
-    the time, and two rings sharing a line would bounce it between the cores (the 960-channel
-    7x7 depthwise of MobileNetV2 ran slower on 2 threads than on 1)."""
-    return (rows * wp * 8 + 15) // 16 * 16
-
-
 def depthwise_blocked_scratch(shape_in, shape_out, kernel, strides, pads, dilations):
     """Floats of scratch one thread needs: the row ring."""
     rows, wp = depthwise_ring(shape_in, shape_out, kernel, strides, pads, dilations)
-    return ring_slot_floats(rows, wp)
+    return whole_lines(rows * wp * 8)
 
 
 def pack_depthwise_blocked(w):

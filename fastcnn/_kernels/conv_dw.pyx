@@ -30,7 +30,7 @@ from cython.parallel cimport prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd, vf8_load_even
-from fastcnn._kernels.ukernel cimport team, act_is_vector, act_vec, act_scalar
+from fastcnn._kernels.ukernel cimport team, whole_lines, act_is_vector, act_vec, act_scalar
 from fastcnn._kernels.act cimport apply_act
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
@@ -297,8 +297,7 @@ def depthwise_scratch(Py_ssize_t h_in, Py_ssize_t w_in, Py_ssize_t h_out, Py_ssi
     """Floats of scratch one thread needs: two padded planes P."""
     wq, hp, phases = depthwise_layout(h_in, w_in, h_out, w_out, k_h, k_w, stride_h, stride_w,
                                       pad_top, pad_left, dil_h, dil_w)
-    # whole 64-byte lines per thread: no line shared by two threads' scratch (false sharing)
-    return (2 * hp * phases * wq + 15) // 16 * 16
+    return whole_lines(2 * hp * phases * wq)
 
 
 def conv2d_depthwise(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), act=0,

@@ -27,7 +27,7 @@ from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 from fastcnn._kernels.simd cimport vf8_load, vf8_store
 from fastcnn._kernels.simd_extra cimport vf8_load_even
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16,
-                                       pack_b_edge, SplitEpilogue, ukernel_6x16_blk)
+                                       pack_b_edge, SplitEpilogue, ukernel_6x16_blk, whole_lines)
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
 
 import numpy as np
@@ -438,8 +438,8 @@ cpdef Py_ssize_t gemm_conv_slot(Py_ssize_t kc, Py_ssize_t K, Py_ssize_t h_out, P
     cdef Py_ssize_t ldb
     if mode == MODE_BAND:
         ldb = (gemm_band_rows(kc, h_out, w_out) * w_out + NR - 1) // NR * NR
-        return kc * ldb + NR
-    return kc * NR
+        return whole_lines(kc * ldb + NR)
+    return whole_lines(kc * NR)
 
 
 def gemm_conv_scratch(Py_ssize_t kc, Py_ssize_t slots, Py_ssize_t n, Py_ssize_t c_out,
@@ -582,7 +582,7 @@ cpdef Py_ssize_t gemm_to_blocked_slot(Py_ssize_t K, Py_ssize_t h_out, Py_ssize_t
     """Floats of per-thread scratch of ConvGemmToBlockedStep: B (Kp, ldb) + slack, A (ldb, Kp)."""
     cdef Py_ssize_t kp = (K + 7) // 8 * 8
     cdef Py_ssize_t ldb = (to_blocked_band_rows(K, h_out, w_out) * w_out + 7) // 8 * 8
-    return 2 * kp * ldb + NR
+    return whole_lines(2 * kp * ldb + NR)
 
 
 def pack_blocked_out(w):

@@ -22,7 +22,7 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd
-from fastcnn._kernels.ukernel cimport team, act_is_vector, act_vec, act_scalar
+from fastcnn._kernels.ukernel cimport team, whole_lines, act_is_vector, act_vec, act_scalar
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -380,8 +380,7 @@ def vec_scratch(Py_ssize_t c_in, Py_ssize_t h_in, Py_ssize_t w_in, Py_ssize_t w_
     """Floats of scratch one thread needs: the phase-split planes of one group's input and one
     padded row."""
     cdef Py_ssize_t wq = phase_width(w_out, k_w, dil_w, stride_w, pad_left, w_in)
-    # whole 64-byte lines per thread: no line shared by two threads' scratch (false sharing)
-    return ((((c_in // group) * h_in + 1) * stride_w * wq + 8) + 15) // 16 * 16
+    return whole_lines(((c_in // group) * h_in + 1) * stride_w * wq + 8)
 
 
 def conv2d_vec(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), group=1, act=0,

@@ -28,6 +28,13 @@ cdef enum:
 
 
 
+cdef inline Py_ssize_t whole_lines(Py_ssize_t floats) noexcept nogil:
+    """`floats` rounded up to whole 64-byte lines (16 floats): the size of every per-thread
+    scratch slot, so no two threads ever write one cache line (a shared line bounced between
+    the cores made the 2-thread depthwise slower than 1 thread)."""
+    return (floats + 15) // 16 * 16
+
+
 cdef inline int team(Py_ssize_t requested, Py_ssize_t slots, Py_ssize_t work,
                      Py_ssize_t tasks) noexcept nogil:
     """Threads for `work` multiply-adds split in `tasks`: none beyond the slots (per-thread

@@ -22,7 +22,8 @@ from cython.parallel cimport parallel, prange, threadid
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.ukernel cimport MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16, act_scalar
+from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16, act_scalar,
+                                       whole_lines)
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -382,7 +383,7 @@ cdef class ConvWinogradStep(Step):
 def winograd_scratch(Py_ssize_t m, Py_ssize_t c_in, Py_ssize_t c_out):
     """Floats of scratch one thread needs for F(m,3): V, M, a patch, a row temp and the tile."""
     cdef Py_ssize_t a = m + 2, mrows = (c_out + MR - 1) // MR * MR
-    return a * a * (c_in + mrows) * NR + a * a * NR + a * a * 8 + m * m * NR
+    return whole_lines(a * a * (c_in + mrows) * NR + a * a * NR + a * a * 8 + m * m * NR)
 
 
 cdef void transform_panel(const float[:, :, :, ::1] w, const double[:, ::1] g,
