@@ -377,7 +377,8 @@ def test_large_blocked_outputs_stream(monkeypatch, threads):
     """Blocked convs whose output reaches k_conv.STREAM_MIN_BYTES write it with non-temporal
     stores (arena tensors are aligned, so they all can) and give the NCHW plan's results."""
     from fastcnn.runtime import k_conv
-    monkeypatch.setattr(k_conv, "STREAM_MIN_BYTES", 24 * 9 * 9 * 4)  # the 24-channel tensors
+    # the smallest blocked output (2 x 16 x 9 x 9 floats): every blocked conv streams
+    monkeypatch.setattr(k_conv, "STREAM_MIN_BYTES", 2 * 16 * 9 * 9 * 4)
     nodes, consts = _inverted_residual_graph(stride=1)
     x = rand(RNG, 2, 3, 17, 18)
     model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)

@@ -167,8 +167,10 @@ def test_gemm_vs_onnxruntime():
 def test_pack_bt_panels(n, k):
     """Panels from B^T (n, k), as conv and dense weights are stored: panel j holds columns
     16j..16j+15 of B row by row, zero past column n (independent numpy layout)."""
-    bt = rand(np.random.default_rng(n + k), n, k)
-    panels = G.pack_bt_panels(bt[:, ::-1][:, ::-1])     # a non-contiguous view too
+    wide = rand(np.random.default_rng(n + k), n, 2 * k)
+    bt = wide[:, ::2]                       # a strided view: pack_bt_panels copies it first
+    assert bt.strides[1] == 8
+    panels = G.pack_bt_panels(bt)
     np_ = -(-n // 16)
     assert panels.shape == (np_, k, 16) and panels.flags.c_contiguous
     expected = np.zeros((np_ * 16, k), np.float32)
