@@ -210,3 +210,53 @@ cdef inline float apply_act(float v, int kind, float alpha, float beta) noexcept
     elif kind == ACT_SWISH:
         return swishf(v, alpha)
     return v
+
+
+cdef inline void act_span(const float *x, float *out, Py_ssize_t n, int kind, float alpha,
+                          float beta) noexcept nogil:
+    """out[i] = apply_act(out[i]) for i < n (x may equal out). The common activations get a loop
+    each calling their own small inline function, so there is no per-element dispatch and the
+    loop vectorises (sigmoid, swish, tanh included: their functions have no branches or libm
+    calls); the others go through apply_act. Conv/GEMM epilogues use it on stored rows for
+    activations that act_vec does not cover."""
+    cdef Py_ssize_t i
+    if x != out:
+        for i in range(n):
+            out[i] = x[i]
+    # in place from here: loops reading and writing the same pointer vectorise, while two
+    # pointers that may be equal make the compiler fall back to scalar code
+    if kind == ACT_NONE or kind == ACT_IDENTITY:
+        pass
+    elif kind == ACT_RELU:
+        for i in range(n):
+            out[i] = relu_f(out[i])
+    elif kind == ACT_SIGMOID:
+        for i in range(n):
+            out[i] = sigmoidf(out[i])
+    elif kind == ACT_SWISH:
+        for i in range(n):
+            out[i] = swishf(out[i], alpha)
+    elif kind == ACT_HARDSWISH:
+        for i in range(n):
+            out[i] = hardswish_f(out[i])
+    elif kind == ACT_TANH:
+        for i in range(n):
+            out[i] = tanh_fast(out[i])
+    elif kind == ACT_SOFTPLUS:
+        for i in range(n):
+            out[i] = softplusf(out[i])
+    elif kind == ACT_MISH:
+        for i in range(n):
+            out[i] = mishf(out[i])
+    elif kind == ACT_HARDSIGMOID:
+        for i in range(n):
+            out[i] = hardsigmoid_f(out[i], alpha, beta)
+    elif kind == ACT_CLIP:
+        for i in range(n):
+            out[i] = clip_f(out[i], alpha, beta)
+    elif kind == ACT_LEAKY:
+        for i in range(n):
+            out[i] = leaky_f(out[i], alpha)
+    else:
+        for i in range(n):
+            out[i] = apply_act(out[i], kind, alpha, beta)

@@ -20,7 +20,7 @@ from cython.parallel cimport prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
-from fastcnn._kernels.act cimport apply_act, ACT_RELU, ACT_CLIP
+from fastcnn._kernels.act cimport act_span, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP
 from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
                                        ukernel_12x8_blk, act_is_vector, act_vec)
 
@@ -268,6 +268,7 @@ cdef enum:
     FIN_RELU = 1
     FIN_CLIP = 2     # min(max(v, lo), hi)
     FIN_SCALAR = 3   # apply_act one float at a time after the store
+    FIN_VEC = 4      # act_vec (LeakyRelu, HardSigmoid, HardSwish)
 
 
 cdef inline void put8(float *o, vf8 v, bint stream) noexcept nogil:
@@ -289,10 +290,11 @@ cdef inline void finish8(vf8 v, float *o, const float *r, int fin, vf8 lo, vf8 h
         v = vf8_max(v, vf8_zero())
     elif fin == FIN_CLIP:
         v = vf8_min(vf8_max(v, lo), hi)
+    elif fin == FIN_VEC:
+        v = act_vec(v, act, alpha, beta)
     put8(o, v, stream and fin != FIN_SCALAR)
     if fin == FIN_SCALAR:
-        for i in range(8):
-            o[i] = apply_act(o[i], act, alpha, beta)
+        act_span(o, o, 8, act, alpha, beta)
 
 
 cdef inline void taps3(const float *xr, const float *w, Py_ssize_t step8, vf8 *acc) noexcept nogil:
@@ -372,7 +374,9 @@ cdef inline int finish_kind(int act, float alpha, float beta) noexcept nogil:
         return FIN_RELU
     if act == ACT_CLIP:
         return FIN_CLIP
-    return FIN_NONE
+    if act == ACT_NONE or act == ACT_IDENTITY:
+        return FIN_NONE
+    return FIN_VEC
 
 
 cdef class DepthwiseBlockedStep(Step):

@@ -31,7 +31,7 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd, vf8_load_even
 from fastcnn._kernels.ukernel cimport team, whole_lines, act_is_vector, act_vec, act_scalar
-from fastcnn._kernels.act cimport apply_act
+from fastcnn._kernels.act cimport act_span
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -215,9 +215,10 @@ cdef class ConvDepthwiseStep(Step):
                     vf8_store(o + at, v)
                     continue
                 vf8_store(tmp, v)
+                if not vec_act:
+                    act_span(tmp, tmp, lanes, g.act, g.alpha, g.beta)
                 for lane in range(lanes):
-                    o[at + lane] = tmp[lane] if vec_act else apply_act(tmp[lane], g.act,
-                                                                       g.alpha, g.beta)
+                    o[at + lane] = tmp[lane]
             c0 = c0 + GROUP
 
     cdef void task(self, Py_ssize_t first, Py_ssize_t last, float *p) noexcept nogil:

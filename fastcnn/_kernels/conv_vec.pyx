@@ -19,7 +19,7 @@ bit-identical for any number of threads.
 from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
-from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY
+from fastcnn._kernels.act cimport act_span, ACT_NONE, ACT_IDENTITY
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_split_even_odd
 from fastcnn._kernels.ukernel cimport team, whole_lines, act_is_vector, act_vec, act_scalar
@@ -99,8 +99,7 @@ cdef inline void epilogue8(float *o, vf8 v, const float *res, Py_ssize_t lanes,
             vf8_store(o, act_vec(v, g.act, g.alpha, g.beta))
             return
         vf8_store(o, v)
-        for i in range(8):
-            o[i] = apply_act(o[i], g.act, g.alpha, g.beta)
+        act_span(o, o, 8, g.act, g.alpha, g.beta)
         return
     vf8_store(tmp, v)
     for i in range(lanes):

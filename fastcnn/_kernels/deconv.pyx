@@ -21,7 +21,7 @@ Two kernels over the same geometry, tested against each other:
 from cython.parallel cimport prange
 
 from fastcnn._kernels.step cimport Step
-from fastcnn._kernels.act cimport apply_act, ACT_NONE
+from fastcnn._kernels.act cimport apply_act, act_span, ACT_NONE
 from fastcnn._kernels.gemm cimport sgemm_plain_work, SGEMM_WORK_PER_THREAD
 
 WORK_PER_THREAD = SGEMM_WORK_PER_THREAD  # floats of GEMM workspace a thread needs
@@ -96,8 +96,7 @@ cdef void finish_plane(float *plane, Py_ssize_t size, const DeconvGeom *g) noexc
     cdef Py_ssize_t i
     if g.act == ACT_NONE:
         return
-    for i in range(size):
-        plane[i] = apply_act(plane[i], g.act, g.alpha, g.beta)
+    act_span(plane, plane, size, g.act, g.alpha, g.beta)
 
 
 cdef void deconv_gemm_kernel(const float[:, :, :, ::1] x, const float[:, :, ::1] wt,

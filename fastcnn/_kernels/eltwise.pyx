@@ -45,54 +45,13 @@ cdef inline int threads_for(Py_ssize_t work, int num_threads) noexcept nogil:
 
 
 # ----------------------------------------------------------------------------- unary
-cdef void unary_range(const float *x, float *out, Py_ssize_t lo, Py_ssize_t hi, int kind,
-                      float alpha, float beta) noexcept nogil:
-    """out[i] = act(x[i]) for lo <= i < hi. The common activations get a loop each calling their
-    own small inline function (act.pxd), so there is no per-element dispatch and the loop
-    vectorises; the others go through apply_act."""
-    cdef Py_ssize_t i
-    if kind == ACT_RELU:
-        for i in range(lo, hi):
-            out[i] = relu_f(x[i])
-    elif kind == ACT_SIGMOID:
-        for i in range(lo, hi):
-            out[i] = sigmoidf(x[i])
-    elif kind == ACT_SWISH:
-        for i in range(lo, hi):
-            out[i] = swishf(x[i], alpha)
-    elif kind == ACT_HARDSWISH:
-        for i in range(lo, hi):
-            out[i] = hardswish_f(x[i])
-    elif kind == ACT_TANH:
-        for i in range(lo, hi):
-            out[i] = tanh_fast(x[i])
-    elif kind == ACT_SOFTPLUS:
-        for i in range(lo, hi):
-            out[i] = softplusf(x[i])
-    elif kind == ACT_MISH:
-        for i in range(lo, hi):
-            out[i] = mishf(x[i])
-    elif kind == ACT_HARDSIGMOID:
-        for i in range(lo, hi):
-            out[i] = hardsigmoid_f(x[i], alpha, beta)
-    elif kind == ACT_CLIP:
-        for i in range(lo, hi):
-            out[i] = clip_f(x[i], alpha, beta)
-    elif kind == ACT_LEAKY:
-        for i in range(lo, hi):
-            out[i] = leaky_f(x[i], alpha)
-    else:
-        for i in range(lo, hi):
-            out[i] = apply_act(x[i], kind, alpha, beta)
-
-
 cdef void unary_kernel(const float *x, float *out, Py_ssize_t n, int kind, float alpha,
                        float beta, int num_threads) noexcept nogil:
     """out[i] = act(x[i]) for i < n (x may equal out)."""
     cdef Py_ssize_t chunk, c, lo, hi, nchunks
     cdef int nt = threads_for(n, num_threads)
     if nt <= 1:
-        unary_range(x, out, 0, n, kind, alpha, beta)
+        act_span(x, out, n, kind, alpha, beta)
         return
     chunk = 4096
     nchunks = (n + chunk - 1) // chunk
@@ -101,7 +60,7 @@ cdef void unary_kernel(const float *x, float *out, Py_ssize_t n, int kind, float
         hi = lo + chunk
         if hi > n:
             hi = n
-        unary_range(x, out, lo, hi, kind, alpha, beta)
+        act_span(x + lo, out + lo, hi - lo, kind, alpha, beta)
 
 
 cdef class UnaryStep(Step):

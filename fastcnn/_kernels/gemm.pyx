@@ -20,7 +20,7 @@ from libc.stdlib cimport malloc, free
 from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
-from fastcnn._kernels.act cimport apply_act
+from fastcnn._kernels.act cimport act_span
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16,
                                        ukernel_1x16, pack_b_edge)
@@ -69,7 +69,8 @@ cdef void epilogue(float *c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t n, const f
                 v = v + bias[j]
             if addend != NULL:
                 v = v + addend[i * ld_add + j]
-            c[i * ldc + j] = apply_act(v, act, alpha, beta)
+            c[i * ldc + j] = v
+        act_span(c + i * ldc, c + i * ldc, n, act, alpha, beta)
 
 
 cdef class DenseStep(Step):

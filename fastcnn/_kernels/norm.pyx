@@ -10,7 +10,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrtf, powf
 
 from fastcnn._kernels.step cimport Step
-from fastcnn._kernels.act cimport apply_act
+from fastcnn._kernels.act cimport act_span
 
 
 cdef class ChannelAffineStep(Step):
@@ -41,7 +41,10 @@ cdef class ChannelAffineStep(Step):
                 s = self.scale[ch]
                 t = self.shift[ch]
                 for i in range(inner):
-                    self.out[b, ch, i] = apply_act(self.x[b, ch, i] * s + t, self.act, self.alpha, self.beta)
+                    self.out[b, ch, i] = self.x[b, ch, i] * s + t
+                if inner > 0:
+                    act_span(&self.out[b, ch, 0], &self.out[b, ch, 0], inner, self.act,
+                             self.alpha, self.beta)
 
 
 cdef class LRNStep(Step):

@@ -28,6 +28,10 @@ static inline vf8 vf8_div(vf8 a, vf8 b) { return _mm256_div_ps(a, b); }
 /* max/min written so a NaN in `a` propagates (IEEE-style), like the scalar reference loops */
 static inline vf8 vf8_max(vf8 a, vf8 b) { return _mm256_max_ps(b, a); }
 static inline vf8 vf8_min(vf8 a, vf8 b) { return _mm256_min_ps(b, a); }
+/* lanes where v < 0 (ordered: NaN is not) from neg, the others from pos */
+static inline vf8 vf8_select_lt0(vf8 v, vf8 neg, vf8 pos) {
+    return _mm256_blendv_ps(pos, neg, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ));
+}
 static inline float vf8_hsum(vf8 v) {
     __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
     lo = _mm_add_ps(lo, hi);
@@ -52,6 +56,7 @@ static inline vf8 vf8_mul(vf8 a, vf8 b) { vf8 r; for (int i = 0; i < 8; i++) r.v
 static inline vf8 vf8_div(vf8 a, vf8 b) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] / b.v[i]; return r; }
 static inline vf8 vf8_max(vf8 a, vf8 b) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = (a.v[i] < b.v[i]) ? b.v[i] : a.v[i]; return r; }
 static inline vf8 vf8_min(vf8 a, vf8 b) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = (a.v[i] > b.v[i]) ? b.v[i] : a.v[i]; return r; }
+static inline vf8 vf8_select_lt0(vf8 v, vf8 neg, vf8 pos) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = (v.v[i] < 0.0f) ? neg.v[i] : pos.v[i]; return r; }
 static inline float vf8_hsum(vf8 a) { float s = 0.0f; for (int i = 0; i < 8; i++) s += a.v[i]; return s; }
 #endif
 

@@ -17,6 +17,7 @@ cdef extern from "simd.h" nogil:
     vf8 vf8_div(vf8 a, vf8 b)
     vf8 vf8_max(vf8 a, vf8 b)
     vf8 vf8_min(vf8 a, vf8 b)
+    vf8 vf8_select_lt0(vf8 v, vf8 neg, vf8 pos)
     float vf8_hsum(vf8 v)
 
 

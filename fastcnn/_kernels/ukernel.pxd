@@ -10,11 +10,13 @@
 #
 # The epilogue of the last K block is fused into the store:
 #   C = act(acc [+ C] + bias_row[i] + bias_col[j] + addend[i, j])
-# ReLU/Clip/none are applied on vectors; other activations by `apply_act` on the stored tile.
+# ReLU, Clip, LeakyRelu, HardSigmoid, HardSwish and none are applied on vectors (act_vec); other
+# activations by `apply_act` on the stored tile.
 # The order of the additions never depends on the thread count, so results are bit-identical
 # however the callers split the work, as long as they split at tile boundaries.
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.act cimport apply_act, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP
+from fastcnn._kernels.act cimport (apply_act, act_span, leaky_f, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP,
+                                  ACT_LEAKY, ACT_HARDSIGMOID, ACT_HARDSWISH)
 
 cdef enum:
     MR = 6
@@ -52,27 +54,44 @@ cdef struct Epilogue:
 
 cdef inline bint act_is_vector(int act, float alpha, float beta) noexcept nogil:
     """True when `act` is applied on vectors by `act_vec` (same results as apply_act)."""
-    return (act == ACT_NONE or act == ACT_IDENTITY or act == ACT_RELU
+    return (act == ACT_NONE or act == ACT_IDENTITY or act == ACT_RELU or act == ACT_LEAKY
+            or act == ACT_HARDSIGMOID or act == ACT_HARDSWISH
             or (act == ACT_CLIP and alpha <= beta))
 
 
 cdef inline float act_scalar(float v, int act, float alpha, float beta) noexcept nogil:
-    """apply_act with the common cases (none, ReLU) inline: apply_act is a long chain of tests
-    that the compiler keeps as a call."""
+    """apply_act with the common cases (none, ReLU, LeakyRelu) inline: apply_act is a long chain
+    of tests that the compiler keeps as a call."""
     if act == ACT_NONE or act == ACT_IDENTITY:
         return v
     if act == ACT_RELU:
         return 0.0 if v < 0 else v
+    if act == ACT_LEAKY:
+        return leaky_f(v, alpha)
     return apply_act(v, act, alpha, beta)
+
+
+cdef inline vf8 hardsigmoid_vec(vf8 v, float alpha, float beta) noexcept nogil:
+    """hardsigmoid_f on eight lanes: clip(alpha*v + beta, 0, 1), NaN stays NaN. A multiply
+    then an add, both rounded, as the scalar code (built with -std=c99, which keeps gcc from
+    contracting it into an FMA): the same bits."""
+    cdef vf8 t = vf8_add(vf8_mul(vf8_set1(alpha), v), vf8_set1(beta))
+    return vf8_min(vf8_max(t, vf8_zero()), vf8_set1(1.0))
 
 
 cdef inline vf8 act_vec(vf8 v, int act, float alpha, float beta) noexcept nogil:
     # vf8_max/min return their first operand when it is NaN, as the scalar apply_act does,
-    # and max(-0.0, 0.0) gives -0.0 there too.
+    # and max(-0.0, 0.0) gives -0.0 there too; LeakyRelu selects on v < 0 as leaky_f does.
     if act == ACT_RELU:
         return vf8_max(v, vf8_zero())
     if act == ACT_CLIP:
         return vf8_min(vf8_max(v, vf8_set1(alpha)), vf8_set1(beta))
+    if act == ACT_LEAKY:
+        return vf8_select_lt0(v, vf8_mul(vf8_set1(alpha), v), v)
+    if act == ACT_HARDSIGMOID:
+        return hardsigmoid_vec(v, alpha, beta)
+    if act == ACT_HARDSWISH:
+        return vf8_mul(v, hardsigmoid_vec(v, <float>(1.0 / 6.0), <float>0.5))
     return v
 
 
@@ -127,10 +146,9 @@ cdef inline void store_partial(const float *tile, float *c, Py_ssize_t ldc, Py_s
 
 cdef inline void act_tile(float *c, Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr,
                           const Epilogue *epi) noexcept nogil:
-    cdef Py_ssize_t r, j
+    cdef Py_ssize_t r
     for r in range(mr):
-        for j in range(nr):
-            c[r * ldc + j] = apply_act(c[r * ldc + j], epi.act, epi.alpha, epi.beta)
+        act_span(c + r * ldc, c + r * ldc, nr, epi.act, epi.alpha, epi.beta)
 
 
 cdef inline void ukernel_6x16(Py_ssize_t kc, const float *a, Py_ssize_t a_rs, Py_ssize_t a_ks,
@@ -308,10 +326,9 @@ cdef inline void store_split_row(float *c, Py_ssize_t c_hi, vf8 v0, vf8 v1, bint
     if two:
         vf8_store(c + c_hi, v1)
     if epi != NULL and not vec_act:
-        for i in range(8):
-            c[i] = apply_act(c[i], epi.act, epi.alpha, epi.beta)
-            if two:
-                c[c_hi + i] = apply_act(c[c_hi + i], epi.act, epi.alpha, epi.beta)
+        act_span(c, c, 8, epi.act, epi.alpha, epi.beta)
+        if two:
+            act_span(c + c_hi, c + c_hi, 8, epi.act, epi.alpha, epi.beta)
 
 
 cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,

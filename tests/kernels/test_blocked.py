@@ -60,12 +60,14 @@ POINTWISE = [(1, 8, 8, 1, 1), (2, 16, 24, 5, 3), (1, 40, 16, 7, 7), (3, 24, 40, 
 
 
 @pytest.mark.parametrize("n,c_in,c_out,h,w", POINTWISE)
-@pytest.mark.parametrize("act", ["", "Relu", "Clip", "HardSwish"])
+@pytest.mark.parametrize("act", ["", "Relu", "Clip", "HardSwish", "LeakyRelu", "HardSigmoid",
+                                 "Sigmoid"])
 def test_pointwise_blocked(n, c_in, c_out, h, w, act, threads):
     x, wt = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, 1, 1)
     b, res = rand(RNG, c_out), rand(RNG, n, c_out, h, w)
     out = np.full((n, c_out, h, w), np.nan, np.float32)
-    alpha, beta = (0.0, 1.5) if act == "Clip" else (0.0, 0.0)
+    alpha, beta = {"Clip": (0.0, 1.5), "LeakyRelu": (0.2, 0.0),
+                   "HardSigmoid": (0.3, 0.4)}.get(act, (0.0, 0.0))
     step = bk.PointwiseBlockedStep(to_blocked(x).reshape(-1),
                                    pack_b_panels(wt.reshape(c_out, c_in).T),
                                    bk.pad_bias16(b, c_out), to_blocked(res).reshape(-1),
@@ -148,6 +150,61 @@ def test_depthwise_blocked(case, ring, threads):
     step.num_threads = threads
     step()
     assert_close(from_blocked(out), np.clip(conv2d(x, wt, b, s, p, d, c) + res, -0.5, 1.0))
+
+
+# Pre-activation values at the activations' edges: signed zeros, the HardSigmoid/HardSwish knees
+# (+-3, +-2.5 for alpha 0.2) and their float neighbours, tiny and huge magnitudes, inf and NaN.
+EDGES = np.array([0.0, -0.0, 3.0, -3.0, np.nextafter(3, 0), np.nextafter(-3, 0), np.nextafter(3, 4),
+                  np.nextafter(-3, -4), 2.5, -2.5, 1e-30, -1e-30, 1e-40, -1e-40, 3e38, -3e38, 0.5,
+                  -0.5, 7.0, -7.0, 1.0, np.inf, -np.inf, np.nan], np.float32)
+EPILOGUE_ACTS = [("Relu", 0.0, 0.0), ("LeakyRelu", 0.1, 0.0), ("LeakyRelu", -1.5, 0.0),
+                 ("LeakyRelu", 0.0, 0.0), ("Clip", -0.5, 0.75), ("HardSigmoid", 0.2, 0.5),
+                 ("HardSigmoid", 1 / 6, 0.5), ("HardSwish", 0.0, 0.0), ("Sigmoid", 0.0, 0.0),
+                 ("Swish", 1.0, 0.0)]
+
+
+def assert_same_floats(got, want):
+    """Bit for bit up to NaN payloads: equal values, NaN where NaN, equal signs of zeros."""
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("name,alpha,beta", EPILOGUE_ACTS)
+def test_vector_epilogues_equal_the_scalar_activations(name, alpha, beta):
+    """The activations fused into the blocked kernels' stores (act_vec on eight lanes, or the
+    act_span fallback) give exactly the values of the standalone activation (eltwise.unary, one
+    float at a time) on the same pre-activation values, edges included."""
+    from fastcnn._kernels.eltwise import unary
+    code = ACT_CODES[name]
+    # depthwise 1x1, weight 1, no bias: the pre-activation is x + 0 (-0.0 turns into 0.0)
+    n, c, h, w = 1, 16, 2, 9     # rows of 9: one group of 8 pixels and a narrow rest
+    x = np.resize(EDGES, n * c * h * w).reshape(n, c, h, w)
+    wt = np.ones((c, 1, 1, 1), np.float32)
+    outs = []
+    for act in (0, code):
+        out = np.full(x.size, np.nan, np.float32)
+        bk.DepthwiseBlockedStep(to_blocked(x).reshape(-1), bk.pack_depthwise_blocked(wt), None,
+                                None, out, x.shape, x.shape, (1, 1), (1, 1), (0, 0), (1, 1),
+                                act, alpha, beta)()
+        outs.append(out)
+    want = np.empty_like(outs[0])
+    unary(outs[0], want, code, alpha, beta)
+    assert_same_floats(outs[1], want)
+    # pointwise, weights picking one input channel each: out[co] = x[co % 8] exactly (finite
+    # values only: 0 * inf would be NaN)
+    finite = EDGES[np.isfinite(EDGES)]
+    x = np.resize(finite, 8 * 13).reshape(1, 8, 1, 13)
+    wt = np.zeros((24, 8), np.float32)
+    wt[np.arange(24), np.arange(24) % 8] = 1.0
+    outs = []
+    for act in (0, code):
+        out = np.full(24 * 13, np.nan, np.float32)
+        bk.PointwiseBlockedStep(to_blocked(x).reshape(-1), pack_b_panels(wt.T), None, None, out,
+                                1, 8, 24, 13, act, alpha, beta)()
+        outs.append(out)
+    want = np.empty_like(outs[0])
+    unary(outs[0], want, code, alpha, beta)
+    assert_same_floats(outs[1], want)
 
 
 @pytest.mark.parametrize("n,c,h,w", [
