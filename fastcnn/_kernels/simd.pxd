@@ -19,6 +19,7 @@ cdef extern from "simd.h" nogil:
     vf8 vf8_min(vf8 a, vf8 b)
     vf8 vf8_select_lt0(vf8 v, vf8 neg, vf8 pos)
     float vf8_hsum(vf8 v)
+    void prefetch_line(const void *p)
 
 
 cdef inline void vf8_zero_fill(float *d, Py_ssize_t n) noexcept nogil:
