@@ -135,10 +135,11 @@ class Model:
                 p.set_num_threads(n)
 
     def _check_feed(self, input_feed) -> tuple:
-        """Validate the feed; return (feed, key) where key is the tuple of input shapes.
+        """Validate the feed; return (feed, key, empty) where key is the tuple of input shapes
+        and empty tells whether some input has a batch of 0.
 
-        The common case (right names, float32 arrays of acceptable shapes) costs a few dict and
-        tuple operations; messages are only built on the error path."""
+        The common case (right names, float32 arrays of acceptable shapes, no zero dims) costs a
+        few dict and tuple operations; messages are only built on the error path."""
         if isinstance(input_feed, dict) and len(input_feed) == len(self.inputs):
             shapes = []
             for name, rank, static in self._input_checks:
@@ -156,8 +157,9 @@ class Model:
                     continue
                 break
             else:
-                return input_feed, tuple(shapes)
-        return self._feed_error(input_feed)
+                return input_feed, tuple(shapes), False
+        feed, key = self._feed_error(input_feed)
+        return feed, key, any(len(shape) and shape[0] == 0 for shape in key)
 
     def _feed_error(self, input_feed):
         """The slow path: raise the InputError that describes what is wrong with `input_feed`,
@@ -256,7 +258,7 @@ class Model:
         """Run the model. output_names: None for all outputs, or a list of output names.
         input_feed: dict input name -> float32 numpy array (any strides). Returns a list of new
         numpy arrays, one per requested output."""
-        feed, key = self._check_feed(input_feed)
+        feed, key, empty = self._check_feed(input_feed)
         picks = None
         if output_names is not None:
             if isinstance(output_names, str):
@@ -268,7 +270,7 @@ class Model:
                                  f"{', '.join(map(repr, unknown))}; the model's outputs are "
                                  f"{', '.join(repr(t.name) for t in self.outputs)}")
             picks = [index[n] for n in output_names]
-        if any(len(shape) and shape[0] == 0 for shape in key):
+        if empty:
             outs = self._empty_outputs(key)
             return [np.array(o, copy=True) for o in (outs if picks is None else [outs[i] for i in picks])]
         _, plan = self._get_plan(key)

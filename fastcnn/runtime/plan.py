@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 
+from fastcnn._kernels.step import run_steps
 from fastcnn.errors import ResourceLimitError, UnsupportedOpError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import Inferred
@@ -63,7 +64,6 @@ class Plan:
     def run(self, feed: dict) -> list:
         """feed: name -> validated float32 array of the planned shape. Returns fresh output arrays.
         The caller holds `self.lock`."""
-        from fastcnn._kernels.step import run_steps
         views = self.input_views
         for name, arr in feed.items():
             views[name][...] = arr
