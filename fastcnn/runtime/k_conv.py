@@ -7,6 +7,8 @@ Algorithms (kernels in fastcnn/_kernels/):
                                 small single-threaded layers build their whole im2col matrix once
     vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers with a channel
                                 multiplier and layers with few output channels (LeNet sizes)
+    tile        conv_tile.pyx   direct, 8-pixel x 8-channel register tiles reading the input in
+                                place: group-1 layers with a short reduction (no im2col to pack)
     depthwise   conv_dw.pyx     one filter per channel: padded plane, 8 output vectors per pass
     winograd2   winograd.pyx    F(2x2, 3x3): 3x3, stride 1, dilation 1, group 1
     winograd4   winograd.pyx    F(4x4, 3x3): same conditions, 2.25x fewer multiplies than F(2,3)
@@ -32,7 +34,7 @@ import os
 import numpy as np
 
 from fastcnn._kernels import conv as conv_kernels
-from fastcnn._kernels import blocked, conv_dw, conv_gemm, conv_vec, winograd
+from fastcnn._kernels import blocked, conv_dw, conv_gemm, conv_tile, conv_vec, winograd
 from fastcnn._kernels.gemm import k_block, pack_bt_panels
 from fastcnn.ir.geometry import window_geometry
 from fastcnn.runtime.k_dense import scratch_slots
@@ -56,6 +58,10 @@ VEC_CO_CHUNK = 8                 # output channels per task (conv_vec.pyx CO_CHU
 VEC_CYCLES_PER_TASK_ROW = 80.0   # per task and output row: phase copy setup, row dispatch (fitted
                                  # on depthwise planes 7x7 to 112x112, one task per channel)
 DIRECT_MACS_PER_CYCLE = 0.7
+TILE_CYCLES_PER_K = 4.5          # tile: one K step of an 8x8 tile (9 loads, 8 FMAs)
+TILE_CYCLES_PER_STORE = 40.0     # tile: transpose and store of one 8x8 tile
+TILE_COPY_CYCLES_PER_FLOAT = 1.0 # tile: the zero-padded copy of an image, per task
+TILE_MAX_K = 512                 # tile: longer reductions leave L1 (the GEMM conv blocks K)
 DW_CYCLES_PER_TAP = 0.6          # depthwise: one 8-output vector times one filter tap
 DW_COPY_CYCLES_PER_FLOAT = 0.25  # depthwise: the padded copy of a plane
 DW_CYCLES_PER_PLANE = 100.0      # depthwise: per-plane setup and epilogue
@@ -146,6 +152,21 @@ def _cost_vecdirect(cp):
             + chunks * h_out * VEC_CYCLES_PER_TASK_ROW)
 
 
+def _tile_applies(cp):
+    _, cig, k_h, k_w = cp["w4"]
+    return cp["group"] == 1 and cig * k_h * k_w <= TILE_MAX_K
+
+
+def _cost_tile(cp):
+    n, c_out, h_out, w_out = cp["y4"]
+    _, cig, k_h, k_w = cp["w4"]
+    c_in, h_in, w_in = cp["x4"][1:]
+    tiles = n * _ceil(h_out * w_out, 8)
+    padded = any(cp["pads"]) * n * c_in * (h_in + k_h) * (w_in + k_w)
+    return (tiles * _ceil(c_out, 8) * (cig * k_h * k_w * TILE_CYCLES_PER_K + TILE_CYCLES_PER_STORE)
+            + padded * TILE_COPY_CYCLES_PER_FLOAT)
+
+
 def _depthwise_applies(cp):
     c_in, c_out = cp["x4"][1], cp["y4"][1]
     return cp["group"] == c_in == c_out
@@ -183,6 +204,7 @@ ALGORITHMS = {
     "direct": (lambda cp: True, _cost_direct),
     "gemm": (lambda cp: True, _cost_gemm),
     "vecdirect": (lambda cp: True, _cost_vecdirect),
+    "tile": (_tile_applies, _cost_tile),
     "depthwise": (_depthwise_applies, _cost_depthwise),
     "winograd2": (_winograd_applies, lambda cp: _cost_winograd(cp, 2)),
     "winograd4": (_winograd_applies, lambda cp: _cost_winograd(cp, 4)),
@@ -240,6 +262,20 @@ def _bind_vecdirect(p, cp, w4, bias):
     return bind, size
 
 
+def _bind_tile(p, cp, w4, bias):
+    wt = p.cached("tile_panels", lambda: conv_tile.pack_tile_weights(w4()))
+    slots = scratch_slots(p)
+    size = slots * conv_tile.tile_scratch(cp["x4"], cp["w4"], cp["y4"], cp["strides"],
+                                          cp["pads"][:2], cp["dilations"])
+    k_h, k_w = cp["kernel"]
+
+    def bind(x, y, res, scratch):
+        return conv_tile.ConvTileStep(x, wt, bias, res, y, cp["strides"], cp["pads"][:2],
+                                      cp["dilations"], k_h, k_w, cp["act"], cp["alpha"],
+                                      cp["beta"], scratch[:size] if size else None, slots)
+    return bind, size
+
+
 def _bind_depthwise(p, cp, w4, bias):
     slots = scratch_slots(p)
     _, h_in, w_in = cp["x4"][1:]
@@ -272,6 +308,7 @@ BINDERS = {
     "direct": _bind_direct,
     "gemm": _bind_gemm,
     "vecdirect": _bind_vecdirect,
+    "tile": _bind_tile,
     "depthwise": _bind_depthwise,
     "winograd2": _winograd_binder(2),
     "winograd4": _winograd_binder(4),

@@ -10,7 +10,7 @@ from helpers import assert_close, ir_model, onnx_model, rand, run_fastcnn_onnx, 
 from reference import conv2d, out_size
 
 from fastcnn._kernels import conv as direct
-from fastcnn._kernels import conv_dw, conv_gemm, conv_vec, winograd
+from fastcnn._kernels import conv_dw, conv_gemm, conv_tile, conv_vec, winograd
 from fastcnn._kernels.eltwise import ACT_CODES
 from fastcnn.runtime import k_conv
 
@@ -64,6 +64,9 @@ def run_algorithm(algo, case, x, wt, b, res=None, act="", alpha=0.0, beta=0.0, t
     elif algo == "vecdirect":
         conv_vec.conv2d_vec(x, wt, b, out, case.strides, pads2, case.dilations, case.group, code,
                             alpha, beta, res, threads)
+    elif algo == "tile":
+        conv_tile.conv2d_tile(x, wt, b, out, case.strides, pads2, case.dilations, code, alpha, beta,
+                              res, threads)
     elif algo == "depthwise":
         conv_dw.conv2d_depthwise(x, wt, b, out, case.strides, pads2, case.dilations, code, alpha,
                                  beta, res, threads)
@@ -80,12 +83,14 @@ def applies(algo, case):
         return True
     if algo == "depthwise":
         return case.group == case.c_in == case.c_out
+    if algo == "tile":
+        return case.group == 1
     return (case.k == (3, 3) and case.strides == (1, 1) and case.dilations == (1, 1)
             and case.group == 1)
 
 
-ALGOS = ["direct", "gemm", "gemm_panels", "gemm_band", "vecdirect", "depthwise", "winograd2",
-         "winograd4"]
+ALGOS = ["direct", "gemm", "gemm_panels", "gemm_band", "vecdirect", "tile", "depthwise",
+         "winograd2", "winograd4"]
 
 CASES = [
     Case(1, 13, 3, 5, 7, (3, 3), pads=(1, 1, 1, 1)),                    # 13 channels, 3x5 image
@@ -137,6 +142,7 @@ FUSION_CASES = {
     "gemm_panels": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "gemm_band": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "vecdirect": Case(1, 4, 5, 45, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
+    "tile": Case(2, 5, 6, 7, 21, (3, 3), pads=(1, 1, 1, 1)),   # 16 + 5 channels, 7 tiles
     "depthwise": Case(2, 4, 7, 7, 4, (3, 3), pads=(1, 1, 1, 1), group=4),
     "winograd2": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
     "winograd4": Case(1, 5, 6, 7, 7, (3, 3), pads=(1, 1, 1, 1)),
@@ -266,6 +272,25 @@ def test_step_validation():
         conv_vec.ConvVecStep(x, np.zeros((4, 1, 3, 3), np.float32), None, None,
                              np.zeros((1, 4, 5, 5), np.float32), (1, 1), (1, 1), (1, 1), 4, 0,
                              0.0, 0.0, np.zeros(8, np.float32), 1)
+    tile_w = conv_tile.pack_tile_weights(w)
+    with pytest.raises(ValueError):  # packed weights of a 3x2 kernel
+        conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(np.zeros((6, 4, 3, 2), np.float32)),
+                               None, None, out, (1, 1), (1, 1), (1, 1), 3, 3)
+    with pytest.raises(ValueError):  # bias size
+        conv_tile.ConvTileStep(x, tile_w, np.zeros(5, np.float32), None, out, (1, 1), (1, 1),
+                               (1, 1), 3, 3)
+    with pytest.raises(ValueError):  # residual shape
+        conv_tile.ConvTileStep(x, tile_w, None, np.zeros((1, 6, 5, 4), np.float32), out, (1, 1),
+                               (1, 1), (1, 1), 3, 3)
+    with pytest.raises(ValueError):  # work too small for the padded image
+        conv_tile.ConvTileStep(x, tile_w, None, None, out, (1, 1), (1, 1), (1, 1), 3, 3, 0, 0.0,
+                               0.0, np.zeros(4 * 7 * 7 - 1, np.float32), 1)
+    with pytest.raises(ValueError):  # batch sizes differ
+        conv_tile.ConvTileStep(x, tile_w, None, None, np.zeros((2, 6, 5, 5), np.float32), (1, 1),
+                               (1, 1), (1, 1), 3, 3)
+    with pytest.raises(ValueError):  # output size the geometry does not give
+        conv_tile.ConvTileStep(x, tile_w, None, None, np.zeros((1, 6, 0, 5), np.float32), (1, 1),
+                               (1, 1), (1, 1), 3, 3)
     dw_out = np.zeros((1, 4, 5, 5), np.float32)
     with pytest.raises(ValueError):  # a channel multiplier: not one filter per channel
         conv_dw.ConvDepthwiseStep(x, np.zeros((8, 1, 3, 3), np.float32), None, None,
@@ -279,6 +304,18 @@ def test_step_validation():
     with pytest.raises(ValueError):  # work too small
         conv_dw.ConvDepthwiseStep(x, np.zeros((4, 1, 3, 3), np.float32), None, None, dw_out,
                                   (1, 1), (1, 1), (1, 1), 0, 0.0, 0.0, np.zeros(8, np.float32), 1)
+
+
+def test_tile_ranges_of_one_image_on_two_threads():
+    """One image on two threads is split in contiguous tile ranges; a tile stores 8 pixels per
+    row only when the 2 past it are this task's (its next tile rewrites them), so the threads
+    never write each other's pixels: every run, into a NaN-filled output, gives the same bits."""
+    case = Case(1, 24, 15, 17, 40, (3, 3), pads=(1, 1, 1, 1))   # 255 pixels: 43 tiles, 3 panels
+    x, wt, b, res = case.data(seed=12, residual=True)
+    first = run_algorithm("tile", case, x, wt, b, res, "Relu", threads=1)
+    assert_close(first, np.maximum(case.reference(x, wt, b, res), 0))
+    for _ in range(20):
+        assert np.array_equal(run_algorithm("tile", case, x, wt, b, res, "Relu", threads=2), first)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if applies("depthwise", c)], ids=repr)
@@ -307,7 +344,7 @@ def _planned_algorithm(model):
 
 
 STEP_OF = {"direct": "ConvDirectStep", "gemm": "ConvGemmStep", "vecdirect": "ConvVecStep",
-           "depthwise": "ConvDepthwiseStep",
+           "tile": "ConvTileStep", "depthwise": "ConvDepthwiseStep",
            "winograd2": "ConvWinogradStep", "winograd4": "ConvWinogradStep"}
 
 PLANNER_CASES = [
@@ -317,11 +354,12 @@ PLANNER_CASES = [
     (Case(1, 960, 7, 7, 960, (3, 3), pads=(1, 1, 1, 1), group=960), "depthwise"),
     (Case(1, 96, 28, 28, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=96), "depthwise"),
     (Case(1, 8, 20, 20, 16, (3, 3), pads=(1, 1, 1, 1), group=8), "vecdirect"),
-    (Case(1, 3, 64, 64, 16, (7, 7), (2, 2), (3, 3, 3, 3)), "gemm"),
+    (Case(1, 3, 64, 64, 16, (7, 7), (2, 2), (3, 3, 3, 3)), "tile"),     # K = 147: tiles
+    (Case(1, 64, 28, 28, 128, (3, 3), (2, 2), (1, 1, 1, 1)), "gemm"),    # K = 576: GEMM
     (Case(3, 13, 11, 9, 16, (3, 3), pads=(0, 2, 1, 0)), None),
     (Case(2, 6, 9, 11, 4, (2, 3), (2, 3), (4, 4, 4, 4), (2, 1), 2), None),
     (Case(1, 1, 32, 32, 6, (5, 5)), None),                               # LeNet-5 conv1
-    (Case(1, 6, 14, 14, 16, (5, 5)), None),                              # LeNet-5 conv2
+    (Case(1, 6, 14, 14, 16, (5, 5)), "tile"),                            # LeNet-5 conv2
 ]
 
 

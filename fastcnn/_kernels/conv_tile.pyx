@@ -1,0 +1,315 @@
+"""Direct convolution in register tiles of 6 output pixels x 16 output channels that read the
+input in place (an implicit im2col), NCHW in and out, group 1. For layers with a short
+reduction K = c_in*k_h*k_w (LeNet's 6->16 5x5, the 3-channel first conv of small CNNs), where
+packing the GEMM conv's im2col panels costs as much as its multiply-adds.
+
+    x_pad:  the image zero-padded to (c_in, hp, wp) (x itself when no padding is read)
+    base[p] = (oh*stride_h)*wp + ow*stride_w          output pixel p = oh*w_out + ow
+    off[k]  = ci*hp*wp + kh*dil_h*wp + kw*dil_w       k = (ci*k_h + kh)*k_w + kw
+    tile:   acc[u, 0:16] = bias[j0:j0+16] + sum_k x_pad[base[p0+u] + off[k]] * wt[k, j0:j0+16]
+            for u < 6 (pixels p0..p0+5), the K terms in order
+
+Each K step is two weight loads, six broadcasts of input values and twelve FMAs, as in the GEMM
+micro-kernel. The tile is then transposed 8x8 per half, so that each row holds consecutive
+pixels of one output plane, and the residual, the activation and the store run on those rows as
+vectors: 8 floats at a time when the 2 past the tile belong to this task's next tile (which
+rewrites them), else only the tile's own pixels.
+
+Tasks are (image, contiguous range of tiles); a task first copies its image zero-padded into the
+thread's scratch when the layer reads padding. Every output sums its terms in one order: results
+are bit-identical for any thread count.
+"""
+from cython.parallel cimport prange, threadid
+
+from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.simd cimport *
+from fastcnn._kernels.simd_extra cimport vf8_transpose8
+from fastcnn._kernels.act cimport act_span, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP
+from fastcnn._kernels.ukernel cimport team, whole_lines, act_is_vector, act_vec
+from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
+
+import numpy as np
+
+from fastcnn._kernels.gemm import pack_bt_panels
+
+cdef enum:
+    TP = 6              # pixels per tile
+    TC = 16             # output channels per tile (two vectors)
+    TASKS_PER_THREAD = 2   # with few images, tile ranges per thread (balance against overhead)
+    FIN_NONE = 0        # how store_rows finishes a row (from the activation, once per step)
+    FIN_RELU = 1
+    FIN_CLIP = 2
+    FIN_VEC = 3         # act_vec
+    FIN_SCALAR = 4      # act_span after the store
+
+
+def pack_tile_weights(w):
+    """w (c_out, c_in, k_h, k_w) -> (ceil(c_out/16), K, 16): W^T in 16-channel panels, the
+    channels past c_out zero (gemm.pack_bt_panels of the (c_out, K) matrix)."""
+    w = np.ascontiguousarray(w, np.float32)
+    return pack_bt_panels(w.reshape(w.shape[0], -1))
+
+
+cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp) noexcept nogil:
+    """Rows and columns of the padded image the outputs read (padding past the input included)."""
+    hp[0] = max(g.pad_top + g.h_in, (g.h_out - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1)
+    wp[0] = max(g.pad_left + g.w_in, (g.w_out - 1) * g.stride_w + (g.k_w - 1) * g.dil_w + 1)
+
+
+def tile_scratch(x_shape, w_shape, out_shape, strides, pads, dilations):
+    """Floats of scratch one thread needs: the zero-padded image (0 when no padding is read)."""
+    cdef ConvGeom g = make_geom(tuple(x_shape), tuple(w_shape), tuple(out_shape), strides, pads,
+                                dilations, 1, 0, 0.0, 0.0, False, False)
+    cdef Py_ssize_t hp, wp
+    padded_extent(&g, &hp, &wp)
+    if hp == g.h_in and wp == g.w_in:
+        return 0
+    return whole_lines(g.c_in * hp * wp)
+
+
+cdef inline void tile6x16(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
+                          const Py_ssize_t *off, Py_ssize_t K, const float *wt, const float *bias,
+                          float *t) noexcept nogil:
+    """t[u*16 + j] = bias[j] + sum_k x[base[u] + off[k]] * wt[k*16 + j] for u < 6; pixels
+    u >= mr repeat pixel mr-1 (the caller does not store them)."""
+    cdef vf8 b0 = vf8_load(bias), b1 = vf8_load(bias + 8), av
+    cdef vf8 c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1
+    cdef vf8 c30 = b0, c31 = b1, c40 = b0, c41 = b1, c50 = b0, c51 = b1
+    cdef const float *x0 = x + base[0]
+    cdef const float *x1 = x + base[1 if mr > 1 else mr - 1]
+    cdef const float *x2 = x + base[2 if mr > 2 else mr - 1]
+    cdef const float *x3 = x + base[3 if mr > 3 else mr - 1]
+    cdef const float *x4 = x + base[4 if mr > 4 else mr - 1]
+    cdef const float *x5 = x + base[5 if mr > 5 else mr - 1]
+    cdef Py_ssize_t k, o
+    for k in range(K):
+        o = off[k]
+        b0 = vf8_load(wt)
+        b1 = vf8_load(wt + 8)
+        av = vf8_set1(x0[o])
+        c00 = vf8_fmadd(av, b0, c00)
+        c01 = vf8_fmadd(av, b1, c01)
+        av = vf8_set1(x1[o])
+        c10 = vf8_fmadd(av, b0, c10)
+        c11 = vf8_fmadd(av, b1, c11)
+        av = vf8_set1(x2[o])
+        c20 = vf8_fmadd(av, b0, c20)
+        c21 = vf8_fmadd(av, b1, c21)
+        av = vf8_set1(x3[o])
+        c30 = vf8_fmadd(av, b0, c30)
+        c31 = vf8_fmadd(av, b1, c31)
+        av = vf8_set1(x4[o])
+        c40 = vf8_fmadd(av, b0, c40)
+        c41 = vf8_fmadd(av, b1, c41)
+        av = vf8_set1(x5[o])
+        c50 = vf8_fmadd(av, b0, c50)
+        c51 = vf8_fmadd(av, b1, c51)
+        wt = wt + TC
+    vf8_store(t, c00)
+    vf8_store(t + 8, c01)
+    vf8_store(t + 16, c10)
+    vf8_store(t + 24, c11)
+    vf8_store(t + 32, c20)
+    vf8_store(t + 40, c21)
+    vf8_store(t + 48, c30)
+    vf8_store(t + 56, c31)
+    vf8_store(t + 64, c40)
+    vf8_store(t + 72, c41)
+    vf8_store(t + 80, c50)
+    vf8_store(t + 88, c51)
+
+
+cdef class ConvTileStep(Step):
+    """Direct group-1 conv in 6x16 register tiles (module docstring). x (n, c_in, h_in, w_in);
+    wt: `pack_tile_weights(w)` (ceil(c_out/16), K, 16); bias (c_out,) or None; residual like out
+    or None; out (n, c_out, h_out, w_out); work: at least slots * `tile_scratch(...)` floats
+    (None when that is 0)."""
+    cdef const float[:, :, :, ::1] x
+    cdef const float[:, :, ::1] wt
+    cdef float[::1] bias16
+    cdef const float[:, :, :, ::1] residual
+    cdef float[:, :, :, ::1] out
+    cdef float[::1] work
+    cdef ConvGeom g
+    cdef Py_ssize_t K, panels, hp, wp, hw, tiles, slot_size, slots
+    cdef bint padded
+    cdef int fin
+    cdef Py_ssize_t[::1] base
+    cdef Py_ssize_t[::1] off
+
+    def __init__(self, const float[:, :, :, ::1] x, const float[:, :, ::1] wt, bias, residual,
+                 float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t k_h,
+                 Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
+                 float[::1] work=None, Py_ssize_t slots=1):
+        cdef Py_ssize_t p, ci, kh, kw, c_out = out.shape[1]
+        self.x, self.wt, self.out = x, wt, out
+        self.g = make_geom(shape4(x), (c_out, x.shape[1], k_h, k_w), shape4(out), strides, pads,
+                           dilations, 1, act, alpha, beta, bias is not None,
+                           residual is not None)
+        check_geom(self.g, x.shape[1])
+        if out.shape[0] != x.shape[0]:
+            raise ValueError("ConvTileStep: batch sizes differ")
+        self.K = x.shape[1] * k_h * k_w
+        self.panels = (c_out + TC - 1) // TC
+        if wt.shape[0] != self.panels or wt.shape[1] != self.K or wt.shape[2] != TC:
+            raise ValueError("ConvTileStep: packed weights do not fit")
+        bias16 = np.zeros(self.panels * TC, np.float32)
+        if bias is not None:
+            if len(bias) != c_out:
+                raise ValueError("ConvTileStep: bias size")
+            bias16[:c_out] = bias
+        self.bias16 = bias16
+        self.residual = residual if residual is not None else np.zeros((1, 1, 1, 1), np.float32)
+        if self.g.has_residual and shape4(self.residual) != shape4(out):
+            raise ValueError("ConvTileStep: residual shape")
+        padded_extent(&self.g, &self.hp, &self.wp)
+        if not act_is_vector(act, alpha, beta):
+            self.fin = FIN_SCALAR
+        elif act == ACT_RELU:
+            self.fin = FIN_RELU
+        elif act == ACT_CLIP:
+            self.fin = FIN_CLIP
+        elif act == ACT_NONE or act == ACT_IDENTITY:
+            self.fin = FIN_NONE
+        else:
+            self.fin = FIN_VEC
+        self.padded = self.hp != self.g.h_in or self.wp != self.g.w_in
+        self.hw = self.g.h_out * self.g.w_out
+        self.tiles = (self.hw + TP - 1) // TP
+        self.base = np.array([(p // self.g.w_out) * self.g.stride_h * self.wp
+                              + (p % self.g.w_out) * self.g.stride_w
+                              for p in range(self.hw)], np.intp)
+        self.off = np.array([(ci * self.hp + kh * self.g.dil_h) * self.wp + kw * self.g.dil_w
+                             for ci in range(self.g.c_in) for kh in range(k_h)
+                             for kw in range(k_w)], np.intp)
+        self.slot_size = whole_lines(self.g.c_in * self.hp * self.wp) if self.padded else 0
+        if slots < 1:
+            raise ValueError("ConvTileStep: slots must be >= 1")
+        self.slots = slots
+        if self.slot_size:
+            self.work = work if work is not None else np.zeros(self.slot_size * slots, np.float32)
+            if self.work.shape[0] < self.slot_size * slots:
+                raise ValueError("ConvTileStep: work too small")
+
+    cdef void pad_image(self, Py_ssize_t img, float *xp) noexcept nogil:
+        """xp (c_in, hp, wp) = image img of x at (pad_top, pad_left), zeros around it."""
+        cdef ConvGeom *g = &self.g
+        cdef Py_ssize_t ci, r, c
+        cdef float *d
+        cdef const float *xs
+        vf8_zero_fill(xp, g.c_in * self.hp * self.wp)
+        for ci in range(g.c_in):
+            for r in range(g.h_in):
+                d = xp + (ci * self.hp + g.pad_top + r) * self.wp + g.pad_left
+                xs = &self.x[img, ci, r, 0]
+                for c in range(g.w_in):
+                    d[c] = xs[c]
+
+    cdef void store_rows(self, const float *t, float *o, const float *r, Py_ssize_t nc,
+                         Py_ssize_t mr, bint wide, float *rows) noexcept nogil:
+        """Transpose the tile t (pixel u, channel j at t[u*16 + j], 8 rows: 6 computed, 2
+        zero) and store its first nc channels (plane j at o + j*hw, residual at r + j*hw or r
+        NULL) for pixels 0..mr-1 with residual and activation; wide: 8 floats may be written
+        per row (the last 2 are rewritten later by this task). rows: 64 floats."""
+        cdef ConvGeom *g = &self.g
+        cdef Py_ssize_t half, j, u, m, hw = self.hw
+        cdef float *oj
+        cdef vf8 v, lo = vf8_set1(g.alpha), hi = vf8_set1(g.beta)
+        cdef int fin = self.fin
+        for half in range(2):
+            m = min(8, nc - 8 * half)
+            if m <= 0:
+                return
+            vf8_transpose8(t + 8 * half, TC, rows, 8)
+            for j in range(m):
+                oj = o + (8 * half + j) * hw
+                v = vf8_load(rows + j * 8)
+                if r != NULL:
+                    if wide:
+                        v = vf8_add(v, vf8_load(r + (8 * half + j) * hw))
+                    else:
+                        for u in range(mr):
+                            rows[j * 8 + u] = rows[j * 8 + u] + r[(8 * half + j) * hw + u]
+                        v = vf8_load(rows + j * 8)
+                if fin == FIN_RELU:
+                    v = vf8_max(v, vf8_zero())
+                elif fin == FIN_CLIP:
+                    v = vf8_min(vf8_max(v, lo), hi)
+                elif fin == FIN_VEC:
+                    v = act_vec(v, g.act, g.alpha, g.beta)
+                if wide:
+                    vf8_store(oj, v)
+                    if fin == FIN_SCALAR:
+                        act_span(oj, oj, mr, g.act, g.alpha, g.beta)
+                else:
+                    vf8_store(rows + j * 8, v)
+                    if fin == FIN_SCALAR:
+                        act_span(rows + j * 8, rows + j * 8, mr, g.act, g.alpha, g.beta)
+                    for u in range(mr):
+                        oj[u] = rows[j * 8 + u]
+
+    cdef void task(self, Py_ssize_t img, Py_ssize_t tile0, Py_ssize_t tile1,
+                   float *xp) noexcept nogil:
+        """Tiles [tile0, tile1) of image img, every channel panel; xp: this thread's scratch."""
+        cdef float t[8 * TC]
+        cdef float rows[64]
+        cdef const float *src
+        cdef float *o = &self.out[img, 0, 0, 0]
+        cdef const float *r = &self.residual[img, 0, 0, 0] if self.g.has_residual else NULL
+        cdef Py_ssize_t ti, jp, p0, mr, p_end = min(self.hw, tile1 * TP), hw = self.hw
+        vf8_zero_fill(t + TP * TC, (8 - TP) * TC)
+        if self.padded:
+            self.pad_image(img, xp)
+            src = xp
+        else:
+            src = &self.x[img, 0, 0, 0]
+        for ti in range(tile0, tile1):
+            p0 = ti * TP
+            mr = min(TP, hw - p0)
+            for jp in range(self.panels):
+                tile6x16(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
+                         &self.bias16[jp * TC], t)
+                self.store_rows(t, o + jp * TC * hw + p0,
+                                r + jp * TC * hw + p0 if r != NULL else NULL,
+                                min(TC, self.g.c_out - jp * TC), mr, p0 + 8 <= p_end, rows)
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t n = self.g.n, per_img, tasks, t, img, part
+        cdef Py_ssize_t macs = n * self.hw * self.K * self.g.c_out
+        cdef int nt
+        cdef float *w0 = &self.work[0] if self.slot_size else NULL
+        if n == 0:
+            return
+        nt = team(self.num_threads, self.slots if self.slot_size else self.num_threads, macs,
+                  n * self.tiles)
+        # whole images per task when there are enough of them (one padded copy each); else
+        # each image in contiguous tile ranges
+        per_img = 1 if nt == 1 or n >= TASKS_PER_THREAD * nt else min(
+            self.tiles, (TASKS_PER_THREAD * nt + n - 1) // n)
+        tasks = n * per_img
+        with nogil:
+            if nt <= 1:
+                for t in range(tasks):
+                    img, part = t // per_img, t % per_img
+                    self.task(img, part * self.tiles // per_img,
+                              (part + 1) * self.tiles // per_img, w0)
+            else:
+                for t in prange(tasks, num_threads=nt, schedule="static"):
+                    img = t // per_img
+                    part = t % per_img
+                    self.task(img, part * self.tiles // per_img,
+                              (part + 1) * self.tiles // per_img,
+                              w0 + threadid() * self.slot_size if w0 != NULL else NULL)
+
+
+def conv2d_tile(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), act=0,
+                alpha=0.0, beta=0.0, residual=None, num_threads=1):
+    """Tiled direct NCHW convolution (group 1) into `out` (tests and bench); arguments as
+    conv2d_direct."""
+    slots = max(1, num_threads)
+    size = tile_scratch(x.shape, w.shape, out.shape, strides, pads, dilations)
+    s = ConvTileStep(x, pack_tile_weights(w), bias, residual, out, strides, pads, dilations,
+                     w.shape[2], w.shape[3], act, alpha, beta,
+                     np.zeros(size * slots, np.float32) if size else None, slots)
+    s.num_threads = num_threads
+    s()
