@@ -45,14 +45,6 @@ cdef inline Py_ssize_t pixel_bands(Py_ssize_t hw) noexcept nogil:
     return (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
 
 
-cdef inline void prefetch_share(const char *base, Py_ssize_t lo, Py_ssize_t hi,
-                                Py_ssize_t size) noexcept nogil:
-    """Prefetch the lines of base[lo:min(hi, size)] (lo, hi multiples of 64 from base)."""
-    while lo < hi and lo < size:
-        prefetch_line(base + lo)
-        lo = lo + 64
-
-
 cdef inline void copy_floats(const float *s, float *d, Py_ssize_t n) noexcept nogil:
     """d[0:n] = s[0:n], n a multiple of 8."""
     cdef Py_ssize_t i = 0

@@ -35,7 +35,9 @@ from fastcnn._kernels.gemm import pack_bt_panels
 cdef enum:
     TP = 6              # pixels per tile
     TC = 16             # output channels per tile (two vectors)
-    TASKS_PER_THREAD = 2   # with few images, tile ranges per thread (balance against overhead)
+    TASKS_PER_THREAD = 2   # with few images, tasks per thread (balance against overhead)
+    MIN_RANGE_TILES = 8    # tiles in a task's range at least, when one image is split
+    PANEL_OUTER_BYTES = 131072
     FIN_NONE = 0        # how store_rows finishes a row (from the activation, once per step)
     FIN_RELU = 1
     FIN_CLIP = 2
@@ -132,7 +134,7 @@ cdef class ConvTileStep(Step):
     cdef float[::1] work
     cdef ConvGeom g
     cdef Py_ssize_t K, panels, hp, wp, hw, tiles, slot_size, slots
-    cdef bint padded
+    cdef bint padded, panel_outer
     cdef int fin
     cdef Py_ssize_t[::1] base
     cdef Py_ssize_t[::1] off
@@ -163,6 +165,9 @@ cdef class ConvTileStep(Step):
         if self.g.has_residual and shape4(self.residual) != shape4(out):
             raise ValueError("ConvTileStep: residual shape")
         padded_extent(&self.g, &self.hp, &self.wp)
+        # weights beyond a quarter of L2 would be read again from L3 for every tile: go panel
+        # by panel instead (one panel stays in L2 while the task's tiles pass over it)
+        self.panel_outer = self.K * self.panels * TC * 4 > PANEL_OUTER_BYTES
         if not act_is_vector(act, alpha, beta):
             self.fin = FIN_SCALAR
         elif act == ACT_RELU:
@@ -248,57 +253,74 @@ cdef class ConvTileStep(Step):
                     for u in range(mr):
                         oj[u] = rows[j * 8 + u]
 
-    cdef void task(self, Py_ssize_t img, Py_ssize_t tile0, Py_ssize_t tile1,
-                   float *xp) noexcept nogil:
-        """Tiles [tile0, tile1) of image img, every channel panel; xp: this thread's scratch."""
+    cdef void task(self, Py_ssize_t img, Py_ssize_t tile0, Py_ssize_t tile1, Py_ssize_t jp0,
+                   Py_ssize_t jp1, float *xp) noexcept nogil:
+        """Tiles [tile0, tile1) of image img, channel panels [jp0, jp1); xp: this thread's
+        scratch."""
         cdef float t[8 * TC]
         cdef float rows[64]
         cdef const float *src
         cdef float *o = &self.out[img, 0, 0, 0]
         cdef const float *r = &self.residual[img, 0, 0, 0] if self.g.has_residual else NULL
-        cdef Py_ssize_t ti, jp, p0, mr, p_end = min(self.hw, tile1 * TP), hw = self.hw
+        cdef Py_ssize_t ti, jp, p_end = min(self.hw, tile1 * TP), hw = self.hw
         vf8_zero_fill(t + TP * TC, (8 - TP) * TC)
         if self.padded:
             self.pad_image(img, xp)
             src = xp
         else:
             src = &self.x[img, 0, 0, 0]
-        for ti in range(tile0, tile1):
-            p0 = ti * TP
-            mr = min(TP, hw - p0)
-            for jp in range(self.panels):
-                tile6x16(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
-                         &self.bias16[jp * TC], t)
-                self.store_rows(t, o + jp * TC * hw + p0,
-                                r + jp * TC * hw + p0 if r != NULL else NULL,
-                                min(TC, self.g.c_out - jp * TC), mr, p0 + 8 <= p_end, rows)
+        if self.panel_outer:
+            for jp in range(jp0, jp1):
+                for ti in range(tile0, tile1):
+                    self.tile(src, t, rows, o, r, ti, jp, p_end)
+        else:
+            for ti in range(tile0, tile1):
+                for jp in range(jp0, jp1):
+                    self.tile(src, t, rows, o, r, ti, jp, p_end)
+
+    cdef inline void tile(self, const float *src, float *t, float *rows, float *o,
+                          const float *r, Py_ssize_t ti, Py_ssize_t jp,
+                          Py_ssize_t p_end) noexcept nogil:
+        """Tile ti of channel panel jp, computed and stored (task's buffers and pointers)."""
+        cdef Py_ssize_t p0 = ti * TP, hw = self.hw
+        cdef Py_ssize_t mr = min(TP, hw - p0)
+        tile6x16(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
+                 &self.bias16[jp * TC], t)
+        self.store_rows(t, o + jp * TC * hw + p0, r + jp * TC * hw + p0 if r != NULL else NULL,
+                        min(TC, self.g.c_out - jp * TC), mr, p0 + 8 <= p_end, rows)
 
     cdef void run(self) noexcept:
-        cdef Py_ssize_t n = self.g.n, per_img, tasks, t, img, part
+        cdef Py_ssize_t n = self.g.n, per_img, rp, cp, tasks, t, img, q, part, c
         cdef Py_ssize_t macs = n * self.hw * self.K * self.g.c_out
         cdef int nt
         cdef float *w0 = &self.work[0] if self.slot_size else NULL
         if n == 0:
             return
         nt = team(self.num_threads, self.slots if self.slot_size else self.num_threads, macs,
-                  n * self.tiles)
-        # whole images per task when there are enough of them (one padded copy each); else
-        # each image in contiguous tile ranges
-        per_img = 1 if nt == 1 or n >= TASKS_PER_THREAD * nt else min(
-            self.tiles, (TASKS_PER_THREAD * nt + n - 1) // n)
-        tasks = n * per_img
+                  n * self.tiles * self.panels)
+        # Whole images per task when there are enough of them (one padded copy each). Else each
+        # image in rp contiguous tile ranges of at least MIN_RANGE_TILES tiles, times cp
+        # ranges of channel panels when there are too few tiles for that (7x7 outputs).
+        per_img = 1 if nt == 1 or n >= TASKS_PER_THREAD * nt else (
+            (TASKS_PER_THREAD * nt + n - 1) // n)
+        rp = max(1, min(per_img, self.tiles // MIN_RANGE_TILES))
+        cp = max(1, min(self.panels, per_img // rp))
+        tasks = n * rp * cp
         with nogil:
             if nt <= 1:
                 for t in range(tasks):
-                    img, part = t // per_img, t % per_img
-                    self.task(img, part * self.tiles // per_img,
-                              (part + 1) * self.tiles // per_img, w0)
+                    img, q = t // (rp * cp), t % (rp * cp)
+                    part, c = q // cp, q % cp
+                    self.task(img, part * self.tiles // rp, (part + 1) * self.tiles // rp,
+                              c * self.panels // cp, (c + 1) * self.panels // cp, w0)
             else:
                 for t in prange(tasks, num_threads=nt, schedule="static"):
-                    img = t // per_img
-                    part = t % per_img
-                    self.task(img, part * self.tiles // per_img,
-                              (part + 1) * self.tiles // per_img,
+                    img = t // (rp * cp)
+                    q = t % (rp * cp)
+                    part = q // cp
+                    c = q % cp
+                    self.task(img, part * self.tiles // rp, (part + 1) * self.tiles // rp,
+                              c * self.panels // cp, (c + 1) * self.panels // cp,
                               w0 + threadid() * self.slot_size if w0 != NULL else NULL)
 
 

@@ -32,3 +32,12 @@ cdef inline void vf8_zero_fill(float *d, Py_ssize_t n) noexcept nogil:
     while i < n:
         d[i] = 0.0
         i = i + 1
+
+
+cdef inline void prefetch_share(const char *base, Py_ssize_t lo, Py_ssize_t hi,
+                                Py_ssize_t size) noexcept nogil:
+    """Prefetch the lines of base[lo:min(hi, size)] (lo, hi multiples of 64 from base): one
+    share of a block the next piece of work reads, issued before each step of the current one."""
+    while lo < hi and lo < size:
+        prefetch_line(base + lo)
+        lo = lo + 64

@@ -58,10 +58,12 @@ VEC_CO_CHUNK = 8                 # output channels per task (conv_vec.pyx CO_CHU
 VEC_CYCLES_PER_TASK_ROW = 80.0   # per task and output row: phase copy setup, row dispatch (fitted
                                  # on depthwise planes 7x7 to 112x112, one task per channel)
 DIRECT_MACS_PER_CYCLE = 0.7
-TILE_CYCLES_PER_K = 4.5          # tile: one K step of an 8x8 tile (9 loads, 8 FMAs)
-TILE_CYCLES_PER_STORE = 40.0     # tile: transpose and store of one 8x8 tile
+TILE_CYCLES_PER_K = 6.3          # tile: one K step of a 6x16 tile (12 FMAs, 9 loads)
+TILE_CYCLES_PER_STORE = 80.0     # tile: two 8x8 transposes and 16 row stores per tile
 TILE_COPY_CYCLES_PER_FLOAT = 1.0 # tile: the zero-padded copy of an image, per task
-TILE_MAX_K = 512                 # tile: longer reductions leave L1 (the GEMM conv blocks K)
+TILE_MAX_K = 4608                # tile: a 16-channel weight panel of K floats stays in L2
+                                 # (512 x 3x3: every ResNet-18 conv; ResNet-18 b1 and b16 2%
+                                 # faster than with the GEMM above K = 512)
 DW_CYCLES_PER_TAP = 0.6          # depthwise: one 8-output vector times one filter tap
 DW_COPY_CYCLES_PER_FLOAT = 0.25  # depthwise: the padded copy of a plane
 DW_CYCLES_PER_PLANE = 100.0      # depthwise: per-plane setup and epilogue
@@ -161,9 +163,9 @@ def _cost_tile(cp):
     n, c_out, h_out, w_out = cp["y4"]
     _, cig, k_h, k_w = cp["w4"]
     c_in, h_in, w_in = cp["x4"][1:]
-    tiles = n * _ceil(h_out * w_out, 8)
+    tiles = n * _ceil(h_out * w_out, 6)
     padded = any(cp["pads"]) * n * c_in * (h_in + k_h) * (w_in + k_w)
-    return (tiles * _ceil(c_out, 8) * (cig * k_h * k_w * TILE_CYCLES_PER_K + TILE_CYCLES_PER_STORE)
+    return (tiles * _ceil(c_out, 16) * (cig * k_h * k_w * TILE_CYCLES_PER_K + TILE_CYCLES_PER_STORE)
             + padded * TILE_COPY_CYCLES_PER_FLOAT)
 
 
