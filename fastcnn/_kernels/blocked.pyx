@@ -40,6 +40,8 @@ cdef enum:
     LOCAL_BANDS_PER_THREAD = 4
 
 
+
+
 cdef inline Py_ssize_t pixel_bands(Py_ssize_t hw) noexcept nogil:
     """Pointwise tasks per image: bands of TILE * BAND_TILES pixels."""
     return (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
@@ -256,7 +258,7 @@ cdef class PointwiseBlockedStep(Step):
         if tasks == 0:
             return
         if nt > 1 and tasks < LOCAL_BANDS_PER_THREAD * nt:
-            # few pixel bands (7x7 and 14x14 images): also split the channel panels
+            # few pixel bands (7x7 and 14x14 images): split the channel panels instead
             jchunks = min(self.panels, (4 * nt + tasks - 1) // tasks)
         total = tasks * jchunks
         with nogil:
@@ -267,6 +269,15 @@ cdef class PointwiseBlockedStep(Step):
                 # enough bands: each thread takes a contiguous range of them (see LOCAL_BANDS_...)
                 for t in prange(tasks, num_threads=nt, schedule="static"):
                     self.task(t // self.bands, t % self.bands, 0, self.panels)
+            elif self.panels >= nt:
+                # Thread c computes the c-th range of output channels for every pixel, and the
+                # depthwise conv that reads them splits its channels the same way (run below):
+                # the data stays in one core's cache (MobileNetV2 b1, 2 threads: 5-6% faster
+                # than dynamic (band, panel range) tasks).
+                for c in prange(nt, num_threads=nt, schedule="static"):
+                    for t in range(tasks):
+                        self.task(t // self.bands, t % self.bands, c * self.panels // nt,
+                                  (c + 1) * self.panels // nt)
             else:
                 for t in prange(total, num_threads=nt, schedule="dynamic"):
                     c = t % jchunks
@@ -611,6 +622,12 @@ cdef class DepthwiseBlockedStep(Step):
                     self.plane(t // (lparts * cb), t % cb,
                                ((t // cb) % lparts) * self.h_out // lparts,
                                ((t // cb) % lparts + 1) * self.h_out // lparts,
+                               work + threadid() * stride if self.ring else NULL)
+            elif parts == 1:
+                # few bands, enough channel blocks: contiguous block ranges per thread, as the
+                # pointwise producer splits its channels
+                for t in prange(planes, num_threads=nt, schedule="static"):
+                    self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out,
                                work + threadid() * stride if self.ring else NULL)
             else:
                 for t in prange(planes * parts, num_threads=nt, schedule="dynamic"):

@@ -80,7 +80,8 @@ def test_pointwise_blocked(n, c_in, c_out, h, w, act, threads):
 
 
 @pytest.mark.parametrize("n,c_in,c_out,h,w", [
-    (1, 64, 96, 14, 14),    # 2.4M multiply-adds, 3 bands: bands and panels scheduled dynamically
+    (1, 64, 96, 14, 14),    # 2.4M multiply-adds, 3 bands: a range of channel panels per thread
+    (1, 64, 88, 14, 14),    # the same with 5 panels of 16 and one of 8 (ranges of 2 and 4)
     (1, 16, 48, 33, 31),    # 11 bands of 96 pixels: contiguous band ranges per thread (static)
     (3, 16, 48, 16, 16),    # 9 bands over 3 images
 ])
@@ -209,7 +210,8 @@ def test_vector_epilogues_equal_the_scalar_activations(name, alpha, beta):
 
 @pytest.mark.parametrize("n,c,h,w", [
     (1, 96, 28, 28),    # 6.8M multiply-adds, 9 input bands: row halves per thread (static)
-    (1, 96, 14, 14),    # 3 input bands: planes and rows scheduled dynamically
+    (1, 96, 14, 14),    # 3 input bands, 12 channel blocks: a range of blocks per thread
+    (1, 56, 16, 18),    # 3 input bands, 7 blocks: blocks and row halves scheduled dynamically
     (3, 16, 21, 19),    # 15 input bands over 3 images (static)
 ])
 def test_depthwise_blocked_bit_identical_threads(n, c, h, w):
