@@ -10,7 +10,8 @@ packing the GEMM conv's im2col panels costs as much as its multiply-adds.
             for u < 6 (pixels p0..p0+5), the K terms in order
 
 Each K step is two weight loads, six broadcasts of input values and twelve FMAs, as in the GEMM
-micro-kernel. The tile is then transposed 8x8 per half, so that each row holds consecutive
+micro-kernel. A last panel of at most 8 channels (LeNet's 6, a 24-channel layer's second panel)
+runs 12-pixel x 8-channel tiles instead: one weight load, twelve broadcasts, twelve FMAs. The tile is then transposed 8x8 per half, so that each row holds consecutive
 pixels of one output plane, and the residual, the activation and the store run on those rows as
 vectors: 8 floats at a time when the 2 past the tile belong to this task's next tile (which
 rewrites them), else only the tile's own pixels.
@@ -121,6 +122,71 @@ cdef inline void tile6x16(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
     vf8_store(t + 88, c51)
 
 
+cdef inline void tile12x8(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
+                          const Py_ssize_t *off, Py_ssize_t K, const float *wt, const float *bias,
+                          float *t) noexcept nogil:
+    """tile6x16 for a last panel of at most 8 channels: t[u*8 + j] = bias[j] + sum_k
+    x[base[u] + off[k]] * wt[k*16 + j] for u < 12, j < 8 (the first half of each 16-wide
+    weight row): twelve FMA chains where a 6x16 tile would compute 8 zero channels. Pixels
+    u >= mr repeat pixel mr-1."""
+    cdef vf8 b = vf8_load(bias)
+    cdef vf8 c0 = b, c1 = b, c2 = b, c3 = b, c4 = b, c5 = b, c6 = b, c7 = b, c8 = b, c9 = b
+    cdef vf8 c10 = b, c11 = b
+    cdef const float *xs[12]
+    cdef const float *x0 = x + base[0]
+    cdef Py_ssize_t k, o, u
+    if mr == 12 and base[11] - base[0] == 11:
+        # twelve consecutive inputs (stride 1, one output row): one pointer, so the loop needs
+        # no spilled registers
+        for k in range(K):
+            o = off[k]
+            b = vf8_load(wt)
+            c0 = vf8_fmadd(vf8_set1(x0[o]), b, c0)
+            c1 = vf8_fmadd(vf8_set1(x0[o + 1]), b, c1)
+            c2 = vf8_fmadd(vf8_set1(x0[o + 2]), b, c2)
+            c3 = vf8_fmadd(vf8_set1(x0[o + 3]), b, c3)
+            c4 = vf8_fmadd(vf8_set1(x0[o + 4]), b, c4)
+            c5 = vf8_fmadd(vf8_set1(x0[o + 5]), b, c5)
+            c6 = vf8_fmadd(vf8_set1(x0[o + 6]), b, c6)
+            c7 = vf8_fmadd(vf8_set1(x0[o + 7]), b, c7)
+            c8 = vf8_fmadd(vf8_set1(x0[o + 8]), b, c8)
+            c9 = vf8_fmadd(vf8_set1(x0[o + 9]), b, c9)
+            c10 = vf8_fmadd(vf8_set1(x0[o + 10]), b, c10)
+            c11 = vf8_fmadd(vf8_set1(x0[o + 11]), b, c11)
+            wt = wt + TC
+        K = 0
+    for u in range(12):
+        xs[u] = x + base[u if u < mr else mr - 1]
+    for k in range(K):
+        o = off[k]
+        b = vf8_load(wt)
+        c0 = vf8_fmadd(vf8_set1(xs[0][o]), b, c0)
+        c1 = vf8_fmadd(vf8_set1(xs[1][o]), b, c1)
+        c2 = vf8_fmadd(vf8_set1(xs[2][o]), b, c2)
+        c3 = vf8_fmadd(vf8_set1(xs[3][o]), b, c3)
+        c4 = vf8_fmadd(vf8_set1(xs[4][o]), b, c4)
+        c5 = vf8_fmadd(vf8_set1(xs[5][o]), b, c5)
+        c6 = vf8_fmadd(vf8_set1(xs[6][o]), b, c6)
+        c7 = vf8_fmadd(vf8_set1(xs[7][o]), b, c7)
+        c8 = vf8_fmadd(vf8_set1(xs[8][o]), b, c8)
+        c9 = vf8_fmadd(vf8_set1(xs[9][o]), b, c9)
+        c10 = vf8_fmadd(vf8_set1(xs[10][o]), b, c10)
+        c11 = vf8_fmadd(vf8_set1(xs[11][o]), b, c11)
+        wt = wt + TC
+    vf8_store(t, c0)
+    vf8_store(t + 8, c1)
+    vf8_store(t + 16, c2)
+    vf8_store(t + 24, c3)
+    vf8_store(t + 32, c4)
+    vf8_store(t + 40, c5)
+    vf8_store(t + 48, c6)
+    vf8_store(t + 56, c7)
+    vf8_store(t + 64, c8)
+    vf8_store(t + 72, c9)
+    vf8_store(t + 80, c10)
+    vf8_store(t + 88, c11)
+
+
 cdef class ConvTileStep(Step):
     """Direct group-1 conv in 6x16 register tiles (module docstring). x (n, c_in, h_in, w_in);
     wt: `pack_tile_weights(w)` (ceil(c_out/16), K, 16); bias (c_out,) or None; residual like out
@@ -210,60 +276,59 @@ cdef class ConvTileStep(Step):
                 for c in range(g.w_in):
                     d[c] = xs[c]
 
-    cdef void store_rows(self, const float *t, float *o, const float *r, Py_ssize_t nc,
-                         Py_ssize_t mr, bint wide, float *rows) noexcept nogil:
-        """Transpose the tile t (pixel u, channel j at t[u*16 + j], 8 rows: 6 computed, 2
-        zero) and store its first nc channels (plane j at o + j*hw, residual at r + j*hw or r
-        NULL) for pixels 0..mr-1 with residual and activation; wide: 8 floats may be written
-        per row (the last 2 are rewritten later by this task). rows: 64 floats."""
+    cdef void store_block(self, const float *t, Py_ssize_t ldt, float *o, const float *r,
+                          Py_ssize_t nc, Py_ssize_t count, bint wide,
+                          float *rows) noexcept nogil:
+        """One 8x8 block of a tile: t row u (pixel u, from 0) holds channels 0..7 at t + u*ldt.
+        Transposed, then channel j's first `count` pixels are stored at o + j*hw with the
+        residual (r + j*hw, or r NULL) and the activation, for j < nc. A row is stored as one
+        vector when count is 8 or `wide` (the floats past `count` are rewritten later by this
+        task); else value by value. rows: 64 floats."""
         cdef ConvGeom *g = &self.g
-        cdef Py_ssize_t half, j, u, m, hw = self.hw
+        cdef Py_ssize_t j, u, hw = self.hw
         cdef float *oj
         cdef vf8 v, lo = vf8_set1(g.alpha), hi = vf8_set1(g.beta)
         cdef int fin = self.fin
-        for half in range(2):
-            m = min(8, nc - 8 * half)
-            if m <= 0:
-                return
-            vf8_transpose8(t + 8 * half, TC, rows, 8)
-            for j in range(m):
-                oj = o + (8 * half + j) * hw
-                v = vf8_load(rows + j * 8)
-                if r != NULL:
-                    if wide:
-                        v = vf8_add(v, vf8_load(r + (8 * half + j) * hw))
-                    else:
-                        for u in range(mr):
-                            rows[j * 8 + u] = rows[j * 8 + u] + r[(8 * half + j) * hw + u]
-                        v = vf8_load(rows + j * 8)
-                if fin == FIN_RELU:
-                    v = vf8_max(v, vf8_zero())
-                elif fin == FIN_CLIP:
-                    v = vf8_min(vf8_max(v, lo), hi)
-                elif fin == FIN_VEC:
-                    v = act_vec(v, g.act, g.alpha, g.beta)
-                if wide:
-                    vf8_store(oj, v)
-                    if fin == FIN_SCALAR:
-                        act_span(oj, oj, mr, g.act, g.alpha, g.beta)
+        cdef bint vec = wide or count == 8
+        vf8_transpose8(t, ldt, rows, 8)
+        for j in range(nc):
+            oj = o + j * hw
+            v = vf8_load(rows + j * 8)
+            if r != NULL:
+                if vec:
+                    v = vf8_add(v, vf8_load(r + j * hw))
                 else:
-                    vf8_store(rows + j * 8, v)
-                    if fin == FIN_SCALAR:
-                        act_span(rows + j * 8, rows + j * 8, mr, g.act, g.alpha, g.beta)
-                    for u in range(mr):
-                        oj[u] = rows[j * 8 + u]
+                    for u in range(count):
+                        rows[j * 8 + u] = rows[j * 8 + u] + r[j * hw + u]
+                    v = vf8_load(rows + j * 8)
+            if fin == FIN_RELU:
+                v = vf8_max(v, vf8_zero())
+            elif fin == FIN_CLIP:
+                v = vf8_min(vf8_max(v, lo), hi)
+            elif fin == FIN_VEC:
+                v = act_vec(v, g.act, g.alpha, g.beta)
+            if vec:
+                vf8_store(oj, v)
+                if fin == FIN_SCALAR:
+                    act_span(oj, oj, count, g.act, g.alpha, g.beta)
+            else:
+                vf8_store(rows + j * 8, v)
+                if fin == FIN_SCALAR:
+                    act_span(rows + j * 8, rows + j * 8, count, g.act, g.alpha, g.beta)
+                for u in range(count):
+                    oj[u] = rows[j * 8 + u]
 
     cdef void task(self, Py_ssize_t img, Py_ssize_t tile0, Py_ssize_t tile1, Py_ssize_t jp0,
                    Py_ssize_t jp1, float *xp) noexcept nogil:
         """Tiles [tile0, tile1) of image img, channel panels [jp0, jp1); xp: this thread's
         scratch."""
-        cdef float t[8 * TC]
+        cdef float t[128]
         cdef float rows[64]
         cdef const float *src
         cdef float *o = &self.out[img, 0, 0, 0]
         cdef const float *r = &self.residual[img, 0, 0, 0] if self.g.has_residual else NULL
-        cdef Py_ssize_t ti, jp, p_end = min(self.hw, tile1 * TP), hw = self.hw
-        vf8_zero_fill(t + TP * TC, (8 - TP) * TC)
+        cdef Py_ssize_t ti, jp, p_end = min(self.hw, tile1 * TP)
+        vf8_zero_fill(t + 96, 32)     # the rows past a tile's 6 (or 12) pixels
         if self.padded:
             self.pad_image(img, xp)
             src = xp
@@ -272,22 +337,38 @@ cdef class ConvTileStep(Step):
         if self.panel_outer:
             for jp in range(jp0, jp1):
                 for ti in range(tile0, tile1):
-                    self.tile(src, t, rows, o, r, ti, jp, p_end)
+                    self.tile(src, t, rows, o, r, ti, tile0, jp, p_end)
         else:
             for ti in range(tile0, tile1):
                 for jp in range(jp0, jp1):
-                    self.tile(src, t, rows, o, r, ti, jp, p_end)
+                    self.tile(src, t, rows, o, r, ti, tile0, jp, p_end)
 
     cdef inline void tile(self, const float *src, float *t, float *rows, float *o,
-                          const float *r, Py_ssize_t ti, Py_ssize_t jp,
+                          const float *r, Py_ssize_t ti, Py_ssize_t tile0, Py_ssize_t jp,
                           Py_ssize_t p_end) noexcept nogil:
-        """Tile ti of channel panel jp, computed and stored (task's buffers and pointers)."""
-        cdef Py_ssize_t p0 = ti * TP, hw = self.hw
-        cdef Py_ssize_t mr = min(TP, hw - p0)
+        """Tile ti of channel panel jp, computed and stored (the task's buffers and pointers;
+        the task's tiles start at tile0 and its pixels end at p_end). A panel of at most 8
+        channels goes 12 pixels at a time: tiles ti and ti + 1 when ti - tile0 is even."""
+        cdef Py_ssize_t p0 = ti * TP, hw = self.hw, nc = min(TC, self.g.c_out - jp * TC), mr
+        cdef float *oj = o + jp * TC * hw + p0
+        cdef const float *rj = r + jp * TC * hw + p0 if r != NULL else NULL
+        if nc <= 8:
+            if (ti - tile0) % 2:
+                return
+            mr = min(2 * TP, p_end - p0)
+            tile12x8(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
+                     &self.bias16[jp * TC], t)
+            self.store_block(t, 8, oj, rj, nc, min(8, mr), False, rows)
+            if mr > 8:
+                self.store_block(t + 64, 8, oj + 8, rj + 8 if rj != NULL else NULL, nc, mr - 8,
+                                 p0 + 16 <= p_end, rows)
+            return
+        mr = min(TP, hw - p0)
         tile6x16(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
                  &self.bias16[jp * TC], t)
-        self.store_rows(t, o + jp * TC * hw + p0, r + jp * TC * hw + p0 if r != NULL else NULL,
-                        min(TC, self.g.c_out - jp * TC), mr, p0 + 8 <= p_end, rows)
+        self.store_block(t, TC, oj, rj, 8, mr, p0 + 8 <= p_end, rows)
+        self.store_block(t + 8, TC, oj + 8 * hw, rj + 8 * hw if rj != NULL else NULL, nc - 8, mr,
+                         p0 + 8 <= p_end, rows)
 
     cdef void run(self) noexcept:
         cdef Py_ssize_t n = self.g.n, per_img, rp, cp, tasks, t, img, q, part, c

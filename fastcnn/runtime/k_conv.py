@@ -163,9 +163,12 @@ def _cost_tile(cp):
     n, c_out, h_out, w_out = cp["y4"]
     _, cig, k_h, k_w = cp["w4"]
     c_in, h_in, w_in = cp["x4"][1:]
+    k = cig * k_h * k_w
     tiles = n * _ceil(h_out * w_out, 6)
+    panels = c_out // 16 + (c_out % 16 > 8)     # full 6x16 tiles
+    half = c_out % 16 and c_out % 16 <= 8       # a last panel of <= 8 channels: 12x8 tiles
     padded = any(cp["pads"]) * n * c_in * (h_in + k_h) * (w_in + k_w)
-    return (tiles * _ceil(c_out, 16) * (cig * k_h * k_w * TILE_CYCLES_PER_K + TILE_CYCLES_PER_STORE)
+    return ((tiles * panels + _ceil(tiles, 2) * half) * (k * TILE_CYCLES_PER_K + TILE_CYCLES_PER_STORE)
             + padded * TILE_COPY_CYCLES_PER_FLOAT)
 
 

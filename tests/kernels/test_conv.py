@@ -175,6 +175,8 @@ def test_bit_identical_one_and_two_threads(algo):
     if algo == "vecdirect":
         cases = [Case(2, 64, 56, 60, 64, (3, 3), pads=(1, 1, 1, 1), group=64),
                  Case(2, 32, 90, 80, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=32)]
+    if algo == "tile":   # a last panel of 8 channels (12-pixel tiles), one image split
+        cases += [Case(1, 40, 23, 29, 24, (3, 3), pads=(1, 1, 1, 1))]
     if algo == "depthwise":
         cases = [Case(2, 64, 56, 60, 64, (3, 3), pads=(1, 1, 1, 1), group=64),
                  Case(2, 96, 28, 28, 96, (3, 3), (2, 2), (1, 1, 1, 1), group=96),
