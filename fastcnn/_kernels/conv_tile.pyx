@@ -133,28 +133,7 @@ cdef inline void tile12x8(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
     cdef vf8 c0 = b, c1 = b, c2 = b, c3 = b, c4 = b, c5 = b, c6 = b, c7 = b, c8 = b, c9 = b
     cdef vf8 c10 = b, c11 = b
     cdef const float *xs[12]
-    cdef const float *x0 = x + base[0]
     cdef Py_ssize_t k, o, u
-    if mr == 12 and base[11] - base[0] == 11:
-        # twelve consecutive inputs (stride 1, one output row): one pointer, so the loop needs
-        # no spilled registers
-        for k in range(K):
-            o = off[k]
-            b = vf8_load(wt)
-            c0 = vf8_fmadd(vf8_set1(x0[o]), b, c0)
-            c1 = vf8_fmadd(vf8_set1(x0[o + 1]), b, c1)
-            c2 = vf8_fmadd(vf8_set1(x0[o + 2]), b, c2)
-            c3 = vf8_fmadd(vf8_set1(x0[o + 3]), b, c3)
-            c4 = vf8_fmadd(vf8_set1(x0[o + 4]), b, c4)
-            c5 = vf8_fmadd(vf8_set1(x0[o + 5]), b, c5)
-            c6 = vf8_fmadd(vf8_set1(x0[o + 6]), b, c6)
-            c7 = vf8_fmadd(vf8_set1(x0[o + 7]), b, c7)
-            c8 = vf8_fmadd(vf8_set1(x0[o + 8]), b, c8)
-            c9 = vf8_fmadd(vf8_set1(x0[o + 9]), b, c9)
-            c10 = vf8_fmadd(vf8_set1(x0[o + 10]), b, c10)
-            c11 = vf8_fmadd(vf8_set1(x0[o + 11]), b, c11)
-            wt = wt + TC
-        K = 0
     for u in range(12):
         xs[u] = x + base[u if u < mr else mr - 1]
     for k in range(K):
