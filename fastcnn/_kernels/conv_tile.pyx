@@ -179,7 +179,8 @@ cdef class ConvTileStep(Step):
     cdef float[::1] work
     cdef ConvGeom g
     cdef Py_ssize_t K, panels, hp, wp, hw, tiles, slot_size, slots
-    cdef bint padded, panel_outer
+    cdef bint padded, panel_outer, blocked_out
+    cdef readonly bint stream
     cdef int fin
     cdef Py_ssize_t[::1] base
     cdef Py_ssize_t[::1] off
@@ -187,7 +188,8 @@ cdef class ConvTileStep(Step):
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, ::1] wt, bias, residual,
                  float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t k_h,
                  Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
-                 float[::1] work=None, Py_ssize_t slots=1):
+                 float[::1] work=None, Py_ssize_t slots=1, bint blocked_out=False,
+                 bint stream=False):
         cdef Py_ssize_t p, ci, kh, kw, c_out = out.shape[1]
         self.x, self.wt, self.out = x, wt, out
         self.g = make_geom(shape4(x), (c_out, x.shape[1], k_h, k_w), shape4(out), strides, pads,
@@ -196,6 +198,12 @@ cdef class ConvTileStep(Step):
         check_geom(self.g, x.shape[1])
         if out.shape[0] != x.shape[0]:
             raise ValueError("ConvTileStep: batch sizes differ")
+        if blocked_out and (c_out % 8 or residual is not None):
+            raise ValueError("ConvTileStep: a blocked output needs c_out % 8 == 0, no residual")
+        self.blocked_out = blocked_out
+        # non-temporal stores need 32-byte aligned vectors (arena tensors are 64-byte aligned)
+        self.stream = (stream and blocked_out and out.shape[0] > 0
+                       and (<size_t>&out[0, 0, 0, 0]) % 32 == 0)
         self.K = x.shape[1] * k_h * k_w
         self.panels = (c_out + TC - 1) // TC
         if wt.shape[0] != self.panels or wt.shape[1] != self.K or wt.shape[2] != TC:
@@ -254,6 +262,29 @@ cdef class ConvTileStep(Step):
                 xs = &self.x[img, ci, r, 0]
                 for c in range(g.w_in):
                     d[c] = xs[c]
+
+    cdef void store_blocked(self, const float *t, Py_ssize_t ldt, float *o,
+                            Py_ssize_t count) noexcept nogil:
+        """Blocked output: pixel u's 8 channels (t + u*ldt) with the activation to o + u*8, for
+        u < count (each pixel's channel block is one vector: no transpose)."""
+        cdef ConvGeom *g = &self.g
+        cdef Py_ssize_t u
+        cdef vf8 v, lo = vf8_set1(g.alpha), hi = vf8_set1(g.beta)
+        cdef int fin = self.fin
+        for u in range(count):
+            v = vf8_load(t + u * ldt)
+            if fin == FIN_RELU:
+                v = vf8_max(v, vf8_zero())
+            elif fin == FIN_CLIP:
+                v = vf8_min(vf8_max(v, lo), hi)
+            elif fin == FIN_VEC:
+                v = act_vec(v, g.act, g.alpha, g.beta)
+            if self.stream and fin != FIN_SCALAR:
+                vf8_stream(o + u * 8, v)
+            else:
+                vf8_store(o + u * 8, v)
+                if fin == FIN_SCALAR:
+                    act_span(o + u * 8, o + u * 8, 8, g.act, g.alpha, g.beta)
 
     cdef void store_block(self, const float *t, Py_ssize_t ldt, float *o, const float *r,
                           Py_ssize_t nc, Py_ssize_t count, bint wide,
@@ -321,6 +352,8 @@ cdef class ConvTileStep(Step):
             for ti in range(tile0, tile1):
                 for jp in range(jp0, jp1):
                     self.tile(src, t, rows, o, r, ti, tile0, jp, p_end)
+        if self.stream:
+            vf8_store_fence()
 
     cdef inline void tile(self, const float *src, float *t, float *rows, float *o,
                           const float *r, Py_ssize_t ti, Py_ssize_t tile0, Py_ssize_t jp,
@@ -337,6 +370,9 @@ cdef class ConvTileStep(Step):
             mr = min(2 * TP, p_end - p0)
             tile12x8(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
                      &self.bias16[jp * TC], t)
+            if self.blocked_out:
+                self.store_blocked(t, 8, o + (2 * jp * hw + p0) * 8, mr)
+                return
             self.store_block(t, 8, oj, rj, nc, min(8, mr), False, rows)
             if mr > 8:
                 self.store_block(t + 64, 8, oj + 8, rj + 8 if rj != NULL else NULL, nc, mr - 8,
@@ -345,6 +381,10 @@ cdef class ConvTileStep(Step):
         mr = min(TP, hw - p0)
         tile6x16(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
                  &self.bias16[jp * TC], t)
+        if self.blocked_out:
+            self.store_blocked(t, TC, o + (2 * jp * hw + p0) * 8, mr)
+            self.store_blocked(t + 8, TC, o + ((2 * jp + 1) * hw + p0) * 8, mr)
+            return
         self.store_block(t, TC, oj, rj, 8, mr, p0 + 8 <= p_end, rows)
         self.store_block(t + 8, TC, oj + 8 * hw, rj + 8 * hw if rj != NULL else NULL, nc - 8, mr,
                          p0 + 8 <= p_end, rows)

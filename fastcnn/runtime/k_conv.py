@@ -402,9 +402,27 @@ def _prepare_blocked(p, cp, kind, w4, bias):
 
 
 def _prepare_to_blocked(p, cp):
-    """Group-1 conv from an NCHW input to an NCHW8c output: conv_gemm.ConvGemmToBlockedStep."""
+    """Group-1 conv from an NCHW input to an NCHW8c output: conv_tile.ConvTileStep storing
+    blocked (each tile row is one pixel's channel blocks: no transpose), or
+    conv_gemm.ConvGemmToBlockedStep for reductions too long for the tiles."""
     n, c_out, h_out, w_out = cp["y4"]
     _, c_in, k_h, k_w = cp["w4"]
+    if _tile_applies(cp):
+        wt = p.cached("tile_panels", lambda: conv_tile.pack_tile_weights(p.const_f32(1).reshape(cp["w4"])))
+        bias = p.const_f32(2) if p.const(2) is not None else None
+        slots = scratch_slots(p)
+        size = slots * conv_tile.tile_scratch(cp["x4"], cp["w4"], cp["y4"], cp["strides"],
+                                              cp["pads"][:2], cp["dilations"])
+
+        def bind_tile(ins, outs, scratch):
+            return conv_tile.ConvTileStep(
+                ins[0].reshape(cp["x4"]), wt, bias, None, outs[0].reshape(cp["y4"]),
+                cp["strides"], cp["pads"][:2], cp["dilations"], k_h, k_w, cp["act"],
+                cp["alpha"], cp["beta"], scratch[:size] if size else None, slots, True,
+                _stream_output(cp))
+
+        return Prepared(bind_tile, scratch=size, flops=conv_flops(cp),
+                        notes={"algorithm": "tile_to_blocked"})
     wp = p.cached("to_blocked_panels",
                   lambda: conv_gemm.pack_blocked_out(p.const_f32(1).reshape(cp["w4"])))
     b16 = (p.cached("blocked_bias16", lambda: blocked.pad_bias16(p.const_f32(2), c_out))

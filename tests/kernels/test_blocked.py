@@ -304,6 +304,7 @@ TO_BLOCKED = [
     (1, 5, 24, 11, 40, (3, 2), (1, 3), (0, 2, 1, 1), (2, 1)),    # dilation, odd K = 30
     (1, 16, 8, 4, 4, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),      # K = 16, 16 pixels
     (1, 64, 40, 30, 30, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),   # K = 576: one-row bands
+    (3, 6, 8, 7, 5, (3, 3), (1, 1), (2, 2, 2, 2), (1, 1)),       # 8 channels: 12-pixel tiles
 ]
 
 
@@ -321,6 +322,49 @@ def test_conv_gemm_to_blocked(case, threads):
     step.num_threads = threads
     step()
     assert_close(from_blocked(out), np.maximum(conv2d(x, wt, b, s, p, d), 0))
+
+
+@pytest.mark.parametrize("case", TO_BLOCKED, ids=lambda c: f"{c[:5]}_k{c[5]}_s{c[6]}")
+@pytest.mark.parametrize("act,alpha,beta", [("Clip", 0.0, 6.0), ("LeakyRelu", 0.1, 0.0),
+                                            ("Sigmoid", 0.0, 0.0)])
+def test_conv_tile_to_blocked(case, act, alpha, beta, threads):
+    """ConvTileStep storing NCHW8c (the planner's NCHW -> blocked conv): each pixel's channel
+    block straight from the tile; streamed stores give the same bits, and fall back when the
+    output is not 32-byte aligned."""
+    from fastcnn._kernels import conv_tile
+    n, c_in, c_out, h, w, k, s, p, d = case
+    x, wt, b = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, *k), rand(RNG, c_out)
+    ho, wo = out_size(h, k[0], s[0], p[0], p[2], d[0]), out_size(w, k[1], s[1], p[1], p[3], d[1])
+    slots = max(1, threads)
+    size = conv_tile.tile_scratch(x.shape, wt.shape, (n, c_out, ho, wo), s, p[:2], d)
+    outs = []
+    for stream, offset in ((False, 0), (True, 0), (True, 1)):
+        out = aligned_nan(n * c_out * ho * wo, offset)
+        step = conv_tile.ConvTileStep(
+            x, conv_tile.pack_tile_weights(wt), b, None, out.reshape(n, c_out, ho, wo), s, p[:2],
+            d, k[0], k[1], ACT_CODES[act], alpha, beta,
+            np.zeros(size * slots, np.float32) if size else None, slots, True, stream)
+        assert step.stream == (stream and offset == 0)
+        step.num_threads = threads
+        step()
+        outs.append(out.reshape(n, c_out, ho, wo))
+    assert np.array_equal(outs[0], outs[1], equal_nan=True)
+    assert np.array_equal(outs[0], outs[2], equal_nan=True)
+    assert_close(from_blocked(outs[0]), apply(act, conv2d(x, wt, b, s, p, d), alpha, beta))
+
+
+def test_conv_tile_to_blocked_refuses_what_it_cannot_store():
+    from fastcnn._kernels import conv_tile
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    wt = conv_tile.pack_tile_weights(np.zeros((12, 3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="blocked"):   # 12 channels: no whole blocks
+        conv_tile.ConvTileStep(x, wt, None, None, np.zeros((1, 12, 6, 6), np.float32), (1, 1),
+                               (0, 0), (1, 1), 3, 3, 0, 0.0, 0.0, None, 1, True)
+    wt = conv_tile.pack_tile_weights(np.zeros((16, 3, 3, 3), np.float32))
+    out = np.zeros((1, 16, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="blocked"):   # a residual
+        conv_tile.ConvTileStep(x, wt, None, out.copy(), out, (1, 1), (0, 0), (1, 1), 3, 3, 0, 0.0,
+                               0.0, None, 1, True)
 
 
 # ----------------------------------------------------------------------------- through the planner
@@ -372,6 +416,22 @@ def _nchw_reference(nodes, consts, x, outputs):
         return plain.run(None, {"x": x})
     finally:
         plan_module.BLOCKED_LAYOUTS = True
+
+
+@pytest.mark.parametrize("c_in,step", [(3, "ConvTileStep"), (520, "ConvGemmToBlockedStep")])
+def test_nchw_to_blocked_conv_kernels(c_in, step):
+    """An NCHW input conv with a blocked output runs the tiled kernel (storing NCHW8c), or the
+    GEMM into the blocked layout when K = c_in*9 passes the tiles' limit (4608)."""
+    rng = np.random.default_rng(8)
+    consts = {"w": rand(rng, 16, c_in, 3, 3) * np.float32(0.1), "b": rand(rng, 16),
+              "w2": rand(rng, 16, 16, 1, 1), "b2": rand(rng, 16)}
+    nodes = [("Conv", ["x", "w", "b"], ["s"], dict(pads=[1, 1, 1, 1], activation="Relu")),
+             ("Conv", ["s", "w2", "b2"], ["p"], {}), ("GlobalAveragePool", ["p"], ["y"], {})]
+    x = rand(RNG, 1, c_in, 6, 7)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts)
+    plan = model.plan_for()
+    assert "s" in plan.blocked and type(plan.steps[0]).__name__ == step
+    assert_close(model.run(None, {"x": x})[0], _nchw_reference(nodes, consts, x, ["y"])[0])
 
 
 def test_tensor_read_by_an_nchw_op_stays_nchw():
