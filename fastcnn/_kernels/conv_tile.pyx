@@ -252,16 +252,24 @@ cdef class ConvTileStep(Step):
     cdef void pad_image(self, Py_ssize_t img, float *xp) noexcept nogil:
         """xp (c_in, hp, wp) = image img of x at (pad_top, pad_left), zeros around it."""
         cdef ConvGeom *g = &self.g
-        cdef Py_ssize_t ci, r, c
+        cdef Py_ssize_t ci, r, c, wp = self.wp, right = wp - g.pad_left - g.w_in
         cdef float *d
         cdef const float *xs
-        vf8_zero_fill(xp, g.c_in * self.hp * self.wp)
         for ci in range(g.c_in):
+            # only the padding is zeroed: the image rows overwrite the rest
+            d = xp + ci * self.hp * wp
+            vf8_zero_fill(d, g.pad_top * wp)
+            vf8_zero_fill(d + (g.pad_top + g.h_in) * wp, (self.hp - g.pad_top - g.h_in) * wp)
             for r in range(g.h_in):
-                d = xp + (ci * self.hp + g.pad_top + r) * self.wp + g.pad_left
+                d = xp + (ci * self.hp + g.pad_top + r) * wp
                 xs = &self.x[img, ci, r, 0]
+                for c in range(g.pad_left):
+                    d[c] = 0.0
+                d = d + g.pad_left
                 for c in range(g.w_in):
                     d[c] = xs[c]
+                for c in range(g.w_in, g.w_in + right):
+                    d[c] = 0.0
 
     cdef void store_blocked(self, const float *t, Py_ssize_t ldt, float *o,
                             Py_ssize_t count) noexcept nogil:
@@ -427,11 +435,12 @@ cdef class ConvTileStep(Step):
 def conv2d_tile(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), act=0,
                 alpha=0.0, beta=0.0, residual=None, num_threads=1):
     """Tiled direct NCHW convolution (group 1) into `out` (tests and bench); arguments as
-    conv2d_direct."""
+    conv2d_direct. The scratch starts as NaN: in a plan it holds other steps' data, and the
+    padded copy must write every float it reads."""
     slots = max(1, num_threads)
     size = tile_scratch(x.shape, w.shape, out.shape, strides, pads, dilations)
     s = ConvTileStep(x, pack_tile_weights(w), bias, residual, out, strides, pads, dilations,
                      w.shape[2], w.shape[3], act, alpha, beta,
-                     np.zeros(size * slots, np.float32) if size else None, slots)
+                     np.full(size * slots, np.nan, np.float32) if size else None, slots)
     s.num_threads = num_threads
     s()

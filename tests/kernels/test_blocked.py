@@ -343,7 +343,7 @@ def test_conv_tile_to_blocked(case, act, alpha, beta, threads):
         step = conv_tile.ConvTileStep(
             x, conv_tile.pack_tile_weights(wt), b, None, out.reshape(n, c_out, ho, wo), s, p[:2],
             d, k[0], k[1], ACT_CODES[act], alpha, beta,
-            np.zeros(size * slots, np.float32) if size else None, slots, True, stream)
+            np.full(size * slots, np.nan, np.float32) if size else None, slots, True, stream)
         assert step.stream == (stream and offset == 0)
         step.num_threads = threads
         step()
