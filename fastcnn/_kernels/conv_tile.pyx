@@ -1,7 +1,8 @@
 """Direct convolution in register tiles of 6 output pixels x 16 output channels that read the
-input in place (an implicit im2col), NCHW in and out, group 1. For layers with a short
-reduction K = c_in*k_h*k_w (LeNet's 6->16 5x5, the 3-channel first conv of small CNNs), where
-packing the GEMM conv's im2col panels costs as much as its multiply-adds.
+input in place (an implicit im2col), NCHW input, group 1, output NCHW or NCHW8c ("blocked").
+The cost model picks it where packing the GEMM conv's im2col panels costs about as much as its
+multiply-adds: short reductions K = c_in*k_h*k_w (LeNet's 6->16 5x5, the 3-channel stems) and
+strided convs (ResNet-18's stride-2 3x3 and 1x1 convs), up to K = 4608.
 
     x_pad:  the image zero-padded to (c_in, hp, wp) (x itself when no padding is read)
     base[p] = (oh*stride_h)*wp + ow*stride_w          output pixel p = oh*w_out + ow
@@ -11,14 +12,18 @@ packing the GEMM conv's im2col panels costs as much as its multiply-adds.
 
 Each K step is two weight loads, six broadcasts of input values and twelve FMAs, as in the GEMM
 micro-kernel. A last panel of at most 8 channels (LeNet's 6, a 24-channel layer's second panel)
-runs 12-pixel x 8-channel tiles instead: one weight load, twelve broadcasts, twelve FMAs. The tile is then transposed 8x8 per half, so that each row holds consecutive
-pixels of one output plane, and the residual, the activation and the store run on those rows as
-vectors: 8 floats at a time when the 2 past the tile belong to this task's next tile (which
-rewrites them), else only the tile's own pixels.
+runs 12-pixel x 8-channel tiles instead: one weight load, twelve broadcasts, twelve FMAs.
 
-Tasks are (image, contiguous range of tiles); a task first copies its image zero-padded into the
-thread's scratch when the layer reads padding. Every output sums its terms in one order: results
-are bit-identical for any thread count.
+NCHW output: the tile is transposed 8x8 per half, so that each row holds consecutive pixels of
+one output plane, and the residual, the activation and the store run on those rows as vectors:
+8 floats at a time when the ones past the tile belong to this task's next tile (which rewrites
+them), else only the tile's own pixels. Blocked output: each tile row is one pixel's channel
+block, stored as it is (streamed for large outputs); no residual.
+
+Tasks are (image, contiguous range of tiles, range of channel panels); a task first copies its
+image zero-padded into the thread's scratch when the layer reads padding. Weights of more than
+PANEL_OUTER_BYTES are walked one panel at a time over the task's tiles, so the panel stays in
+L2. Every output sums its terms in one order: results are bit-identical for any thread count.
 """
 from cython.parallel cimport prange, threadid
 
@@ -38,8 +43,8 @@ cdef enum:
     TC = 16             # output channels per tile (two vectors)
     TASKS_PER_THREAD = 2   # with few images, tasks per thread (balance against overhead)
     MIN_RANGE_TILES = 8    # tiles in a task's range at least, when one image is split
-    PANEL_OUTER_BYTES = 131072
-    FIN_NONE = 0        # how store_rows finishes a row (from the activation, once per step)
+    PANEL_OUTER_BYTES = 131072   # weights beyond this: panel-outer loop
+    FIN_NONE = 0        # how a stored row is finished (from the activation, once per step)
     FIN_RELU = 1
     FIN_CLIP = 2
     FIN_VEC = 3         # act_vec
@@ -169,8 +174,10 @@ cdef inline void tile12x8(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
 cdef class ConvTileStep(Step):
     """Direct group-1 conv in 6x16 register tiles (module docstring). x (n, c_in, h_in, w_in);
     wt: `pack_tile_weights(w)` (ceil(c_out/16), K, 16); bias (c_out,) or None; residual like out
-    or None; out (n, c_out, h_out, w_out); work: at least slots * `tile_scratch(...)` floats
-    (None when that is 0)."""
+    or None; out (n, c_out, h_out, w_out), NCHW, or NCHW8c when blocked_out (c_out % 8 == 0,
+    no residual); work: at least slots * `tile_scratch(...)` floats (None when that is 0).
+    stream: non-temporal stores for a blocked output (ignored unless out is 32-byte aligned;
+    the `stream` attribute tells whether it is on)."""
     cdef const float[:, :, :, ::1] x
     cdef const float[:, :, ::1] wt
     cdef float[::1] bias16

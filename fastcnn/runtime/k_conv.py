@@ -24,8 +24,9 @@ the residual input (input 4) and the activation.
 Blocked layouts (runtime/blocking.py, fastcnn/_kernels/blocked.pyx): `conv_layouts` lets a 2-D
 conv give an NCHW8c output when it reads an NCHW8c input as a pointwise (1x1 stride-1) or
 depthwise conv (`blocked_pointwise`, `blocked_depthwise`), or when it reads an NCHW input and
-has no residual (any algorithm above into scratch, then a reorder). The residual input always
-has the output's layout.
+has no residual: group 1 stores NCHW8c directly (`tile_to_blocked`, or `gemm_to_blocked` for
+K > TILE_MAX_K), other groups run any algorithm above into scratch, then a reorder. The residual
+input always has the output's layout.
 """
 from __future__ import annotations
 
