@@ -118,7 +118,8 @@ def fastcnn_model(path, threads, algorithm=None):
 
 
 STEP_ALGORITHM = {"ConvDirectStep": "direct", "ConvGemmStep": "gemm",
-                  "ConvVecStep": "vecdirect", "PackedDenseStep": "packed gemm",
+                  "ConvVecStep": "vecdirect", "ConvTileStep": "tile",
+                  "ConvDepthwiseStep": "depthwise", "PackedDenseStep": "packed gemm",
                   "DenseStep": "row gemm"}
 
 
