@@ -197,7 +197,7 @@ cdef class ConvTileStep(Step):
                  Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
                  float[::1] work=None, Py_ssize_t slots=1, bint blocked_out=False,
                  bint stream=False):
-        cdef Py_ssize_t p, ci, kh, kw, c_out = out.shape[1]
+        cdef Py_ssize_t c_out = out.shape[1]
         self.x, self.wt, self.out = x, wt, out
         self.g = make_geom(shape4(x), (c_out, x.shape[1], k_h, k_w), shape4(out), strides, pads,
                            dilations, 1, act, alpha, beta, bias is not None,
@@ -241,12 +241,11 @@ cdef class ConvTileStep(Step):
         self.padded = self.hp != self.g.h_in or self.wp != self.g.w_in
         self.hw = self.g.h_out * self.g.w_out
         self.tiles = (self.hw + TP - 1) // TP
-        self.base = np.array([(p // self.g.w_out) * self.g.stride_h * self.wp
-                              + (p % self.g.w_out) * self.g.stride_w
-                              for p in range(self.hw)], np.intp)
-        self.off = np.array([(ci * self.hp + kh * self.g.dil_h) * self.wp + kw * self.g.dil_w
-                             for ci in range(self.g.c_in) for kh in range(k_h)
-                             for kw in range(k_w)], np.intp)
+        pix = np.arange(self.hw, dtype=np.intp)
+        self.base = (pix // self.g.w_out) * (self.g.stride_h * self.wp) + (pix % self.g.w_out) * self.g.stride_w
+        ci_, kh_, kw_ = np.meshgrid(np.arange(self.g.c_in, dtype=np.intp), np.arange(k_h, dtype=np.intp),
+                                    np.arange(k_w, dtype=np.intp), indexing="ij")
+        self.off = ((ci_ * self.hp + kh_ * self.g.dil_h) * self.wp + kw_ * self.g.dil_w).reshape(-1)
         self.slot_size = whole_lines(self.g.c_in * self.hp * self.wp) if self.padded else 0
         if slots < 1:
             raise ValueError("ConvTileStep: slots must be >= 1")
