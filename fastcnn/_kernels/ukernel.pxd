@@ -15,8 +15,9 @@
 # The order of the additions never depends on the thread count, so results are bit-identical
 # however the callers split the work, as long as they split at tile boundaries.
 from fastcnn._kernels.simd cimport *
+from fastcnn._kernels.simd_math cimport vf8_sigmoid
 from fastcnn._kernels.act cimport (apply_act, act_span, leaky_f, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP,
-                                  ACT_LEAKY, ACT_HARDSIGMOID, ACT_HARDSWISH)
+                                  ACT_LEAKY, ACT_HARDSIGMOID, ACT_HARDSWISH, ACT_SIGMOID, ACT_SWISH)
 
 cdef enum:
     MR = 6
@@ -55,8 +56,8 @@ cdef struct Epilogue:
 cdef inline bint act_is_vector(int act, float alpha, float beta) noexcept nogil:
     """True when `act` is applied on vectors by `act_vec` (same results as apply_act)."""
     return (act == ACT_NONE or act == ACT_IDENTITY or act == ACT_RELU or act == ACT_LEAKY
-            or act == ACT_HARDSIGMOID or act == ACT_HARDSWISH
-            or (act == ACT_CLIP and alpha <= beta))
+            or act == ACT_HARDSIGMOID or act == ACT_HARDSWISH or act == ACT_SIGMOID
+            or act == ACT_SWISH or (act == ACT_CLIP and alpha <= beta))
 
 
 cdef inline float act_scalar(float v, int act, float alpha, float beta) noexcept nogil:
@@ -92,6 +93,10 @@ cdef inline vf8 act_vec(vf8 v, int act, float alpha, float beta) noexcept nogil:
         return hardsigmoid_vec(v, alpha, beta)
     if act == ACT_HARDSWISH:
         return vf8_mul(v, hardsigmoid_vec(v, <float>(1.0 / 6.0), <float>0.5))
+    if act == ACT_SIGMOID:
+        return vf8_sigmoid(v)
+    if act == ACT_SWISH:
+        return vf8_mul(v, vf8_sigmoid(vf8_mul(vf8_set1(alpha), v)))
     return v
 
 
