@@ -20,9 +20,9 @@ from cython.parallel cimport prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
-from fastcnn._kernels.act cimport act_span, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP
 from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
-                                       ukernel_12x8_blk, act_is_vector, act_vec)
+                                       ukernel_12x8_blk, FIN_NONE, FIN_CLIP, finish_kind, put8,
+                                       finish8)
 
 import numpy as np
 
@@ -38,8 +38,6 @@ cdef enum:
     # threads: 8-11% faster in that state, the same otherwise). Below it, dynamic scheduling
     # over bands and channel panels keeps the threads balanced.
     LOCAL_BANDS_PER_THREAD = 4
-
-
 
 
 cdef inline Py_ssize_t pixel_bands(Py_ssize_t hw) noexcept nogil:
@@ -296,40 +294,6 @@ def pad_bias16(bias, Py_ssize_t c_out):
 
 
 # ----------------------------------------------------------------------------- depthwise
-cdef enum:
-    FIN_NONE = 0     # store as is
-    FIN_RELU = 1
-    FIN_CLIP = 2     # min(max(v, lo), hi)
-    FIN_SCALAR = 3   # apply_act one float at a time after the store
-    FIN_VEC = 4      # act_vec (LeakyRelu, HardSigmoid, HardSwish)
-
-
-cdef inline void put8(float *o, vf8 v, bint stream) noexcept nogil:
-    """o[0:8] = v; stream: a non-temporal store (o 32-byte aligned)."""
-    if stream:
-        vf8_stream(o, v)
-    else:
-        vf8_store(o, v)
-
-
-cdef inline void finish8(vf8 v, float *o, const float *r, int fin, vf8 lo, vf8 hi, int act,
-                         float alpha, float beta, bint stream) noexcept nogil:
-    """o[0:8] = act(v + r[0:8]) (r may be NULL); lo/hi: the clip bounds as vectors; stream: see
-    put8 (not with FIN_SCALAR, which reads o back)."""
-    cdef Py_ssize_t i
-    if r != NULL:
-        v = vf8_add(v, vf8_load(r))
-    if fin == FIN_RELU:
-        v = vf8_max(v, vf8_zero())
-    elif fin == FIN_CLIP:
-        v = vf8_min(vf8_max(v, lo), hi)
-    elif fin == FIN_VEC:
-        v = act_vec(v, act, alpha, beta)
-    put8(o, v, stream and fin != FIN_SCALAR)
-    if fin == FIN_SCALAR:
-        act_span(o, o, 8, act, alpha, beta)
-
-
 cdef inline void taps3(const float *xr, const float *w, Py_ssize_t step8, vf8 *acc) noexcept nogil:
     """acc[u] += sum_kw xr[u*step8 + kw*8] * w[kw*8] for kw = 0, 1, 2 in order (one filter row
     of a 3-wide, dilation-1 kernel for DW_PIXELS pixels)."""
@@ -398,18 +362,6 @@ cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
                 finish8(acc[u], orow + (g0 + u) * 8, rrow + (g0 + u) * 8 if rrow != NULL else NULL,
                         fin, lo, hi, act, alpha, beta, stream)
         g0 = g0 + DW_PIXELS
-
-
-cdef inline int finish_kind(int act, float alpha, float beta) noexcept nogil:
-    if not act_is_vector(act, alpha, beta):
-        return FIN_SCALAR
-    if act == ACT_RELU:
-        return FIN_RELU
-    if act == ACT_CLIP:
-        return FIN_CLIP
-    if act == ACT_NONE or act == ACT_IDENTITY:
-        return FIN_NONE
-    return FIN_VEC
 
 
 cdef class DepthwiseBlockedStep(Step):

@@ -30,8 +30,9 @@ from cython.parallel cimport prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
-from fastcnn._kernels.act cimport act_span, ACT_NONE, ACT_IDENTITY, ACT_RELU, ACT_CLIP
-from fastcnn._kernels.ukernel cimport team, whole_lines, act_is_vector, act_vec
+from fastcnn._kernels.act cimport act_span
+from fastcnn._kernels.ukernel cimport (team, whole_lines, FIN_SCALAR, finish_kind, finish_vec,
+                                       finish8)
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -44,11 +45,6 @@ cdef enum:
     TASKS_PER_THREAD = 2   # with few images, tasks per thread (balance against overhead)
     MIN_RANGE_TILES = 8    # tiles in a task's range at least, when one image is split
     PANEL_OUTER_BYTES = 131072   # weights beyond this: panel-outer loop
-    FIN_NONE = 0        # how a stored row is finished (from the activation, once per step)
-    FIN_RELU = 1
-    FIN_CLIP = 2
-    FIN_VEC = 3         # act_vec
-    FIN_SCALAR = 4      # act_span after the store
 
 
 def pack_tile_weights(w):
@@ -228,16 +224,7 @@ cdef class ConvTileStep(Step):
         # weights beyond a quarter of L2 would be read again from L3 for every tile: go panel
         # by panel instead (one panel stays in L2 while the task's tiles pass over it)
         self.panel_outer = self.K * self.panels * TC * 4 > PANEL_OUTER_BYTES
-        if not act_is_vector(act, alpha, beta):
-            self.fin = FIN_SCALAR
-        elif act == ACT_RELU:
-            self.fin = FIN_RELU
-        elif act == ACT_CLIP:
-            self.fin = FIN_CLIP
-        elif act == ACT_NONE or act == ACT_IDENTITY:
-            self.fin = FIN_NONE
-        else:
-            self.fin = FIN_VEC
+        self.fin = finish_kind(act, alpha, beta)
         self.padded = self.hp != self.g.h_in or self.wp != self.g.w_in
         self.hw = self.g.h_out * self.g.w_out
         self.tiles = (self.hw + TP - 1) // TP
@@ -283,22 +270,10 @@ cdef class ConvTileStep(Step):
         u < count (each pixel's channel block is one vector: no transpose)."""
         cdef ConvGeom *g = &self.g
         cdef Py_ssize_t u
-        cdef vf8 v, lo = vf8_set1(g.alpha), hi = vf8_set1(g.beta)
-        cdef int fin = self.fin
+        cdef vf8 lo = vf8_set1(g.alpha), hi = vf8_set1(g.beta)
         for u in range(count):
-            v = vf8_load(t + u * ldt)
-            if fin == FIN_RELU:
-                v = vf8_max(v, vf8_zero())
-            elif fin == FIN_CLIP:
-                v = vf8_min(vf8_max(v, lo), hi)
-            elif fin == FIN_VEC:
-                v = act_vec(v, g.act, g.alpha, g.beta)
-            if self.stream and fin != FIN_SCALAR:
-                vf8_stream(o + u * 8, v)
-            else:
-                vf8_store(o + u * 8, v)
-                if fin == FIN_SCALAR:
-                    act_span(o + u * 8, o + u * 8, 8, g.act, g.alpha, g.beta)
+            finish8(vf8_load(t + u * ldt), o + u * 8, NULL, self.fin, lo, hi, g.act, g.alpha,
+                    g.beta, self.stream)
 
     cdef void store_block(self, const float *t, Py_ssize_t ldt, float *o, const float *r,
                           Py_ssize_t nc, Py_ssize_t count, bint wide,
@@ -325,12 +300,7 @@ cdef class ConvTileStep(Step):
                     for u in range(count):
                         rows[j * 8 + u] = rows[j * 8 + u] + r[j * hw + u]
                     v = vf8_load(rows + j * 8)
-            if fin == FIN_RELU:
-                v = vf8_max(v, vf8_zero())
-            elif fin == FIN_CLIP:
-                v = vf8_min(vf8_max(v, lo), hi)
-            elif fin == FIN_VEC:
-                v = act_vec(v, g.act, g.alpha, g.beta)
+            v = finish_vec(v, fin, lo, hi, g.act, g.alpha, g.beta)
             if vec:
                 vf8_store(oj, v)
                 if fin == FIN_SCALAR:

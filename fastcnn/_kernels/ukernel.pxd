@@ -10,8 +10,8 @@
 #
 # The epilogue of the last K block is fused into the store:
 #   C = act(acc [+ C] + bias_row[i] + bias_col[j] + addend[i, j])
-# ReLU, Clip, LeakyRelu, HardSigmoid, HardSwish and none are applied on vectors (act_vec); other
-# activations by `apply_act` on the stored tile.
+# ReLU, Clip, LeakyRelu, HardSigmoid, HardSwish, Sigmoid, Swish and none are applied on vectors
+# (act_vec); other activations by `act_span` on the stored tile.
 # The order of the additions never depends on the thread count, so results are bit-identical
 # however the callers split the work, as long as they split at tile boundaries.
 from fastcnn._kernels.simd cimport *
@@ -98,6 +98,60 @@ cdef inline vf8 act_vec(vf8 v, int act, float alpha, float beta) noexcept nogil:
     if act == ACT_SWISH:
         return vf8_mul(v, vf8_sigmoid(vf8_mul(vf8_set1(alpha), v)))
     return v
+
+
+# How a direct kernel finishes a stored vector, chosen once per step by finish_kind: the common
+# activations inline, the other vector ones through act_vec, the rest by act_span after the store.
+cdef enum:
+    FIN_NONE = 0     # store as is
+    FIN_RELU = 1
+    FIN_CLIP = 2     # min(max(v, lo), hi)
+    FIN_SCALAR = 3   # act_span on the stored floats
+    FIN_VEC = 4      # act_vec (LeakyRelu, HardSigmoid, HardSwish, Sigmoid, Swish)
+
+
+cdef inline int finish_kind(int act, float alpha, float beta) noexcept nogil:
+    if not act_is_vector(act, alpha, beta):
+        return FIN_SCALAR
+    if act == ACT_RELU:
+        return FIN_RELU
+    if act == ACT_CLIP:
+        return FIN_CLIP
+    if act == ACT_NONE or act == ACT_IDENTITY:
+        return FIN_NONE
+    return FIN_VEC
+
+
+cdef inline vf8 finish_vec(vf8 v, int fin, vf8 lo, vf8 hi, int act, float alpha,
+                           float beta) noexcept nogil:
+    """The vector part of a finish: v after ReLU, Clip (bounds lo/hi as vectors) or act_vec;
+    unchanged for FIN_NONE and FIN_SCALAR."""
+    if fin == FIN_RELU:
+        return vf8_max(v, vf8_zero())
+    if fin == FIN_CLIP:
+        return vf8_min(vf8_max(v, lo), hi)
+    if fin == FIN_VEC:
+        return act_vec(v, act, alpha, beta)
+    return v
+
+
+cdef inline void put8(float *o, vf8 v, bint stream) noexcept nogil:
+    """o[0:8] = v; stream: a non-temporal store (o 32-byte aligned)."""
+    if stream:
+        vf8_stream(o, v)
+    else:
+        vf8_store(o, v)
+
+
+cdef inline void finish8(vf8 v, float *o, const float *r, int fin, vf8 lo, vf8 hi, int act,
+                         float alpha, float beta, bint stream) noexcept nogil:
+    """o[0:8] = act(v + r[0:8]) (r may be NULL); lo/hi: the clip bounds as vectors; stream: see
+    put8 (not with FIN_SCALAR, which reads o back)."""
+    if r != NULL:
+        v = vf8_add(v, vf8_load(r))
+    put8(o, finish_vec(v, fin, lo, hi, act, alpha, beta), stream and fin != FIN_SCALAR)
+    if fin == FIN_SCALAR:
+        act_span(o, o, 8, act, alpha, beta)
 
 
 cdef inline void store_row16(float *c, vf8 v0, vf8 v1, bint accumulate, const Epilogue *epi,
