@@ -37,6 +37,7 @@ from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
 
+from fastcnn._kernels.blocked import pad_bias16
 from fastcnn._kernels.gemm import pack_bt_panels
 
 cdef enum:
@@ -211,12 +212,9 @@ cdef class ConvTileStep(Step):
         self.panels = (c_out + TC - 1) // TC
         if wt.shape[0] != self.panels or wt.shape[1] != self.K or wt.shape[2] != TC:
             raise ValueError("ConvTileStep: packed weights do not fit")
-        bias16 = np.zeros(self.panels * TC, np.float32)
-        if bias is not None:
-            if len(bias) != c_out:
-                raise ValueError("ConvTileStep: bias size")
-            bias16[:c_out] = bias
-        self.bias16 = bias16
+        if bias is not None and len(bias) != c_out:
+            raise ValueError("ConvTileStep: bias size")
+        self.bias16 = pad_bias16(bias, c_out)
         self.residual = residual if residual is not None else np.zeros((1, 1, 1, 1), np.float32)
         if self.g.has_residual and shape4(self.residual) != shape4(out):
             raise ValueError("ConvTileStep: residual shape")

@@ -7,8 +7,8 @@ Algorithms (kernels in fastcnn/_kernels/):
                                 small single-threaded layers build their whole im2col matrix once
     vecdirect   conv_vec.pyx    direct, vectorised along output rows: depthwise layers with a channel
                                 multiplier and layers with few output channels (LeNet sizes)
-    tile        conv_tile.pyx   direct, 8-pixel x 8-channel register tiles reading the input in
-                                place: group-1 layers with a short reduction (no im2col to pack)
+    tile        conv_tile.pyx   direct, 6-pixel x 16-channel register tiles reading the input in
+                                place (no im2col to pack): group 1, K = c_in*k_h*k_w <= 4608
     depthwise   conv_dw.pyx     one filter per channel: padded plane, 8 output vectors per pass
     winograd2   winograd.pyx    F(2x2, 3x3): 3x3, stride 1, dilation 1, group 1
     winograd4   winograd.pyx    F(4x4, 3x3): same conditions, 2.25x fewer multiplies than F(2,3)
@@ -271,17 +271,20 @@ def _bind_vecdirect(p, cp, w4, bias):
     return bind, size
 
 
-def _bind_tile(p, cp, w4, bias):
+def _bind_tile(p, cp, w4, bias, blocked_out=False):
+    """The tile kernel into an NCHW output, or (blocked_out) into an NCHW8c one."""
     wt = p.cached("tile_panels", lambda: conv_tile.pack_tile_weights(w4()))
     slots = scratch_slots(p)
     size = slots * conv_tile.tile_scratch(cp["x4"], cp["w4"], cp["y4"], cp["strides"],
                                           cp["pads"][:2], cp["dilations"])
     k_h, k_w = cp["kernel"]
+    stream = blocked_out and _stream_output(cp)
 
     def bind(x, y, res, scratch):
         return conv_tile.ConvTileStep(x, wt, bias, res, y, cp["strides"], cp["pads"][:2],
                                       cp["dilations"], k_h, k_w, cp["act"], cp["alpha"],
-                                      cp["beta"], scratch[:size] if size else None, slots)
+                                      cp["beta"], scratch[:size] if size else None, slots,
+                                      blocked_out, stream)
     return bind, size
 
 
@@ -409,20 +412,12 @@ def _prepare_to_blocked(p, cp):
     n, c_out, h_out, w_out = cp["y4"]
     _, c_in, k_h, k_w = cp["w4"]
     if _tile_applies(cp):
-        wt = p.cached("tile_panels", lambda: conv_tile.pack_tile_weights(p.const_f32(1).reshape(cp["w4"])))
-        bias = p.const_f32(2) if p.const(2) is not None else None
-        slots = scratch_slots(p)
-        size = slots * conv_tile.tile_scratch(cp["x4"], cp["w4"], cp["y4"], cp["strides"],
-                                              cp["pads"][:2], cp["dilations"])
+        bind_tile, size = _bind_tile(p, cp, *_weights(p, cp), blocked_out=True)
 
-        def bind_tile(ins, outs, scratch):
-            return conv_tile.ConvTileStep(
-                ins[0].reshape(cp["x4"]), wt, bias, None, outs[0].reshape(cp["y4"]),
-                cp["strides"], cp["pads"][:2], cp["dilations"], k_h, k_w, cp["act"],
-                cp["alpha"], cp["beta"], scratch[:size] if size else None, slots, True,
-                _stream_output(cp))
+        def bind(ins, outs, scratch):
+            return bind_tile(ins[0].reshape(cp["x4"]), outs[0].reshape(cp["y4"]), None, scratch)
 
-        return Prepared(bind_tile, scratch=size, flops=conv_flops(cp),
+        return Prepared(bind, scratch=size, flops=conv_flops(cp),
                         notes={"algorithm": "tile_to_blocked"})
     wp = p.cached("to_blocked_panels",
                   lambda: conv_gemm.pack_blocked_out(p.const_f32(1).reshape(cp["w4"])))
@@ -440,21 +435,24 @@ def _prepare_to_blocked(p, cp):
     return Prepared(bind, scratch=size, flops=conv_flops(cp), notes={"algorithm": "gemm_to_blocked"})
 
 
+def _weights(p, cp):
+    """(w4, bias): a function giving the weights as a contiguous (c_out, c_in/group, k_h, k_w)
+    array (made once per model, on first use), and the bias (c_out,) or None."""
+    def w4():
+        return p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
+    bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
+    return w4, bias
+
+
 def prepare_conv(p):
     cp = conv_params(p)
     if p.blocked_in(0):
         kind = _blocked_kind(cp["x4"], cp["w4"], cp["y4"], p.attrs)
-        w4 = lambda: p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
-        bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
-        return _prepare_blocked(p, cp, kind, w4, bias)
+        return _prepare_blocked(p, cp, kind, *_weights(p, cp))
     if p.blocked_out(0) and cp["group"] == 1:
         return _prepare_to_blocked(p, cp)
     algorithm = choose_algorithm(cp)
-
-    def w4():
-        return p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
-
-    bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
+    w4, bias = _weights(p, cp)
     has_res = len(p.node.inputs) > 3 and bool(p.node.inputs[3])
     bind_algo, scratch = BINDERS[algorithm](p, cp, w4, bias)
     if p.blocked_out(0):
