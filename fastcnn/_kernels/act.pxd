@@ -212,19 +212,14 @@ cdef inline float apply_act(float v, int kind, float alpha, float beta) noexcept
     return v
 
 
-cdef inline void act_span(const float *x, float *out, Py_ssize_t n, int kind, float alpha,
-                          float beta) noexcept nogil:
-    """out[i] = apply_act(out[i]) for i < n (x may equal out). The common activations get a loop
-    each calling their own small inline function, so there is no per-element dispatch and the
-    loop vectorises (sigmoid, swish, tanh included: their functions have no branches or libm
-    calls); the others go through apply_act. Conv/GEMM epilogues use it on stored rows for
-    activations that act_vec does not cover."""
+cdef inline void act_inplace(float *out, Py_ssize_t n, int kind, float alpha,
+                             float beta) noexcept nogil:
+    """out[i] = apply_act(out[i]) for i < n. The common activations get a loop each calling
+    their own small inline function, so there is no per-element dispatch and the loop
+    vectorises (sigmoid, swish, tanh included: their functions have no branches or libm calls);
+    the others go through apply_act. In place because loops reading and writing one pointer
+    vectorise, while two pointers that may be equal make the compiler fall back to scalar code."""
     cdef Py_ssize_t i
-    if x != out:
-        for i in range(n):
-            out[i] = x[i]
-    # in place from here: loops reading and writing the same pointer vectorise, while two
-    # pointers that may be equal make the compiler fall back to scalar code
     if kind == ACT_NONE or kind == ACT_IDENTITY:
         pass
     elif kind == ACT_RELU:
@@ -260,3 +255,25 @@ cdef inline void act_span(const float *x, float *out, Py_ssize_t n, int kind, fl
     else:
         for i in range(n):
             out[i] = apply_act(out[i], kind, alpha, beta)
+
+
+cdef enum:
+    ACT_CHUNK = 1024     # floats copied then activated together: the copy stays in L1
+
+
+cdef inline void act_span(const float *x, float *out, Py_ssize_t n, int kind, float alpha,
+                          float beta) noexcept nogil:
+    """out[i] = apply_act(x[i]) for i < n (x may equal out): act_inplace on out, after copying
+    x in chunks of ACT_CHUNK floats (one pass over memory). Conv/GEMM epilogues use it on
+    stored rows for the activations act_vec does not cover."""
+    cdef Py_ssize_t c0, c1, i
+    if x == out:
+        act_inplace(out, n, kind, alpha, beta)
+        return
+    c0 = 0
+    while c0 < n:
+        c1 = min(n, c0 + ACT_CHUNK)
+        for i in range(c0, c1):
+            out[i] = x[i]
+        act_inplace(out + c0, c1 - c0, kind, alpha, beta)
+        c0 = c1
