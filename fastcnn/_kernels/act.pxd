@@ -36,31 +36,17 @@ cdef enum:
     ACT_COUNT = 30
 
 
-cdef union FloatBits:
-    float f
-    int i
+cdef extern from "simd_math.h" nogil:
+    float f32_exp_neg_abs(float v)
 
 
 cdef inline float exp_neg_abs(float v) noexcept nogil:
     """exp(-|v|) in (0, 1] within 2 ulp, NaN for NaN, without branches or libm calls so that
     loops over it vectorise: -|v| = n*ln2 + r with |r| <= ln2/2, exp(r) by Cephes' degree-6
     polynomial, 2^n written into the exponent bits (below -87.34 the result flushes to 0).
-    Every constant is cast to float: the arithmetic stays in single precision."""
-    cdef float lo = <float>-87.33654
-    cdef float x = -fabsf(v)
-    cdef float xc = lo if x < lo else x
-    cdef float n = floorf(xc * <float>1.4426950408889634 + <float>0.5)
-    cdef float r = xc - n * <float>0.693359375 + n * <float>2.12194440e-4
-    cdef float p = <float>1.9875691500e-4
-    cdef FloatBits scale
-    p = p * r + <float>1.3981999507e-3
-    p = p * r + <float>8.3334519073e-3
-    p = p * r + <float>4.1665795894e-2
-    p = p * r + <float>1.6666665459e-1
-    p = p * r + <float>5.0000001201e-1
-    p = p * r * r + r + <float>1.0
-    scale.i = (<int>(n if n == n else <float>0.0) + 127) << 23    # NaN: any scale, p is NaN
-    return <float>0.0 if x < lo else p * scale.f
+    Single precision throughout. Written once, in C (simd_math.h), beside the vector version
+    the epilogues use, which must give the same bits."""
+    return f32_exp_neg_abs(v)
 
 
 cdef inline float log1p_unit(float e) noexcept nogil:

@@ -1,8 +1,9 @@
 /* Logistic sigmoid on eight lanes, for the activation epilogues (ukernel.pxd's act_vec).
  *
- * vf8_sigmoid(v) computes, lane by lane, exactly what act.pxd's scalar sigmoidf does, operation
- * for operation (the build contracts no a*b+c into an FMA: -std=c99), so a fused epilogue and
- * the standalone activation give the same bits:
+ * f32_exp_neg_abs(v) is the one scalar definition of exp(-|v|) (act.pxd's exp_neg_abs calls
+ * it). vf8_sigmoid(v) computes, lane by lane, exactly what act.pxd's scalar sigmoidf does,
+ * operation for operation (the build contracts no a*b+c into an FMA: -std=c99), so a fused
+ * epilogue and the standalone activation give the same bits:
  *   e = exp(-|v|) by exp_neg_abs (range reduction to n*ln2 + r, Cephes' degree-6 polynomial,
  *       2^n in the exponent bits, 0 below -87.34, NaN for NaN)
  *   r = 1 / (1 + e);  sigmoid = v >= 0 ? r : e*r
@@ -11,6 +12,26 @@
 #ifndef FASTCNN_SIMD_MATH_H
 #define FASTCNN_SIMD_MATH_H
 #include "simd.h"
+#include <math.h>
+
+/* exp(-|v|): the scalar definition act.pxd's exp_neg_abs uses (see act.pxd for the method) */
+static inline float f32_exp_neg_abs(float v) {
+    const float lo = -87.33654f;
+    float x = -fabsf(v);
+    float xc = x < lo ? lo : x;
+    float n = floorf(xc * 1.4426950408889634f + 0.5f);
+    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    union { float f; int i; } scale;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    scale.i = ((int)(n == n ? n : 0.0f) + 127) << 23;
+    return x < lo ? 0.0f : p * scale.f;
+}
 
 #if FASTCNN_HAVE_AVX2
 static inline vf8 vf8_exp_neg_abs(vf8 v) {
@@ -42,24 +63,6 @@ static inline vf8 vf8_sigmoid(vf8 v) {
     return _mm256_blendv_ps(r, _mm256_mul_ps(e, r), neg);
 }
 #else
-#include <math.h>
-static inline float f32_exp_neg_abs(float v) {
-    const float lo = -87.33654f;
-    float x = -fabsf(v);
-    float xc = x < lo ? lo : x;
-    float n = floorf(xc * 1.4426950408889634f + 0.5f);
-    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    union { float f; int i; } scale;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    scale.i = ((int)(n == n ? n : 0.0f) + 127) << 23;
-    return x < lo ? 0.0f : p * scale.f;
-}
 static inline vf8 vf8_sigmoid(vf8 v) {
     vf8 out;
     for (int i = 0; i < 8; i++) {
