@@ -21,8 +21,8 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
 from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
-                                       ukernel_12x8_blk, FIN_NONE, FIN_CLIP, finish_kind, put8,
-                                       finish8)
+                                       ukernel_12x8_blk, ukernel_4x24_blk,
+                                       FIN_NONE, FIN_CLIP, finish_kind, put8, finish8)
 
 import numpy as np
 
@@ -216,6 +216,29 @@ cdef class PointwiseBlockedStep(Step):
                 elif not last:
                     nxt = <const char *>&self.wp[jp0, pc + kcc, 0]
                     nxt_bytes = min(self.kc, self.c_in - pc - kcc) * NR * 4
+                if jp + 2 == self.panels and jp + 1 < jp1 and self.c_out % NR == 8:
+                    # the last 24 channels (a full panel and a half one): 4x24 tiles, where
+                    # 6x16 and 12x8 tiles would run the half panel at 13 loads per 12 FMAs
+                    # (144->24 and 96->24 at 56x56: 7-12% faster)
+                    if not last:
+                        nxt = <const char *>&self.wp[jp0, pc + kcc, 0]
+                        nxt_bytes = min(self.kc, self.c_in - pc - kcc) * NR * 4
+                    tiles = (p1 - p0 + 3) // 4
+                    pf_step = (nxt_bytes // 64 + tiles - 1) // tiles * 64
+                    pf_at = 0
+                    p = p0
+                    while p < p1:
+                        prefetch_share(nxt, pf_at, pf_at + pf_step, nxt_bytes)
+                        pf_at = pf_at + pf_step
+                        mr = min(4, p1 - p)
+                        off = (jp * 2 * hw + p) * 8
+                        epi.res = rb + off if rb != NULL else NULL
+                        ukernel_4x24_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
+                                         &self.wp[jp, pc, 0], &self.wp[jp + 1, pc, 0],
+                                         ob + off, 8, hw * 8, mr, pc > 0,
+                                         &epi if last else NULL)
+                        p = p + 4
+                    break
                 tiles = (p1 - p0 + TILE - 1) // TILE
                 pf_step = (nxt_bytes // 64 + tiles - 1) // tiles * 64
                 pf_at = 0

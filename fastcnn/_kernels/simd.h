@@ -24,6 +24,14 @@ static inline vf8 vf8_zero(void) { return _mm256_setzero_ps(); }
 static inline vf8 vf8_set1(float v) { return _mm256_set1_ps(v); }
 static inline vf8 vf8_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void vf8_store(float *p, vf8 v) { _mm256_storeu_ps(p, v); }
+/* a load kept in a register: the empty asm hides the value's origin, so gcc cannot fold the load
+ * into each FMA that uses it (it does so when a tile needs every register, turning one load
+ * per vector into one per FMA) */
+static inline vf8 vf8_load_held(const float *p) {
+    __m256 v = _mm256_loadu_ps(p);
+    __asm__("" : "+x"(v));
+    return v;
+}
 /* non-temporal store: p 32-byte aligned; vf8_store_fence() before others read the data */
 static inline void vf8_stream(float *p, vf8 v) { _mm256_stream_ps(p, v); }
 static inline void vf8_store_fence(void) { _mm_sfence(); }
@@ -54,6 +62,7 @@ static inline vf8 vf8_zero(void) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = 0
 static inline vf8 vf8_set1(float x) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = x; return r; }
 static inline vf8 vf8_load(const float *p) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = p[i]; return r; }
 static inline void vf8_store(float *p, vf8 a) { for (int i = 0; i < 8; i++) p[i] = a.v[i]; }
+static inline vf8 vf8_load_held(const float *p) { return vf8_load(p); }
 static inline void vf8_stream(float *p, vf8 a) { vf8_store(p, a); }
 static inline void vf8_store_fence(void) { }
 static inline vf8 vf8_fmadd(vf8 a, vf8 b, vf8 c) { vf8 r; for (int i = 0; i < 8; i++) r.v[i] = a.v[i] * b.v[i] + c.v[i]; return r; }

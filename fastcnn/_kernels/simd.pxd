@@ -7,6 +7,7 @@ cdef extern from "simd.h" nogil:
     vf8 vf8_zero()
     vf8 vf8_set1(float v)
     vf8 vf8_load(const float *p)
+    vf8 vf8_load_held(const float *p)
     void vf8_store(float *p, vf8 v)
     void vf8_stream(float *p, vf8 v)
     void vf8_store_fence()

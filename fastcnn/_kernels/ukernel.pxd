@@ -100,6 +100,19 @@ cdef inline vf8 act_vec(vf8 v, int act, float alpha, float beta) noexcept nogil:
     return v
 
 
+cdef inline vf8 act_vec_fast(vf8 v, int act, float alpha, float beta) noexcept nogil:
+    """act_vec with ReLU and Clip written out here: act_vec is too large for gcc to inline into
+    every store, and a call per stored vector cost a 16->32 pointwise conv a quarter of its
+    time."""
+    if act == ACT_CLIP:
+        return vf8_min(vf8_max(v, vf8_set1(alpha)), vf8_set1(beta))
+    if act == ACT_RELU:
+        return vf8_max(v, vf8_zero())
+    if act == ACT_NONE or act == ACT_IDENTITY:
+        return v
+    return act_vec(v, act, alpha, beta)
+
+
 # How a direct kernel finishes a stored vector, chosen once per step by finish_kind: the common
 # activations inline, the other vector ones through act_vec, the rest by act_span after the store.
 cdef enum:
@@ -374,8 +387,8 @@ cdef inline void store_split_row(float *c, Py_ssize_t c_hi, vf8 v0, vf8 v1, bint
             if two:
                 v1 = vf8_add(v1, vf8_load(epi.res + r_off + c_hi))
         if vec_act:
-            v0 = act_vec(v0, epi.act, epi.alpha, epi.beta)
-            v1 = act_vec(v1, epi.act, epi.alpha, epi.beta)
+            v0 = act_vec_fast(v0, epi.act, epi.alpha, epi.beta)
+            v1 = act_vec_fast(v1, epi.act, epi.alpha, epi.beta)
     if epi != NULL and epi.stream and vec_act:
         vf8_stream(c, v0)
         if two:
@@ -388,6 +401,114 @@ cdef inline void store_split_row(float *c, Py_ssize_t c_hi, vf8 v0, vf8 v1, bint
         act_span(c, c, 8, epi.act, epi.alpha, epi.beta)
         if two:
             act_span(c + c_hi, c + c_hi, 8, epi.act, epi.alpha, epi.beta)
+
+
+cdef inline void store_blk8(float *c, vf8 v, bint accumulate, const SplitEpilogue *epi,
+                            Py_ssize_t bias_off, Py_ssize_t r_off, bint vec_act) noexcept nogil:
+    """One vector of a blocked tile: c[0:8] = epilogue(v [+ c]); bias_off: the vector's
+    channels in epi.bias, r_off: its offset in the residual (its offset from the tile's C)."""
+    if accumulate:
+        v = vf8_add(v, vf8_load(c))
+    if epi != NULL:
+        if epi.bias != NULL:
+            v = vf8_add(v, vf8_load(epi.bias + bias_off))
+        if epi.res != NULL:
+            v = vf8_add(v, vf8_load(epi.res + r_off))
+        if vec_act:
+            v = act_vec_fast(v, epi.act, epi.alpha, epi.beta)
+        if epi.stream and vec_act:
+            vf8_stream(c, v)
+            return
+    vf8_store(c, v)
+    if epi != NULL and not vec_act:
+        act_span(c, c, 8, epi.act, epi.alpha, epi.beta)
+
+
+cdef inline int fast_finish(bint accumulate, const SplitEpilogue *epi) noexcept nogil:
+    """How a full blocked tile is stored straight from its registers: 0 = not (an activation
+    other than ReLU/Clip: store_tile_blk), 1 = no activation, 2 = ReLU, 3 = Clip. Storing from
+    registers saves store_tile_blk's loop (about 60 cycles a tile, half of a 24-channel K
+    block's FMAs)."""
+    if epi == NULL:
+        return 1
+    if epi.act == ACT_NONE or epi.act == ACT_IDENTITY:
+        return 1
+    if epi.act == ACT_RELU:
+        return 2
+    if epi.act == ACT_CLIP and epi.alpha <= epi.beta:
+        return 3
+    return 0
+
+
+cdef inline void put_fast(float *c, Py_ssize_t off, vf8 v, bint accumulate,
+                          const SplitEpilogue *epi, Py_ssize_t bias_off, int mode, vf8 lo,
+                          vf8 hi) noexcept nogil:
+    """c[off:off+8] = finish(v [+ c] + bias + residual) for fast_finish mode 1-3 (the same
+    operations in the same order as store_blk8), streamed when epi.stream."""
+    if accumulate:
+        v = vf8_add(v, vf8_load(c + off))
+    if epi != NULL:
+        if epi.bias != NULL:
+            v = vf8_add(v, vf8_load(epi.bias + bias_off))
+        if epi.res != NULL:
+            v = vf8_add(v, vf8_load(epi.res + off))
+        if mode == 3:
+            v = vf8_min(vf8_max(v, lo), hi)
+        elif mode == 2:
+            v = vf8_max(v, vf8_zero())
+        if epi.stream:
+            vf8_stream(c + off, v)
+            return
+    vf8_store(c + off, v)
+
+
+cdef inline void store_tile_blk(const vf8 *t, Py_ssize_t mr, Py_ssize_t nb, float *c,
+                                Py_ssize_t ldc, Py_ssize_t c_blk, bint accumulate,
+                                const SplitEpilogue *epi) noexcept nogil:
+    """Store a blocked tile: t[r*nb + f] (rows r < mr, channel blocks f < nb) to
+    c + r*ldc + f*c_blk, with the epilogue when epi != NULL (bias epi.bias[8f:8f+8], residual at
+    the same offset from epi.res). One call per tile: the kernels hand their accumulators over
+    in an array, where a store helper per vector was a call per vector (gcc does not inline it
+    into the large task loops) that also spilled every accumulator around it."""
+    cdef Py_ssize_t r, f, off
+    cdef vf8 v, lo, hi
+    cdef int act
+    if epi == NULL:
+        for r in range(mr):
+            for f in range(nb):
+                off = r * ldc + f * c_blk
+                v = t[r * nb + f]
+                if accumulate:
+                    v = vf8_add(v, vf8_load(c + off))
+                vf8_store(c + off, v)
+        return
+    act = epi.act
+    if not epi.stream and (act == ACT_NONE or act == ACT_IDENTITY or act == ACT_RELU
+                           or (act == ACT_CLIP and epi.alpha <= epi.beta)):
+        # the common finishes inline: clip bounds (ReLU: [0, +inf) written as max only)
+        lo = vf8_set1(epi.alpha) if act == ACT_CLIP else vf8_zero()
+        hi = vf8_set1(epi.beta)
+        for r in range(mr):
+            for f in range(nb):
+                off = r * ldc + f * c_blk
+                v = t[r * nb + f]
+                if accumulate:
+                    v = vf8_add(v, vf8_load(c + off))
+                if epi.bias != NULL:
+                    v = vf8_add(v, vf8_load(epi.bias + 8 * f))
+                if epi.res != NULL:
+                    v = vf8_add(v, vf8_load(epi.res + off))
+                if act == ACT_CLIP:
+                    v = vf8_min(vf8_max(v, lo), hi)
+                elif act == ACT_RELU:
+                    v = vf8_max(v, lo)
+                vf8_store(c + off, v)
+        return
+    for r in range(mr):
+        for f in range(nb):
+            off = r * ldc + f * c_blk
+            store_blk8(c + off, t[r * nb + f], accumulate, epi, 8 * f, off,
+                       act_is_vector(act, epi.alpha, epi.beta))
 
 
 cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
@@ -412,11 +533,13 @@ cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
     cdef const float *a4 = a + (4 if mr > 4 else mr - 1) * a_rs
     cdef const float *a5 = a + (5 if mr > 5 else mr - 1) * a_rs
     cdef Py_ssize_t q, t
-    cdef bint vec_act
+    cdef int mode
+    cdef vf8 lo, hi
+    cdef vf8 tile[12]
     for q in range(kb):
         for t in range(8):
-            b0 = vf8_load(b)
-            b1 = vf8_load(b + 8)
+            b0 = vf8_load_held(b)
+            b1 = vf8_load_held(b + 8)
             av = vf8_set1(a0[t])
             c00 = vf8_fmadd(av, b0, c00)
             c01 = vf8_fmadd(av, b1, c01)
@@ -442,18 +565,30 @@ cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         a3 += a_bs
         a4 += a_bs
         a5 += a_bs
-    vec_act = epi == NULL or act_is_vector(epi.act, epi.alpha, epi.beta)
-    store_split_row(c, c_hi, c00, c01, two, accumulate, epi, 0, vec_act)
-    if mr > 1:
-        store_split_row(c + ldc, c_hi, c10, c11, two, accumulate, epi, ldc, vec_act)
-    if mr > 2:
-        store_split_row(c + 2 * ldc, c_hi, c20, c21, two, accumulate, epi, 2 * ldc, vec_act)
-    if mr > 3:
-        store_split_row(c + 3 * ldc, c_hi, c30, c31, two, accumulate, epi, 3 * ldc, vec_act)
-    if mr > 4:
-        store_split_row(c + 4 * ldc, c_hi, c40, c41, two, accumulate, epi, 4 * ldc, vec_act)
-    if mr > 5:
-        store_split_row(c + 5 * ldc, c_hi, c50, c51, two, accumulate, epi, 5 * ldc, vec_act)
+    mode = fast_finish(accumulate, epi)
+    if two and mr == 6 and mode != 0:
+        lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
+        hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
+        put_fast(c, 0, c00, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, c_hi, c01, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, ldc, c10, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, ldc + c_hi, c11, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, 2 * ldc, c20, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 2 * ldc + c_hi, c21, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, 3 * ldc, c30, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 3 * ldc + c_hi, c31, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, 4 * ldc, c40, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 4 * ldc + c_hi, c41, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, 5 * ldc, c50, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 5 * ldc + c_hi, c51, accumulate, epi, 8, mode, lo, hi)
+        return
+    if two:
+        tile[0], tile[1], tile[2], tile[3], tile[4], tile[5] = c00, c01, c10, c11, c20, c21
+        tile[6], tile[7], tile[8], tile[9], tile[10], tile[11] = c30, c31, c40, c41, c50, c51
+        store_tile_blk(tile, mr, 2, c, ldc, c_hi, accumulate, epi)
+    else:
+        tile[0], tile[1], tile[2], tile[3], tile[4], tile[5] = c00, c10, c20, c30, c40, c50
+        store_tile_blk(tile, mr, 1, c, ldc, c_hi, accumulate, epi)
 
 
 cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
@@ -469,7 +604,9 @@ cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
     cdef vf8 b0, v1
     cdef const float *ar[12]
     cdef Py_ssize_t q, t, r
-    cdef bint vec_act
+    cdef int mode
+    cdef vf8 lo, hi
+    cdef vf8 tile[12]
     for r in range(12):
         ar[r] = a + (r if r < mr else mr - 1) * a_rs
     for q in range(kb):
@@ -490,28 +627,100 @@ cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
             b += NR
         for r in range(12):
             ar[r] = ar[r] + a_bs
-    vec_act = epi == NULL or act_is_vector(epi.act, epi.alpha, epi.beta)
-    v1 = vf8_zero()
-    store_split_row(c, 0, c0, v1, False, accumulate, epi, 0, vec_act)
-    if mr > 1:
-        store_split_row(c + ldc, 0, c1, v1, False, accumulate, epi, ldc, vec_act)
-    if mr > 2:
-        store_split_row(c + 2 * ldc, 0, c2, v1, False, accumulate, epi, 2 * ldc, vec_act)
-    if mr > 3:
-        store_split_row(c + 3 * ldc, 0, c3, v1, False, accumulate, epi, 3 * ldc, vec_act)
-    if mr > 4:
-        store_split_row(c + 4 * ldc, 0, c4, v1, False, accumulate, epi, 4 * ldc, vec_act)
-    if mr > 5:
-        store_split_row(c + 5 * ldc, 0, c5, v1, False, accumulate, epi, 5 * ldc, vec_act)
-    if mr > 6:
-        store_split_row(c + 6 * ldc, 0, c6, v1, False, accumulate, epi, 6 * ldc, vec_act)
-    if mr > 7:
-        store_split_row(c + 7 * ldc, 0, c7, v1, False, accumulate, epi, 7 * ldc, vec_act)
-    if mr > 8:
-        store_split_row(c + 8 * ldc, 0, c8, v1, False, accumulate, epi, 8 * ldc, vec_act)
-    if mr > 9:
-        store_split_row(c + 9 * ldc, 0, c9, v1, False, accumulate, epi, 9 * ldc, vec_act)
-    if mr > 10:
-        store_split_row(c + 10 * ldc, 0, c10, v1, False, accumulate, epi, 10 * ldc, vec_act)
-    if mr > 11:
-        store_split_row(c + 11 * ldc, 0, c11, v1, False, accumulate, epi, 11 * ldc, vec_act)
+    mode = fast_finish(accumulate, epi)
+    if mr == 12 and mode != 0:
+        lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
+        hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
+        put_fast(c, 0, c0, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, ldc, c1, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 2 * ldc, c2, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 3 * ldc, c3, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 4 * ldc, c4, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 5 * ldc, c5, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 6 * ldc, c6, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 7 * ldc, c7, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 8 * ldc, c8, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 9 * ldc, c9, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 10 * ldc, c10, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 11 * ldc, c11, accumulate, epi, 0, mode, lo, hi)
+        return
+    tile[0], tile[1], tile[2], tile[3], tile[4], tile[5] = c0, c1, c2, c3, c4, c5
+    tile[6], tile[7], tile[8], tile[9], tile[10], tile[11] = c6, c7, c8, c9, c10, c11
+    store_tile_blk(tile, mr, 1, c, ldc, 0, accumulate, epi)
+
+
+cdef inline void ukernel_4x24_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
+                                  Py_ssize_t a_bs, const float *b0, const float *b1, float *c,
+                                  Py_ssize_t ldc, Py_ssize_t c_blk, Py_ssize_t mr,
+                                  bint accumulate, const SplitEpilogue *epi) noexcept nogil:
+    """C (mr <= 4, 24) (+)= A (mr, 8*kb) @ B (8*kb, 24), epilogue when epi != NULL (kb >= 1).
+
+    A as in ukernel_6x16_blk. B: two packed panels of 16 columns, rows at b0 + 16*p (columns
+    0..15) and b1 + 16*p (16..23: the first half of the b1 panel). C: columns 8f..8f+7 of row r
+    at c + f*c_blk + r*ldc (three channel blocks of a blocked tensor); epi.bias holds the 24
+    columns' biases. Four rows by three vectors keep twelve FMA chains at seven loads a step,
+    where a 6x16 tile and a 12x8 tile for the last 8 columns need thirteen per twelve FMAs on
+    the 8-column part. Sums in K order as the other kernels: any split gives the same bits."""
+    cdef vf8 c00 = vf8_zero(), c01 = vf8_zero(), c02 = vf8_zero()
+    cdef vf8 c10 = vf8_zero(), c11 = vf8_zero(), c12 = vf8_zero()
+    cdef vf8 c20 = vf8_zero(), c21 = vf8_zero(), c22 = vf8_zero()
+    cdef vf8 c30 = vf8_zero(), c31 = vf8_zero(), c32 = vf8_zero()
+    cdef vf8 w0, w1, w2, av
+    cdef const float *a0 = a
+    cdef const float *a1 = a + (1 if mr > 1 else 0) * a_rs
+    cdef const float *a2 = a + (2 if mr > 2 else mr - 1) * a_rs
+    cdef const float *a3 = a + (3 if mr > 3 else mr - 1) * a_rs
+    cdef Py_ssize_t q, t
+    cdef int mode
+    cdef vf8 lo, hi
+    cdef vf8 tile[12]
+    for q in range(kb):
+        for t in range(8):
+            w0 = vf8_load_held(b0)
+            w1 = vf8_load_held(b0 + 8)
+            w2 = vf8_load_held(b1)
+            av = vf8_set1(a0[t])
+            c00 = vf8_fmadd(av, w0, c00)
+            c01 = vf8_fmadd(av, w1, c01)
+            c02 = vf8_fmadd(av, w2, c02)
+            av = vf8_set1(a1[t])
+            c10 = vf8_fmadd(av, w0, c10)
+            c11 = vf8_fmadd(av, w1, c11)
+            c12 = vf8_fmadd(av, w2, c12)
+            av = vf8_set1(a2[t])
+            c20 = vf8_fmadd(av, w0, c20)
+            c21 = vf8_fmadd(av, w1, c21)
+            c22 = vf8_fmadd(av, w2, c22)
+            av = vf8_set1(a3[t])
+            c30 = vf8_fmadd(av, w0, c30)
+            c31 = vf8_fmadd(av, w1, c31)
+            c32 = vf8_fmadd(av, w2, c32)
+            b0 += NR
+            b1 += NR
+        a0 += a_bs
+        a1 += a_bs
+        a2 += a_bs
+        a3 += a_bs
+    mode = fast_finish(accumulate, epi)
+    if mr == 4 and mode != 0:
+        lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
+        hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
+        put_fast(c, 0, c00, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, c_blk, c01, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, 2 * c_blk, c02, accumulate, epi, 16, mode, lo, hi)
+        put_fast(c, ldc, c10, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, ldc + c_blk, c11, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, ldc + 2 * c_blk, c12, accumulate, epi, 16, mode, lo, hi)
+        put_fast(c, 2 * ldc, c20, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 2 * ldc + c_blk, c21, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, 2 * ldc + 2 * c_blk, c22, accumulate, epi, 16, mode, lo, hi)
+        put_fast(c, 3 * ldc, c30, accumulate, epi, 0, mode, lo, hi)
+        put_fast(c, 3 * ldc + c_blk, c31, accumulate, epi, 8, mode, lo, hi)
+        put_fast(c, 3 * ldc + 2 * c_blk, c32, accumulate, epi, 16, mode, lo, hi)
+        return
+    tile[0], tile[1], tile[2] = c00, c01, c02
+    tile[3], tile[4], tile[5] = c10, c11, c12
+    tile[6], tile[7], tile[8] = c20, c21, c22
+    tile[9], tile[10], tile[11] = c30, c31, c32
+    store_tile_blk(tile, mr, 3, c, ldc, c_blk, accumulate, epi)
+

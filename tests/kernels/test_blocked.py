@@ -54,14 +54,15 @@ def test_reorder_refuses_bad_shapes():
 
 
 # (n, c_in, c_out, h, w): panels of 16 and a last panel of 8, tiles of 6 pixels and remainders,
+# last 24 channels in 4x24 tiles (c_out 24, 40, 56: 15, 20 and 49 pixels leave 3, 0 and 1),
 # several K blocks (kc = 16 below), one-pixel images
 POINTWISE = [(1, 8, 8, 1, 1), (2, 16, 24, 5, 3), (1, 40, 16, 7, 7), (3, 24, 40, 4, 5),
-             (1, 96, 144, 14, 14), (1, 8, 1280 // 8, 2, 9)]
+             (1, 32, 56, 7, 7), (1, 96, 144, 14, 14), (1, 8, 1280 // 8, 2, 9)]
 
 
 @pytest.mark.parametrize("n,c_in,c_out,h,w", POINTWISE)
 @pytest.mark.parametrize("act", ["", "Relu", "Clip", "HardSwish", "LeakyRelu", "HardSigmoid",
-                                 "Sigmoid"])
+                                 "Sigmoid", "Tanh"])
 def test_pointwise_blocked(n, c_in, c_out, h, w, act, threads):
     x, wt = rand(RNG, n, c_in, h, w), rand(RNG, c_out, c_in, 1, 1)
     b, res = rand(RNG, c_out), rand(RNG, n, c_out, h, w)
@@ -82,6 +83,7 @@ def test_pointwise_blocked(n, c_in, c_out, h, w, act, threads):
 @pytest.mark.parametrize("n,c_in,c_out,h,w", [
     (1, 64, 96, 14, 14),    # 2.4M multiply-adds, 3 bands: a range of channel panels per thread
     (1, 64, 88, 14, 14),    # the same with 5 panels of 16 and one of 8 (ranges of 2 and 4)
+    (1, 64, 56, 14, 14),    # 3 panels and one of 8: the 4x24 pair split over threads or not
     (1, 16, 48, 33, 31),    # 11 bands of 96 pixels: contiguous band ranges per thread (static)
     (3, 16, 48, 16, 16),    # 9 bands over 3 images
 ])
