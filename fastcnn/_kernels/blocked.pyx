@@ -8,7 +8,8 @@ The planner (runtime/blocking.py) blocks a tensor only when its producer and eve
 one of these kernels; model inputs and outputs stay NCHW.
 
     ReorderStep             NCHW <-> NCHW8c (8x8 transposes)
-    PointwiseBlockedStep    1x1 stride-1 conv: GEMM with pixels as rows (ukernel_6x16_blk)
+    PointwiseBlockedStep    1x1 stride-1 conv: GEMM with pixels as rows (ukernel_6x16_blk; the
+                            last 24 channels ukernel_4x24_blk, a last 8 ukernel_12x8_blk)
     DepthwiseBlockedStep    one filter per channel, any kernel/stride/padding/dilation
     GlobalAvgBlockedStep    global average pool -> (n, C) (the NCHW (n, C, 1, 1) bytes)
 
@@ -21,7 +22,7 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
 from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
-                                       ukernel_12x8_blk, ukernel_4x24_blk,
+                                       ukernel_12x8_blk, ukernel_4x24_blk, ukernel_2x16_blk,
                                        FIN_NONE, FIN_CLIP, finish_kind, put8, finish8)
 
 import numpy as np
@@ -263,6 +264,13 @@ cdef class PointwiseBlockedStep(Step):
                     mr = min(TILE, p1 - p)
                     off = (jp * 2 * hw + p) * 8
                     epi.res = rb + off if rb != NULL else NULL
+                    if mr <= 2:
+                        ukernel_2x16_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
+                                         &self.wp[jp, pc, 0], ob + off, 8, hw * 8, mr,
+                                         jp * NR + NR <= self.c_out, pc > 0,
+                                         &epi if last else NULL)
+                        p = p + TILE
+                        continue
                     ukernel_6x16_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
                                      &self.wp[jp, pc, 0], ob + off, 8, hw * 8, mr,
                                      jp * NR + NR <= self.c_out, pc > 0,

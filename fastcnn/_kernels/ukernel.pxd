@@ -100,19 +100,6 @@ cdef inline vf8 act_vec(vf8 v, int act, float alpha, float beta) noexcept nogil:
     return v
 
 
-cdef inline vf8 act_vec_fast(vf8 v, int act, float alpha, float beta) noexcept nogil:
-    """act_vec with ReLU and Clip written out here: act_vec is too large for gcc to inline into
-    every store, and a call per stored vector cost a 16->32 pointwise conv a quarter of its
-    time."""
-    if act == ACT_CLIP:
-        return vf8_min(vf8_max(v, vf8_set1(alpha)), vf8_set1(beta))
-    if act == ACT_RELU:
-        return vf8_max(v, vf8_zero())
-    if act == ACT_NONE or act == ACT_IDENTITY:
-        return v
-    return act_vec(v, act, alpha, beta)
-
-
 # How a direct kernel finishes a stored vector, chosen once per step by finish_kind: the common
 # activations inline, the other vector ones through act_vec, the rest by act_span after the store.
 cdef enum:
@@ -361,46 +348,11 @@ cdef inline void pack_b_edge(const float *b, Py_ssize_t ldb, Py_ssize_t kc, Py_s
 # with A read in 8-wide K blocks and each row of C stored as two 8-channel vectors in two blocks.
 
 cdef struct SplitEpilogue:
-    const float *bias   # (16,) the tile's columns (channels), or NULL
-    const float *res    # residual laid out like C (row stride ldc, second half at + c_hi), or NULL
+    const float *bias   # the tile's columns (channels: 16, or 24 for 4x24 tiles), or NULL
+    const float *res    # residual at the same offsets as C (row r, block f), or NULL
     int act
     float alpha, beta
     bint stream         # store with non-temporal stores (C 32-byte aligned, not re-read soon)
-
-
-cdef inline void store_split_row(float *c, Py_ssize_t c_hi, vf8 v0, vf8 v1, bint two,
-                                 bint accumulate, const SplitEpilogue *epi,
-                                 Py_ssize_t r_off, bint vec_act) noexcept nogil:
-    """One row of a split tile: c[0:8] (and c[c_hi:c_hi+8] when two) = epilogue(v [+ c]).
-    r_off: the row's offset in the residual (its offset in C)."""
-    cdef Py_ssize_t i
-    if accumulate:
-        v0 = vf8_add(v0, vf8_load(c))
-        if two:
-            v1 = vf8_add(v1, vf8_load(c + c_hi))
-    if epi != NULL:
-        if epi.bias != NULL:
-            v0 = vf8_add(v0, vf8_load(epi.bias))
-            v1 = vf8_add(v1, vf8_load(epi.bias + 8))
-        if epi.res != NULL:
-            v0 = vf8_add(v0, vf8_load(epi.res + r_off))
-            if two:
-                v1 = vf8_add(v1, vf8_load(epi.res + r_off + c_hi))
-        if vec_act:
-            v0 = act_vec_fast(v0, epi.act, epi.alpha, epi.beta)
-            v1 = act_vec_fast(v1, epi.act, epi.alpha, epi.beta)
-    if epi != NULL and epi.stream and vec_act:
-        vf8_stream(c, v0)
-        if two:
-            vf8_stream(c + c_hi, v1)
-        return
-    vf8_store(c, v0)
-    if two:
-        vf8_store(c + c_hi, v1)
-    if epi != NULL and not vec_act:
-        act_span(c, c, 8, epi.act, epi.alpha, epi.beta)
-        if two:
-            act_span(c + c_hi, c + c_hi, 8, epi.act, epi.alpha, epi.beta)
 
 
 cdef inline void store_blk8(float *c, vf8 v, bint accumulate, const SplitEpilogue *epi,
@@ -415,7 +367,7 @@ cdef inline void store_blk8(float *c, vf8 v, bint accumulate, const SplitEpilogu
         if epi.res != NULL:
             v = vf8_add(v, vf8_load(epi.res + r_off))
         if vec_act:
-            v = act_vec_fast(v, epi.act, epi.alpha, epi.beta)
+            v = act_vec(v, epi.act, epi.alpha, epi.beta)
         if epi.stream and vec_act:
             vf8_stream(c, v)
             return
@@ -424,7 +376,7 @@ cdef inline void store_blk8(float *c, vf8 v, bint accumulate, const SplitEpilogu
         act_span(c, c, 8, epi.act, epi.alpha, epi.beta)
 
 
-cdef inline int fast_finish(bint accumulate, const SplitEpilogue *epi) noexcept nogil:
+cdef inline int fast_finish(const SplitEpilogue *epi) noexcept nogil:
     """How a full blocked tile is stored straight from its registers: 0 = not (an activation
     other than ReLU/Clip: store_tile_blk), 1 = no activation, 2 = ReLU, 3 = Clip. Storing from
     registers saves store_tile_blk's loop (about 60 cycles a tile, half of a 24-channel K
@@ -565,7 +517,7 @@ cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         a3 += a_bs
         a4 += a_bs
         a5 += a_bs
-    mode = fast_finish(accumulate, epi)
+    mode = fast_finish(epi)
     if two and mr == 6 and mode != 0:
         lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
         hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
@@ -588,6 +540,40 @@ cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         store_tile_blk(tile, mr, 2, c, ldc, c_hi, accumulate, epi)
     else:
         tile[0], tile[1], tile[2], tile[3], tile[4], tile[5] = c00, c10, c20, c30, c40, c50
+        store_tile_blk(tile, mr, 1, c, ldc, c_hi, accumulate, epi)
+
+
+cdef inline void ukernel_2x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
+                                  Py_ssize_t a_bs, const float *b, float *c, Py_ssize_t ldc,
+                                  Py_ssize_t c_hi, Py_ssize_t mr, bint two, bint accumulate,
+                                  const SplitEpilogue *epi) noexcept nogil:
+    """ukernel_6x16_blk for a band's last one or two pixels (mr <= 2): a 6-row tile would cost
+    them as much as six (a 7x7 image is 8 tiles of 6 and one pixel: 9% of those layers).
+    Same arguments and the same K order, so the same bits."""
+    cdef vf8 c00 = vf8_zero(), c01 = vf8_zero(), c10 = vf8_zero(), c11 = vf8_zero()
+    cdef vf8 b0, b1, av
+    cdef const float *a0 = a
+    cdef const float *a1 = a + (1 if mr > 1 else 0) * a_rs
+    cdef Py_ssize_t q, t
+    cdef vf8 tile[4]
+    for q in range(kb):
+        for t in range(8):
+            b0 = vf8_load(b)
+            b1 = vf8_load(b + 8)
+            av = vf8_set1(a0[t])
+            c00 = vf8_fmadd(av, b0, c00)
+            c01 = vf8_fmadd(av, b1, c01)
+            av = vf8_set1(a1[t])
+            c10 = vf8_fmadd(av, b0, c10)
+            c11 = vf8_fmadd(av, b1, c11)
+            b += NR
+        a0 += a_bs
+        a1 += a_bs
+    if two:
+        tile[0], tile[1], tile[2], tile[3] = c00, c01, c10, c11
+        store_tile_blk(tile, mr, 2, c, ldc, c_hi, accumulate, epi)
+    else:
+        tile[0], tile[1] = c00, c10
         store_tile_blk(tile, mr, 1, c, ldc, c_hi, accumulate, epi)
 
 
@@ -627,7 +613,7 @@ cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
             b += NR
         for r in range(12):
             ar[r] = ar[r] + a_bs
-    mode = fast_finish(accumulate, epi)
+    mode = fast_finish(epi)
     if mr == 12 and mode != 0:
         lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
         hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
@@ -701,7 +687,7 @@ cdef inline void ukernel_4x24_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         a1 += a_bs
         a2 += a_bs
         a3 += a_bs
-    mode = fast_finish(accumulate, epi)
+    mode = fast_finish(epi)
     if mr == 4 and mode != 0:
         lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
         hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()

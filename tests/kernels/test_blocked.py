@@ -55,9 +55,11 @@ def test_reorder_refuses_bad_shapes():
 
 # (n, c_in, c_out, h, w): panels of 16 and a last panel of 8, tiles of 6 pixels and remainders,
 # last 24 channels in 4x24 tiles (c_out 24, 40, 56: 15, 20 and 49 pixels leave 3, 0 and 1),
-# several K blocks (kc = 16 below), one-pixel images
+# a band's last 1 or 2 pixels in 2x16 tiles (49 and 8 pixels), several K blocks (kc = 16
+# below), one-pixel images
 POINTWISE = [(1, 8, 8, 1, 1), (2, 16, 24, 5, 3), (1, 40, 16, 7, 7), (3, 24, 40, 4, 5),
-             (1, 32, 56, 7, 7), (1, 96, 144, 14, 14), (1, 8, 1280 // 8, 2, 9)]
+             (1, 32, 56, 7, 7), (2, 16, 32, 4, 2), (1, 96, 144, 14, 14),
+             (1, 8, 1280 // 8, 2, 9)]
 
 
 @pytest.mark.parametrize("n,c_in,c_out,h,w", POINTWISE)
