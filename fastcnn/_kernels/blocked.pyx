@@ -11,6 +11,7 @@ one of these kernels; model inputs and outputs stay NCHW.
     PointwiseBlockedStep    1x1 stride-1 conv: GEMM with pixels as rows (ukernel_6x16_blk; the
                             last 24 channels ukernel_4x24_blk, a last 8 ukernel_12x8_blk)
     DepthwiseBlockedStep    one filter per channel, any kernel/stride/padding/dilation
+    MaxPoolBlockedStep      max pool, any window, to NCHW8c or NCHW
     GlobalAvgBlockedStep    global average pool -> (n, C) (the NCHW (n, C, 1, 1) bytes)
 
 Work splits never change a value's summation order: results are bit-identical for any thread
@@ -20,7 +21,8 @@ from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.simd_extra cimport vf8_transpose8
+from fastcnn._kernels.simd_extra cimport vf8_transpose8, vf8_max_nan
+from libc.math cimport INFINITY
 from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
                                        ukernel_12x8_blk, ukernel_4x24_blk, ukernel_2x16_blk,
                                        FIN_NONE, FIN_CLIP, finish_kind, put8, finish8)
@@ -644,6 +646,101 @@ def pack_depthwise_blocked(w):
     w = np.asarray(w, np.float32)
     c, _, k_h, k_w = w.shape
     return np.ascontiguousarray(w.reshape(c // 8, 8, k_h * k_w).transpose(0, 2, 1))
+
+
+# ----------------------------------------------------------------------------- max pool
+cdef class MaxPoolBlockedStep(Step):
+    """Max pool of a blocked x (n, c, h_in, w_in): out[b, c, oh, ow] = the NaN-propagating max of
+    x[b, c, oh*sh - pt + kh*dh, ow*sw - pl + kw*dw] over the taps inside the input (-inf when
+    there is none), as pool.Pool2dStep computes it on NCHW. out: flat blocked (n, c, h_out,
+    w_out) when out_blocked, else NCHW: eight output pixels at a time are transposed into the
+    eight channel rows (the reorder the NCHW consumer would otherwise run as its own step)."""
+    cdef const float[::1] x
+    cdef float[::1] out
+    cdef Py_ssize_t n, c, h_in, w_in, h_out, w_out, k_h, k_w, sh, sw, pt, pl, dh, dw
+    cdef bint out_blocked
+
+    def __init__(self, const float[::1] x, float[::1] out, shape_in, shape_out, kernel, strides,
+                 pads, dilations, bint out_blocked):
+        """shape_in (n, c, h_in, w_in), shape_out (n, c, h_out, w_out), pads (top, left)."""
+        self.n, self.c, self.h_in, self.w_in = shape_in
+        n2, c2, self.h_out, self.w_out = shape_out
+        self.k_h, self.k_w = kernel
+        self.sh, self.sw = strides
+        self.pt, self.pl = pads[0], pads[1]
+        self.dh, self.dw = dilations
+        if n2 != self.n or c2 != self.c or self.c % 8 or self.c < 8 or self.n < 0:
+            raise ValueError("MaxPoolBlockedStep: channels must be a positive multiple of 8")
+        if min(self.k_h, self.k_w, self.sh, self.sw, self.dh, self.dw) < 1 or min(self.pt, self.pl) < 0:
+            raise ValueError("MaxPoolBlockedStep: bad kernel/stride/dilation/pads")
+        if min(self.h_in, self.w_in, self.h_out, self.w_out) < 1:
+            raise ValueError("MaxPoolBlockedStep: empty image")
+        if (x.shape[0] != self.n * self.c * self.h_in * self.w_in
+                or out.shape[0] != self.n * self.c * self.h_out * self.w_out):
+            raise ValueError("MaxPoolBlockedStep: x/out sizes")
+        self.x, self.out, self.out_blocked = x, out, out_blocked
+
+    cdef void plane(self, Py_ssize_t b, Py_ssize_t cb, Py_ssize_t oh0,
+                    Py_ssize_t oh1) noexcept nogil:
+        """Output rows [oh0, oh1) of channel block cb of image b."""
+        cdef Py_ssize_t hw_in = self.h_in * self.w_in, hw_out = self.h_out * self.w_out
+        cdef Py_ssize_t cbs = self.c // 8, oh, ow0, u, cnt, kh, kw, ih, iw, j
+        cdef const float *xb = &self.x[(b * cbs + cb) * hw_in * 8]
+        cdef float *ob
+        cdef vf8 acc[8]
+        cdef float t[64]
+        cdef vf8 ninf = vf8_set1(-INFINITY)
+        for oh in range(oh0, oh1):
+            ow0 = 0
+            while ow0 < self.w_out:
+                cnt = min(8, self.w_out - ow0)
+                for u in range(cnt):
+                    acc[u] = ninf
+                for kh in range(self.k_h):
+                    ih = oh * self.sh - self.pt + kh * self.dh
+                    if ih < 0 or ih >= self.h_in:
+                        continue
+                    for kw in range(self.k_w):
+                        for u in range(cnt):
+                            iw = (ow0 + u) * self.sw - self.pl + kw * self.dw
+                            if 0 <= iw < self.w_in:
+                                acc[u] = vf8_max_nan(acc[u], vf8_load(xb + (ih * self.w_in + iw) * 8))
+                if self.out_blocked:
+                    ob = &self.out[((b * cbs + cb) * hw_out + oh * self.w_out + ow0) * 8]
+                    for u in range(cnt):
+                        vf8_store(ob + u * 8, acc[u])
+                else:
+                    # pixel u's 8 channels -> channel j's row: out[b, 8*cb + j, oh, ow0 + u]
+                    ob = &self.out[(b * self.c + cb * 8) * hw_out + oh * self.w_out + ow0]
+                    for u in range(cnt):
+                        vf8_store(t + u * 8, acc[u])
+                    if cnt == 8:
+                        vf8_transpose8(t, 8, ob, hw_out)
+                    else:
+                        for j in range(8):
+                            for u in range(cnt):
+                                ob[j * hw_out + u] = t[u * 8 + j]
+                ow0 = ow0 + 8
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t planes = self.n * (self.c // 8), parts = 1, t, p
+        cdef int nt = team(self.num_threads, 1 << 20,
+                           planes * self.h_out * self.w_out * self.k_h * self.k_w * 8,
+                           planes * self.h_out)
+        if planes == 0:
+            return
+        if nt > 1 and planes < 4 * nt:
+            parts = min(self.h_out, (4 * nt + planes - 1) // planes)   # split rows too
+        with nogil:
+            if nt <= 1:
+                for t in range(planes):
+                    self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out)
+            else:
+                for t in prange(planes * parts, num_threads=nt, schedule="static"):
+                    p = t // parts
+                    self.plane(p // (self.c // 8), p % (self.c // 8),
+                               (t % parts) * self.h_out // parts,
+                               (t % parts + 1) * self.h_out // parts)
 
 
 # ----------------------------------------------------------------------------- global pool

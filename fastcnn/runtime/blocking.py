@@ -8,7 +8,8 @@ bool, called with the candidate layouts of the node's runtime inputs and outputs
 constants and omitted inputs). Ops without a rule take and give NCHW only.
 
 The assignment starts from every candidate blocked and repairs, until every node accepts its
-layouts: a node that refuses them has its outputs made NCHW if that is enough, else its inputs.
+layouts: a node that refuses them has its outputs made NCHW if that is enough, else its inputs
+(keeping its outputs blocked if it then accepts them), else both.
 Each repair only unblocks, so this ends; a plan without candidates is the plain NCHW plan.
 """
 from __future__ import annotations
@@ -58,6 +59,14 @@ def assign_layouts(graph, run_nodes, inferred, attrs_of, rules=None) -> set:
                 blocked.difference_update(outs)
                 if accepts(node):
                     continue
+                # blocked outputs that were not the trouble stay (a conv reading a pool's
+                # NCHW output may still store blocked for the next pool)
+                ins = [x for x in node.inputs if x in blocked]
+                blocked.update(outs)
+                blocked.difference_update(ins)
+                if ins and accepts(node):
+                    continue
+                blocked.difference_update(outs)
             blocked.difference_update(x for x in node.inputs if x)
     return blocked
 
@@ -65,4 +74,5 @@ def assign_layouts(graph, run_nodes, inferred, attrs_of, rules=None) -> set:
 def layout_rules() -> dict:
     """op -> rule, gathered from the kernel modules that have blocked kernels."""
     from fastcnn.runtime import k_conv, k_pool
-    return {"Conv": k_conv.conv_layouts, "GlobalAveragePool": k_pool.global_pool_layouts}
+    return {"Conv": k_conv.conv_layouts, "MaxPool": k_pool.pool_layouts,
+            "GlobalAveragePool": k_pool.global_pool_layouts}

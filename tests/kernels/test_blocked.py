@@ -7,7 +7,7 @@ import pytest
 
 from act_reference import apply
 from helpers import assert_close, ir_model, rand
-from reference import conv2d, out_size
+from reference import conv2d, out_size, pool2d
 
 from fastcnn._kernels import blocked as bk
 from fastcnn._kernels.eltwise import ACT_CODES
@@ -297,6 +297,75 @@ def test_depthwise_blocked_stream(case, act, offset, threads):
     assert_close(from_blocked(outs[1].reshape(n, c, ho, wo)), apply(act, ref, alpha, beta))
 
 
+# (n, c, h, w, kernel, stride, pads (top, left, bottom, right), dilation): the common 2x2/2 and
+# 3x3/2 pad 1, a window larger than the stride, stride > kernel, padding on every side with
+# stride 1, dilation, rows narrower and wider than 8 output pixels
+MAXPOOL = [(2, 16, 16, 16, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
+           (1, 8, 13, 11, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+           (3, 24, 9, 20, (3, 2), (1, 1), (0, 1, 2, 0), (1, 1)),
+           (1, 8, 10, 10, (2, 2), (3, 3), (0, 0, 0, 0), (1, 1)),
+           (1, 16, 5, 6, (2, 3), (1, 1), (1, 2, 1, 2), (1, 1)),
+           (2, 8, 12, 17, (3, 3), (1, 2), (1, 1, 1, 1), (2, 2))]
+
+
+@pytest.mark.parametrize("case", MAXPOOL, ids=lambda c: f"{c[:4]}_k{c[4]}_s{c[5]}_p{c[6]}_d{c[7]}")
+@pytest.mark.parametrize("out_blocked", [True, False])
+def test_maxpool_blocked(case, out_blocked, threads):
+    n, c, h, w, kernel, stride, pads, dil = case
+    x = rand(RNG, n, c, h, w)
+    x[0, 1, 1, 1] = np.nan      # NaN propagates, as in the NCHW kernel (every case reads it)
+    ref = pool2d(x, "max", kernel, stride, pads, dil).astype(np.float32)
+    h_out, w_out = ref.shape[2:]
+    out = np.full(n * c * h_out * w_out, 7.0, np.float32)
+    step = bk.MaxPoolBlockedStep(to_blocked(x).reshape(-1), out, (n, c, h, w),
+                                 (n, c, h_out, w_out), kernel, stride, pads[:2], dil, out_blocked)
+    step.num_threads = threads
+    step()
+    got = out.reshape(n, c, h_out, w_out)
+    got = from_blocked(got) if out_blocked else got
+    assert np.array_equal(np.isnan(got), np.isnan(ref)) and np.isnan(ref).any()
+    assert np.array_equal(got, ref, equal_nan=True)
+
+
+def test_maxpool_blocked_refuses_bad_shapes():
+    x = np.zeros(8 * 16, np.float32)
+    with pytest.raises(ValueError):
+        bk.MaxPoolBlockedStep(x, np.zeros(8 * 3, np.float32), (1, 8, 4, 4), (1, 8, 2, 2), (2, 2),
+                              (2, 2), (0, 0), (1, 1), True)
+    bk.MaxPoolBlockedStep(x, np.zeros(8 * 4, np.float32), (1, 8, 4, 4), (1, 8, 2, 2), (2, 2),
+                          (2, 2), (0, 0), (1, 1), True)   # fits
+    with pytest.raises(ValueError):
+        bk.MaxPoolBlockedStep(np.zeros(12 * 16, np.float32), np.zeros(12 * 4, np.float32),
+                              (1, 12, 4, 4), (1, 12, 2, 2), (2, 2), (2, 2), (0, 0), (1, 1), True)
+    with pytest.raises(ValueError):
+        bk.MaxPoolBlockedStep(x, np.zeros(8 * 4, np.float32), (1, 8, 4, 4), (1, 8, 2, 2), (0, 2),
+                              (2, 2), (0, 0), (1, 1), True)
+
+
+@pytest.mark.parametrize("kernel,algorithm", [(3, "tile_to_blocked"), (1, None)])
+def test_conv_then_maxpool_runs_blocked(kernel, algorithm, threads):
+    """A conv the tile kernel runs stores blocked for the max pool after it, which writes NCHW
+    for the NCHW conv that reads it; a conv Winograd would run keeps NCHW. Same values as the
+    plan with every tensor NCHW."""
+    rng = np.random.default_rng(9)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    consts = {"w1": w(16, 3, 3, 3), "b1": rand(rng, 16), "w2": w(32, 16, 3, 3),
+              "b2": rand(rng, 32), "w3": w(8, 32, kernel, kernel)}
+    nodes = [("Conv", ["x", "w1", "b1"], ["a"], dict(pads=[1, 1, 1, 1], activation="Relu")),
+             ("MaxPool", ["a"], ["p"], dict(kernel_shape=[2, 2], strides=[2, 2])),
+             ("Conv", ["p", "w2", "b2"], ["c"], dict(pads=[1, 1, 1, 1], activation="Relu")),
+             ("MaxPool", ["c"], ["q"], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+             ("Conv", ["q", "w3"], ["y"], {})]
+    x = rand(RNG, 2, 3, 20, 22)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
+    plan = model.plan_for([x.shape])
+    kinds = [type(s).__name__ for s in plan.steps]
+    assert "a" in plan.blocked and "p" not in plan.blocked
+    assert kinds[:2] == ["ConvTileStep", "MaxPoolBlockedStep"]
+    assert ("c" in plan.blocked) == (kinds[2] != "ConvWinogradStep")
+    assert_close(model.run(None, {"x": x})[0], _nchw_reference(nodes, consts, x, ["y"])[0])
+
+
 @pytest.mark.parametrize("n,c,h,w", [(1, 8, 1, 1), (2, 24, 7, 5), (3, 16, 1, 9)])
 def test_global_avg_blocked(n, c, h, w):
     x = rand(RNG, n, c, h, w)
@@ -430,11 +499,13 @@ def _nchw_reference(nodes, consts, x, outputs):
 @pytest.mark.parametrize("c_in,step", [(3, "ConvTileStep"), (520, "ConvGemmToBlockedStep")])
 def test_nchw_to_blocked_conv_kernels(c_in, step):
     """An NCHW input conv with a blocked output runs the tiled kernel (storing NCHW8c), or the
-    GEMM into the blocked layout when K = c_in*9 passes the tiles' limit (4608)."""
+    GEMM into the blocked layout when K = c_in*9 passes the tiles' limit (4608). (Stride 2: a
+    conv Winograd would run stays NCHW, test_conv_then_maxpool_runs_blocked.)"""
     rng = np.random.default_rng(8)
     consts = {"w": rand(rng, 16, c_in, 3, 3) * np.float32(0.1), "b": rand(rng, 16),
               "w2": rand(rng, 16, 16, 1, 1), "b2": rand(rng, 16)}
-    nodes = [("Conv", ["x", "w", "b"], ["s"], dict(pads=[1, 1, 1, 1], activation="Relu")),
+    nodes = [("Conv", ["x", "w", "b"], ["s"], dict(pads=[1, 1, 1, 1], strides=[2, 2],
+                                                  activation="Relu")),
              ("Conv", ["s", "w2", "b2"], ["p"], {}), ("GlobalAveragePool", ["p"], ["y"], {})]
     x = rand(RNG, 1, c_in, 6, 7)
     model = ir_model(nodes, {"x": x.shape}, ["y"], consts)
