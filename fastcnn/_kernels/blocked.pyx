@@ -397,6 +397,28 @@ cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
         g0 = g0 + DW_PIXELS
 
 
+def window_args(str who, x_size, out_size, shape_in, shape_out, kernel, strides, pads,
+                dilations):
+    """The checked geometry of a windowed op on blocked tensors (depthwise conv, max pool):
+    (n, c, h_in, w_in, h_out, w_out, k_h, k_w, sh, sw, pt, pl, dh, dw). shape_in/shape_out:
+    (n, c, h, w); pads (top, left); x_size/out_size: the flat buffers' lengths."""
+    n, c, h_in, w_in = shape_in
+    n2, c2, h_out, w_out = shape_out
+    k_h, k_w = kernel
+    sh, sw = strides
+    pt, pl = pads[0], pads[1]
+    dh, dw = dilations
+    if n2 != n or c2 != c or c % 8 or c < 8 or n < 0:
+        raise ValueError(f"{who}: channels must be a positive multiple of 8")
+    if min(k_h, k_w, sh, sw, dh, dw) < 1 or min(pt, pl) < 0:
+        raise ValueError(f"{who}: bad kernel/stride/dilation/pads")
+    if min(h_in, w_in, h_out, w_out) < 1:
+        raise ValueError(f"{who}: empty image")
+    if x_size != n * c * h_in * w_in or out_size != n * c * h_out * w_out:
+        raise ValueError(f"{who}: x/out sizes")
+    return n, c, h_in, w_in, h_out, w_out, k_h, k_w, sh, sw, pt, pl, dh, dw
+
+
 cdef class DepthwiseBlockedStep(Step):
     """Depthwise conv (one filter per channel) on blocked tensors, any kernel, stride, padding
     and dilation: out[b, c, oh, ow] = act(bias[c] + residual + sum_{kh, kw} x[b, c, ih, iw] *
@@ -432,21 +454,10 @@ cdef class DepthwiseBlockedStep(Step):
                  int act=0, float alpha=0.0, float beta=0.0, float[::1] work=None,
                  Py_ssize_t slots=1, bint ring=True, bint stream=False):
         """shape_in (n, c, h_in, w_in), shape_out (n, c, h_out, w_out), pads (top, left)."""
-        self.n, self.c, self.h_in, self.w_in = shape_in
-        n2, c2, self.h_out, self.w_out = shape_out
-        self.k_h, self.k_w = kernel
-        self.sh, self.sw = strides
-        self.pt, self.pl = pads[0], pads[1]
-        self.dh, self.dw = dilations
-        if n2 != self.n or c2 != self.c or self.c % 8 or self.c < 8:
-            raise ValueError("DepthwiseBlockedStep: channels must be a positive multiple of 8")
-        if min(self.k_h, self.k_w, self.sh, self.sw, self.dh, self.dw) < 1 or min(self.pt, self.pl) < 0:
-            raise ValueError("DepthwiseBlockedStep: bad kernel/stride/dilation/pads")
-        if min(self.h_in, self.w_in, self.h_out, self.w_out) < 1 or self.n < 0:
-            raise ValueError("DepthwiseBlockedStep: empty image")
-        if (x.shape[0] != self.n * self.c * self.h_in * self.w_in
-                or out.shape[0] != self.n * self.c * self.h_out * self.w_out):
-            raise ValueError("DepthwiseBlockedStep: x/out sizes")
+        (self.n, self.c, self.h_in, self.w_in, self.h_out, self.w_out, self.k_h, self.k_w,
+         self.sh, self.sw, self.pt, self.pl, self.dh, self.dw) = window_args(
+            "DepthwiseBlockedStep", x.shape[0], out.shape[0], shape_in, shape_out, kernel,
+            strides, pads, dilations)
         if wb.shape[0] != self.c // 8 or wb.shape[1] != self.k_h * self.k_w or wb.shape[2] != 8:
             raise ValueError("DepthwiseBlockedStep: packed weights do not fit")
         if slots < 1:
@@ -663,21 +674,10 @@ cdef class MaxPoolBlockedStep(Step):
     def __init__(self, const float[::1] x, float[::1] out, shape_in, shape_out, kernel, strides,
                  pads, dilations, bint out_blocked):
         """shape_in (n, c, h_in, w_in), shape_out (n, c, h_out, w_out), pads (top, left)."""
-        self.n, self.c, self.h_in, self.w_in = shape_in
-        n2, c2, self.h_out, self.w_out = shape_out
-        self.k_h, self.k_w = kernel
-        self.sh, self.sw = strides
-        self.pt, self.pl = pads[0], pads[1]
-        self.dh, self.dw = dilations
-        if n2 != self.n or c2 != self.c or self.c % 8 or self.c < 8 or self.n < 0:
-            raise ValueError("MaxPoolBlockedStep: channels must be a positive multiple of 8")
-        if min(self.k_h, self.k_w, self.sh, self.sw, self.dh, self.dw) < 1 or min(self.pt, self.pl) < 0:
-            raise ValueError("MaxPoolBlockedStep: bad kernel/stride/dilation/pads")
-        if min(self.h_in, self.w_in, self.h_out, self.w_out) < 1:
-            raise ValueError("MaxPoolBlockedStep: empty image")
-        if (x.shape[0] != self.n * self.c * self.h_in * self.w_in
-                or out.shape[0] != self.n * self.c * self.h_out * self.w_out):
-            raise ValueError("MaxPoolBlockedStep: x/out sizes")
+        (self.n, self.c, self.h_in, self.w_in, self.h_out, self.w_out, self.k_h, self.k_w,
+         self.sh, self.sw, self.pt, self.pl, self.dh, self.dw) = window_args(
+            "MaxPoolBlockedStep", x.shape[0], out.shape[0], shape_in, shape_out, kernel,
+            strides, pads, dilations)
         self.x, self.out, self.out_blocked = x, out, out_blocked
 
     cdef void plane(self, Py_ssize_t b, Py_ssize_t cb, Py_ssize_t oh0,
