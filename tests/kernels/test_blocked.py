@@ -305,16 +305,19 @@ MAXPOOL = [(2, 16, 16, 16, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
            (3, 24, 9, 20, (3, 2), (1, 1), (0, 1, 2, 0), (1, 1)),
            (1, 8, 10, 10, (2, 2), (3, 3), (0, 0, 0, 0), (1, 1)),
            (1, 16, 5, 6, (2, 3), (1, 1), (1, 2, 1, 2), (1, 1)),
-           (2, 8, 12, 17, (3, 3), (1, 2), (1, 1, 1, 1), (2, 2))]
+           (2, 8, 12, 17, (3, 3), (1, 2), (1, 1, 1, 1), (2, 2)),
+           (1, 8, 10, 11, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True)]   # ceil_mode: last window
+                                                                     # past the input
 
 
 @pytest.mark.parametrize("case", MAXPOOL, ids=lambda c: f"{c[:4]}_k{c[4]}_s{c[5]}_p{c[6]}_d{c[7]}")
 @pytest.mark.parametrize("out_blocked", [True, False])
 def test_maxpool_blocked(case, out_blocked, threads):
-    n, c, h, w, kernel, stride, pads, dil = case
+    n, c, h, w, kernel, stride, pads, dil = case[:8]
     x = rand(RNG, n, c, h, w)
     x[0, 1, 1, 1] = np.nan      # NaN propagates, as in the NCHW kernel (every case reads it)
-    ref = pool2d(x, "max", kernel, stride, pads, dil).astype(np.float32)
+    ref = pool2d(x, "max", kernel, stride, pads, dil, ceil_mode=case[8:] == (True,))
+    ref = ref.astype(np.float32)
     h_out, w_out = ref.shape[2:]
     out = np.full(n * c * h_out * w_out, 7.0, np.float32)
     step = bk.MaxPoolBlockedStep(to_blocked(x).reshape(-1), out, (n, c, h, w),
