@@ -155,7 +155,7 @@ cdef class PointwiseBlockedStep(Step):
     cdef Py_ssize_t n, c_in, c_out, hw, kc, panels, bands
     cdef bint has_bias, has_res
     cdef readonly bint stream
-    cdef int act
+    cdef int act, fin
     cdef float alpha, beta
 
     def __init__(self, const float[::1] x, const float[:, :, ::1] wp, bias, residual,
@@ -184,6 +184,7 @@ cdef class PointwiseBlockedStep(Step):
         # non-temporal stores need 32-byte aligned vectors (arena tensors are 64-byte aligned)
         self.stream = stream and n > 0 and (<size_t>&out[0]) % 32 == 0
         self.act, self.alpha, self.beta = act, alpha, beta
+        self.fin = finish_kind(act, alpha, beta)
 
     cdef void task(self, Py_ssize_t img, Py_ssize_t band, Py_ssize_t jp0,
                    Py_ssize_t jp1) noexcept nogil:
@@ -198,7 +199,7 @@ cdef class PointwiseBlockedStep(Step):
         cdef Py_ssize_t nxt_bytes, pf_at, pf_step, tiles
         p0 = band * TILE * BAND_TILES
         p1 = min(hw, p0 + TILE * BAND_TILES)
-        epi.act, epi.alpha, epi.beta = self.act, self.alpha, self.beta
+        epi.act, epi.alpha, epi.beta, epi.fin = self.act, self.alpha, self.beta, self.fin
         epi.stream = self.stream
         pc = 0
         while pc < self.c_in:

@@ -27,7 +27,8 @@ from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 from fastcnn._kernels.simd cimport vf8_load, vf8_store
 from fastcnn._kernels.simd_extra cimport vf8_load_even
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, ukernel_6x16,
-                                       pack_b_edge, SplitEpilogue, ukernel_6x16_blk, whole_lines)
+                                       pack_b_edge, SplitEpilogue, ukernel_6x16_blk, whole_lines,
+                                       finish_kind)
 from fastcnn._kernels.simd_extra cimport vf8_transpose8
 
 import numpy as np
@@ -472,6 +473,7 @@ cdef class ConvGemmToBlockedStep(Step):
     cdef ConvGeom g
     cdef Py_ssize_t K, Kp, panels, band_rows, bands, ldb, slot_size, slots, hw_out
     cdef bint has_bias
+    cdef int fin
 
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, ::1] wp, bias16,
                  float[::1] out, Py_ssize_t c_out, Py_ssize_t h_out, Py_ssize_t w_out, strides,
@@ -484,6 +486,7 @@ cdef class ConvGemmToBlockedStep(Step):
         check_geom(self.g, x.shape[1])
         if c_out % 8 or out.shape[0] != x.shape[0] * c_out * h_out * w_out:
             raise ValueError("ConvGemmToBlockedStep: output must be blocked, c_out a multiple of 8")
+        self.fin = finish_kind(act, alpha, beta)
         self.K = x.shape[1] * k_h * k_w
         self.Kp = (self.K + 7) // 8 * 8
         self.panels = (c_out + NR - 1) // NR
@@ -528,7 +531,7 @@ cdef class ConvGemmToBlockedStep(Step):
             p = p + 8
         ob = &self.out[0] + (img * cb_out * self.hw_out + oh0 * g.w_out) * 8
         epi.res = NULL
-        epi.act, epi.alpha, epi.beta = g.act, g.alpha, g.beta
+        epi.act, epi.alpha, epi.beta, epi.fin = g.act, g.alpha, g.beta, self.fin
         epi.stream = False
         for jp in range(jp0, jp1):
             epi.bias = &self.bias[jp * NR] if self.has_bias else NULL

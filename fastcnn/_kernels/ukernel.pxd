@@ -352,51 +352,21 @@ cdef struct SplitEpilogue:
     const float *res    # residual at the same offsets as C (row r, block f), or NULL
     int act
     float alpha, beta
+    int fin             # finish_kind(act, alpha, beta), chosen once by the step
     bint stream         # store with non-temporal stores (C 32-byte aligned, not re-read soon)
 
 
-cdef inline void store_blk8(float *c, vf8 v, bint accumulate, const SplitEpilogue *epi,
-                            Py_ssize_t bias_off, Py_ssize_t r_off, bint vec_act) noexcept nogil:
-    """One vector of a blocked tile: c[0:8] = epilogue(v [+ c]); bias_off: the vector's
-    channels in epi.bias, r_off: its offset in the residual (its offset from the tile's C)."""
-    if accumulate:
-        v = vf8_add(v, vf8_load(c))
-    if epi != NULL:
-        if epi.bias != NULL:
-            v = vf8_add(v, vf8_load(epi.bias + bias_off))
-        if epi.res != NULL:
-            v = vf8_add(v, vf8_load(epi.res + r_off))
-        if vec_act:
-            v = act_vec(v, epi.act, epi.alpha, epi.beta)
-        if epi.stream and vec_act:
-            vf8_stream(c, v)
-            return
-    vf8_store(c, v)
-    if epi != NULL and not vec_act:
-        act_span(c, c, 8, epi.act, epi.alpha, epi.beta)
+cdef inline bint fin_inline(const SplitEpilogue *epi) noexcept nogil:
+    """True when a blocked tile's finish is none, ReLU or Clip (or there is no epilogue): the
+    kernels then store a full tile straight from their registers with put_fin, which saves
+    store_tile_blk's loop (about 60 cycles a tile, half of a 24-channel K block's FMAs)."""
+    return epi == NULL or epi.fin == FIN_NONE or epi.fin == FIN_RELU or epi.fin == FIN_CLIP
 
 
-cdef inline int fast_finish(const SplitEpilogue *epi) noexcept nogil:
-    """How a full blocked tile is stored straight from its registers: 0 = not (an activation
-    other than ReLU/Clip: store_tile_blk), 1 = no activation, 2 = ReLU, 3 = Clip. Storing from
-    registers saves store_tile_blk's loop (about 60 cycles a tile, half of a 24-channel K
-    block's FMAs)."""
-    if epi == NULL:
-        return 1
-    if epi.act == ACT_NONE or epi.act == ACT_IDENTITY:
-        return 1
-    if epi.act == ACT_RELU:
-        return 2
-    if epi.act == ACT_CLIP and epi.alpha <= epi.beta:
-        return 3
-    return 0
-
-
-cdef inline void put_fast(float *c, Py_ssize_t off, vf8 v, bint accumulate,
-                          const SplitEpilogue *epi, Py_ssize_t bias_off, int mode, vf8 lo,
-                          vf8 hi) noexcept nogil:
-    """c[off:off+8] = finish(v [+ c] + bias + residual) for fast_finish mode 1-3 (the same
-    operations in the same order as store_blk8), streamed when epi.stream."""
+cdef inline vf8 with_addends(float *c, Py_ssize_t off, vf8 v, bint accumulate,
+                             const SplitEpilogue *epi, Py_ssize_t bias_off) noexcept nogil:
+    """v [+ c[off:off+8]] [+ bias[bias_off:]] [+ residual[off:]]: a blocked store's additions
+    before the activation, in the order every blocked kernel uses."""
     if accumulate:
         v = vf8_add(v, vf8_load(c + off))
     if epi != NULL:
@@ -404,9 +374,20 @@ cdef inline void put_fast(float *c, Py_ssize_t off, vf8 v, bint accumulate,
             v = vf8_add(v, vf8_load(epi.bias + bias_off))
         if epi.res != NULL:
             v = vf8_add(v, vf8_load(epi.res + off))
-        if mode == 3:
+    return v
+
+
+cdef inline void put_fin(float *c, Py_ssize_t off, vf8 v, bint accumulate,
+                         const SplitEpilogue *epi, Py_ssize_t bias_off, vf8 lo,
+                         vf8 hi) noexcept nogil:
+    """c[off:off+8] = finish(with_addends(...)) for the finishes fin_inline accepts (none,
+    ReLU, Clip with bounds lo/hi), streamed when epi.stream. Written out here rather than
+    through finish_vec, whose act_vec makes it too large for gcc to inline per vector."""
+    v = with_addends(c, off, v, accumulate, epi, bias_off)
+    if epi != NULL:
+        if epi.fin == FIN_CLIP:
             v = vf8_min(vf8_max(v, lo), hi)
-        elif mode == 2:
+        elif epi.fin == FIN_RELU:
             v = vf8_max(v, vf8_zero())
         if epi.stream:
             vf8_stream(c + off, v)
@@ -414,53 +395,46 @@ cdef inline void put_fast(float *c, Py_ssize_t off, vf8 v, bint accumulate,
     vf8_store(c + off, v)
 
 
+cdef inline void clip_bounds(const SplitEpilogue *epi, vf8 *lo, vf8 *hi) noexcept nogil:
+    """The Clip bounds of epi as vectors (unused for other finishes)."""
+    if epi != NULL and epi.fin == FIN_CLIP:
+        lo[0] = vf8_set1(epi.alpha)
+        hi[0] = vf8_set1(epi.beta)
+    else:
+        lo[0] = vf8_zero()
+        hi[0] = vf8_zero()
+
+
 cdef inline void store_tile_blk(const vf8 *t, Py_ssize_t mr, Py_ssize_t nb, float *c,
                                 Py_ssize_t ldc, Py_ssize_t c_blk, bint accumulate,
                                 const SplitEpilogue *epi) noexcept nogil:
     """Store a blocked tile: t[r*nb + f] (rows r < mr, channel blocks f < nb) to
     c + r*ldc + f*c_blk, with the epilogue when epi != NULL (bias epi.bias[8f:8f+8], residual at
-    the same offset from epi.res). One call per tile: the kernels hand their accumulators over
-    in an array, where a store helper per vector was a call per vector (gcc does not inline it
-    into the large task loops) that also spilled every accumulator around it."""
+    the same offset from epi.res), finished by finish8. One call per tile (partial tiles, and
+    finishes other than none/ReLU/Clip): the kernels hand their accumulators over in an array,
+    where a store helper per vector was a call per vector (gcc does not inline it into the
+    large task loops) that also spilled every accumulator around it."""
     cdef Py_ssize_t r, f, off
-    cdef vf8 v, lo, hi
-    cdef int act
-    if epi == NULL:
+    cdef vf8 lo, hi, v
+    cdef int fin = epi.fin if epi != NULL else FIN_NONE
+    clip_bounds(epi, &lo, &hi)
+    if fin_inline(epi) and not (epi != NULL and epi.stream):
+        # none, ReLU, Clip: the loop with the finish chosen outside it
         for r in range(mr):
             for f in range(nb):
                 off = r * ldc + f * c_blk
-                v = t[r * nb + f]
-                if accumulate:
-                    v = vf8_add(v, vf8_load(c + off))
-                vf8_store(c + off, v)
-        return
-    act = epi.act
-    if not epi.stream and (act == ACT_NONE or act == ACT_IDENTITY or act == ACT_RELU
-                           or (act == ACT_CLIP and epi.alpha <= epi.beta)):
-        # the common finishes inline: clip bounds (ReLU: [0, +inf) written as max only)
-        lo = vf8_set1(epi.alpha) if act == ACT_CLIP else vf8_zero()
-        hi = vf8_set1(epi.beta)
-        for r in range(mr):
-            for f in range(nb):
-                off = r * ldc + f * c_blk
-                v = t[r * nb + f]
-                if accumulate:
-                    v = vf8_add(v, vf8_load(c + off))
-                if epi.bias != NULL:
-                    v = vf8_add(v, vf8_load(epi.bias + 8 * f))
-                if epi.res != NULL:
-                    v = vf8_add(v, vf8_load(epi.res + off))
-                if act == ACT_CLIP:
+                v = with_addends(c, off, t[r * nb + f], accumulate, epi, 8 * f)
+                if fin == FIN_CLIP:
                     v = vf8_min(vf8_max(v, lo), hi)
-                elif act == ACT_RELU:
-                    v = vf8_max(v, lo)
+                elif fin == FIN_RELU:
+                    v = vf8_max(v, vf8_zero())
                 vf8_store(c + off, v)
         return
     for r in range(mr):
         for f in range(nb):
             off = r * ldc + f * c_blk
-            store_blk8(c + off, t[r * nb + f], accumulate, epi, 8 * f, off,
-                       act_is_vector(act, epi.alpha, epi.beta))
+            v = with_addends(c, off, t[r * nb + f], accumulate, epi, 8 * f)
+            finish8(v, c + off, NULL, fin, lo, hi, epi.act, epi.alpha, epi.beta, epi.stream)
 
 
 cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs,
@@ -485,7 +459,6 @@ cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
     cdef const float *a4 = a + (4 if mr > 4 else mr - 1) * a_rs
     cdef const float *a5 = a + (5 if mr > 5 else mr - 1) * a_rs
     cdef Py_ssize_t q, t
-    cdef int mode
     cdef vf8 lo, hi
     cdef vf8 tile[12]
     for q in range(kb):
@@ -517,22 +490,20 @@ cdef inline void ukernel_6x16_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         a3 += a_bs
         a4 += a_bs
         a5 += a_bs
-    mode = fast_finish(epi)
-    if two and mr == 6 and mode != 0:
-        lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
-        hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
-        put_fast(c, 0, c00, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, c_hi, c01, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, ldc, c10, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, ldc + c_hi, c11, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, 2 * ldc, c20, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 2 * ldc + c_hi, c21, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, 3 * ldc, c30, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 3 * ldc + c_hi, c31, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, 4 * ldc, c40, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 4 * ldc + c_hi, c41, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, 5 * ldc, c50, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 5 * ldc + c_hi, c51, accumulate, epi, 8, mode, lo, hi)
+    if two and mr == 6 and fin_inline(epi):
+        clip_bounds(epi, &lo, &hi)
+        put_fin(c, 0, c00, accumulate, epi, 0, lo, hi)
+        put_fin(c, c_hi, c01, accumulate, epi, 8, lo, hi)
+        put_fin(c, ldc, c10, accumulate, epi, 0, lo, hi)
+        put_fin(c, ldc + c_hi, c11, accumulate, epi, 8, lo, hi)
+        put_fin(c, 2 * ldc, c20, accumulate, epi, 0, lo, hi)
+        put_fin(c, 2 * ldc + c_hi, c21, accumulate, epi, 8, lo, hi)
+        put_fin(c, 3 * ldc, c30, accumulate, epi, 0, lo, hi)
+        put_fin(c, 3 * ldc + c_hi, c31, accumulate, epi, 8, lo, hi)
+        put_fin(c, 4 * ldc, c40, accumulate, epi, 0, lo, hi)
+        put_fin(c, 4 * ldc + c_hi, c41, accumulate, epi, 8, lo, hi)
+        put_fin(c, 5 * ldc, c50, accumulate, epi, 0, lo, hi)
+        put_fin(c, 5 * ldc + c_hi, c51, accumulate, epi, 8, lo, hi)
         return
     if two:
         tile[0], tile[1], tile[2], tile[3], tile[4], tile[5] = c00, c01, c10, c11, c20, c21
@@ -590,7 +561,6 @@ cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
     cdef vf8 b0, v1
     cdef const float *ar[12]
     cdef Py_ssize_t q, t, r
-    cdef int mode
     cdef vf8 lo, hi
     cdef vf8 tile[12]
     for r in range(12):
@@ -613,22 +583,20 @@ cdef inline void ukernel_12x8_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
             b += NR
         for r in range(12):
             ar[r] = ar[r] + a_bs
-    mode = fast_finish(epi)
-    if mr == 12 and mode != 0:
-        lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
-        hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
-        put_fast(c, 0, c0, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, ldc, c1, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 2 * ldc, c2, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 3 * ldc, c3, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 4 * ldc, c4, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 5 * ldc, c5, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 6 * ldc, c6, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 7 * ldc, c7, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 8 * ldc, c8, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 9 * ldc, c9, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 10 * ldc, c10, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 11 * ldc, c11, accumulate, epi, 0, mode, lo, hi)
+    if mr == 12 and fin_inline(epi):
+        clip_bounds(epi, &lo, &hi)
+        put_fin(c, 0, c0, accumulate, epi, 0, lo, hi)
+        put_fin(c, ldc, c1, accumulate, epi, 0, lo, hi)
+        put_fin(c, 2 * ldc, c2, accumulate, epi, 0, lo, hi)
+        put_fin(c, 3 * ldc, c3, accumulate, epi, 0, lo, hi)
+        put_fin(c, 4 * ldc, c4, accumulate, epi, 0, lo, hi)
+        put_fin(c, 5 * ldc, c5, accumulate, epi, 0, lo, hi)
+        put_fin(c, 6 * ldc, c6, accumulate, epi, 0, lo, hi)
+        put_fin(c, 7 * ldc, c7, accumulate, epi, 0, lo, hi)
+        put_fin(c, 8 * ldc, c8, accumulate, epi, 0, lo, hi)
+        put_fin(c, 9 * ldc, c9, accumulate, epi, 0, lo, hi)
+        put_fin(c, 10 * ldc, c10, accumulate, epi, 0, lo, hi)
+        put_fin(c, 11 * ldc, c11, accumulate, epi, 0, lo, hi)
         return
     tile[0], tile[1], tile[2], tile[3], tile[4], tile[5] = c0, c1, c2, c3, c4, c5
     tile[6], tile[7], tile[8], tile[9], tile[10], tile[11] = c6, c7, c8, c9, c10, c11
@@ -657,7 +625,6 @@ cdef inline void ukernel_4x24_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
     cdef const float *a2 = a + (2 if mr > 2 else mr - 1) * a_rs
     cdef const float *a3 = a + (3 if mr > 3 else mr - 1) * a_rs
     cdef Py_ssize_t q, t
-    cdef int mode
     cdef vf8 lo, hi
     cdef vf8 tile[12]
     for q in range(kb):
@@ -687,22 +654,20 @@ cdef inline void ukernel_4x24_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         a1 += a_bs
         a2 += a_bs
         a3 += a_bs
-    mode = fast_finish(epi)
-    if mr == 4 and mode != 0:
-        lo = vf8_set1(epi.alpha) if mode == 3 else vf8_zero()
-        hi = vf8_set1(epi.beta) if mode == 3 else vf8_zero()
-        put_fast(c, 0, c00, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, c_blk, c01, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, 2 * c_blk, c02, accumulate, epi, 16, mode, lo, hi)
-        put_fast(c, ldc, c10, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, ldc + c_blk, c11, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, ldc + 2 * c_blk, c12, accumulate, epi, 16, mode, lo, hi)
-        put_fast(c, 2 * ldc, c20, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 2 * ldc + c_blk, c21, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, 2 * ldc + 2 * c_blk, c22, accumulate, epi, 16, mode, lo, hi)
-        put_fast(c, 3 * ldc, c30, accumulate, epi, 0, mode, lo, hi)
-        put_fast(c, 3 * ldc + c_blk, c31, accumulate, epi, 8, mode, lo, hi)
-        put_fast(c, 3 * ldc + 2 * c_blk, c32, accumulate, epi, 16, mode, lo, hi)
+    if mr == 4 and fin_inline(epi):
+        clip_bounds(epi, &lo, &hi)
+        put_fin(c, 0, c00, accumulate, epi, 0, lo, hi)
+        put_fin(c, c_blk, c01, accumulate, epi, 8, lo, hi)
+        put_fin(c, 2 * c_blk, c02, accumulate, epi, 16, lo, hi)
+        put_fin(c, ldc, c10, accumulate, epi, 0, lo, hi)
+        put_fin(c, ldc + c_blk, c11, accumulate, epi, 8, lo, hi)
+        put_fin(c, ldc + 2 * c_blk, c12, accumulate, epi, 16, lo, hi)
+        put_fin(c, 2 * ldc, c20, accumulate, epi, 0, lo, hi)
+        put_fin(c, 2 * ldc + c_blk, c21, accumulate, epi, 8, lo, hi)
+        put_fin(c, 2 * ldc + 2 * c_blk, c22, accumulate, epi, 16, lo, hi)
+        put_fin(c, 3 * ldc, c30, accumulate, epi, 0, lo, hi)
+        put_fin(c, 3 * ldc + c_blk, c31, accumulate, epi, 8, lo, hi)
+        put_fin(c, 3 * ldc + 2 * c_blk, c32, accumulate, epi, 16, lo, hi)
         return
     tile[0], tile[1], tile[2] = c00, c01, c02
     tile[3], tile[4], tile[5] = c10, c11, c12
