@@ -345,26 +345,30 @@ def test_maxpool_blocked_refuses_bad_shapes():
                               (2, 2), (0, 0), (1, 1), True)
 
 
-@pytest.mark.parametrize("kernel,algorithm", [(3, "tile_to_blocked"), (1, None)])
-def test_conv_then_maxpool_runs_blocked(kernel, algorithm, threads):
+# (channels of the first and second conv, input size, last conv's kernel, the step that runs the
+# second conv): the tile kernel (its output "c" blocked for the second pool) or Winograd (NCHW)
+@pytest.mark.parametrize("c1,c2,h,w,kernel,conv2_step", [(16, 32, 20, 22, 3, "ConvTileStep"),
+                                                          (32, 64, 32, 32, 1, "ConvWinogradStep")])
+def test_conv_then_maxpool_runs_blocked(c1, c2, h, w, kernel, conv2_step, threads):
     """A conv the tile kernel runs stores blocked for the max pool after it, which writes NCHW
     for the NCHW conv that reads it; a conv Winograd would run keeps NCHW. Same values as the
     plan with every tensor NCHW."""
     rng = np.random.default_rng(9)
-    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
-    consts = {"w1": w(16, 3, 3, 3), "b1": rand(rng, 16), "w2": w(32, 16, 3, 3),
-              "b2": rand(rng, 32), "w3": w(8, 32, kernel, kernel)}
+    w_ = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    consts = {"w1": w_(c1, 3, 3, 3), "b1": rand(rng, c1), "w2": w_(c2, c1, 3, 3),
+              "b2": rand(rng, c2), "w3": w_(8, c2, kernel, kernel)}
     nodes = [("Conv", ["x", "w1", "b1"], ["a"], dict(pads=[1, 1, 1, 1], activation="Relu")),
              ("MaxPool", ["a"], ["p"], dict(kernel_shape=[2, 2], strides=[2, 2])),
              ("Conv", ["p", "w2", "b2"], ["c"], dict(pads=[1, 1, 1, 1], activation="Relu")),
              ("MaxPool", ["c"], ["q"], dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
              ("Conv", ["q", "w3"], ["y"], {})]
-    x = rand(RNG, 2, 3, 20, 22)
+    x = rand(RNG, 2, 3, h, w)
     model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
     plan = model.plan_for([x.shape])
     kinds = [type(s).__name__ for s in plan.steps]
     assert "a" in plan.blocked and "p" not in plan.blocked
     assert kinds[:2] == ["ConvTileStep", "MaxPoolBlockedStep"]
+    assert kinds[2] == conv2_step
     assert ("c" in plan.blocked) == (kinds[2] != "ConvWinogradStep")
     assert_close(model.run(None, {"x": x})[0], _nchw_reference(nodes, consts, x, ["y"])[0])
 
