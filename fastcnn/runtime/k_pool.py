@@ -30,6 +30,9 @@ def prepare_pool(p):
     kind = pool_kernels.POOL_CODES[p.node.op]
     include_pad = bool(a.get("count_include_pad", 0))
     power = float(a.get("p", 2))
+    size = 1
+    for d in y:
+        size *= d
     if p.blocked_in(0):
         out_blocked = p.blocked_out(0)
 
@@ -38,18 +41,12 @@ def prepare_pool(p):
                 ins[0].reshape(-1), outs[0].reshape(-1), x4, y4, kernel, strides, pads[:2], dil,
                 out_blocked)
 
-        size = 1
-        for d in y:
-            size *= d
         return Prepared(bind_blocked, flops=size * kernel[0] * kernel[1])
 
     def bind(ins, outs, scratch):
         return pool_kernels.Pool2dStep(ins[0].reshape(x4), outs[0].reshape(y4), kind, kernel,
                                        strides, pads, dil, include_pad, power)
 
-    size = 1
-    for d in y:
-        size *= d
     return Prepared(bind, flops=size * kernel[0] * kernel[1])
 
 
