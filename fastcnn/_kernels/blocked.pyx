@@ -189,8 +189,9 @@ cdef class PointwiseBlockedStep(Step):
     cdef void task(self, Py_ssize_t img, Py_ssize_t band, Py_ssize_t jp0,
                    Py_ssize_t jp1) noexcept nogil:
         """Pixels of `band` of image `img`, channel panels [jp0, jp1), every K block."""
-        cdef Py_ssize_t hw = self.hw, p0, p1, p, pc, kcc, jp, mr, off
+        cdef Py_ssize_t hw = self.hw, p0, p1, p, pc, kcc, jp, mr, off, span, rows
         cdef const float *xb = &self.x[img * self.c_in * hw]
+        cdef const float *a
         cdef float *ob = &self.out[img * self.c_out * hw]
         cdef const float *rb = &self.residual[img * self.c_out * hw] if self.has_res else NULL
         cdef SplitEpilogue epi
@@ -205,8 +206,19 @@ cdef class PointwiseBlockedStep(Step):
         while pc < self.c_in:
             kcc = min(self.kc, self.c_in - pc)
             last = pc + kcc == self.c_in
-            for jp in range(jp0, jp1):
+            jp = jp0
+            while jp < jp1:
                 epi.bias = &self.bias[jp * NR] if self.has_bias else NULL
+                # The tile for these channels: the last 24 (a full panel and a half one) in 4x24
+                # tiles, where 6x16 and 12x8 tiles would run the half panel at 13 loads per 12
+                # FMAs (144->24 and 96->24 at 56x56: 7-12% faster); a last panel of 8 in 12x8
+                # tiles; the others in 6x16 tiles, a band's last one or two pixels in 2x16.
+                if jp + 2 == self.panels and jp + 1 < jp1 and self.c_out % NR == 8:
+                    span, rows = 2, 4
+                elif jp * NR + NR > self.c_out:
+                    span, rows = 1, 2 * TILE
+                else:
+                    span, rows = 1, TILE
                 # The weights of the next panel (or K block) are fetched while this one runs, a
                 # share before each tile: with small images (7x7, 14x14) every panel's weights
                 # are read by few tiles, and waiting for them from L3 or memory cost 10-15% of
@@ -214,71 +226,38 @@ cdef class PointwiseBlockedStep(Step):
                 # panel start was 3-6% slower than none).
                 nxt = NULL
                 nxt_bytes = 0
-                if jp + 1 < jp1:
-                    nxt = <const char *>&self.wp[jp + 1, pc, 0]
+                if jp + span < jp1:
+                    nxt = <const char *>&self.wp[jp + span, pc, 0]
                     nxt_bytes = kcc * NR * 4
                 elif not last:
                     nxt = <const char *>&self.wp[jp0, pc + kcc, 0]
                     nxt_bytes = min(self.kc, self.c_in - pc - kcc) * NR * 4
-                if jp + 2 == self.panels and jp + 1 < jp1 and self.c_out % NR == 8:
-                    # the last 24 channels (a full panel and a half one): 4x24 tiles, where
-                    # 6x16 and 12x8 tiles would run the half panel at 13 loads per 12 FMAs
-                    # (144->24 and 96->24 at 56x56: 7-12% faster)
-                    if not last:
-                        nxt = <const char *>&self.wp[jp0, pc + kcc, 0]
-                        nxt_bytes = min(self.kc, self.c_in - pc - kcc) * NR * 4
-                    tiles = (p1 - p0 + 3) // 4
-                    pf_step = (nxt_bytes // 64 + tiles - 1) // tiles * 64
-                    pf_at = 0
-                    p = p0
-                    while p < p1:
-                        prefetch_share(nxt, pf_at, pf_at + pf_step, nxt_bytes)
-                        pf_at = pf_at + pf_step
-                        mr = min(4, p1 - p)
-                        off = (jp * 2 * hw + p) * 8
-                        epi.res = rb + off if rb != NULL else NULL
-                        ukernel_4x24_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
-                                         &self.wp[jp, pc, 0], &self.wp[jp + 1, pc, 0],
-                                         ob + off, 8, hw * 8, mr, pc > 0,
-                                         &epi if last else NULL)
-                        p = p + 4
-                    break
-                tiles = (p1 - p0 + TILE - 1) // TILE
+                tiles = (p1 - p0 + rows - 1) // rows
                 pf_step = (nxt_bytes // 64 + tiles - 1) // tiles * 64
                 pf_at = 0
-                if jp * NR + NR > self.c_out:
-                    # a last panel of 8 channels: 12-pixel tiles of one vector each
-                    p = p0
-                    while p < p1:
-                        prefetch_share(nxt, pf_at, pf_at + 2 * pf_step, nxt_bytes)
-                        pf_at = pf_at + 2 * pf_step
-                        mr = min(2 * TILE, p1 - p)
-                        off = (jp * 2 * hw + p) * 8
-                        epi.res = rb + off if rb != NULL else NULL
-                        ukernel_12x8_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
-                                         &self.wp[jp, pc, 0], ob + off, 8, mr, pc > 0,
-                                         &epi if last else NULL)
-                        p = p + 2 * TILE
-                    continue
                 p = p0
                 while p < p1:
                     prefetch_share(nxt, pf_at, pf_at + pf_step, nxt_bytes)
                     pf_at = pf_at + pf_step
-                    mr = min(TILE, p1 - p)
+                    mr = min(rows, p1 - p)
                     off = (jp * 2 * hw + p) * 8
                     epi.res = rb + off if rb != NULL else NULL
-                    if mr <= 2:
-                        ukernel_2x16_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
-                                         &self.wp[jp, pc, 0], ob + off, 8, hw * 8, mr,
-                                         jp * NR + NR <= self.c_out, pc > 0,
-                                         &epi if last else NULL)
-                        p = p + TILE
-                        continue
-                    ukernel_6x16_blk(kcc // 8, xb + (pc * hw + p * 8), 8, hw * 8,
-                                     &self.wp[jp, pc, 0], ob + off, 8, hw * 8, mr,
-                                     jp * NR + NR <= self.c_out, pc > 0,
-                                     &epi if last else NULL)
-                    p = p + TILE
+                    a = xb + (pc * hw + p * 8)
+                    if span == 2:
+                        ukernel_4x24_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0],
+                                         &self.wp[jp + 1, pc, 0], ob + off, 8, hw * 8, mr,
+                                         pc > 0, &epi if last else NULL)
+                    elif rows == 2 * TILE:
+                        ukernel_12x8_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0], ob + off,
+                                         8, mr, pc > 0, &epi if last else NULL)
+                    elif mr <= 2:
+                        ukernel_2x16_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0], ob + off,
+                                         8, hw * 8, mr, True, pc > 0, &epi if last else NULL)
+                    else:
+                        ukernel_6x16_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0], ob + off,
+                                         8, hw * 8, mr, True, pc > 0, &epi if last else NULL)
+                    p = p + rows
+                jp = jp + span
             pc = pc + kcc
         if self.stream:
             vf8_store_fence()
