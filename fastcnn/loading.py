@@ -72,12 +72,9 @@ def load(path, num_threads=None, *, passes: bool = True, format: str | None = No
     try:
         graph.check()
         # a .fcnn written from the current pipeline's output is optimized already (the passes
-        # are idempotent; skipping them saves ~20 ms on ResNet-18); its structure is checked
-        # all the same, as run_pipeline would
-        if passes and graph.passes_applied == PIPELINE_ID:
-            from fastcnn.passes.analysis import check_structure
-            check_structure(graph)
-        elif passes:
+        # are idempotent; skipping them saves ~20 ms on ResNet-18); Model checks its structure
+        # all the same (a full type inference, or check_structure when shapes are dynamic)
+        if passes and graph.passes_applied != PIPELINE_ID:
             graph = run_pipeline(graph)
         return Model(graph, num_threads=num_threads, _resources=resources)
     except BaseException:

@@ -92,12 +92,10 @@ class Model:
     def _output_specs(self):
         g = self._graph
         if not self._static_but_batch:
-            # Structure only; shapes are known once real inputs arrive.
-            from fastcnn.ir.ops import OPS
-            from fastcnn.errors import UnsupportedOpError
-            for n in g.nodes:
-                if n.op not in OPS:
-                    infer_graph(g, _specimen_types(g, 1))  # raises the standard message
+            # Structure only (operators, arities, attributes); shapes are known once real
+            # inputs arrive.
+            from fastcnn.passes.analysis import check_structure
+            check_structure(g)
             return [TensorSpec(t.name, tuple(None for _ in t.shape) if t.shape else (), t.dtype, t.layout)
                     for t in g.outputs]
         first = infer_graph(g, _specimen_types(g, 1), max_tensor_bytes=config.memory_limit())
@@ -106,7 +104,8 @@ class Model:
                                 config.memory_limit(), first)
         t1 = first.types
         dynamic = any(d is None for t in g.inputs for d in t.shape)
-        t2 = infer_graph(g, _specimen_types(g, 2)).types if dynamic else t1
+        # the attributes were validated by the first inference: the second only redoes shapes
+        t2 = infer_graph(g, _specimen_types(g, 2), attrs=first.attrs).types if dynamic else t1
         specs = []
         for t in g.outputs:
             a, b = t1[t.name], t2[t.name]

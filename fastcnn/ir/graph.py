@@ -19,6 +19,16 @@ from fastcnn.errors import GraphError
 # Element types a tensor may have in the IR. Kernels compute in float32; the other types only
 # appear in constant data and in shape arithmetic that is folded while planning.
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+# dtype name <-> numpy dtype without numpy's Python-level `dtype.name` (several us a call: it
+# was a tenth of a small model's load time, once per tensor per inference)
+ITEMSIZE = {name: np.dtype(name).itemsize for name in DTYPES}
+_DTYPE_NAMES = {np.dtype(name): name for name in DTYPES}
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """numpy dtype -> its name ('float32', ...), fast for the IR's DTYPES."""
+    name = _DTYPE_NAMES.get(dtype)
+    return name if name is not None else dtype.name
 
 
 class ValueType(NamedTuple):
@@ -36,7 +46,8 @@ class ValueType(NamedTuple):
 
     @property
     def nbytes(self) -> int:
-        return self.size * np.dtype(self.dtype).itemsize
+        item = ITEMSIZE.get(self.dtype)
+        return self.size * (item if item is not None else np.dtype(self.dtype).itemsize)
 
     def __str__(self):
         return f"{self.dtype}{list(self.shape)}"

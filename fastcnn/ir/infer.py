@@ -14,7 +14,7 @@ import numpy as np
 
 from fastcnn import config
 from fastcnn.errors import FastCNNError, GraphError, ResourceLimitError, UnsupportedOpError
-from fastcnn.ir.graph import Graph, ValueType
+from fastcnn.ir.graph import Graph, ValueType, dtype_name
 from fastcnn.ir.opspec import NodeContext, resolve_attrs
 
 # Folded tensors larger than this stay runtime tensors (folding must not blow up memory).
@@ -41,11 +41,13 @@ def supported_ops_text() -> str:
 
 
 def infer_graph(graph: Graph, input_types: dict, *, fold: bool = True,
-                max_tensor_bytes: int | None = None) -> Inferred:
+                max_tensor_bytes: int | None = None, attrs: dict | None = None) -> Inferred:
     """Infer the type of every value of `graph` for the given input types.
 
     input_types: graph input name -> ValueType with concrete dims (the caller substitutes the
-    dynamic ones). Raises GraphError / UnsupportedOpError / ResourceLimitError naming the node.
+    dynamic ones). attrs: `Inferred.attrs` of an earlier inference of this same graph, whose
+    attributes are then not validated again. Raises GraphError / UnsupportedOpError /
+    ResourceLimitError naming the node.
     """
     from fastcnn.ir.ops import OPS
 
@@ -58,7 +60,7 @@ def infer_graph(graph: Graph, input_types: dict, *, fold: bool = True,
         t = input_types[spec.name]
         types[spec.name] = ValueType(tuple(int(d) for d in t.shape), t.dtype)
     for name, arr in graph.initializers.items():
-        types[name] = ValueType(tuple(arr.shape), arr.dtype.name)
+        types[name] = ValueType(tuple(arr.shape), dtype_name(arr.dtype))
         consts[name] = arr
 
     for node in graph.nodes:
@@ -77,11 +79,13 @@ def infer_graph(graph: Graph, input_types: dict, *, fold: bool = True,
         if not olo <= len(node.outputs) <= ohi:
             raise GraphError(f"{where}: node '{node.name}' ({node.op}) has {len(node.outputs)} "
                              f"outputs; {node.op} produces {olo} to {ohi}")
-        attrs = resolve_attrs(node, spec, where)
-        attrs_by_node[node.name] = attrs
+        node_attrs = attrs.get(node.name) if attrs is not None else None
+        if node_attrs is None:
+            node_attrs = resolve_attrs(node, spec, where)
+        attrs_by_node[node.name] = node_attrs
         in_types = [types[x] if x else None for x in node.inputs]
         in_consts = [consts.get(x) if x else None for x in node.inputs]
-        ctx = NodeContext(node, attrs, in_types, in_consts, where)
+        ctx = NodeContext(node, node_attrs, in_types, in_consts, where)
         try:
             out_types = spec.infer(ctx)
         except FastCNNError:
@@ -123,7 +127,7 @@ def infer_graph(graph: Graph, input_types: dict, *, fold: bool = True,
             continue
         for name, t, v in zip(node.outputs, out_types, values):
             v = np.asarray(v)
-            if v.dtype.name != t.dtype:
+            if dtype_name(v.dtype) != t.dtype:
                 v = v.astype(t.dtype)
             if tuple(v.shape) != t.shape:
                 raise GraphError(f"{where}: node '{node.name}' ({node.op}): folded value of "

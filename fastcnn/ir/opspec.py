@@ -49,7 +49,25 @@ class OpSpec:
     fold_on_types: bool = False
 
 
+_INT64_MIN, _INT64_END = -(2 ** 63), 2 ** 63
+
+
+def _plain_ints(value) -> bool:
+    """A list of Python ints within int64 and MAX_ATTR_LIST: what almost every ints attribute
+    is (checked in one pass; anything else takes the full, per-item check)."""
+    return (type(value) is list and len(value) <= MAX_ATTR_LIST
+            and all(type(v) is int and _INT64_MIN <= v < _INT64_END for v in value))
+
+
 def _check_attr(node: Node, name: str, kind: str, value, where: str):
+    # the plain JSON cases first: resolve_attrs runs for every node at every load
+    if kind == "int" and type(value) is int and _INT64_MIN <= value < _INT64_END:
+        return value
+    if kind == "float" and type(value) is float:
+        return value
+    if kind == "ints" and _plain_ints(value):
+        return list(value)
+
     def bad(expect):
         raise GraphError(f"{where}: node '{node.name}' ({node.op}): attribute '{name}' must be "
                          f"{expect}, got {value!r:.80}")
@@ -78,8 +96,8 @@ def resolve_attrs(node: Node, spec: OpSpec, where: str) -> dict:
     """Type-check `node.attrs` against `spec.attrs` and return them with defaults filled in."""
     if not isinstance(node.attrs, dict):
         raise GraphError(f"{where}: node '{node.name}' ({node.op}): attributes must be a mapping")
-    unknown = sorted(set(node.attrs) - set(spec.attrs))
-    if unknown:
+    if not node.attrs.keys() <= spec.attrs.keys():
+        unknown = sorted(set(node.attrs) - set(spec.attrs))
         raise GraphError(f"{where}: node '{node.name}' ({node.op}): unknown attribute(s) "
                          f"{', '.join(map(repr, unknown))}; {node.op} takes "
                          f"{', '.join(sorted(spec.attrs)) or 'no attributes'}")

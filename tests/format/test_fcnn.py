@@ -154,6 +154,30 @@ def test_optimized_file_skips_the_passes_and_edited_graphs_do_not(onnx_path, fcn
         fastcnn.load(fcnn_path)
 
 
+@pytest.mark.parametrize("spatial", ["static", "dynamic"])
+@pytest.mark.parametrize("edit, error", [
+    (lambda conv: conv["attrs"].update(group="1"), "attribute 'group' must be an int"),
+    (lambda conv: conv["attrs"].update(strides=[1, True]), "attribute 'strides' must be an int"),
+    (lambda conv: conv["attrs"].update(padz=[0, 0]), "unknown attribute"),
+    (lambda conv: conv.update(op="Evaluate"), "operator 'Evaluate'"),
+    (lambda conv: conv.update(inputs=conv["inputs"] * 3), "has 9 inputs"),
+])
+def test_optimized_file_with_a_bad_node_is_refused_at_load(fcnn_path, spatial, edit, error):
+    """A file that skips the passes is still checked node by node when it loads: by the
+    batch-1 type inference when only the batch is dynamic, by the structure check when the
+    height and width are too (nothing is inferred until the first run)."""
+    import fastcnn.passes as passes_mod
+
+    def mutate(h):
+        assert h["passes"] == passes_mod.PIPELINE_ID
+        if spatial == "dynamic":
+            h["graph"]["inputs"][0]["shape"][2:] = [None, None]
+        edit(next(n for n in h["graph"]["nodes"] if n["op"] == "Conv"))
+    rewrite_header(fcnn_path, mutate)
+    with pytest.raises(FastCNNError, match=error):
+        fastcnn.load(fcnn_path)
+
+
 @pytest.mark.skipif(not SHIPPED_FCNN.exists(), reason="shipped model missing")
 def test_shipped_fcnn_matches_shipped_onnx_exactly():
     pytest.importorskip("onnx")

@@ -260,6 +260,27 @@ FCNN_CASES = {
     "attribute of the wrong type": (
         fcnn_file(fcnn_graph([("Conv", ["x", "w"], ["y"], {"group": "2"})], [dict(W_TABLE)]), W_DATA),
         "GraphError", "attribute 'group' must be an int"),
+    "attribute of the wrong type, dynamic height and width": (
+        fcnn_file(fcnn_graph([("Conv", ["x", "w"], ["y"], {"group": "2"})], [dict(W_TABLE)],
+                             inputs=[{"name": "x", "shape": [None, 3, None, None], "dtype": "float32"}]),
+                  W_DATA),
+        "GraphError", "attribute 'group' must be an int"),
+    "bool inside an ints attribute": (
+        fcnn_file(fcnn_graph([("Conv", ["x", "w"], ["y"], {"strides": [1, True]})], [dict(W_TABLE)]), W_DATA),
+        "GraphError", "attribute 'strides' must be an int"),
+    "int attribute beyond int64": (
+        fcnn_file(fcnn_graph([("Conv", ["x", "w"], ["y"], {"group": 2 ** 63})], [dict(W_TABLE)]), W_DATA),
+        "GraphError", "attribute 'group' must be an int64"),
+    "ints attribute beyond int64": (
+        fcnn_file(fcnn_graph([("Conv", ["x", "w"], ["y"], {"dilations": [1, -2 ** 63 - 1]})], [dict(W_TABLE)]),
+                  W_DATA),
+        "GraphError", "attribute 'dilations' must be an int64"),
+    "float attribute given as a string": (
+        fcnn_file(fcnn_graph([("LeakyRelu", ["x"], ["y"], {"alpha": "0.1"})]), b""),
+        "GraphError", "attribute 'alpha' must be a float"),
+    "unknown attribute": (
+        fcnn_file(fcnn_graph([("Conv", ["x", "w"], ["y"], {"padz": [1, 1, 1, 1]})], [dict(W_TABLE)]), W_DATA),
+        "GraphError", "unknown attribute(s) 'padz'"),
     "NaN attribute": (fcnn_file(fcnn_graph([("LeakyRelu", ["x"], ["y"], {"alpha": float("nan")})]), b""),
                       "GraphError", "attribute alpha is NaN"),
     "unknown op": (fcnn_file(fcnn_graph([("Eval", ["x"], ["y"], {})]), b""), "UnsupportedOpError", "Eval"),
