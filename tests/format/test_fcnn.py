@@ -597,3 +597,34 @@ def test_preamble_layout_is_stable():
     assert fcnn.PREAMBLE.size == 64 and fcnn.TRAILER.size == 16 and fcnn.ALIGN == 64
     assert fcnn.MAGIC == b"FCNN\x00\r\n\x1a"
     assert struct.calcsize("<8sIIQQQQ16x") == 64
+
+
+def _depth(v):
+    if isinstance(v, dict):
+        return 1 + max([_depth(x) for x in v.values()] + [0])
+    if isinstance(v, list):
+        return 1 + max([_depth(x) for x in v] + [0])
+    return 0
+
+
+def test_header_nesting_check_counts_brackets_outside_strings_only():
+    """json_nests_within (the header's depth check, done on the raw text) against the depth
+    of the parsed value, on random nests whose strings hold brackets, quotes and backslashes."""
+    rng = np.random.default_rng(11)
+    pieces = ['[', ']', '{', '}', '"', '\\', '\\\\', '\\"', 'a', ' ']
+
+    def value(depth):
+        k = rng.integers(0, 4) if depth < 9 else 0
+        if k == 0:
+            return "".join(rng.choice(pieces, size=int(rng.integers(0, 6))))
+        if k == 1:
+            return int(rng.integers(-5, 5))
+        if k == 2:
+            return [value(depth + 1) for _ in range(int(rng.integers(0, 4)))]
+        return {value(9) + str(i): value(depth + 1) for i in range(int(rng.integers(0, 4)))}
+
+    for _ in range(300):
+        v = {"m": value(0)}
+        raw = json.dumps(v, ensure_ascii=bool(rng.integers(0, 2))).encode()
+        d = _depth(v)
+        assert fcnn.json_nests_within(raw, d) and not fcnn.json_nests_within(raw, d - 1), raw
