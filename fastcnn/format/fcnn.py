@@ -32,7 +32,7 @@ import zlib
 import numpy as np
 
 from fastcnn.errors import ModelFileError
-from fastcnn.ir.graph import DTYPES, Graph, Node, TensorSpec
+from fastcnn.ir.graph import DTYPES, ITEMSIZE, Graph, Node, TensorSpec
 
 MAGIC = b"FCNN\x00\r\n\x1a"
 TRAILER_MAGIC = b"FCNNCRC\x00"
@@ -195,6 +195,9 @@ class MappedFile:
             f.close()
 
 
+_LITTLE_ENDIAN = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}  # the file's byte order
+
+
 def _bad(path, msg):
     return ModelFileError(f"{path}: {msg}")
 
@@ -295,11 +298,13 @@ def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) ->
     inputs = [_spec(path, d, "input") for d in g["inputs"]]
     outputs = [_spec(path, d, "output") for d in g["outputs"]]
     nodes = []
+    # (the per-node and per-tensor checks raise directly: formatting every message up front,
+    # as _expect takes it, was a fifth of reading a small model's header)
     for i, d in enumerate(g["nodes"]):
-        _expect(path, isinstance(d, dict) and isinstance(d.get("op"), str) and
+        if not (isinstance(d, dict) and isinstance(d.get("op"), str) and
                 isinstance(d.get("name"), str) and _is_str_list(d.get("inputs")) and
-                _is_str_list(d.get("outputs")) and isinstance(d.get("attrs", {}), dict),
-                f"node #{i} is malformed")
+                _is_str_list(d.get("outputs")) and isinstance(d.get("attrs", {}), dict)):
+            raise _bad(path, f"node #{i} is malformed")
         nodes.append(Node(d["op"], d["name"], list(d["inputs"]), list(d["outputs"]), dict(d.get("attrs", {}))))
     tensors = header.get("tensors")
     _expect(path, isinstance(tensors, list), "header has no tensor table")
@@ -307,29 +312,33 @@ def graph_from_header(path: str, header: dict, buf, d_start: int, d_end: int) ->
     for t in tensors:
         _expect(path, isinstance(t, dict) and isinstance(t.get("name"), str), "bad tensor table entry")
         name = t["name"]
-        _expect(path, name not in initializers, f"tensor '{name}' appears twice")
+        if name in initializers:
+            raise _bad(path, f"tensor '{name}' appears twice")
         dtype, shape, off, nbytes = t.get("dtype"), t.get("shape"), t.get("offset"), t.get("nbytes")
-        _expect(path, dtype in DTYPES, f"tensor '{name}' has an unknown dtype {dtype!r:.40}")
-        _expect(path, isinstance(shape, list) and len(shape) <= 64 and
-                all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2 ** 31 for s in shape),
-                f"tensor '{name}' has an invalid shape {shape!r:.80}")
-        _expect(path, all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (off, nbytes)),
-                f"tensor '{name}' has an invalid offset or size")
+        if dtype not in DTYPES:
+            raise _bad(path, f"tensor '{name}' has an unknown dtype {dtype!r:.40}")
+        if not (isinstance(shape, list) and len(shape) <= 64 and
+                all(type(s) is int and 0 <= s < 2 ** 31 for s in shape)):
+            raise _bad(path, f"tensor '{name}' has an invalid shape {shape!r:.80}")
+        if not (type(off) is int and type(nbytes) is int and off >= 0 and nbytes >= 0):
+            raise _bad(path, f"tensor '{name}' has an invalid offset or size")
         count = 1
         for s in shape:
             count *= s
-        itemsize = np.dtype(dtype).itemsize
-        _expect(path, count * itemsize == nbytes,
-                f"tensor '{name}': shape {shape} of {dtype} needs {count * itemsize} bytes, the table says {nbytes}")
+        itemsize = ITEMSIZE[dtype]
+        if count * itemsize != nbytes:
+            raise _bad(path, f"tensor '{name}': shape {shape} of {dtype} needs {count * itemsize} "
+                             f"bytes, the table says {nbytes}")
         if nbytes == 0:
             try:
                 arr = np.zeros(shape, dtype)
             except (ValueError, MemoryError):  # e.g. [2**30, 2**30, 0]: no data, absurd dims
                 raise _bad(path, f"tensor '{name}' has an invalid shape {shape!r:.80}") from None
         else:
-            _expect(path, off % ALIGN == 0 and d_start <= off and off + nbytes <= d_end,
-                    f"tensor '{name}' ({nbytes} bytes at offset {off}) lies outside the data region")
-            arr = np.frombuffer(buf, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=off)
+            if not (off % ALIGN == 0 and d_start <= off and off + nbytes <= d_end):
+                raise _bad(path, f"tensor '{name}' ({nbytes} bytes at offset {off}) lies outside "
+                                 f"the data region")
+            arr = np.frombuffer(buf, dtype=_LITTLE_ENDIAN[dtype], count=count, offset=off)
             arr = arr.reshape(shape)
             if not arr.dtype.isnative:
                 arr = arr.astype(np.dtype(dtype))
