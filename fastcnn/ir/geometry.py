@@ -37,11 +37,31 @@ def window_geometry(ctx, in_spatial, kernel, strides, pads, dilations, auto_pad=
     ctx: NodeContext (for errors). in_spatial, kernel: r ints. strides/dilations: r ints or empty
     (= ones). pads: 2r ints or empty (= zeros). auto_pad: NOTSET, VALID, SAME_UPPER, SAME_LOWER.
     """
+    key = (tuple(in_spatial), tuple(kernel), tuple(strides), tuple(pads), tuple(dilations),
+           auto_pad, ceil_mode)
+    geo = _KNOWN.get(key)
+    if geo is None:
+        geo = _window_geometry(ctx, *key, what)
+        if len(_KNOWN) >= _KNOWN_MAX:
+            _KNOWN.clear()
+        _KNOWN[key] = geo
+    return geo
+
+
+# Geometries already worked out (valid ones only: a refusal is raised again each time). A
+# model's windows are asked for several times while it loads: by each type inference, by the
+# layout planner and by the kernel's preparation.
+_KNOWN = {}
+_KNOWN_MAX = 4096
+
+
+def _window_geometry(ctx, in_spatial, kernel, strides, pads, dilations, auto_pad, ceil_mode,
+                     what) -> WindowGeometry:
     r = len(in_spatial)
     kernel = tuple(int(k) for k in kernel)
-    strides = tuple(strides) if strides else (1,) * r
-    dilations = tuple(dilations) if dilations else (1,) * r
-    pads = tuple(pads) if pads else (0,) * (2 * r)
+    strides = strides or (1,) * r
+    dilations = dilations or (1,) * r
+    pads = pads or (0,) * (2 * r)
     if len(kernel) != r:
         ctx.fail(f"{what}_shape has {len(kernel)} dims {list(kernel)} but the input has {r} "
                  f"spatial dims {list(in_spatial)}")
