@@ -198,9 +198,10 @@ class NodeContext:
             self.fail(f"input '{self.name(i)}' must have dtype {' or '.join(dtypes)}, got {d}")
 
     def expect_float(self, *idx):
-        for i in idx or range(self.n_inputs):
-            if self.has(i):
-                self.expect_dtype(i, ("float32",))
+        types = self.in_types
+        for i in idx or range(len(types)):
+            if i < len(types) and types[i] is not None and types[i].dtype != "float32":
+                self.expect_dtype(i, ("float32",))   # raises, naming the input
 
     def axis(self, axis: int, rank: int, what: str = "axis", allow_end: bool = False) -> int:
         """Normalise a possibly negative axis into [0, rank) (or [0, rank] with allow_end)."""
