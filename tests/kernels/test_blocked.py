@@ -306,8 +306,12 @@ MAXPOOL = [(2, 16, 16, 16, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
            (1, 8, 10, 10, (2, 2), (3, 3), (0, 0, 0, 0), (1, 1)),
            (1, 16, 5, 6, (2, 3), (1, 1), (1, 2, 1, 2), (1, 1)),
            (2, 8, 12, 17, (3, 3), (1, 2), (1, 1, 1, 1), (2, 2)),
-           (1, 8, 10, 11, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True)]   # ceil_mode: last window
-                                                                     # past the input
+           (1, 8, 10, 11, (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), True),   # ceil_mode: last window
+                                                                      # past the input
+           # inputs large enough for two threads, which split the rows of few planes (evenly,
+           # and 23 output rows in 4 ranges)
+           (1, 32, 32, 32, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
+           (1, 16, 45, 47, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1))]
 
 
 @pytest.mark.parametrize("case", MAXPOOL, ids=lambda c: f"{c[:4]}_k{c[4]}_s{c[5]}_p{c[6]}_d{c[7]}")
