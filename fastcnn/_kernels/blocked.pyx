@@ -21,7 +21,7 @@ from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.simd_extra cimport vf8_transpose8, vf8_max_nan
+from fastcnn._kernels.simd_extra cimport vf8_transpose8, vf8_max_nan, vf8_nan_seen, vf8_nan_where
 from libc.math cimport INFINITY
 from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
                                        ukernel_12x8_blk, ukernel_4x24_blk, ukernel_2x16_blk,
@@ -668,26 +668,51 @@ cdef class MaxPoolBlockedStep(Step):
         """Output rows [oh0, oh1) of channel block cb of image b."""
         cdef Py_ssize_t hw_in = self.h_in * self.w_in, hw_out = self.h_out * self.w_out
         cdef Py_ssize_t cbs = self.c // 8, oh, ow0, u, cnt, kh, kw, ih, iw, j
+        cdef Py_ssize_t step = self.sw * 8, span = (self.k_w - 1) * self.dw
         cdef const float *xb = &self.x[(b * cbs + cb) * hw_in * 8]
+        cdef const float *xr
         cdef float *ob
         cdef vf8 acc[8]
+        cdef vf8 seen[8]
+        cdef vf8 xv
         cdef float t[64]
         cdef vf8 ninf = vf8_set1(-INFINITY)
         for oh in range(oh0, oh1):
             ow0 = 0
             while ow0 < self.w_out:
                 cnt = min(8, self.w_out - ow0)
-                for u in range(cnt):
+                for u in range(8):
                     acc[u] = ninf
-                for kh in range(self.k_h):
-                    ih = oh * self.sh - self.pt + kh * self.dh
-                    if ih < 0 or ih >= self.h_in:
-                        continue
-                    for kw in range(self.k_w):
-                        for u in range(cnt):
-                            iw = (ow0 + u) * self.sw - self.pl + kw * self.dw
-                            if 0 <= iw < self.w_in:
-                                acc[u] = vf8_max_nan(acc[u], vf8_load(xb + (ih * self.w_in + iw) * 8))
+                iw = ow0 * self.sw - self.pl     # first input column of the group's first window
+                if cnt == 8 and iw >= 0 and iw + 7 * self.sw + span < self.w_in:
+                    # eight whole windows across: a fixed count gcc keeps in registers, and a
+                    # plain max plus one compare that remembers NaNs (the blend that makes each
+                    # max NaN-propagating cost a fifth of the ResNet stem's pool)
+                    for j in range(0, 8, 4):
+                        for u in range(4):
+                            seen[u] = vf8_zero()
+                        for kh in range(self.k_h):
+                            ih = oh * self.sh - self.pt + kh * self.dh
+                            if ih < 0 or ih >= self.h_in:
+                                continue
+                            for kw in range(self.k_w):
+                                xr = xb + (ih * self.w_in + iw + kw * self.dw + j * self.sw) * 8
+                                for u in range(4):
+                                    xv = vf8_load(xr + u * step)
+                                    acc[j + u] = vf8_max(acc[j + u], xv)
+                                    seen[u] = vf8_nan_seen(seen[u], xv)
+                        for u in range(4):
+                            acc[j + u] = vf8_nan_where(acc[j + u], seen[u])
+                else:
+                    for kh in range(self.k_h):
+                        ih = oh * self.sh - self.pt + kh * self.dh
+                        if ih < 0 or ih >= self.h_in:
+                            continue
+                        for kw in range(self.k_w):
+                            for u in range(cnt):
+                                iw = (ow0 + u) * self.sw - self.pl + kw * self.dw
+                                if 0 <= iw < self.w_in:
+                                    acc[u] = vf8_max_nan(acc[u], vf8_load(xb + (ih * self.w_in + iw) * 8))
                 if self.out_blocked:
                     ob = &self.out[((b * cbs + cb) * hw_out + oh * self.w_out + ow0) * 8]
                     for u in range(cnt):

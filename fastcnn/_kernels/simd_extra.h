@@ -5,6 +5,9 @@
  * vf8_split_even_odd(p, even, odd): even = (p[0], p[2], ..., p[14]), odd = (p[1], ..., p[15]).
  * vf8_max_nan(a, b) / vf8_min_nan(a, b): lane-wise max/min that is NaN when either lane is NaN
  * (what the scalar pooling loops compute; plain vf8_max lets a NaN in b through as a).
+ * vf8_nan_seen(seen, x): all-ones lanes (a NaN) where seen or x is NaN, zero elsewhere; starting
+ * from zero it remembers, in one compare per value, whether a lane met a NaN.
+ * vf8_nan_where(a, seen): a, with NaN in the lanes where seen is NaN (after vf8_nan_seen).
  * f32_max_nan(a, b) / f32_min_nan(a, b): the same on one float, without branches (a branch per
  * value mispredicts half the time on real data).
  * vf8_transpose8(src, src_stride, dst, dst_stride): dst row j = column j of the 8x8 block whose
@@ -12,6 +15,7 @@
  */
 #ifndef FASTCNN_SIMD_EXTRA_H
 #define FASTCNN_SIMD_EXTRA_H
+#include <math.h>
 #include "simd.h"
 
 #if FASTCNN_HAVE_AVX2
@@ -35,6 +39,8 @@ static inline vf8 vf8_max_nan(vf8 a, vf8 b) {
 static inline vf8 vf8_min_nan(vf8 a, vf8 b) {
     return _mm256_blendv_ps(_mm256_min_ps(b, a), b, _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
 }
+static inline vf8 vf8_nan_seen(vf8 seen, vf8 x) { return _mm256_cmp_ps(seen, x, _CMP_UNORD_Q); }
+static inline vf8 vf8_nan_where(vf8 a, vf8 seen) { return _mm256_or_ps(a, seen); }
 static inline float f32_max_nan(float a, float b) {
     __m128 va = _mm_set_ss(a), vb = _mm_set_ss(b);
     return _mm_cvtss_f32(_mm_blendv_ps(_mm_max_ss(vb, va), vb, _mm_cmpunord_ss(vb, vb)));
@@ -81,6 +87,12 @@ static inline vf8 vf8_max_nan(vf8 a, vf8 b) {
 }
 static inline vf8 vf8_min_nan(vf8 a, vf8 b) {
     vf8 r; for (int i = 0; i < 8; i++) r.v[i] = (b.v[i] < a.v[i] || b.v[i] != b.v[i]) ? b.v[i] : a.v[i]; return r;
+}
+static inline vf8 vf8_nan_seen(vf8 seen, vf8 x) {
+    vf8 r; for (int i = 0; i < 8; i++) r.v[i] = (seen.v[i] != seen.v[i] || x.v[i] != x.v[i]) ? NAN : 0.0f; return r;
+}
+static inline vf8 vf8_nan_where(vf8 a, vf8 seen) {
+    vf8 r; for (int i = 0; i < 8; i++) r.v[i] = (seen.v[i] != seen.v[i]) ? NAN : a.v[i]; return r;
 }
 static inline void vf8_transpose8(const float *src, long src_stride, float *dst, long dst_stride) {
     float t[64];

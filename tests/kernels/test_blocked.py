@@ -320,6 +320,9 @@ def test_maxpool_blocked(case, out_blocked, threads):
     n, c, h, w, kernel, stride, pads, dil = case[:8]
     x = rand(RNG, n, c, h, w)
     x[0, 1, 1, 1] = np.nan      # NaN propagates, as in the NCHW kernel (every case reads it)
+    x[n - 1, c - 1, h // 2, w - 3] = np.nan     # and in windows away from the edges, where
+    x[0, c // 2, h - 2, w // 2 + 1] = np.nan    # whole groups of eight take the fast path
+    x[0, 0, h // 2, 1:w:3] = np.inf
     ref = pool2d(x, "max", kernel, stride, pads, dil, ceil_mode=case[8:] == (True,))
     ref = ref.astype(np.float32)
     h_out, w_out = ref.shape[2:]
