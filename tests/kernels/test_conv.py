@@ -230,6 +230,7 @@ def test_winograd_nonfinite_stays_in_receptive_field(m, threads):
     x[0, 2, 4, 6] = np.nan
     x[1, 0, 0, 12] = np.inf        # a corner: tiles clipped at the edges
     x[1, 4, 7, 3] = -np.inf
+    res[1, 6, 2, 2] = np.nan       # a residual NaN in tiles whose own outputs are finite
     got = run_algorithm(f"winograd{m}", case, x, wt, b, res, act="Relu", threads=threads)
     ref = np.maximum(case.reference(x, wt, b) + res, 0)
     assert np.array_equal(np.isnan(got), np.isnan(ref))
