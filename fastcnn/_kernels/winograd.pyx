@@ -113,6 +113,55 @@ cdef inline void input_transform(const float *d, float *tmp, float *v, Py_ssize_
                     v + i * 4 * vs + h, vs)
 
 
+cdef inline void gather_patch6(const float *xc, Py_ssize_t w_in, float *d) noexcept nogil:
+    """d[(r*6 + c) * 16] = xc[r*w_in + c]: one lane of a 6x6 patch (fixed counts, unrolled:
+    the loops over a runtime patch size cost more than the copies)."""
+    cdef int r, c
+    for r in range(6):
+        for c in range(6):
+            d[(r * 6 + c) * NR] = xc[r * w_in + c]
+
+
+cdef inline void gather_patch4(const float *xc, Py_ssize_t w_in, float *d) noexcept nogil:
+    """d[(r*4 + c) * 16] = xc[r*w_in + c]: one lane of a 4x4 patch."""
+    cdef int r, c
+    for r in range(4):
+        for c in range(4):
+            d[(r * 4 + c) * NR] = xc[r * w_in + c]
+
+
+cdef inline void scatter_tile4(const float *y, float *o, Py_ssize_t w_out) noexcept nogil:
+    """o[i*w_out + j] = y[(i*4 + j) * 16]: one lane's whole 4x4 output tile."""
+    cdef int i, j
+    for i in range(4):
+        for j in range(4):
+            o[i * w_out + j] = y[(i * 4 + j) * NR]
+
+
+cdef inline void scatter_tile2(const float *y, float *o, Py_ssize_t w_out) noexcept nogil:
+    """o[i*w_out + j] = y[(i*2 + j) * 16]: one lane's whole 2x2 output tile."""
+    cdef int i, j
+    for i in range(2):
+        for j in range(2):
+            o[i * w_out + j] = y[(i * 2 + j) * NR]
+
+
+cdef inline void add_tile4(float *y, const float *r, Py_ssize_t w_out) noexcept nogil:
+    """y[(i*4 + j) * 16] += r[i*w_out + j]: a residual's 4x4 tile into one lane."""
+    cdef int i, j
+    for i in range(4):
+        for j in range(4):
+            y[(i * 4 + j) * NR] += r[i * w_out + j]
+
+
+cdef inline void add_tile2(float *y, const float *r, Py_ssize_t w_out) noexcept nogil:
+    """y[(i*2 + j) * 16] += r[i*w_out + j]: a residual's 2x2 tile into one lane."""
+    cdef int i, j
+    for i in range(2):
+        for j in range(2):
+            y[(i * 2 + j) * NR] += r[i * w_out + j]
+
+
 cdef inline void output_transform(const float *mm, Py_ssize_t ms, float *tmp, float *y,
                                   Py_ssize_t a, float bias) noexcept nogil:
     """mm[pos*ms + lane] (a*a positions, 16 lanes) -> y (m*m, 16) = A^T M A + bias."""
@@ -249,9 +298,10 @@ cdef class ConvWinogradStep(Step):
                 xc = &self.xf[ln.img[l] * c_in + ci, 0]
                 if ln.inside[l]:
                     xc = xc + ln.ih[l] * w_in + ln.iw[l]
-                    for r in range(a):
-                        for c in range(a):
-                            d[(r * a + c) * NR + l] = xc[r * w_in + c]
+                    if a == 6:
+                        gather_patch6(xc, w_in, d + l)
+                    else:
+                        gather_patch4(xc, w_in, d + l)
                 else:
                     for r in range(a):
                         ih = ln.ih[l] + r
@@ -323,18 +373,28 @@ cdef class ConvWinogradStep(Step):
                             oh = ln.ih[l] + g.pad_top
                             ow = ln.iw[l] + g.pad_left
                             rc = &self.residual[ln.img[l], co, oh, ow]
-                            for i in range(min(m, g.h_out - oh)):
-                                for j in range(min(m, g.w_out - ow)):
-                                    y[(i * m + j) * NR + l] += rc[i * g.w_out + j]
+                            if oh + m > g.h_out or ow + m > g.w_out:
+                                for i in range(min(m, g.h_out - oh)):
+                                    for j in range(min(m, g.w_out - ow)):
+                                        y[(i * m + j) * NR + l] += rc[i * g.w_out + j]
+                            elif m == 4:
+                                add_tile4(y + l, rc, g.w_out)
+                            else:
+                                add_tile2(y + l, rc, g.w_out)
                     for k in range(0, m * m * NR, 8):
                         vf8_store(y + k, act_vec(vf8_load(y + k), g.act, g.alpha, g.beta))
                     for l in range(ln.count):
                         oh = ln.ih[l] + g.pad_top
                         ow = ln.iw[l] + g.pad_left
                         oc = &self.out[ln.img[l], co, oh, ow]
-                        for i in range(min(m, g.h_out - oh)):
-                            for j in range(min(m, g.w_out - ow)):
-                                oc[i * g.w_out + j] = y[(i * m + j) * NR + l]
+                        if oh + m > g.h_out or ow + m > g.w_out:    # clipped at an edge
+                            for i in range(min(m, g.h_out - oh)):
+                                for j in range(min(m, g.w_out - ow)):
+                                    oc[i * g.w_out + j] = y[(i * m + j) * NR + l]
+                        elif m == 4:
+                            scatter_tile4(y + l, oc, g.w_out)
+                        else:
+                            scatter_tile2(y + l, oc, g.w_out)
                     continue
             for l in range(ln.count):
                 oh = ln.ih[l] + g.pad_top
