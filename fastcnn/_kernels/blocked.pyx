@@ -140,6 +140,22 @@ def reorder(x, bint to_blocked=True):
 
 
 # ----------------------------------------------------------------------------- pointwise
+ctypedef void (*Tile4x24)(Py_ssize_t kb, const float *a, Py_ssize_t a_rs, Py_ssize_t a_bs,
+                          const float *b0, const float *b1, float *c, Py_ssize_t ldc,
+                          Py_ssize_t c_blk, Py_ssize_t mr, bint accumulate,
+                          const SplitEpilogue *epi) noexcept nogil
+
+
+cdef void tile4x24_call(Py_ssize_t kb, const float *a, Py_ssize_t a_rs, Py_ssize_t a_bs,
+                        const float *b0, const float *b1, float *c, Py_ssize_t ldc,
+                        Py_ssize_t c_blk, Py_ssize_t mr, bint accumulate,
+                        const SplitEpilogue *epi) noexcept nogil:
+    """ukernel_4x24_blk compiled on its own, called through a pointer the step holds: inlined
+    into the pointwise task loop, its sixteen live vectors changed the register allocation of
+    the 6x16 tiles beside it (the expand layers 2-4% slower), and it spilled itself."""
+    ukernel_4x24_blk(kb, a, a_rs, a_bs, b0, b1, c, ldc, c_blk, mr, accumulate, epi)
+
+
 cdef class PointwiseBlockedStep(Step):
     """1x1 stride-1 unpadded conv on blocked tensors:
     out[b, co, p] = act(sum_ci x[b, ci, p] * w[co, ci] + bias[co] + residual[b, co, p]).
@@ -156,6 +172,7 @@ cdef class PointwiseBlockedStep(Step):
     cdef const float[::1] residual
     cdef float[::1] out
     cdef Py_ssize_t n, c_in, c_out, hw, kc, panels, bands
+    cdef Tile4x24 tile4x24
     cdef bint has_bias, has_res
     cdef readonly bint stream
     cdef int act, fin
@@ -166,6 +183,7 @@ cdef class PointwiseBlockedStep(Step):
                  int act=0, float alpha=0.0, float beta=0.0, Py_ssize_t kc=256,
                  bint stream=False):
         self.panels = (c_out + NR - 1) // NR
+        self.tile4x24 = tile4x24_call
         if c_in % 8 or c_out % 8 or c_in < 8 or c_out < 8 or hw < 1 or n < 0:
             raise ValueError("PointwiseBlockedStep: channels must be positive multiples of 8")
         if x.shape[0] != n * c_in * hw or out.shape[0] != n * c_out * hw:
@@ -247,9 +265,9 @@ cdef class PointwiseBlockedStep(Step):
                     epi.res = rb + off if rb != NULL else NULL
                     a = xb + (pc * hw + p * 8)
                     if span == 2:
-                        ukernel_4x24_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0],
-                                         &self.wp[jp + 1, pc, 0], ob + off, 8, hw * 8, mr,
-                                         pc > 0, &epi if last else NULL)
+                        self.tile4x24(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0],
+                                      &self.wp[jp + 1, pc, 0], ob + off, 8, hw * 8, mr,
+                                      pc > 0, &epi if last else NULL)
                     elif rows == 2 * TILE:
                         ukernel_12x8_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0], ob + off,
                                          8, mr, pc > 0, &epi if last else NULL)

@@ -631,7 +631,7 @@ cdef inline void ukernel_4x24_blk(Py_ssize_t kb, const float *a, Py_ssize_t a_rs
         for t in range(8):
             w0 = vf8_load_held(b0)
             w1 = vf8_load_held(b0 + 8)
-            w2 = vf8_load_held(b1)
+            w2 = vf8_load(b1)      # folded into its four FMAs: 15 live vectors, no spills
             av = vf8_set1(a0[t])
             c00 = vf8_fmadd(av, w0, c00)
             c01 = vf8_fmadd(av, w1, c01)
