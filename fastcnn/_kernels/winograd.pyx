@@ -23,8 +23,7 @@ from cython.parallel cimport parallel, prange, threadid
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16, act_scalar,
-                                       act_is_vector, act_vec,
-                                       whole_lines)
+                                       FIN_SCALAR, finish_kind, finish_vec, whole_lines)
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
@@ -113,53 +112,33 @@ cdef inline void input_transform(const float *d, float *tmp, float *v, Py_ssize_
                     v + i * 4 * vs + h, vs)
 
 
-cdef inline void gather_patch6(const float *xc, Py_ssize_t w_in, float *d) noexcept nogil:
-    """d[(r*6 + c) * 16] = xc[r*w_in + c]: one lane of a 6x6 patch (fixed counts, unrolled:
-    the loops over a runtime patch size cost more than the copies)."""
-    cdef int r, c
-    for r in range(6):
-        for c in range(6):
-            d[(r * 6 + c) * NR] = xc[r * w_in + c]
+cdef inline void move_rect(const float *src, Py_ssize_t s_row, Py_ssize_t s_col, float *dst,
+                           Py_ssize_t d_row, Py_ssize_t d_col, Py_ssize_t rows, Py_ssize_t cols,
+                           bint accumulate) noexcept nogil:
+    """dst[i*d_row + j*d_col] (+)= src[i*s_row + j*s_col] for i < rows, j < cols."""
+    cdef Py_ssize_t i, j
+    for i in range(rows):
+        for j in range(cols):
+            if accumulate:
+                dst[i * d_row + j * d_col] += src[i * s_row + j * s_col]
+            else:
+                dst[i * d_row + j * d_col] = src[i * s_row + j * s_col]
 
 
-cdef inline void gather_patch4(const float *xc, Py_ssize_t w_in, float *d) noexcept nogil:
-    """d[(r*4 + c) * 16] = xc[r*w_in + c]: one lane of a 4x4 patch."""
-    cdef int r, c
-    for r in range(4):
-        for c in range(4):
-            d[(r * 4 + c) * NR] = xc[r * w_in + c]
-
-
-cdef inline void scatter_tile4(const float *y, float *o, Py_ssize_t w_out) noexcept nogil:
-    """o[i*w_out + j] = y[(i*4 + j) * 16]: one lane's whole 4x4 output tile."""
-    cdef int i, j
-    for i in range(4):
-        for j in range(4):
-            o[i * w_out + j] = y[(i * 4 + j) * NR]
-
-
-cdef inline void scatter_tile2(const float *y, float *o, Py_ssize_t w_out) noexcept nogil:
-    """o[i*w_out + j] = y[(i*2 + j) * 16]: one lane's whole 2x2 output tile."""
-    cdef int i, j
-    for i in range(2):
-        for j in range(2):
-            o[i * w_out + j] = y[(i * 2 + j) * NR]
-
-
-cdef inline void add_tile4(float *y, const float *r, Py_ssize_t w_out) noexcept nogil:
-    """y[(i*4 + j) * 16] += r[i*w_out + j]: a residual's 4x4 tile into one lane."""
-    cdef int i, j
-    for i in range(4):
-        for j in range(4):
-            y[(i * 4 + j) * NR] += r[i * w_out + j]
-
-
-cdef inline void add_tile2(float *y, const float *r, Py_ssize_t w_out) noexcept nogil:
-    """y[(i*2 + j) * 16] += r[i*w_out + j]: a residual's 2x2 tile into one lane."""
-    cdef int i, j
-    for i in range(2):
-        for j in range(2):
-            y[(i * 2 + j) * NR] += r[i * w_out + j]
+cdef inline void move_block(const float *src, Py_ssize_t s_row, Py_ssize_t s_col, float *dst,
+                            Py_ssize_t d_row, Py_ssize_t d_col, Py_ssize_t rows, Py_ssize_t cols,
+                            bint accumulate) noexcept nogil:
+    """move_rect, with the whole patches and tiles (6x6, 4x4, 2x2) at literal sizes, so that gcc
+    unrolls them: loops over a runtime size cost more than the copies (a tile clipped at an
+    edge takes the general loop)."""
+    if rows == cols == 6:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, 6, 6, accumulate)
+    elif rows == cols == 4:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, 4, 4, accumulate)
+    elif rows == cols == 2:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, 2, 2, accumulate)
+    else:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, rows, cols, accumulate)
 
 
 cdef inline void output_transform(const float *mm, Py_ssize_t ms, float *tmp, float *y,
@@ -220,6 +199,7 @@ cdef class ConvWinogradStep(Step):
     cdef const float[:, :, :, ::1] up
     cdef const float[:, :, :, ::1] w    # original weights, for outputs Winograd made non-finite
     cdef bint has_w
+    cdef int fin                        # finish_kind of the activation (FIN_SCALAR: not vector)
     cdef const float[::1] bias
     cdef const float[:, :, :, ::1] residual
     cdef float[:, :, :, ::1] out
@@ -241,6 +221,7 @@ cdef class ConvWinogradStep(Step):
         if shape4(up) != (self.a * self.a, self.mrows // MR, self.g.c_in, MR):
             raise ValueError("ConvWinogradStep: transformed weights do not fit")
         self.has_w = weights is not None
+        self.fin = finish_kind(act, alpha, beta)
         self.w = weights if weights is not None else np.zeros((1, 1, 1, 1), np.float32)
         if self.has_w and shape4(self.w) != (self.g.c_out, self.g.c_in, 3, 3):
             raise ValueError("ConvWinogradStep: weights shape")
@@ -298,10 +279,7 @@ cdef class ConvWinogradStep(Step):
                 xc = &self.xf[ln.img[l] * c_in + ci, 0]
                 if ln.inside[l]:
                     xc = xc + ln.ih[l] * w_in + ln.iw[l]
-                    if a == 6:
-                        gather_patch6(xc, w_in, d + l)
-                    else:
-                        gather_patch4(xc, w_in, d + l)
+                    move_block(xc, w_in, 1, d + l, a * NR, NR, a, a, False)
                 else:
                     for r in range(a):
                         ih = ln.ih[l] + r
@@ -352,15 +330,15 @@ cdef class ConvWinogradStep(Step):
         cdef const float *rc
         cdef float val
         cdef float lanes[8]
-        cdef vf8 spread
-        # finite tiles: the residual is added into y, the activation runs on y's vectors and
-        # the scatter only copies (a scalar activation and a finiteness test per value were a
-        # third of the edge CNN's 64->128 layer at 8x8, a fifth of ResNet-18's 64->64 at 56x56)
-        cdef bint vector_act = act_is_vector(g.act, g.alpha, g.beta)
+        cdef vf8 spread, lo = vf8_set1(g.alpha), hi = vf8_set1(g.beta)
+        # finite tiles (self.fin, chosen at plan time, is a vector finish): the residual is
+        # added into y, the finish runs on y's vectors and the scatter only copies (a scalar
+        # activation and a finiteness test per value were a third of the edge CNN's 64->128
+        # layer at 8x8, a fifth of ResNet-18's 64->64 at 56x56)
         for co in range(co0, co1):
             output_transform(mm + co * NR, self.mrows * NR, tmp, y, self.a,
                              self.bias[co] if g.has_bias else 0.0)
-            if vector_act:
+            if self.fin != FIN_SCALAR:
                 spread = vf8_zero()    # sums v - v: NaN in a lane that met a NaN or an Inf
                 for k in range(0, m * m * NR, 8):
                     spread = vf8_add(spread, vf8_sub(vf8_load(y + k), vf8_load(y + k)))
@@ -372,29 +350,17 @@ cdef class ConvWinogradStep(Step):
                         for l in range(ln.count):
                             oh = ln.ih[l] + g.pad_top
                             ow = ln.iw[l] + g.pad_left
-                            rc = &self.residual[ln.img[l], co, oh, ow]
-                            if oh + m > g.h_out or ow + m > g.w_out:
-                                for i in range(min(m, g.h_out - oh)):
-                                    for j in range(min(m, g.w_out - ow)):
-                                        y[(i * m + j) * NR + l] += rc[i * g.w_out + j]
-                            elif m == 4:
-                                add_tile4(y + l, rc, g.w_out)
-                            else:
-                                add_tile2(y + l, rc, g.w_out)
+                            move_block(&self.residual[ln.img[l], co, oh, ow], g.w_out, 1,
+                                       y + l, m * NR, NR, min(m, g.h_out - oh),
+                                       min(m, g.w_out - ow), True)
                     for k in range(0, m * m * NR, 8):
-                        vf8_store(y + k, act_vec(vf8_load(y + k), g.act, g.alpha, g.beta))
+                        vf8_store(y + k, finish_vec(vf8_load(y + k), self.fin, lo, hi, g.act,
+                                                    g.alpha, g.beta))
                     for l in range(ln.count):
                         oh = ln.ih[l] + g.pad_top
                         ow = ln.iw[l] + g.pad_left
-                        oc = &self.out[ln.img[l], co, oh, ow]
-                        if oh + m > g.h_out or ow + m > g.w_out:    # clipped at an edge
-                            for i in range(min(m, g.h_out - oh)):
-                                for j in range(min(m, g.w_out - ow)):
-                                    oc[i * g.w_out + j] = y[(i * m + j) * NR + l]
-                        elif m == 4:
-                            scatter_tile4(y + l, oc, g.w_out)
-                        else:
-                            scatter_tile2(y + l, oc, g.w_out)
+                        move_block(y + l, m * NR, NR, &self.out[ln.img[l], co, oh, ow], g.w_out,
+                                   1, min(m, g.h_out - oh), min(m, g.w_out - ow), False)
                     continue
             for l in range(ln.count):
                 oh = ln.ih[l] + g.pad_top
