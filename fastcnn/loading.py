@@ -58,12 +58,15 @@ def read_graph(path, fmt: str | None = None):
     raise ModelFileError(f"{path}: unknown model format {fmt!r}")
 
 
-def load(path, num_threads=None, *, passes: bool = True, format: str | None = None):
+def load(path, num_threads=None, *, passes: bool = True, format: str | None = None,
+         split_batch: bool = True):
     """Load a model file (.onnx, .fcnn, Keras .h5/.keras) and prepare it for running.
 
     num_threads: threads for the kernels; None = fastcnn's default (all physical cores).
     passes: run the graph passes (BatchNorm folding, fusion, constant folding). Turn off only to
     inspect or debug a graph as imported.
+    split_batch: on several threads, run a batch as one part per thread when the graph computes
+    each sample alone (`Model`); False runs every batch whole, its layers split over the threads.
     """
     from fastcnn.model import Model
     from fastcnn.passes import PIPELINE_ID, run_pipeline
@@ -76,7 +79,8 @@ def load(path, num_threads=None, *, passes: bool = True, format: str | None = No
         # all the same (a full type inference, or check_structure when shapes are dynamic)
         if passes and graph.passes_applied != PIPELINE_ID:
             graph = run_pipeline(graph)
-        return Model(graph, num_threads=num_threads, _resources=resources)
+        return Model(graph, num_threads=num_threads, split_batch=split_batch,
+                     _resources=resources)
     except BaseException:
         if resources is not None:
             resources.close()

@@ -17,6 +17,7 @@ from fastcnn import config
 from fastcnn.errors import FastCNNError, InputError
 from fastcnn.ir.graph import Graph, TensorSpec, ValueType
 from fastcnn.ir.infer import infer_graph
+from fastcnn.runtime import batch_split
 from fastcnn.runtime.plan import Plan, build_plan
 
 MAX_CACHED_SHAPES = 8
@@ -34,15 +35,27 @@ class Model:
 
     inputs / outputs: lists of TensorSpec (name, shape with None for dynamic dims, dtype).
     metadata: dict from the model file (class labels under "labels", producer, ...).
+
+    Threads: a batch runs either whole, each layer's work split over the threads, or, with
+    `split_batch` (the default), as one part per thread, each part on its own single-threaded
+    plan from the first layer to the last. Parts are used when the graph computes every sample
+    from that sample alone (runtime/batch_split.py checks each node), the batch gives every
+    thread a sample (two, if it does not divide evenly) and a part has at least
+    `batch_split.MIN_PART_FLOPS` of work. A part's activations then stay in one core's caches
+    (batch 16 on 2 threads: edge CNN 1.6x faster, LeNet-5 1.25x, MobileNetV2 1.12x). Kernels are chosen
+    per shape, so a sample's result can differ in the last bits between a part and the whole
+    batch: with split_batch=False results are bit-identical for any number of threads.
     """
 
     def __init__(self, graph: Graph, num_threads: int | None = None, max_concurrent: int = 4,
-                 _resources=None):
+                 split_batch: bool = True, _resources=None):
         self._graph = graph
         self._threads = config.check_threads(num_threads) if num_threads is not None else config.default_threads()
         self._cache = {}
         self._plans = OrderedDict()  # shape key -> list[Plan]
         self._empty = {}             # shape key with an empty batch -> output arrays
+        self._splits = {}            # (shape key, threads) -> part shape keys, or None
+        self._split_batch = bool(split_batch)
         self._lock = threading.Lock()
         self._max_concurrent = max(1, int(max_concurrent))
         self._resources = _resources  # e.g. an mmap to close
@@ -272,6 +285,13 @@ class Model:
         if empty:
             outs = self._empty_outputs(key)
             return [np.array(o, copy=True) for o in (outs if picks is None else [outs[i] for i in picks])]
+        if self._threads > 1 and self._split_batch:
+            parts = self._splits.get((key, self._threads), False)
+            if parts is False:
+                parts = self._choose_split(key, self._threads)
+            if parts is not None:
+                outs = self._run_parts(feed, parts)
+                return outs if picks is None else [outs[i] for i in picks]
         _, plan = self._get_plan(key)
         try:
             if plan.num_threads != self._threads:
@@ -280,6 +300,71 @@ class Model:
         finally:
             plan.lock.release()
         return outs if picks is None else [outs[i] for i in picks]
+
+    def _choose_split(self, key, threads):
+        """Whether calls with input shapes `key` on `threads` threads run as batch parts, one
+        single-threaded plan per thread (runtime/batch_split.py). Returns the parts' shape keys,
+        or None; the answer is remembered. Deciding builds the plan of the last part (to weigh
+        its FLOPs); when the batch is not cut, that plan stays cached like any other."""
+        batch = key[0][0] if key[0] else 0
+        sizes = batch_split.part_sizes(batch, threads) if threads <= self._max_concurrent else None
+        parts = None
+        if sizes and all(len(shape) and shape[0] == batch for shape in key):
+            g = self._graph
+            limit = config.memory_limit()
+
+            def infer(shapes, attrs=None):
+                return infer_graph(g, {t.name: ValueType(s, "float32") for t, s in zip(g.inputs, shapes)},
+                                   max_tensor_bytes=limit, attrs=attrs)
+
+            keys = [tuple((n,) + tuple(shape[1:]) for shape in key) for n in sizes]
+            try:
+                full = infer(key)
+                if all(batch_split.independent_samples(g, full, infer(k, full.attrs), batch, k[0][0]) is None
+                       for k in dict.fromkeys(keys)):
+                    _, plan = self._get_plan(keys[-1])
+                    plan.lock.release()
+                    if plan.flops >= batch_split.MIN_PART_FLOPS:
+                        parts = keys
+            except FastCNNError:
+                parts = None   # the whole batch runs (and reports its own errors) as one plan
+        with self._lock:
+            self._splits[(key, threads)] = parts
+            while len(self._splits) > 2 * MAX_CACHED_SHAPES:
+                self._splits.pop(next(iter(self._splits)))
+        return parts
+
+    def _run_parts(self, feed, part_keys) -> list:
+        """Run the batch of `feed` as consecutive parts of the sizes in `part_keys`, each on
+        its own thread with a single-threaded plan, writing into slices of the outputs."""
+        starts = [0]
+        for k in part_keys:
+            starts.append(starts[-1] + k[0][0])
+        _, first = self._get_plan(part_keys[0])
+        outs = [np.empty((starts[-1],) + v.shape[1:], np.float32) for v in first.outputs]
+
+        def run_part(j, plan=None):
+            if plan is None:
+                _, plan = self._get_plan(part_keys[j])
+            try:
+                if plan.num_threads != 1:
+                    plan.set_num_threads(1)
+                s, e = starts[j], starts[j + 1]
+                plan.run_into({name: x[s:e] for name, x in feed.items()}, [o[s:e] for o in outs])
+            finally:
+                plan.lock.release()
+
+        try:
+            others = [batch_split.submit(run_part, j) for j in range(1, len(part_keys))]
+        except BaseException:
+            first.lock.release()
+            raise
+        try:
+            run_part(0, first)
+        finally:
+            for f in others:
+                f.result()
+        return outs
 
     def _empty_outputs(self, key) -> list:
         """Outputs for a batch of 0 (as onnxruntime: empty arrays), no kernel runs.
@@ -357,6 +442,7 @@ class Model:
             self._plans.clear()
             self._cache.clear()
             self._empty.clear()
+            self._splits.clear()
             res, self._resources = self._resources, None
         self._graph = Graph(self._graph.name, self._graph.inputs, self._graph.outputs,
                             source=self._graph.source, metadata=self._graph.metadata)

@@ -70,6 +70,15 @@ class Plan:
         run_steps(self.steps)
         return [v.copy() for v in self.outputs]
 
+    def run_into(self, feed: dict, outs: list) -> None:
+        """Like `run`, but copies the outputs into `outs` (arrays of the outputs' shapes)."""
+        views = self.input_views
+        for name, arr in feed.items():
+            views[name][...] = arr
+        run_steps(self.steps)
+        for dst, v in zip(outs, self.outputs):
+            dst[...] = v
+
 
 def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: int) -> None:
     """Refuse a plan that cannot fit before any kernel is prepared (preparing packs weights and

@@ -1,0 +1,249 @@
+"""A batch run as parts, one single-threaded plan per thread (fastcnn/runtime/batch_split.py):
+the parts give the whole batch's outputs; graphs whose nodes mix samples, or compute with the
+batch size, run whole; a failing part releases its plan; part sizes."""
+import time
+
+import numpy as np
+import pytest
+
+from fastcnn.runtime import batch_split
+from fastcnn.runtime.batch_split import part_sizes
+from helpers import ir_model, rand
+
+
+@pytest.fixture
+def split_small(monkeypatch):
+    """Let graphs of any size run as parts (the real threshold keeps tiny ones whole)."""
+    monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)
+
+
+def conv_inits(rng, c_in=3, c_out=8):
+    return {"w": rand(rng, c_out, c_in, 3, 3), "b": rand(rng, c_out)}
+
+
+def split_of(m, x):
+    return m._splits.get(((tuple(x.shape),), m.num_threads), "not decided")
+
+
+def whole_batch(nodes, inputs, outputs, inits, x):
+    """Outputs of the graph run on 1 thread (never split), and of each sample alone."""
+    m1 = ir_model(nodes, inputs, outputs, inits, num_threads=1)
+    return m1(x), np.concatenate([m1(x[i:i + 1]) for i in range(x.shape[0])])
+
+
+PER_SAMPLE = {
+    "conv-pool-gemm-softmax": (
+        lambda r: ([("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
+                    ("Relu", ["c"], ["r"]),
+                    ("MaxPool", ["r"], ["p"], {"kernel_shape": [2, 2], "strides": [2, 2]}),
+                    ("Flatten", ["p"], ["f"]),
+                    ("Gemm", ["f", "g", "gb"], ["m"], {"transB": 1}),
+                    ("Softmax", ["m"], ["y"], {"axis": 1})],
+                   {**conv_inits(r), "g": rand(r, 10, 8 * 4 * 4), "gb": rand(r, 1, 10)})),
+    "residual-concat-transpose": (
+        lambda r: ([("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
+                    ("Conv", ["c", "w2"], ["d"], {"pads": [1, 1, 1, 1]}),
+                    ("Add", ["c", "d"], ["s"]),
+                    ("Mul", ["s", "k"], ["t"]),
+                    ("Concat", ["t", "c"], ["u"], {"axis": 1}),
+                    ("Transpose", ["u"], ["y"], {"perm": [0, 2, 3, 1]})],
+                   {**conv_inits(r), "w2": rand(r, 8, 8, 3, 3), "k": rand(r, 1, 8, 1, 1)})),
+    "slice-pad-reduce": (
+        lambda r: ([("Slice", ["x", "st", "en", "ax"], ["s"]),
+                    ("Pad", ["s", "pads"], ["p"], {"mode": "reflect"}),
+                    ("ReduceMean", ["p", "rax"], ["y"], {"keepdims": 1})],
+                   {"st": np.array([1, 0], np.int64), "en": np.array([3, 9], np.int64),
+                    "ax": np.array([1, 3], np.int64),
+                    "pads": np.array([0, 0, 1, 2, 0, 0, 1, 0], np.int64),
+                    "rax": np.array([2], np.int64)})),
+    # x.view(x.size(0), -1): the target shape holds the batch size, and differs per part
+    "flatten-by-shape": (
+        lambda r: ([("Shape", ["x"], ["sh"]),
+                    ("Gather", ["sh", "zero"], ["n"], {"axis": 0}),
+                    ("Unsqueeze", ["n", "zax"], ["n1"]),
+                    ("Concat", ["n1", "minus1"], ["target"], {"axis": 0}),
+                    ("Reshape", ["x", "target"], ["f"]),
+                    ("LayerNormalization", ["f", "ln_s", "ln_b"], ["y"], {"axis": -1})],
+                   {"zero": np.array(0, np.int64), "zax": np.array([0], np.int64),
+                    "minus1": np.array([-1], np.int64), "ln_s": rand(r, 3 * 9 * 9),
+                    "ln_b": rand(r, 3 * 9 * 9)})),
+}
+
+
+@pytest.mark.parametrize("graph", sorted(PER_SAMPLE))
+@pytest.mark.parametrize("batch, threads", [(4, 2), (5, 2), (16, 2), (7, 3)])
+def test_parts_give_the_whole_batch(split_small, graph, batch, threads):
+    r = np.random.default_rng(batch * 10 + threads)
+    nodes, inits = PER_SAMPLE[graph](r)
+    m = ir_model(nodes, {"x": (None, 3, 9, 9)}, ["y"], inits, num_threads=threads)
+    # a strided view: parts slice the caller's array as it is
+    x = rand(r, batch, 3, 9, 18)[:, :, :, ::2]
+    got = m(x)
+    parts = split_of(m, x)
+    assert parts is not None and parts != "not decided"
+    assert [k[0][0] for k in parts] == part_sizes(batch, threads)
+    whole, alone = whole_batch(nodes, {"x": (None, 3, 9, 9)}, ["y"], inits, x)
+    np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(m(x), got)   # the same parts again
+
+
+def test_parts_with_two_inputs_and_two_outputs(split_small):
+    r = np.random.default_rng(1)
+    inits = conv_inits(r)
+    nodes = [("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
+             ("Add", ["c", "z"], ["y1"]),
+             ("GlobalAveragePool", ["y1"], ["y2"])]
+    inputs = {"x": (None, 3, 6, 6), "z": (None, 8, 6, 6)}
+    m = ir_model(nodes, inputs, ["y1", "y2"], inits, num_threads=2)
+    feed = {"x": rand(r, 6, 3, 6, 6), "z": rand(r, 6, 8, 6, 6)}
+    y2, y1 = m.run(["y2", "y1"], feed)
+    assert m._splits[((6, 3, 6, 6), (6, 8, 6, 6)), 2] is not None
+    ref1, ref2 = ir_model(nodes, inputs, ["y1", "y2"], inits, num_threads=1).run(None, feed)
+    np.testing.assert_allclose(y1, ref1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y2, ref2, rtol=1e-5, atol=1e-6)
+
+
+MIXING = {
+    "softmax over the batch": [("Softmax", ["x"], ["y"], {"axis": 0})],
+    "reduce over the batch": [("ReduceMean", ["x", "ax0"], ["y"], {"keepdims": 1})],
+    "reduce over everything": [("ReduceSum", ["x"], ["r"], {"keepdims": 1}),
+                               ("Sub", ["x", "r"], ["y"])],
+    "transpose moving the batch": [("Transpose", ["x"], ["t"], {"perm": [1, 0, 2, 3]}),
+                                   ("Softmax", ["t"], ["s"], {"axis": 1}),
+                                   ("Transpose", ["s"], ["y"], {"perm": [1, 0, 2, 3]})],
+    "slice along the batch": [("Slice", ["x", "one", "big", "ax0"], ["s"]),
+                              ("Pad", ["s", "pad0"], ["y"])],
+    "pad along the batch": [("Pad", ["x", "pad_shift"], ["y"])],
+    "gather along the batch": [("Gather", ["x", "rev"], ["y"], {"axis": 0})],
+    "concat along the batch": [("Concat", ["x", "x"], ["c"], {"axis": 0}),
+                               ("Slice", ["c", "one", "big", "ax0"], ["y"])],
+    "layernorm over the batch": [("LayerNormalization", ["x", "ln4", "ln4"], ["y"], {"axis": 0})],
+    # the batch size itself enters the arithmetic: each part would scale by its own size
+    "batch size as a value": [("Shape", ["x"], ["sh"]),
+                              ("Gather", ["sh", "zero"], ["n"], {"axis": 0}),
+                              ("Cast", ["n"], ["nf"], {"to": "float32"}),
+                              ("Mul", ["x", "nf"], ["y"])],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MIXING))
+def test_graphs_that_mix_samples_run_whole(split_small, case):
+    batch = 4
+    r = np.random.default_rng(7)
+    inits = {"ax0": np.array([0], np.int64), "one": np.array([1], np.int64),
+             "big": np.array([batch], np.int64), "zero": np.array(0, np.int64),
+             "pad0": np.array([1, 0, 0, 0, 0, 0, 0, 0], np.int64),
+             "pad_shift": np.array([-1, 0, 0, 0, 1, 0, 0, 0], np.int64),
+             "rev": np.array([3, 2, 1, 0], np.int64),
+             "ln4": rand(r, batch, 2, 5, 5)}
+    nodes = MIXING[case]
+    used = {i for n in nodes for i in n[1]}
+    inits = {k: v for k, v in inits.items() if k in used}
+    # with a static batch, passes fold Shape into a constant (and the graph is per-sample)
+    inputs = {"x": (None if case == "batch size as a value" else batch, 2, 5, 5)}
+    m = ir_model(nodes, inputs, ["y"], inits, num_threads=2)
+    x = rand(r, batch, 2, 5, 5)
+    got = m(x)
+    assert split_of(m, x) is None
+    ref = ir_model(nodes, inputs, ["y"], inits, num_threads=1)(x)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_constant_varying_along_the_batch_runs_whole(split_small):
+    r = np.random.default_rng(8)
+    k = rand(r, 4, 2, 1, 1)   # one scale per sample of a static batch of 4
+    nodes = [("Mul", ["x", "k"], ["y"])]
+    m = ir_model(nodes, {"x": (4, 2, 3, 3)}, ["y"], {"k": k}, num_threads=2)
+    x = rand(r, 4, 2, 3, 3)
+    np.testing.assert_allclose(m(x), x * k, rtol=1e-6)
+    assert split_of(m, x) is None
+
+
+def test_small_parts_run_whole():
+    r = np.random.default_rng(9)
+    nodes = [("Conv", ["x", "w", "b"], ["y"], {"pads": [1, 1, 1, 1]})]
+    m = ir_model(nodes, {"x": (None, 3, 6, 6)}, ["y"], conv_inits(r), num_threads=2)
+    x = rand(r, 4, 3, 6, 6)   # 2 x 7 kMAC per part, far below MIN_PART_FLOPS
+    m(x)
+    assert split_of(m, x) is None
+    m1 = ir_model(nodes, {"x": (None, 3, 6, 6)}, ["y"], conv_inits(r), num_threads=1)
+    assert m1(x).shape == (4, 8, 6, 6) and split_of(m1, x) == "not decided"
+
+
+def test_a_failing_part_raises_and_releases_its_plans(split_small, monkeypatch):
+    from fastcnn.runtime.plan import Plan
+    r = np.random.default_rng(10)
+    nodes = [("Conv", ["x", "w", "b"], ["y"], {"pads": [1, 1, 1, 1]})]
+    m = ir_model(nodes, {"x": (None, 3, 6, 6)}, ["y"], conv_inits(r), num_threads=2)
+    x = rand(r, 4, 3, 6, 6)
+    good = m(x)
+    real = Plan.run_into
+    calls = []
+
+    def flaky(self, feed, outs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("part failed")
+        real(self, feed, outs)
+
+    monkeypatch.setattr(Plan, "run_into", flaky)
+    with pytest.raises(MemoryError, match="part failed"):
+        m(x)
+    monkeypatch.setattr(Plan, "run_into", real)
+    # every plan was released: the next calls run (a held lock would block them for good)
+    for _ in range(3):
+        assert np.array_equal(m(x), good)
+    assert all(not p.lock.locked() for pool in m._plans.values() for p in pool)
+
+
+def test_cpu_goes_idle_after_split_runs(split_small):
+    import resource
+    r = np.random.default_rng(11)
+    nodes = [("Conv", ["x", "w", "b"], ["y"], {"pads": [1, 1, 1, 1]})]
+    m = ir_model(nodes, {"x": (None, 3, 32, 32)}, ["y"], conv_inits(r), num_threads=2)
+    x = rand(r, 8, 3, 32, 32)
+    for _ in range(20):
+        m(x)
+    assert split_of(m, x) is not None
+    time.sleep(0.05)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(0.5)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    busy = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert busy < 0.1, f"{busy:.3f} s of CPU used while idle"
+
+
+@pytest.mark.parametrize("batch, threads, want", [
+    (1, 2, None), (2, 1, None), (2, 2, [1, 1]), (3, 2, None), (4, 2, [2, 2]), (5, 2, [3, 2]),
+    (16, 2, [8, 8]), (5, 3, None), (7, 3, [3, 2, 2]), (2, 4, None)])
+def test_part_sizes(batch, threads, want):
+    assert part_sizes(batch, threads) == want
+
+
+def test_lower_rank_input_broadcast_across_the_batch_runs_whole(split_small):
+    # z (n,) against x (n, 2) lines z up with x's second axis: out[i, j] = x[i, j] + z[j]
+    # (valid for n = 2). Parts of one sample would add z[i] instead.
+    nodes = [("Add", ["x", "z"], ["y"])]
+    inputs = {"x": (None, 2), "z": (None,)}
+    m = ir_model(nodes, inputs, ["y"], num_threads=2)
+    x = np.array([[1, 2], [3, 4]], np.float32)
+    z = np.array([10, 20], np.float32)
+    np.testing.assert_array_equal(m.run(None, {"x": x, "z": z})[0], x + z)
+    assert m._splits[((2, 2), (2,)), 2] is None
+
+
+def test_split_batch_false_runs_whole(split_small, tmp_path):
+    import fastcnn
+    r = np.random.default_rng(12)
+    nodes = [("Conv", ["x", "w", "b"], ["y"], {"pads": [1, 1, 1, 1]})]
+    m = ir_model(nodes, {"x": (None, 3, 6, 6)}, ["y"], conv_inits(r))
+    path = str(tmp_path / "conv.fcnn")
+    m.save(path)
+    x = rand(r, 4, 3, 6, 6)
+    with fastcnn.load(path, num_threads=2, split_batch=False) as whole, \
+            fastcnn.load(path, num_threads=2) as parts:
+        assert np.array_equal(whole(x), m(x))
+        assert split_of(whole, x) == "not decided"
+        np.testing.assert_allclose(parts(x), m(x), rtol=1e-5, atol=1e-6)
+        assert split_of(parts, x) is not None
