@@ -247,3 +247,59 @@ def test_split_batch_false_runs_whole(split_small, tmp_path):
         assert split_of(whole, x) == "not decided"
         np.testing.assert_allclose(parts(x), m(x), rtol=1e-5, atol=1e-6)
         assert split_of(parts, x) is not None
+
+
+def test_many_python_threads_with_parts_match_serial_runs(split_small):
+    import threading
+    r = np.random.default_rng(13)
+    nodes = [("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
+             ("Relu", ["c"], ["r"]),
+             ("GlobalAveragePool", ["r"], ["y"])]
+    m = ir_model(nodes, {"x": (None, 3, 8, 8)}, ["y"], conv_inits(r), num_threads=2)
+    xs = [rand(r, 2 + i % 5, 3, 8, 8) for i in range(20)]
+    serial = [m(x) for x in xs]
+    assert all(split_of(m, x) is not None for x in xs if x.shape[0] != 3)
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(5):
+                for i in range(k, len(xs), 6):
+                    if not np.array_equal(m(xs[i]), serial[i]):
+                        errors.append((k, i))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_parts_run_in_a_forked_child(split_small):
+    import os
+    r = np.random.default_rng(14)
+    nodes = [("Conv", ["x", "w", "b"], ["y"], {"pads": [1, 1, 1, 1]})]
+    m = ir_model(nodes, {"x": (None, 3, 8, 8)}, ["y"], conv_inits(r), num_threads=2)
+    x = rand(r, 4, 3, 8, 8)
+    ref = m(x)   # the parent's worker threads exist now; the child has none of them
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os._exit(0 if np.array_equal(m(x), ref) else 3)
+        except BaseException:
+            os._exit(4)
+    deadline = time.time() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.time() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung running a split batch")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
