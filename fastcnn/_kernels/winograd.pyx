@@ -182,6 +182,14 @@ cdef extern from *:
     void omp_barrier "fastcnn_omp_barrier" () noexcept nogil
 
 
+cdef enum:
+    # V (a*a x c_in x 16 floats) up to this size is transformed by every thread of a few-block
+    # layer rather than shared: the edge CNN's 64->128 at 8x8 (64 KB) and 32->64 at 16x16
+    # (72 KB); ResNet-18's 256- and 512-channel layers at batch 1 (512+ KB) keep sharing V,
+    # which no longer fits in L2 twice beside U
+    OWN_BLOCK_V_BYTES = 131072
+
+
 cdef struct Lanes:
     Py_ssize_t count           # tiles in this block (16 but in the last block)
     Py_ssize_t img[NR]
@@ -380,25 +388,32 @@ cdef class ConvWinogradStep(Step):
                             val = val + rc[(oh + i) * g.w_out + ow + j]
                         oc[(oh + i) * g.w_out + ow + j] = act_scalar(val, g.act, g.alpha, g.beta)
 
-    cdef void block(self, Py_ssize_t blk, float *work) noexcept nogil:
-        """Tiles [blk*16, blk*16 + 16) of the (image, tile row, tile column) list, one thread."""
+    cdef void block(self, Py_ssize_t blk, Py_ssize_t p0, Py_ssize_t p1,
+                    float *work) noexcept nogil:
+        """Tiles [blk*16, blk*16 + 16) of the (image, tile row, tile column) list, output
+        channel panels [p0, p1) (6 channels each), one thread with its own scratch slot."""
         cdef Lanes ln
         cdef float *v = work
         cdef float *mm = v + self.v_size
         cdef float *d = mm + self.m_size
         cdef float *tmp = d + self.a * self.a * NR
         cdef float *y = tmp + self.a * self.a * 8
+        cdef Py_ssize_t pos, panels = self.mrows // MR
         ln = self.lanes_of(blk)
         self.input_channels(&ln, 0, self.g.c_in, v, d, tmp)
-        self.gemm_items(0, self.a * self.a * (self.mrows // MR), v, mm)
-        self.output_channels(&ln, 0, self.g.c_out, mm, tmp, y)
+        if p0 == 0 and p1 == panels:
+            self.gemm_items(0, self.a * self.a * panels, v, mm)
+        else:
+            for pos in range(self.a * self.a):
+                self.gemm_items(pos * panels + p0, pos * panels + p1, v, mm)
+        self.output_channels(&ln, p0 * MR, min(p1 * MR, self.g.c_out), mm, tmp, y)
 
     cdef void run(self) noexcept:
         cdef Py_ssize_t total = self.blocks, t, blk, i, tid
         cdef Py_ssize_t macs = self.tiles * self.a * self.a * self.g.c_in * self.g.c_out
         cdef Py_ssize_t nt = min(<Py_ssize_t>max(1, self.num_threads), self.slots,
                                  max(1, macs // MIN_MACS_PER_THREAD))
-        cdef Py_ssize_t items = self.a * self.a * (self.mrows // MR)
+        cdef Py_ssize_t panels = self.mrows // MR, items = self.a * self.a * panels
         cdef float *work = &self.work[0]
         cdef Py_ssize_t stride = self.slot_size
         cdef float *own
@@ -408,14 +423,24 @@ cdef class ConvWinogradStep(Step):
         with nogil:
             if nt <= 1:
                 for t in range(total):
-                    self.block(t, work)
+                    self.block(t, 0, panels, work)
+            elif total < 4 * nt and total % nt != 0 and panels >= 2 * nt \
+                    and self.v_size * sizeof(float) <= OWN_BLOCK_V_BYTES:
+                # few blocks with a small V: every thread transforms the whole block into its
+                # own V and computes its own range of output channels, with no barrier and
+                # nothing crossing between the cores but the input (read by both)
+                with parallel(num_threads=nt):
+                    tid = threadid()
+                    for blk in range(total):
+                        self.block(blk, tid * panels // nt, (tid + 1) * panels // nt,
+                                   work + tid * stride)
             elif total >= 4 * nt or total % nt == 0:
                 # enough blocks to keep every thread busy: threads take contiguous ranges of
                 # whole blocks (static), so each mostly reads input rows its counterpart in the
                 # previous layer wrote, from its own caches (ResNet-18 on 2 threads: batch 1
                 # 5-7%, batch 16 about 10% faster than dynamic)
                 for t in prange(total, num_threads=<int>min(nt, total), schedule="static"):
-                    self.block(t, work + threadid() * stride)
+                    self.block(t, 0, panels, work + threadid() * stride)
             else:
                 # few blocks (small images at batch 1): the threads share each block, phase by
                 # phase, with V and M in the first slot and their own patch/tile buffers
