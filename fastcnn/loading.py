@@ -66,7 +66,8 @@ def load(path, num_threads=None, *, passes: bool = True, format: str | None = No
     passes: run the graph passes (BatchNorm folding, fusion, constant folding). Turn off only to
     inspect or debug a graph as imported.
     split_batch: on several threads, run a batch as one part per thread when the graph computes
-    each sample alone (`Model`); False runs every batch whole, its layers split over the threads.
+    each sample alone, and parts (or a batch) too large for the cache in chunks (`Model`);
+    False runs every batch whole, its layers split over the threads.
     """
     from fastcnn.model import Model
     from fastcnn.passes import PIPELINE_ID, run_pipeline

@@ -45,7 +45,8 @@ def rand(rng, *shape, lo=-1.0, hi=1.0):
     return rng.uniform(lo, hi, size=shape).astype(np.float32)
 
 
-def ir_model(nodes, inputs, outputs, initializers=None, num_threads=1, passes=True, metadata=None):
+def ir_model(nodes, inputs, outputs, initializers=None, num_threads=1, passes=True, metadata=None,
+             split_batch=True):
     """Build and check a Graph from IR pieces and return a Model.
 
     nodes: list of Node or (op, inputs, outputs, attrs) tuples; inputs: dict name -> shape
@@ -64,7 +65,7 @@ def ir_model(nodes, inputs, outputs, initializers=None, num_threads=1, passes=Tr
     if passes:
         from fastcnn.passes import run_pipeline
         g = run_pipeline(g)
-    return Model(g, num_threads=num_threads)
+    return Model(g, num_threads=num_threads, split_batch=split_batch)
 
 
 def onnx_model(nodes, inputs, outputs, initializers=None, opset=17):

@@ -26,7 +26,7 @@ B1 = rand(RNG, 6)
 W2 = rand(RNG, 6 * 4 * 4, 5)
 
 
-def cnn(num_threads=1, spatial=(8, 8)):
+def cnn(num_threads=1, spatial=(8, 8), split_batch=True):
     """Conv 3->6 (pad 1) -> Relu -> MaxPool 2 -> Flatten -> MatMul -> Softmax; batch dynamic."""
     nodes = [("Conv", ["x", "w1", "b1"], ["c"], {"pads": [1, 1, 1, 1]}),
              ("Relu", ["c"], ["r"], {}),
@@ -35,7 +35,8 @@ def cnn(num_threads=1, spatial=(8, 8)):
              ("MatMul", ["f", "w2"], ["m"], {}),
              ("Softmax", ["m"], ["y"], {"axis": 1})]
     return ir_model(nodes, {"x": (None, 3) + tuple(spatial)}, ["y", "c"],
-                    {"w1": W1, "b1": B1, "w2": W2}, num_threads=num_threads)
+                    {"w1": W1, "b1": B1, "w2": W2}, num_threads=num_threads,
+                    split_batch=split_batch)
 
 
 def cnn_reference(x):
@@ -207,8 +208,9 @@ def _peak_of(fn):
 def test_batch_over_the_limit_fails_before_allocating(limit, lazy):
     """Conv 3->6 on (B, 3, 8, 8): B=20000 needs 46 MB of activations at the conv (each tensor
     alone is under the 32 MB limit, so the per-tensor check passes: the plan's total refuses).
-    Nothing near that size may be allocated before the error, and no weight is packed."""
-    m = cnn(spatial=(8, None) if lazy else (8, 8))
+    Nothing near that size may be allocated before the error, and no weight is packed.
+    (split_batch=False: otherwise the batch runs in chunks that fit, the next test.)"""
+    m = cnn(spatial=(8, None) if lazy else (8, 8), split_batch=False)
     x = np.zeros((20000, 3, 8, 8), np.float32)  # 15 MB input, made before measuring
     packed_before = len(m._cache)
     err = []
@@ -229,6 +231,25 @@ def test_batch_over_the_limit_fails_before_allocating(limit, lazy):
     # and the model still runs a batch that fits
     small = rand(RNG, 2, 3, 8, 8)
     assert_close(m.run(["y"], {"x": small})[0], cnn_reference(small)[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_over_the_limit_runs_in_chunks_that_fit(limit, threads):
+    """The batch of the test above, with split_batch (the default): its samples are
+    independent, so it runs in chunks whose activations fit the limit together."""
+    m = cnn(num_threads=threads)
+    x = np.zeros((20000, 3, 8, 8), np.float32)
+    x[::997] = rand(RNG, len(x[::997]), 3, 8, 8)
+    y, c = m.run(None, {"x": x})
+    runs = m._splits[((20000, 3, 8, 8),), threads]
+    assert sum(k[0][0] for run in runs for k in run) == 20000
+    assert len(runs) == threads and all(len(run) > 1 for run in runs)
+    largest = max(k[0][0] for run in runs for k in run)
+    plan = m.plan_for([(largest, 3, 8, 8)])
+    assert threads * (plan.arena_bytes + plan.scratch_bytes) <= limit
+    ref_y, ref_c = cnn_reference(x[::997])
+    assert_close(y[::997], ref_y)
+    assert_close(c[::997], ref_c)
 
 
 def test_single_tensor_over_the_limit_fails_before_allocating(limit):

@@ -1,6 +1,7 @@
-"""A batch run as parts, one single-threaded plan per thread (fastcnn/runtime/batch_split.py):
-the parts give the whole batch's outputs; graphs whose nodes mix samples, or compute with the
-batch size, run whole; a failing part releases its plan; part sizes."""
+"""A batch run as parts, one single-threaded plan per thread, and parts run in chunks
+(fastcnn/runtime/batch_split.py): they give the whole batch's outputs; graphs whose nodes mix
+samples, or compute with the batch size, run whole; a failing part releases its plan; part and
+chunk sizes."""
 import time
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from fastcnn.runtime import batch_split
 from fastcnn.runtime.batch_split import part_sizes
-from helpers import ir_model, rand
+from helpers import assert_close, ir_model, rand
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def split_of(m, x):
 
 def whole_batch(nodes, inputs, outputs, inits, x):
     """Outputs of the graph run on 1 thread (never split), and of each sample alone."""
-    m1 = ir_model(nodes, inputs, outputs, inits, num_threads=1)
+    m1 = ir_model(nodes, inputs, outputs, inits, num_threads=1, split_batch=False)
     return m1(x), np.concatenate([m1(x[i:i + 1]) for i in range(x.shape[0])])
 
 
@@ -81,7 +82,7 @@ def test_parts_give_the_whole_batch(split_small, graph, batch, threads):
     got = m(x)
     parts = split_of(m, x)
     assert parts is not None and parts != "not decided"
-    assert [k[0][0] for k in parts] == part_sizes(batch, threads)
+    assert [sum(k[0][0] for k in run) for run in parts] == part_sizes(batch, threads)
     whole, alone = whole_batch(nodes, {"x": (None, 3, 9, 9)}, ["y"], inits, x)
     np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6)
@@ -99,7 +100,8 @@ def test_parts_with_two_inputs_and_two_outputs(split_small):
     feed = {"x": rand(r, 6, 3, 6, 6), "z": rand(r, 6, 8, 6, 6)}
     y2, y1 = m.run(["y2", "y1"], feed)
     assert m._splits[((6, 3, 6, 6), (6, 8, 6, 6)), 2] is not None
-    ref1, ref2 = ir_model(nodes, inputs, ["y1", "y2"], inits, num_threads=1).run(None, feed)
+    ref1, ref2 = ir_model(nodes, inputs, ["y1", "y2"], inits, num_threads=1,
+                          split_batch=False).run(None, feed)
     np.testing.assert_allclose(y1, ref1, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(y2, ref2, rtol=1e-5, atol=1e-6)
 
@@ -146,7 +148,7 @@ def test_graphs_that_mix_samples_run_whole(split_small, case):
     x = rand(r, batch, 2, 5, 5)
     got = m(x)
     assert split_of(m, x) is None
-    ref = ir_model(nodes, inputs, ["y"], inits, num_threads=1)(x)
+    ref = ir_model(nodes, inputs, ["y"], inits, num_threads=1, split_batch=False)(x)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -168,7 +170,7 @@ def test_small_parts_run_whole():
     m(x)
     assert split_of(m, x) is None
     m1 = ir_model(nodes, {"x": (None, 3, 6, 6)}, ["y"], conv_inits(r), num_threads=1)
-    assert m1(x).shape == (4, 8, 6, 6) and split_of(m1, x) == "not decided"
+    assert m1(x).shape == (4, 8, 6, 6) and split_of(m1, x) is None   # one chunk: whole
 
 
 def test_a_failing_part_raises_and_releases_its_plans(split_small, monkeypatch):
@@ -303,3 +305,48 @@ def test_parts_run_in_a_forked_child(split_small):
             pytest.fail("the forked child hung running a split batch")
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("threads, batch, want", [(1, 5, [[2, 2, 1]]), (2, 5, [[2, 1], [2]]),
+                                                  (2, 8, [[2, 2], [2, 2]])])
+def test_chunks_when_the_activations_outgrow_the_cache(monkeypatch, threads, batch, want):
+    # a cache that holds the arenas of 2 samples per thread: chunks of 2
+    r = np.random.default_rng(15)
+    nodes = [("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
+             ("Relu", ["c"], ["r"]),
+             ("Conv", ["r", "w2"], ["y"], {"pads": [1, 1, 1, 1]})]
+    inits = {**conv_inits(r), "w2": rand(r, 4, 8, 3, 3)}
+    m = ir_model(nodes, {"x": (None, 3, 12, 12)}, ["y"], inits, num_threads=threads)
+    arena = m.plan_for([(1, 3, 12, 12)]).arena_bytes
+    monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)
+    monkeypatch.setattr(batch_split, "cache_bytes", lambda: 2 * arena * threads)
+    x = rand(r, batch, 3, 12, 12)
+    got = m(x)
+    assert [[k[0][0] for k in run] for run in split_of(m, x)] == want
+    # kernels are chosen per shape (Winograd for some batch sizes): compare within the
+    # project tolerance, and exactly with the same chunks run one by one
+    whole, alone = whole_batch(nodes, {"x": (None, 3, 12, 12)}, ["y"], inits, x)
+    assert_close(got, alone)
+    assert_close(got, whole)
+    m1 = ir_model(nodes, {"x": (None, 3, 12, 12)}, ["y"], inits, num_threads=1, split_batch=False)
+    at, pieces = 0, []
+    for run in split_of(m, x):
+        for k in run:
+            pieces.append(m1(x[at:at + k[0][0]]))
+            at += k[0][0]
+    assert np.array_equal(got, np.concatenate(pieces))
+
+
+@pytest.mark.parametrize("weights, arena, traffic, threads, cache, want", [
+    (14, 6, 27, 1, 16, 2),      # MobileNetV2-like, one thread
+    (14, 6, 27, 2, 16, 1),      # the same, two parts sharing the cache
+    (85, 4, 11, 1, 16, 4),      # ResNet-18-like: weights dominate, the cache holds 4
+    (85, 4, 11, 2, 16, 8),      # the same on two threads: whole parts
+    (2, 0.16, 0.3, 2, 16, 8),   # a small model fits whole
+    (1, 100, 1, 1, 16, 8),      # spilling costs less than re-reading weights: whole
+    (0, 1, 1, 1, 16, 8),        # no weights, nothing spills: a tie, the larger chunk
+])
+def test_chunk_size(weights, arena, traffic, threads, cache, want):
+    mb = 1 << 20
+    assert batch_split.chunk_size(weights * mb, int(arena * mb), int(traffic * mb), threads,
+                                  cache * mb, 8) == want
