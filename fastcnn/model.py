@@ -57,7 +57,7 @@ class Model:
         self._cache = {}
         self._plans = OrderedDict()  # shape key -> list[Plan]
         self._empty = {}             # shape key with an empty batch -> output arrays
-        self._splits = {}            # (shape key, threads) -> part shape keys, or None
+        self._splits = {}            # (shape key, threads) -> per thread, chunk shape keys; or None
         self._split_batch = bool(split_batch)
         self._lock = threading.Lock()
         self._max_concurrent = max(1, int(max_concurrent))
@@ -326,6 +326,8 @@ class Model:
         return decision
 
     def _split_for(self, key, batch, threads):
+        """`_choose_split` for a batch of `batch` samples leading every input; may raise
+        FastCNNError (a shape that cannot run), which the caller turns into None."""
         g = self._graph
         limit = config.memory_limit()
         sizes = batch_split.part_sizes(batch, threads) if threads > 1 else [batch]

@@ -251,35 +251,6 @@ def test_split_batch_false_runs_whole(split_small, tmp_path):
         assert split_of(parts, x) is not None
 
 
-def test_many_python_threads_with_parts_match_serial_runs(split_small):
-    import threading
-    r = np.random.default_rng(13)
-    nodes = [("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
-             ("Relu", ["c"], ["r"]),
-             ("GlobalAveragePool", ["r"], ["y"])]
-    m = ir_model(nodes, {"x": (None, 3, 8, 8)}, ["y"], conv_inits(r), num_threads=2)
-    xs = [rand(r, 2 + i % 5, 3, 8, 8) for i in range(20)]
-    serial = [m(x) for x in xs]
-    assert all(split_of(m, x) is not None for x in xs if x.shape[0] != 3)
-    errors = []
-
-    def work(k):
-        try:
-            for _ in range(5):
-                for i in range(k, len(xs), 6):
-                    if not np.array_equal(m(xs[i]), serial[i]):
-                        errors.append((k, i))
-        except Exception as e:  # pragma: no cover - reported below
-            errors.append(e)
-
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(6)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors
-
-
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_parts_run_in_a_forked_child(split_small):
     import os

@@ -22,11 +22,16 @@ def small_cnn(threads=2):
     return ir_model(nodes, {"x": (None, 3, 16, 16)}, ["y"], inits, num_threads=threads)
 
 
-def test_eight_python_threads_match_serial_runs():
+@pytest.mark.parametrize("parts", [False, True], ids=["layers-split", "batch-parts"])
+def test_eight_python_threads_match_serial_runs(monkeypatch, parts):
+    if parts:   # batches of 2 and 3 run as one part per thread (runtime/batch_split.py)
+        from fastcnn.runtime import batch_split
+        monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)
     m = small_cnn()
     rng = np.random.default_rng(4)
     xs = [rand(rng, 1 + i % 3, 3, 16, 16) for i in range(24)]
     serial = [m(x) for x in xs]
+    assert (m._splits.get((((2, 3, 16, 16),), 2)) is not None) == parts
     results = [None] * len(xs)
     errors = []
 
