@@ -147,9 +147,12 @@ def cmd_info(args) -> int:
         n_params, n_bytes = _param_count(g)
         print(f"parameters: {n_params:,} ({_fmt_bytes(n_bytes)})")
         print(f"FLOPs (batch 1): {plan.flops:,} ({_fmt_count(plan.flops)})")
-        print(f"activation arena (batch 1): {_fmt_bytes(plan.arena_bytes)} "
+        print(f"activation arena (batch 1): {_fmt_bytes(plan.reused_bytes)} "
               f"(naive sum of activations {_fmt_bytes(plan.naive_bytes)}), "
               f"scratch {_fmt_bytes(plan.scratch_bytes)}")
+        if plan.arena_bytes != plan.reused_bytes:
+            print(f"  on {plan.num_threads} threads every tensor has its own region: "
+                  f"{_fmt_bytes(plan.arena_bytes)} (no core writes over what the other wrote)")
         print(f"steps: {len(plan.steps)}, threads: {model.num_threads}")
     return 0
 

@@ -217,8 +217,12 @@ class Model:
             shapes.append(tuple(x.shape))
         return feed, tuple(shapes)
 
-    def _get_plan(self, key):
-        """Return (key, plan) with plan.lock held by the caller."""
+    def _get_plan(self, shapes, single=False):
+        """Return (key, plan) with plan.lock held by the caller. single: a plan to run on one
+        thread (a batch part or chunk): on a multi-threaded model it is cached apart from the
+        whole-batch plans, whose arena layout is made for several threads (runtime/plan.py,
+        PRIVATE_MIN_BYTES)."""
+        key = ("single",) + shapes if single and self._threads > 1 else shapes
         pool = self._plans.get(key)  # lock-free fast path (dict reads are atomic)
         if pool is not None and not self._closed:
             for p in pool:
@@ -245,7 +249,7 @@ class Model:
         if waiting is not None:
             waiting.lock.acquire()
             return key, waiting
-        plan = self._build(key)
+        plan = self._build(shapes, 1 if key is not shapes else self._threads)
         plan.lock.acquire()
         with self._lock:
             if self._closed:  # closed while this plan was built: run this call, keep nothing
@@ -257,7 +261,7 @@ class Model:
                 self._plans.popitem(last=False)
         return key, plan
 
-    def _build(self, key) -> Plan:
+    def _build(self, key, threads) -> Plan:
         g = self._graph
         types = {t.name: ValueType(shape, "float32") for t, shape in zip(g.inputs, key)}
         limit = config.memory_limit()
@@ -266,7 +270,7 @@ class Model:
             inferred = first[2]
         else:
             inferred = infer_graph(g, types, max_tensor_bytes=limit)
-        return build_plan(g, inferred, self._threads, self._cache, limit,
+        return build_plan(g, inferred, threads, self._cache, limit,
                           getattr(self._resources, "release_pages", None))
 
     def run(self, output_names, input_feed, run_options=None) -> list:
@@ -333,6 +337,8 @@ class Model:
         sizes = batch_split.part_sizes(batch, threads) if threads > 1 else [batch]
         if sizes is None:
             return None
+        # sizes per sample from the whole batch-1 plan (built at load); reused_bytes is the
+        # arena of a single-threaded plan
         _, one = self._get_plan(tuple((1,) + tuple(shape[1:]) for shape in key))
         one.lock.release()
         if threads > 1 and one.flops * sizes[-1] < batch_split.MIN_PART_FLOPS:
@@ -340,10 +346,10 @@ class Model:
         weights = sum(a.nbytes for v in self._cache.values()
                       for a in (v if isinstance(v, (tuple, list)) else (v,))
                       if isinstance(a, np.ndarray))
-        c = batch_split.chunk_size(weights, one.arena_bytes, one.naive_bytes, threads,
+        c = batch_split.chunk_size(weights, one.reused_bytes, one.naive_bytes, threads,
                                    batch_split.cache_bytes(), sizes[0])
         # chunks that fit the memory limit together, where the whole batch would not
-        c = min(c, max(1, (limit - threads * one.scratch_bytes) // max(1, threads * one.arena_bytes)))
+        c = min(c, max(1, (limit - threads * one.scratch_bytes) // max(1, threads * one.reused_bytes)))
         runs = [[c] * (n // c) + ([n % c] if n % c else []) for n in sizes]
         if threads == 1 and len(runs[0]) == 1:
             return None   # one chunk: the whole batch
@@ -368,13 +374,13 @@ class Model:
                 spans.append((k, at, at + k[0][0]))
                 at += k[0][0]
             bounds.append(spans)
-        _, first = self._get_plan(runs[0][0])
+        _, first = self._get_plan(runs[0][0], single=True)
         outs = [np.empty((at,) + v.shape[1:], np.float32) for v in first.outputs]
 
         def run_chunks(spans, plan=None):
             for k, s, e in spans:
                 if plan is None:
-                    _, plan = self._get_plan(k)
+                    _, plan = self._get_plan(k, single=True)
                 try:
                     if plan.num_threads != 1:
                         plan.set_num_threads(1)

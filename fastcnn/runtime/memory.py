@@ -32,3 +32,15 @@ def plan_offsets(buffers):
         placed.append((offset, offset + size, first, last))
         total = max(total, offset + size)
     return offsets, total
+
+
+def private_offsets(buffers):
+    """buffers as for `plan_offsets`; every buffer gets a region of its own, in order of first
+    use. Returns (offsets, arena_bytes)."""
+    order = sorted(range(len(buffers)), key=lambda i: (buffers[i][1], i))
+    offsets = [0] * len(buffers)
+    total = 0
+    for i in order:
+        offsets[i] = total
+        total += align(max(buffers[i][0], 1))
+    return offsets, total

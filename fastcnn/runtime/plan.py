@@ -14,12 +14,26 @@ from fastcnn.errors import ResourceLimitError, UnsupportedOpError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import Inferred
 from fastcnn.runtime.blocking import assign_layouts
-from fastcnn.runtime.memory import ALIGN, plan_offsets
+from fastcnn.runtime.memory import ALIGN, plan_offsets, private_offsets
 from fastcnn.runtime.prepare import PrepareContext, Prepared
 
 
 # Store eligible activations NCHW8c (runtime/blocking.py); False: every tensor NCHW (tests, bench).
 BLOCKED_LAYOUTS = True
+
+# A plan for several threads gives every tensor a region of its own, instead of reusing the
+# regions of dead ones, when the reused arena exceeds PRIVATE_MIN_BYTES (it would not stay in a
+# core's L2 anyway) and the private one stays within PRIVATE_MAX_BYTES. A reused region was last
+# written by whichever thread covered that range of the dead tensor; when the other core writes
+# it, each line crosses between the cores, which costs the most where they share no cache.
+# This VM has two 2-thread states (the hypervisor's placement, switching within minutes). A/B
+# against reuse, rounds sorted by state: in the one it was in for 220 of 223 rounds (and 90% in
+# an earlier measurement), MobileNetV2 b1 on 2 threads 6.77 -> 6.00 ms, ResNet-18 17.83 ->
+# 16.66; in the other 4.96 -> 5.20 and 15.24 -> 15.47 (the larger footprint costs cache). The
+# edge CNN (0.16 MB) was slower with private regions in both and keeps reuse; single-threaded
+# plans (1 thread, batch parts and chunks) always reuse.
+PRIVATE_MIN_BYTES = 1 << 20
+PRIVATE_MAX_BYTES = 64 << 20
 
 
 def aligned_empty(nbytes: int) -> np.ndarray:
@@ -36,12 +50,14 @@ class Plan:
     outputs:      per graph output, an arena view (or a constant array for folded outputs).
     steps:        Step objects, run in order.
     blocked:      names of the tensors stored NCHW8c (runtime/blocking.py).
-    arena_bytes:  activation arena size; naive_bytes: sum of all activation sizes (no reuse).
+    arena_bytes:  activation arena size; naive_bytes: sum of all activation sizes (no reuse);
+                  reused_bytes: the arena size with reuse (arena_bytes unless the plan gave its
+                  tensors private regions, see PRIVATE_MIN_BYTES).
     lock:         held while the plan's buffers are in use by one call.
     """
 
     def __init__(self, input_views, outputs, steps, step_nodes, arena, scratch, arena_bytes,
-                 naive_bytes, num_threads, flops, blocked=frozenset()):
+                 naive_bytes, num_threads, flops, blocked=frozenset(), reused_bytes=None):
         self.input_views = input_views
         self.outputs = outputs
         self.steps = steps
@@ -50,6 +66,7 @@ class Plan:
         self.scratch = scratch
         self.arena_bytes = arena_bytes
         self.naive_bytes = naive_bytes
+        self.reused_bytes = arena_bytes if reused_bytes is None else reused_bytes
         self.scratch_bytes = scratch.nbytes
         self.num_threads = num_threads
         self.flops = flops
@@ -200,8 +217,13 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     spans = [(types[b].nbytes, first[b], max(last_use.get(u, first[b]) for u in members[b]))
              for b in groups]
     offsets, arena_bytes = plan_offsets(spans)
+    reused_bytes = arena_bytes
     naive = sum(types[v].nbytes for v in base)
     scratch_elems = max([p.scratch for p in preps] + [0])
+    if num_threads > 1 and arena_bytes > PRIVATE_MIN_BYTES:
+        private, private_bytes = private_offsets(spans)
+        if private_bytes <= min(PRIVATE_MAX_BYTES, memory_limit - scratch_elems * 4):
+            offsets, arena_bytes = private, private_bytes
     total = arena_bytes + scratch_elems * 4
     if total > memory_limit:
         raise ResourceLimitError(
@@ -245,4 +267,4 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
         else:
             outputs.append(view(t.name))
     return Plan(input_views, outputs, steps, step_nodes, arena, scratch, arena_bytes, naive,
-                num_threads, flops, blocked)
+                num_threads, flops, blocked, reused_bytes)

@@ -44,3 +44,69 @@ def test_inplace_does_not_clobber_a_value_still_needed():
     x = rand(rng, 3, 17)
     r = np.maximum(x, 0).astype(np.float64)
     assert_close(m(x), r + 1 / (1 + np.exp(-r)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5000), st.integers(0, 20), st.integers(0, 10)),
+                min_size=1, max_size=30))
+def test_private_offsets_never_overlap(specs):
+    from fastcnn.runtime.memory import private_offsets
+    buffers = [(size, first, first + length) for size, first, length in specs]
+    offsets, total = private_offsets(buffers)
+    spans = sorted((o, o + s) for o, (s, _, _) in zip(offsets, buffers))
+    assert all(o % ALIGN == 0 for o in offsets) and spans[-1][1] <= total
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def residual_chain():
+    """Conv-ReLU pairs with residual adds on 16x128x128: activations of 1 MB each, 2+ MB in
+    all, so a plan for 2 threads gives every tensor its own region."""
+    rng = np.random.default_rng(5)
+    nodes, inits, prev = [], {}, "x"
+    for i in range(4):
+        inits[f"w{i}"] = rand(rng, 16, 16, 3, 3, lo=-0.2, hi=0.2)
+        nodes += [("Conv", [prev, f"w{i}"], [f"c{i}"], {"pads": [1, 1, 1, 1]}),
+                  ("Relu", [f"c{i}"], [f"r{i}"], {}),
+                  ("Add", [f"r{i}", prev], [f"a{i}"], {})]
+        prev = f"a{i}"
+    return nodes, inits, prev
+
+
+def test_multithreaded_plans_give_tensors_private_regions():
+    from fastcnn.runtime import plan as plan_module
+    nodes, inits, out = residual_chain()
+    x = rand(np.random.default_rng(6), 1, 16, 128, 128)
+    one = ir_model(nodes, {"x": (None, 16, 128, 128)}, [out], inits, num_threads=1)
+    two = ir_model(nodes, {"x": (None, 16, 128, 128)}, [out], inits, num_threads=2)
+    p1, p2 = one.plan_for(), two.plan_for()
+    assert p1.arena_bytes == p1.reused_bytes > plan_module.PRIVATE_MIN_BYTES
+    assert p2.reused_bytes == p1.arena_bytes and p2.arena_bytes > 2 * p2.reused_bytes
+    assert p2.arena_bytes <= p2.naive_bytes + 64 * len(nodes)
+    # same kernels, same order of sums: bit-identical whatever the layout
+    assert np.array_equal(two(x), one(x))
+
+
+def test_private_regions_only_within_their_bounds(monkeypatch):
+    from fastcnn.runtime import plan as plan_module
+    nodes, inits, out = residual_chain()
+    monkeypatch.setattr(plan_module, "PRIVATE_MAX_BYTES", 1 << 20)   # the private arena: 8+ MB
+    big = ir_model(nodes, {"x": (None, 16, 128, 128)}, [out], inits, num_threads=2).plan_for()
+    assert big.arena_bytes == big.reused_bytes
+    small = [("Relu", ["x"], ["r"]), ("Sigmoid", ["r"], ["s"]), ("Add", ["r", "s"], ["y"])]
+    p = ir_model(small, {"x": (3, 17)}, ["y"], num_threads=2).plan_for()
+    assert p.arena_bytes == p.reused_bytes   # 600 bytes: stays in L2 anyway
+
+
+def test_batch_parts_run_on_plans_that_reuse(monkeypatch):
+    from fastcnn.runtime import batch_split
+    monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)
+    nodes, inits, out = residual_chain()
+    m = ir_model(nodes, {"x": (None, 16, 128, 128)}, [out], inits, num_threads=2)
+    x = rand(np.random.default_rng(7), 2, 16, 128, 128)
+    got = m(x)
+    singles = [p for k, pool in m._plans.items() if k[0] == "single" for p in pool]
+    assert singles and all(p.arena_bytes == p.reused_bytes for p in singles)
+    whole = m.plan_for([(1, 16, 128, 128)])
+    assert whole.arena_bytes > whole.reused_bytes
+    m1 = ir_model(nodes, {"x": (None, 16, 128, 128)}, [out], inits, num_threads=1)
+    assert np.array_equal(got, np.concatenate([m1(x[:1]), m1(x[1:])]))
