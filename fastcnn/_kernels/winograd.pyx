@@ -337,7 +337,6 @@ cdef class ConvWinogradStep(Step):
         cdef float *oc
         cdef const float *rc
         cdef float val
-        cdef float lanes[8]
         cdef vf8 spread, lo = vf8_set1(g.alpha), hi = vf8_set1(g.beta)
         # finite tiles (self.fin, chosen at plan time, is a vector finish): the residual is
         # added into y, the finish runs on y's vectors and the scatter only copies (a scalar
@@ -350,10 +349,7 @@ cdef class ConvWinogradStep(Step):
                 spread = vf8_zero()    # sums v - v: NaN in a lane that met a NaN or an Inf
                 for k in range(0, m * m * NR, 8):
                     spread = vf8_add(spread, vf8_sub(vf8_load(y + k), vf8_load(y + k)))
-                vf8_store(lanes, spread)
-                if not self.has_w or (lanes[0] == 0.0 and lanes[1] == 0.0 and lanes[2] == 0.0
-                                      and lanes[3] == 0.0 and lanes[4] == 0.0 and lanes[5] == 0.0
-                                      and lanes[6] == 0.0 and lanes[7] == 0.0):
+                if not self.has_w or vf8_hsum(spread) == 0.0:   # lanes are 0 or NaN
                     if g.has_residual:
                         for l in range(ln.count):
                             oh = ln.ih[l] + g.pad_top
