@@ -65,6 +65,32 @@ def physical_cores() -> int:
     return n
 
 
+_llc_bytes = None
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the largest CPU cache (Linux sysfs, read once; 16 MiB, a common L3, where
+    unknown)."""
+    global _llc_bytes
+    if _llc_bytes is None:
+        size = 16 << 20
+        try:
+            base = "/sys/devices/system/cpu/cpu0/cache"
+            sizes = []
+            for d in os.listdir(base):
+                if d.startswith("index"):
+                    with open(os.path.join(base, d, "size")) as f:
+                        text = f.read().strip()
+                    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+                    sizes.append(int(text.rstrip("KMG")) * mult)
+            if sizes:
+                size = max(sizes)
+        except (OSError, ValueError):
+            pass
+        _llc_bytes = size
+    return _llc_bytes
+
+
 def default_threads() -> int:
     """Thread count used when a model is loaded with num_threads=None.
 

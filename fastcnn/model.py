@@ -24,6 +24,11 @@ MAX_CACHED_SHAPES = 8
 _F32 = np.dtype(np.float32)
 
 
+def _with_batch(shapes: tuple, n: int) -> tuple:
+    """Input shapes `shapes` with the batch (dim 0 of every input) set to n."""
+    return tuple((n,) + tuple(shape[1:]) for shape in shapes)
+
+
 def _specimen_types(graph: Graph, fill: int) -> dict:
     """Input types with every dynamic dim replaced by `fill`."""
     return {t.name: ValueType(tuple(fill if d is None else d for d in t.shape), t.dtype)
@@ -57,7 +62,7 @@ class Model:
         self._cache = {}
         self._plans = OrderedDict()  # shape key -> list[Plan]
         self._empty = {}             # shape key with an empty batch -> output arrays
-        self._splits = {}            # (shape key, threads) -> per thread, chunk shape keys; or None
+        self._splits = {}            # (shape key, threads) -> batch_split.Runs, or None
         self._split_batch = bool(split_batch)
         self._lock = threading.Lock()
         self._max_concurrent = max(1, int(max_concurrent))
@@ -222,7 +227,8 @@ class Model:
         thread (a batch part or chunk): on a multi-threaded model it is cached apart from the
         whole-batch plans, whose arena layout is made for several threads (runtime/plan.py,
         PRIVATE_MIN_BYTES)."""
-        key = ("single",) + shapes if single and self._threads > 1 else shapes
+        threads = 1 if single else self._threads
+        key = ("single",) + shapes if threads != self._threads else shapes
         pool = self._plans.get(key)  # lock-free fast path (dict reads are atomic)
         if pool is not None and not self._closed:
             for p in pool:
@@ -249,7 +255,7 @@ class Model:
         if waiting is not None:
             waiting.lock.acquire()
             return key, waiting
-        plan = self._build(shapes, 1 if key is not shapes else self._threads)
+        plan = self._build(shapes, threads)
         plan.lock.acquire()
         with self._lock:
             if self._closed:  # closed while this plan was built: run this call, keep nothing
@@ -261,15 +267,20 @@ class Model:
                 self._plans.popitem(last=False)
         return key, plan
 
+    def _infer(self, shapes, limit, attrs=None):
+        """infer_graph for these input shapes (float32 inputs)."""
+        g = self._graph
+        return infer_graph(g, {t.name: ValueType(s, "float32") for t, s in zip(g.inputs, shapes)},
+                           max_tensor_bytes=limit, attrs=attrs)
+
     def _build(self, key, threads) -> Plan:
         g = self._graph
-        types = {t.name: ValueType(shape, "float32") for t, shape in zip(g.inputs, key)}
         limit = config.memory_limit()
         first, self._first_inferred = self._first_inferred, None
         if first is not None and first[0] == key and first[1] == limit:
             inferred = first[2]
         else:
-            inferred = infer_graph(g, types, max_tensor_bytes=limit)
+            inferred = self._infer(key, limit)
         return build_plan(g, inferred, threads, self._cache, limit,
                           getattr(self._resources, "release_pages", None))
 
@@ -310,8 +321,9 @@ class Model:
 
     def _choose_split(self, key, threads):
         """How calls with input shapes `key` on `threads` threads run (runtime/batch_split.py):
-        None to run the batch whole, or, per thread, the shape keys of the chunks it runs one
-        after the other on single-threaded plans: on several threads one part of the batch
+        None to run the batch whole, or `batch_split.Runs`: per thread, the shape keys of the
+        chunks it runs one after the other on single-threaded plans: on several threads one
+        part of the batch
         per thread, and a part (or, on one thread, the batch) in chunks when its activations
         would not stay cached (`batch_split.chunk_size`). The answer is remembered; deciding
         uses the batch-1 plan's sizes and builds no other plan."""
@@ -339,7 +351,7 @@ class Model:
             return None
         # sizes per sample from the whole batch-1 plan (built at load); reused_bytes is the
         # arena of a single-threaded plan
-        _, one = self._get_plan(tuple((1,) + tuple(shape[1:]) for shape in key))
+        _, one = self._get_plan(_with_batch(key, 1))
         one.lock.release()
         if threads > 1 and one.flops * sizes[-1] < batch_split.MIN_PART_FLOPS:
             return None
@@ -347,35 +359,25 @@ class Model:
                       for a in (v if isinstance(v, (tuple, list)) else (v,))
                       if isinstance(a, np.ndarray))
         c = batch_split.chunk_size(weights, one.reused_bytes, one.naive_bytes, threads,
-                                   batch_split.cache_bytes(), sizes[0])
+                                   config.last_level_cache_bytes(), sizes[0])
         # chunks that fit the memory limit together, where the whole batch would not
         c = min(c, max(1, (limit - threads * one.scratch_bytes) // max(1, threads * one.reused_bytes)))
         runs = [[c] * (n // c) + ([n % c] if n % c else []) for n in sizes]
         if threads == 1 and len(runs[0]) == 1:
             return None   # one chunk: the whole batch
-        full = infer_graph(g, {t.name: ValueType(s, "float32") for t, s in zip(g.inputs, key)},
-                           max_tensor_bytes=limit)
+        full = self._infer(key, limit)
         for n in {n for run in runs for n in run}:
-            k = tuple((n,) + tuple(shape[1:]) for shape in key)
-            part = infer_graph(g, {t.name: ValueType(s, "float32") for t, s in zip(g.inputs, k)},
-                               max_tensor_bytes=limit, attrs=full.attrs)
+            part = self._infer(_with_batch(key, n), limit, full.attrs)
             if batch_split.independent_samples(g, full, part, batch, n) is not None:
                 return None
-        return [[tuple((n,) + tuple(shape[1:]) for shape in key) for n in run] for run in runs]
+        return batch_split.Runs([[_with_batch(key, n) for n in run] for run in runs])
 
     def _run_parts(self, feed, runs) -> list:
-        """Run the batch of `feed` as consecutive chunks: runs[j] lists the shape keys of the
-        chunks thread j runs, one after the other, each on a single-threaded plan writing into
-        slices of the outputs. Thread 0 is the calling thread."""
-        bounds, at = [], 0
-        for run in runs:
-            spans = []
-            for k in run:
-                spans.append((k, at, at + k[0][0]))
-                at += k[0][0]
-            bounds.append(spans)
+        """Run the batch of `feed` as consecutive chunks (`batch_split.Runs`): thread j runs
+        the chunks of runs.spans[j] one after the other, each on a single-threaded plan writing
+        into slices of the outputs. Thread 0 is the calling thread."""
         _, first = self._get_plan(runs[0][0], single=True)
-        outs = [np.empty((at,) + v.shape[1:], np.float32) for v in first.outputs]
+        outs = [np.empty((runs.batch,) + v.shape[1:], np.float32) for v in first.outputs]
 
         def run_chunks(spans, plan=None):
             for k, s, e in spans:
@@ -391,12 +393,12 @@ class Model:
                 plan = None
 
         try:
-            others = [batch_split.submit(run_chunks, spans) for spans in bounds[1:]]
+            others = [batch_split.submit(run_chunks, spans) for spans in runs.spans[1:]]
         except BaseException:
             first.lock.release()
             raise
         try:
-            run_chunks(bounds[0], first)
+            run_chunks(runs.spans[0], first)
         finally:
             for f in others:
                 f.result()

@@ -30,27 +30,48 @@ from fastcnn.ir.opspec import NodeContext
 # (3.4 MFLOP, 0.158 -> 0.170 ms).
 MIN_PART_FLOPS = 5_000_000
 
-# ops that compute each sample from that sample alone, whatever their attributes (their other
-# inputs are weights; the shape checks in `independent_samples` cover the rest)
-_PER_SAMPLE = frozenset([
-    "Conv", "ConvTranspose", "MaxPool", "MinPool", "AveragePool", "LpPool", "StochasticPool",
-    "Maxout", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "BatchNormalization",
-    "InstanceNormalization", "LRN", "Resize", "DepthToSpace", "SpaceToDepth", "Gelu", "Cast",
-    "Identity", "Dropout", "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "ThresholdedRelu",
-    "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish",
-    "Swish", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Neg", "Abs", "Sign", "Floor", "Ceil",
-    "Round",
-    # views: row i of the output is row i of the input when both keep the batch as dim 0,
-    # which the shape checks establish (same element order, same leading dim)
-    "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Expand",
-])
-# elementwise with broadcasting: every runtime input must have the output's rank
-_BROADCAST = frozenset(["Add", "Sub", "Mul", "Div", "Pow", "Sum", "Mean", "Max", "Min", "PRelu"])
-# the attribute `axis` names the axis they work along; it must not be the batch
-_AXIS_OP = frozenset(["Softmax", "LogSoftmax", "Concat", "Split", "Gather", "LayerNormalization"])
+# ops that keep the batch dimension's size and work along the axis their attribute `axis`
+# names: it must not be the batch (a LayerNormalization scale may broadcast over it)
+_AXIS_OP = frozenset(["Softmax", "LogSoftmax", "LayerNormalization"])
 # constant inputs that may differ between batch sizes (a target shape holding the batch); the
 # output's shape check covers them
 _SHAPE_INPUTS = frozenset([("Reshape", 1), ("Expand", 1)])
+
+_op_kinds = None
+
+
+def _kinds():
+    """Op -> how it treats the batch, from the kernel table (runtime/kernels.py), so that an op
+    added there is classified with the kernel that runs it:
+    "sample": computes each sample from that sample alone, whatever its attributes (convs,
+    pools, normalisations, unary ops, views);
+    "broadcast": elementwise with broadcasting; every runtime input must have the output's rank;
+    "resizes": can mix samples only by changing the size of dim 0 (a reduction, concat, split,
+    gather, tile or transpose across the batch, a Gemm with transA), which the shape checks of
+    `independent_samples` refuse: the output would not hold `batch` rows at the full size and
+    `part_batch` rows at the part's;
+    other ops have a rule in `_rule_holds` or are refused."""
+    global _op_kinds
+    if _op_kinds is None:
+        from fastcnn.runtime import (k_conv, k_deconv, k_dense, k_eltwise, k_norm, k_pool,
+                                     k_reduce, k_resize, k_tensor)
+        from fastcnn.runtime.kernels import KERNELS
+        by_prepare = {k_eltwise.prepare_binary: "broadcast"}
+        for prep in (k_conv.prepare_conv, k_deconv.prepare_conv_transpose, k_pool.prepare_pool,
+                     k_pool.prepare_global_pool, k_norm.prepare_batchnorm,
+                     k_norm.prepare_instancenorm, k_norm.prepare_lrn, k_resize.prepare_resize,
+                     k_tensor.prepare_depth_to_space, k_eltwise.prepare_unary,
+                     k_reduce.prepare_maxout,
+                     # views: row i of the output is row i of the input when both keep the
+                     # batch as dim 0, which the shape checks establish
+                     k_tensor.prepare_alias, k_tensor.prepare_expand):
+            by_prepare[prep] = "sample"
+        for prep in (k_reduce.prepare_reduce, k_tensor.prepare_concat, k_tensor.prepare_split,
+                     k_tensor.prepare_gather, k_tensor.prepare_tile, k_tensor.prepare_transpose,
+                     k_dense.prepare_gemm, k_dense.prepare_matmul):
+            by_prepare[prep] = "resizes"
+        _op_kinds = {op: by_prepare[prep] for op, prep in KERNELS.items() if prep in by_prepare}
+    return _op_kinds
 
 
 def part_sizes(batch: int, threads: int):
@@ -68,36 +89,21 @@ def part_sizes(batch: int, threads: int):
 
 def _rule_holds(node, ctx: NodeContext, rank: int) -> bool:
     """The op-specific part of `independent_samples` for one node at one batch size: does the
-    node leave dim 0 (the batch) alone? rank: rank of the node's first input."""
+    node leave dim 0 (the batch) alone? rank: rank of the node's first input. Only ops that
+    keep dim 0's size need a rule; the others are refused by the shape checks if they touch it."""
     op = node.op
-    if op in _PER_SAMPLE:
+    if _kinds().get(op) is not None:
         return True
     if op in _AXIS_OP:
         return ctx.attrs["axis"] % rank != 0
-    if op == "Transpose":
-        perm = ctx.attrs["perm"]
-        return bool(perm) and perm[0] == 0
-    if op in _BROADCAST:
-        return True   # runtime inputs carry the batch (checked by the caller), constants below
-    if op == "Gemm":
-        return not ctx.attrs["transA"]
-    if op == "MatMul":
-        return rank >= 2
-    if op == "Slice":
+    if op == "Slice":   # e.g. x[::-1] or x[1:] + x[:1] keep the size, not the order
         from fastcnn.ir.shapes import slice_params
         starts, stops, steps, _ = slice_params(ctx)
         return (starts[0], stops[0], steps[0]) == (0, ctx.shape(0)[0], 1)
-    if op == "Pad":
+    if op == "Pad":     # begin -1, end +1 keeps the size and shifts the samples
         from fastcnn.ir.shapes import pad_amounts
         begin, end = pad_amounts(ctx)
         return begin[0] == 0 and end[0] == 0
-    if op == "Tile":
-        return ctx.const_ints(1, "repeats")[0] == 1
-    if op.startswith("Reduce"):
-        axes = ctx.const_ints(1, "axes") if ctx.has(1) else []
-        if not axes:
-            return bool(ctx.attrs["noop_with_empty_axes"])
-        return all(a % rank != 0 for a in axes)
     return False
 
 
@@ -151,7 +157,7 @@ def independent_samples(graph, full: Inferred, part: Inferred, batch: int, part_
                     return f"node '{node.name}' ({node.op}): both operands carry the batch"
                 # broadcasting aligns trailing dims: a runtime input of lower rank would put
                 # its batch against another axis of the output
-                if (node.op in _BROADCAST or node.op in ("Expand", "Gemm")) \
+                if (_kinds().get(node.op) == "broadcast" or node.op in ("Expand", "Gemm")) \
                         and len(full.types[x].shape) != out_rank:
                     return f"node '{node.name}' ({node.op}): input '{x}' broadcasts across the batch"
             if rank is None:
@@ -165,6 +171,22 @@ def independent_samples(graph, full: Inferred, part: Inferred, batch: int, part_
             if not _rule_holds(node, ctx, rank):
                 return f"node '{node.name}' ({node.op}) works along the batch dimension"
     return None
+
+
+class Runs(list):
+    """How a batch runs as chunks: self[j] lists the shape keys of the chunks thread j runs,
+    one after the other; spans[j] the same chunks as (shape key, first sample, end sample) and
+    batch their total, worked out once when the split is decided, not at every call."""
+
+    def __init__(self, runs):
+        super().__init__(runs)
+        self.spans, at = [], 0
+        for run in runs:
+            self.spans.append([])
+            for key in run:
+                self.spans[-1].append((key, at, at + key[0][0]))
+                at += key[0][0]
+        self.batch = at
 
 
 _pool = None   # (pid, ThreadPoolExecutor): the workers that run the parts after the first
@@ -204,27 +226,3 @@ def chunk_size(weight_bytes: int, arena_per_sample: int, traffic_per_sample: int
         if best_cost is None or cost < best_cost:
             best, best_cost = c, cost
     return best
-
-
-def cache_bytes() -> int:
-    """Size of the last-level cache (Linux sysfs; 16 MiB, a common L3, where unknown)."""
-    global _cache_bytes
-    if _cache_bytes is None:
-        _cache_bytes = 16 << 20
-        try:
-            base = "/sys/devices/system/cpu/cpu0/cache"
-            sizes = []
-            for d in os.listdir(base):
-                if d.startswith("index"):
-                    with open(os.path.join(base, d, "size")) as f:
-                        text = f.read().strip()
-                    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-                    sizes.append(int(text.rstrip("KMG")) * mult)
-            if sizes:
-                _cache_bytes = max(sizes)
-        except (OSError, ValueError):
-            pass
-    return _cache_bytes
-
-
-_cache_bytes = None

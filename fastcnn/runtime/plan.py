@@ -78,21 +78,21 @@ class Plan:
         set_step_threads(self.steps, n)
         self.num_threads = n
 
-    def run(self, feed: dict) -> list:
-        """feed: name -> validated float32 array of the planned shape. Returns fresh output arrays.
-        The caller holds `self.lock`."""
+    def _feed_and_run(self, feed: dict) -> None:
         views = self.input_views
         for name, arr in feed.items():
             views[name][...] = arr
         run_steps(self.steps)
+
+    def run(self, feed: dict) -> list:
+        """feed: name -> validated float32 array of the planned shape. Returns fresh output arrays.
+        The caller holds `self.lock`."""
+        self._feed_and_run(feed)
         return [v.copy() for v in self.outputs]
 
     def run_into(self, feed: dict, outs: list) -> None:
         """Like `run`, but copies the outputs into `outs` (arrays of the outputs' shapes)."""
-        views = self.input_views
-        for name, arr in feed.items():
-            views[name][...] = arr
-        run_steps(self.steps)
+        self._feed_and_run(feed)
         for dst, v in zip(outs, self.outputs):
             dst[...] = v
 

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from fastcnn import config
 from fastcnn.runtime import batch_split
 from fastcnn.runtime.batch_split import part_sizes
 from helpers import assert_close, ir_model, rand
@@ -121,6 +122,11 @@ MIXING = {
     "concat along the batch": [("Concat", ["x", "x"], ["c"], {"axis": 0}),
                                ("Slice", ["c", "one", "big", "ax0"], ["y"])],
     "layernorm over the batch": [("LayerNormalization", ["x", "ln4", "ln4"], ["y"], {"axis": 0})],
+    # these keep the batch dimension's size: only the op rules refuse them
+    "layernorm over the batch, broadcast scale": [
+        ("LayerNormalization", ["x", "ln1", "ln1"], ["y"], {"axis": 0})],
+    "batch reversed by a slice": [("Slice", ["x", "minus1", "most_negative", "ax0", "minus1"],
+                                   ["y"])],
     # the batch size itself enters the arithmetic: each part would scale by its own size
     "batch size as a value": [("Shape", ["x"], ["sh"]),
                               ("Gather", ["sh", "zero"], ["n"], {"axis": 0}),
@@ -138,7 +144,9 @@ def test_graphs_that_mix_samples_run_whole(split_small, case):
              "pad0": np.array([1, 0, 0, 0, 0, 0, 0, 0], np.int64),
              "pad_shift": np.array([-1, 0, 0, 0, 1, 0, 0, 0], np.int64),
              "rev": np.array([3, 2, 1, 0], np.int64),
-             "ln4": rand(r, batch, 2, 5, 5)}
+             "ln4": rand(r, batch, 2, 5, 5), "ln1": rand(r, 1),
+             "minus1": np.array([-1], np.int64),
+             "most_negative": np.array([-2 ** 63], np.int64)}
     nodes = MIXING[case]
     used = {i for n in nodes for i in n[1]}
     inits = {k: v for k, v in inits.items() if k in used}
@@ -290,7 +298,7 @@ def test_chunks_when_the_activations_outgrow_the_cache(monkeypatch, threads, bat
     m = ir_model(nodes, {"x": (None, 3, 12, 12)}, ["y"], inits, num_threads=threads)
     arena = m.plan_for([(1, 3, 12, 12)]).arena_bytes
     monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)
-    monkeypatch.setattr(batch_split, "cache_bytes", lambda: 2 * arena * threads)
+    monkeypatch.setattr(config, "last_level_cache_bytes", lambda: 2 * arena * threads)
     x = rand(r, batch, 3, 12, 12)
     got = m(x)
     assert [[k[0][0] for k in run] for run in split_of(m, x)] == want
