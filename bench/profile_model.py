@@ -77,7 +77,9 @@ def profile(model, input_shape, seconds: float, min_reps: int = 3):
     layers = []
     for name, idx in groups.items():
         node = plan.step_nodes[idx[0]]
-        flops, shape, attrs = info.get(name, (0, (), node.attrs))
+        # a fused node (k_conv.ExpandDepthwiseNode) counts its parts' FLOPs, shows the last's shape
+        parts = [info.get(m.name, (0, (), m.attrs)) for m in getattr(node, "parts", (node,))]
+        flops, shape, attrs = sum(f for f, _, _ in parts), parts[-1][1], parts[-1][2]
         layers.append({
             "name": name, "op": node.op, "ms": float(np.median(per_rep[:, idx].sum(axis=1))) * 1e3,
             "steps": ", ".join(sorted({type(plan.steps[i]).__name__ for i in idx})),

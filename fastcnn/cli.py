@@ -129,7 +129,8 @@ def cmd_info(args) -> int:
         _print_metadata(model.metadata)
         inferred, dynamic = _shapes_by_value(g)
         plan = model.plan_for()
-        stepped = {id(n) for n in plan.step_nodes}
+        # a fused step (k_conv.ExpandDepthwiseNode) runs each of its parts
+        stepped = {id(m) for n in plan.step_nodes for m in getattr(n, "parts", (n,))}
         rows = []
         for i, node in enumerate(g.nodes):
             shapes = " ".join(_fmt_shape(dynamic.get(o, inferred.types[o].shape)) for o in node.outputs if o)

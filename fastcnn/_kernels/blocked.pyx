@@ -11,6 +11,8 @@ one of these kernels; model inputs and outputs stay NCHW.
     PointwiseBlockedStep    1x1 stride-1 conv: GEMM with pixels as rows (ukernel_6x16_blk; the
                             last 24 channels ukernel_4x24_blk, a last 8 ukernel_12x8_blk)
     DepthwiseBlockedStep    one filter per channel, any kernel/stride/padding/dilation
+    ExpandDepthwiseBlockedStep  a 1x1 conv and the 3x3 depthwise conv reading its output, the
+                            1x1 conv's output computed row by row into the depthwise ring
     MaxPoolBlockedStep      max pool, any window, to NCHW8c or NCHW
     GlobalAvgBlockedStep    global average pool -> (n, C) (the NCHW (n, C, 1, 1) bytes)
 
@@ -658,6 +660,185 @@ def pack_depthwise_blocked(w):
     w = np.asarray(w, np.float32)
     c, _, k_h, k_w = w.shape
     return np.ascontiguousarray(w.reshape(c // 8, 8, k_h * k_w).transpose(0, 2, 1))
+
+
+# ----------------------------------------------------------------------------- expand + depthwise
+cdef class ExpandDepthwiseBlockedStep(Step):
+    """A 1x1 conv and the 3x3 depthwise conv that reads its output, on blocked tensors, with the
+    1x1 conv's output ("e") never stored whole:
+
+        e[b, c, ih, iw]   = act_e(bias_e[c] + sum_ci x[b, ci, ih, iw] * w_e[c, ci])
+        out[b, c, oh, ow] = act_d(bias_d[c] + sum_{kh, kw} e[b, c, oh*sh - pt + kh,
+                                                         ow*sw - pl + kw] * w_d[c, kh, kw])
+
+    (taps outside e are zero). x: flat blocked (n, c_in, h, w); we: W_e^T packed in 16-channel
+    panels (c_e/16, c_in, 16); bias_e: (c_e,) or None; wd: (c_e/8, 9, 8)
+    (`pack_depthwise_blocked`); bias_d: (c_e,) or None; out: flat blocked (n, c_e, h_out,
+    w_out); work: at least slots * `expand_depthwise_scratch(...)` floats. c_e % 16 == 0.
+
+    A task (image, range of output rows) keeps the zero-padded rows of e that its output rows
+    read in a ring of three rows of every channel (the depthwise step's ring, filled by the 1x1
+    conv instead of a copy), computing each row when first needed: e stays in this core's L2
+    instead of making a round trip through memory (MobileNetV2's 96 x 112 x 112 e is 4.8 MB).
+    Row tasks that split an image recompute the e rows on their border. The arithmetic is
+    PointwiseBlockedStep's with one K block (the same tile kernels and epilogue) followed by
+    DepthwiseBlockedStep's ring path, so results are bit-identical to running the two."""
+    cdef const float[::1] x
+    cdef const float[:, :, ::1] we
+    cdef const float[::1] bias_e
+    cdef const float[:, :, ::1] wd
+    cdef const float[::1] bias_d
+    cdef float[::1] out
+    cdef float[::1] work
+    cdef Py_ssize_t n, c_in, c_e, h, w, h_out, w_out, sh, sw, pt, pl, wp, row_size, slot_size
+    cdef Py_ssize_t slots
+    cdef bint has_bias_e, has_bias_d
+    cdef readonly bint stream
+    cdef int act_e, fin_e, act_d
+    cdef float alpha_e, beta_e, alpha_d, beta_d
+
+    def __init__(self, const float[::1] x, const float[:, :, ::1] we, bias_e,
+                 const float[:, :, ::1] wd, bias_d, float[::1] out, shape_in, shape_out,
+                 strides, pads, int act_e=0, float alpha_e=0.0, float beta_e=0.0,
+                 int act_d=0, float alpha_d=0.0, float beta_d=0.0, float[::1] work=None,
+                 Py_ssize_t slots=1, bint stream=False):
+        """shape_in (n, c_in, h, w), shape_out (n, c_e, h_out, w_out), pads (top, left)."""
+        n, c_in, h, w = shape_in
+        n2, c_e, h_out, w_out = shape_out
+        sh, sw = strides
+        pt, pl = pads[0], pads[1]
+        if n2 != n or n < 0 or c_in % 8 or c_in < 8 or c_e % NR or c_e < NR:
+            raise ValueError("ExpandDepthwiseBlockedStep: channels must be multiples of 8 (in) and 16")
+        # any sizes and pads are safe: rows of e outside [0, h) are never computed (their taps
+        # are skipped), columns outside [0, w) are the ring's zero padding (wp covers the last
+        # output's taps)
+        if min(h, w, h_out, w_out, sh, sw) < 1 or min(pt, pl) < 0:
+            raise ValueError("ExpandDepthwiseBlockedStep: bad geometry")
+        if x.shape[0] != n * c_in * h * w or out.shape[0] != n * c_e * h_out * w_out:
+            raise ValueError("ExpandDepthwiseBlockedStep: x/out sizes")
+        if we.shape[0] != c_e // NR or we.shape[1] != c_in or we.shape[2] != NR:
+            raise ValueError("ExpandDepthwiseBlockedStep: packed 1x1 weights do not fit")
+        if wd.shape[0] != c_e // 8 or wd.shape[1] != 9 or wd.shape[2] != 8:
+            raise ValueError("ExpandDepthwiseBlockedStep: packed depthwise weights do not fit")
+        if slots < 1:
+            raise ValueError("ExpandDepthwiseBlockedStep: slots must be >= 1")
+        self.has_bias_e, self.has_bias_d = bias_e is not None, bias_d is not None
+        self.bias_e = bias_e if bias_e is not None else np.zeros(1, np.float32)
+        self.bias_d = bias_d if bias_d is not None else np.zeros(1, np.float32)
+        if (self.has_bias_e and self.bias_e.shape[0] < c_e) or (self.has_bias_d and self.bias_d.shape[0] != c_e):
+            raise ValueError("ExpandDepthwiseBlockedStep: bias sizes")
+        self.x, self.we, self.wd, self.out = x, we, wd, out
+        self.n, self.c_in, self.c_e, self.h, self.w = n, c_in, c_e, h, w
+        self.h_out, self.w_out, self.sh, self.sw, self.pt, self.pl = h_out, w_out, sh, sw, pt, pl
+        self.wp, self.row_size = expand_depthwise_ring(shape_in, shape_out, strides, pads)
+        self.slot_size = whole_lines(3 * self.row_size)
+        self.slots = slots
+        self.work = work if work is not None else np.zeros(self.slot_size * slots, np.float32)
+        if self.work.shape[0] < self.slot_size * slots:
+            raise ValueError("ExpandDepthwiseBlockedStep: work too small")
+        self.stream = stream and n > 0 and (<size_t>&out[0]) % 32 == 0
+        self.act_e, self.alpha_e, self.beta_e = act_e, alpha_e, beta_e
+        self.fin_e = finish_kind(act_e, alpha_e, beta_e)
+        self.act_d, self.alpha_d, self.beta_d = act_d, alpha_d, beta_d
+
+    cdef void expand_row(self, Py_ssize_t img, Py_ssize_t ih, float *dst) noexcept nogil:
+        """Row ih of e for image img into dst (c_e/8 blocks of wp padded pixels, column iw at
+        iw + pl): every 16-channel panel, 6-pixel tiles (a row's last one or two in 2x16)."""
+        cdef Py_ssize_t hw = self.h * self.w, wp8 = self.wp * 8, jp, p, mr
+        cdef const float *xr = &self.x[img * self.c_in * hw + ih * self.w * 8]
+        cdef SplitEpilogue epi
+        epi.act, epi.alpha, epi.beta, epi.fin = self.act_e, self.alpha_e, self.beta_e, self.fin_e
+        epi.stream = False
+        epi.res = NULL
+        for jp in range(self.c_e // NR):
+            epi.bias = &self.bias_e[jp * NR] if self.has_bias_e else NULL
+            p = 0
+            while p < self.w:
+                mr = min(TILE, self.w - p)
+                if mr <= 2:
+                    ukernel_2x16_blk(self.c_in // 8, xr + p * 8, 8, hw * 8, &self.we[jp, 0, 0],
+                                     dst + jp * 2 * wp8 + (self.pl + p) * 8, 8, wp8, mr, True,
+                                     False, &epi)
+                else:
+                    ukernel_6x16_blk(self.c_in // 8, xr + p * 8, 8, hw * 8, &self.we[jp, 0, 0],
+                                     dst + jp * 2 * wp8 + (self.pl + p) * 8, 8, wp8, mr, True,
+                                     False, &epi)
+                p = p + TILE
+
+    cdef void task(self, Py_ssize_t img, Py_ssize_t oh0, Py_ssize_t oh1, float *ring) noexcept nogil:
+        """Output rows [oh0, oh1) of image img, every channel; ring: this thread's 3 rows of e."""
+        cdef Py_ssize_t cbs = self.c_e // 8, wp8 = self.wp * 8, w_out = self.w_out
+        cdef Py_ssize_t slot_row[3]
+        cdef Py_ssize_t slot_of[3]
+        cdef const float *rows[3]
+        cdef Py_ssize_t oh, ih0, ih, kh, kh_lo, kh_hi, slot, cb
+        cdef int fin = finish_kind(self.act_d, self.alpha_d, self.beta_d)
+        cdef vf8 lo = vf8_set1(self.alpha_d), hi = vf8_set1(self.beta_d), vb
+        cdef float *ob = &self.out[img * self.c_e * self.h_out * w_out]
+        # padding columns stay zero: expand_row writes only [pl, pl + w)
+        vf8_zero_fill(ring, 3 * self.row_size)
+        for slot in range(3):
+            slot_row[slot] = -1
+        for oh in range(oh0, oh1):
+            ih0 = oh * self.sh - self.pt
+            kh_lo = -ih0 if ih0 < 0 else 0
+            kh_hi = min(3, self.h - ih0)
+            for kh in range(kh_lo, kh_hi):
+                ih = ih0 + kh
+                slot = ih % 3
+                if slot_row[slot] != ih:
+                    self.expand_row(img, ih, ring + slot * self.row_size)
+                    slot_row[slot] = ih
+                slot_of[kh] = slot
+            for cb in range(cbs):
+                for kh in range(kh_lo, kh_hi):
+                    rows[kh] = ring + slot_of[kh] * self.row_size + cb * wp8
+                vb = vf8_load(&self.bias_d[cb * 8]) if self.has_bias_d else vf8_zero()
+                if w_out >= DW_PIXELS:
+                    row3x3(rows, kh_lo, kh_hi, &self.wd[cb, 0, 0], vb, w_out, self.sw * 8,
+                           ob + (cb * self.h_out + oh) * w_out * 8, NULL, fin, lo, hi,
+                           self.act_d, self.alpha_d, self.beta_d, self.stream)
+                else:
+                    row3x3_narrow(rows, kh_lo, kh_hi, &self.wd[cb, 0, 0], vb, w_out, self.sw * 8,
+                                  ob + (cb * self.h_out + oh) * w_out * 8, NULL, fin, lo, hi,
+                                  self.act_d, self.alpha_d, self.beta_d, self.stream)
+        if self.stream:
+            vf8_store_fence()
+
+    cdef void run(self) noexcept:
+        cdef Py_ssize_t macs = self.n * (self.h * self.w * self.c_in + 9 * self.h_out * self.w_out) * self.c_e
+        cdef int nt = team(self.num_threads, self.slots, macs, self.n * self.h_out)
+        cdef Py_ssize_t parts = 1, t
+        cdef float *work = &self.work[0]
+        if self.n == 0:
+            return
+        if nt > 1 and self.n % nt:
+            parts = min(self.h_out, nt)   # split each image's rows: every thread gets a share
+        with nogil:
+            if nt <= 1:
+                for t in range(self.n):
+                    self.task(t, 0, self.h_out, work)
+            else:
+                # contiguous (image, rows) ranges per thread, in pixel order, as the pointwise
+                # steps around it split their bands (LOCAL_BANDS_PER_THREAD)
+                for t in prange(self.n * parts, num_threads=nt, schedule="static"):
+                    self.task(t // parts, (t % parts) * self.h_out // parts,
+                              (t % parts + 1) * self.h_out // parts,
+                              work + threadid() * self.slot_size)
+
+
+def expand_depthwise_ring(shape_in, shape_out, strides, pads):
+    """(wp, row_size): padded pixels per ring row of ExpandDepthwiseBlockedStep (column iw at
+    iw + pad_left; the last output's last tap fits) and floats per row of every channel."""
+    _, _, h, w = shape_in
+    _, c_e, _, w_out = shape_out
+    wp = max(pads[1] + w, (w_out - 1) * strides[1] + 3)
+    return wp, c_e * wp
+
+
+def expand_depthwise_scratch(shape_in, shape_out, strides, pads):
+    """Floats of scratch one thread of ExpandDepthwiseBlockedStep needs: its ring of 3 rows."""
+    return whole_lines(3 * expand_depthwise_ring(shape_in, shape_out, strides, pads)[1])
 
 
 # ----------------------------------------------------------------------------- max pool

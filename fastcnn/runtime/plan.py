@@ -14,6 +14,7 @@ from fastcnn.errors import ResourceLimitError, UnsupportedOpError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import Inferred
 from fastcnn.runtime.blocking import assign_layouts
+from fastcnn.runtime.k_conv import ExpandDepthwiseNode, fuse_expand_depthwise, prepare_expand_depthwise
 from fastcnn.runtime.memory import ALIGN, plan_offsets, private_offsets
 from fastcnn.runtime.prepare import PrepareContext, Prepared
 
@@ -157,19 +158,28 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
                 f"{node.op} can only be evaluated on constants in fastcnn")
         run_nodes.append(node)
     blocked = assign_layouts(graph, run_nodes, inferred, inferred.attrs) if BLOCKED_LAYOUTS else set()
+    run_nodes = fuse_expand_depthwise(graph, run_nodes, inferred, blocked)
+
+    def context(node):
+        return PrepareContext(node, inferred.attrs[node.name],
+                              [types[x] if x else None for x in node.inputs],
+                              [types[o] if o else None for o in node.outputs],
+                              [consts.get(x) if x else None for x in node.inputs],
+                              num_threads, cache, where,
+                              [bool(x) and x in blocked for x in node.inputs],
+                              [bool(o) and o in blocked for o in node.outputs])
+
     preps = []
     touched = 0   # bytes of constants read since the file's pages were last released
     for node in run_nodes:
-        p = PrepareContext(node, inferred.attrs[node.name],
-                           [types[x] if x else None for x in node.inputs],
-                           [types[o] if o else None for o in node.outputs],
-                           [consts.get(x) if x else None for x in node.inputs],
-                           num_threads, cache, where,
-                           [bool(x) and x in blocked for x in node.inputs],
-                           [bool(o) and o in blocked for o in node.outputs])
-        preps.append(KERNELS[node.op](p))
+        if isinstance(node, ExpandDepthwiseNode):
+            ctxs = [context(node.pw), context(node.dw)]
+            preps.append(prepare_expand_depthwise(*ctxs))
+        else:
+            ctxs = [context(node)]
+            preps.append(KERNELS[node.op](ctxs[0]))
         if release_weights is not None:
-            touched += sum(c.nbytes for c in p.in_consts if c is not None)
+            touched += sum(c.nbytes for p in ctxs for c in p.in_consts if c is not None)
             if touched >= RELEASE_EVERY_BYTES:
                 release_weights()
                 touched = 0

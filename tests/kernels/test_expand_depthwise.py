@@ -1,0 +1,257 @@
+"""The fused expand + depthwise kernel (blocked.ExpandDepthwiseBlockedStep) against numpy and
+against the two blocked steps it replaces, and the planner's choice of the pairs it runs
+(k_conv.fuse_expand_depthwise) through whole graphs."""
+import numpy as np
+import pytest
+
+from act_reference import apply
+from helpers import assert_close, ir_model, rand
+from reference import conv2d, out_size
+from test_blocked import from_blocked, to_blocked
+
+from fastcnn._kernels import blocked as bk
+from fastcnn._kernels.eltwise import ACT_CODES
+from fastcnn._kernels.gemm import pack_b_panels
+from fastcnn.runtime import k_conv
+
+RNG = np.random.default_rng(61)
+
+# (n, c_in, c_e, h, w, stride, pads (t, l, b, r))
+CASES = [
+    (1, 8, 16, 1, 1, 1, (1, 1, 1, 1)),       # one pixel
+    (2, 16, 32, 9, 13, 1, (1, 1, 1, 1)),     # batch 2, odd sizes, a row of 2 tiles and 1 pixel
+    (1, 24, 48, 11, 7, 2, (1, 1, 1, 1)),     # stride 2, output rows narrower than 8 pixels
+    (3, 8, 16, 5, 17, 2, (0, 1, 1, 0)),      # asymmetric pads
+    (1, 8, 32, 13, 14, 4, (1, 1, 1, 1)),     # stride > kernel
+    (1, 8, 16, 4, 5, 1, (4, 3, 4, 3)),       # pads beyond the kernel: rows without any tap
+    (1, 128, 16, 7, 9, 1, (1, 1, 1, 1)),     # 16 K blocks of 8, one panel
+    (2, 16, 96, 30, 29, 2, (1, 1, 1, 1)),    # MobileNet-like, 6 panels
+]
+
+
+def _shapes(case):
+    n, c_in, c_e, h, w, s, p = case
+    ho, wo = out_size(h, 3, s, p[0], p[2]), out_size(w, 3, s, p[1], p[3])
+    return (n, c_in, h, w), (n, c_e, ho, wo)
+
+
+def _step(x, we, be, wd, bd, case, acts, threads, slots=None):
+    """Run the fused step on NCHW arrays; returns the NCHW output."""
+    n, c_in, c_e, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    (act_e, ae, be_), (act_d, ad, bd_) = acts
+    slots = slots or max(1, threads)
+    # NaN scratch: the ring's padding must be zeroed by the step (plan scratch is shared)
+    work = np.full(slots * bk.expand_depthwise_scratch(shape_in, shape_out, (s, s), p[:2]),
+                   np.nan, np.float32)
+    out = np.full(shape_out, np.nan, np.float32)
+    step = bk.ExpandDepthwiseBlockedStep(
+        to_blocked(x).reshape(-1), pack_b_panels(we.reshape(c_e, c_in).T),
+        None if be is None else bk.pad_bias16(be, c_e), bk.pack_depthwise_blocked(wd), bd,
+        out.reshape(-1), shape_in, shape_out, (s, s), p[:2], ACT_CODES[act_e], ae, be_,
+        ACT_CODES[act_d], ad, bd_, work, slots)
+    step.num_threads = threads
+    step()
+    return from_blocked(out)
+
+
+def _weights(case, bias=True):
+    n, c_in, c_e, h, w, s, p = case
+    x = rand(RNG, n, c_in, h, w)
+    we = (rand(RNG, c_e, c_in, 1, 1) / np.sqrt(c_in)).astype(np.float32)
+    wd = rand(RNG, c_e, 1, 3, 3)
+    return x, we, rand(RNG, c_e) if bias else None, wd, rand(RNG, c_e) if bias else None
+
+
+ACTS = [(("Clip", 0.0, 6.0), ("Clip", 0.0, 6.0)), (("Relu", 0.0, 0.0), ("", 0.0, 0.0)),
+        (("HardSwish", 0.0, 0.0), ("LeakyRelu", 0.1, 0.0)), (("", 0.0, 0.0), ("Sigmoid", 0.0, 0.0))]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[:5]}_s{c[5]}_p{c[6]}")
+@pytest.mark.parametrize("acts", ACTS, ids=lambda a: f"{a[0][0] or 'none'}-{a[1][0] or 'none'}")
+def test_expand_depthwise_matches_numpy(case, acts, threads):
+    n, c_in, c_e, h, w, s, p = case
+    x, we, be, wd, bd = _weights(case)
+    got = _step(x, we, be, wd, bd, case, acts, threads)
+    (act_e, ae, be_), (act_d, ad, bd_) = acts
+    e = conv2d(x, we, be)
+    e = apply(act_e, e, ae, be_) if act_e else e
+    ref = conv2d(e, wd, bd, (s, s), p, (1, 1), c_e)
+    assert_close(got, apply(act_d, ref, ad, bd_) if act_d else ref)
+
+
+def test_expand_depthwise_without_biases():
+    case = CASES[1]
+    x, we, _, wd, _ = _weights(case, bias=False)
+    got = _step(x, we, None, wd, None, case, ACTS[1], 1)
+    assert_close(got, conv2d(np.maximum(conv2d(x, we), 0), wd, None, (1, 1), case[6], (1, 1), case[2]))
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[3], CASES[7]],
+                         ids=lambda c: f"{c[:5]}_s{c[5]}")
+def test_expand_depthwise_bit_identical_to_the_two_steps(case):
+    """The same sums as PointwiseBlockedStep (one K block) then DepthwiseBlockedStep (ring), for
+    1, 2 and 3 threads (3 threads over 2 or 3 images: rows split, borders recomputed)."""
+    n, c_in, c_e, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    x, we, be, wd, bd = _weights(case)
+    clip = ACT_CODES["Clip"]
+    e = np.zeros(n * c_e * h * w, np.float32)
+    bk.PointwiseBlockedStep(to_blocked(x).reshape(-1), pack_b_panels(we.reshape(c_e, c_in).T),
+                            bk.pad_bias16(be, c_e), None, e, n, c_in, c_e, h * w, clip, 0.0, 6.0,
+                            kc=c_in)()
+    two = np.zeros(int(np.prod(shape_out)), np.float32)
+    work = np.zeros(bk.depthwise_blocked_scratch(shape_in[:1] + (c_e,) + shape_in[2:], shape_out,
+                                                 (3, 3), (s, s), p[:2], (1, 1)), np.float32)
+    bk.DepthwiseBlockedStep(e, bk.pack_depthwise_blocked(wd), bd, None, two,
+                            shape_in[:1] + (c_e,) + shape_in[2:], shape_out, (3, 3), (s, s), p[:2],
+                            (1, 1), clip, 0.0, 6.0, work, 1, True)()
+    for nt in (1, 2, 3):
+        got = _step(x, we, be, wd, bd, case, ACTS[0], nt, slots=3)
+        assert np.array_equal(to_blocked(got).reshape(-1), two), nt
+
+
+def test_expand_depthwise_validation():
+    case = CASES[1]
+    n, c_in, c_e, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    x = np.zeros(n * c_in * h * w, np.float32)
+    out = np.zeros(int(np.prod(shape_out)), np.float32)
+    we = pack_b_panels(np.zeros((c_in, c_e), np.float32))
+    wd = bk.pack_depthwise_blocked(np.zeros((c_e, 1, 3, 3), np.float32))
+    good = dict(shape_in=shape_in, shape_out=shape_out, strides=(s, s), pads=p[:2])
+    bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out, **good)  # fits
+    with pytest.raises(ValueError, match="channels"):    # 24 expanded channels: not 16k
+        bk.ExpandDepthwiseBlockedStep(x, pack_b_panels(np.zeros((c_in, 24), np.float32)), None,
+                                      bk.pack_depthwise_blocked(np.zeros((24, 1, 3, 3), np.float32)),
+                                      None, np.zeros(n * 24 * 9 * 13, np.float32), shape_in,
+                                      (n, 24, 9, 13), (1, 1), (1, 1))
+    with pytest.raises(ValueError, match="sizes"):       # x one image short
+        bk.ExpandDepthwiseBlockedStep(x[:c_in * h * w], we, None, wd, None, out, **good)
+    with pytest.raises(ValueError, match="1x1 weights"):
+        bk.ExpandDepthwiseBlockedStep(x, pack_b_panels(np.zeros((8, c_e), np.float32)), None, wd,
+                                      None, out, **good)
+    with pytest.raises(ValueError, match="depthwise weights"):
+        bk.ExpandDepthwiseBlockedStep(x, we, None, np.ascontiguousarray(wd[:, :4]), None, out, **good)
+    with pytest.raises(ValueError, match="bias"):
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, np.zeros(c_e - 8, np.float32), out, **good)
+    with pytest.raises(ValueError, match="work"):
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out, **good,
+                                      work=np.zeros(16, np.float32), slots=1)
+    with pytest.raises(ValueError, match="geometry"):
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out, shape_in, shape_out, (0, 1), (1, 1))
+
+
+# ----------------------------------------------------------------------------- through the planner
+def _mobile_block(c_in=16, expand=96, size=56, dw_kernel=3, dw_dilation=1, extra=(),
+                  residual=None):
+    """stem 3x3 s2 (NCHW input -> blocked) -> expand 1x1 + Clip -> depthwise + Clip -> project
+    1x1 -> GAP -> flatten; `extra` nodes appended (they may read "e"); residual "expand" or
+    "depthwise": that conv's output plus another 1x1 conv of the stem's (fused as its residual)."""
+    rng = np.random.default_rng(9)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    k = dw_kernel
+    consts = {"ws": w(c_in, 3, 3, 3), "bs": rand(rng, c_in), "we": w(expand, c_in, 1, 1),
+              "be": rand(rng, expand), "wd": w(expand, 1, k, k), "bd": rand(rng, expand),
+              "wp": w(16, expand, 1, 1), "bp": rand(rng, 16)}
+    pad = (k - 1) * dw_dilation // 2
+    relu6 = dict(activation="Clip", activation_alpha=0.0, activation_beta=6.0)
+    nodes = [
+        ("Conv", ["x", "ws", "bs"], ["s"], dict(pads=[1, 1, 1, 1], strides=[2, 2], activation="Relu")),
+        ("Conv", ["s", "we", "be"], ["e"], relu6),
+        ("Conv", ["e", "wd", "bd"], ["d"], dict(pads=[pad] * 4, strides=[2, 2], group=expand,
+                                                dilations=[dw_dilation] * 2, **relu6)),
+        ("Conv", ["d", "wp", "bp"], ["p"], {}),
+        ("GlobalAveragePool", ["p"], ["g"], {}),
+        ("Flatten", ["g"], ["y"], {}),
+    ] + list(extra)
+    if residual:
+        at = 1 if residual == "expand" else 2
+        op, ins, outs, attrs = nodes[at]
+        attrs = {k: v for k, v in attrs.items() if not k.startswith("activation")}
+        consts["wr"] = w(expand, c_in, 1, 1)
+        # r from kernels that read and write blocked tensors (so the stem output stays blocked);
+        # the Add is fused into the later of its two producers: the conv under test
+        make_r = [("Conv", ["s", "wr"], ["r"], {})] if residual == "expand" else [
+            ("Conv", ["s", "wr"], ["r0"], {}),
+            ("MaxPool", ["r0"], ["r"], dict(kernel_shape=[2, 2], strides=[2, 2]))]
+        nodes[at:at + 1] = make_r + [(op, ins, ["pre"], attrs),
+                            ("Add", ["pre", "r"], ["sum"], {}),
+                            ("Relu", ["sum"], outs, {})]
+    return nodes, consts
+
+
+def _fused_names(model, shape):
+    return [n.name for n in model.plan_for([shape]).step_nodes
+            if isinstance(n, k_conv.ExpandDepthwiseNode)]
+
+
+def _unfused(monkeypatch, nodes, consts, x, outputs, threads):
+    monkeypatch.setattr(k_conv, "FUSE_EXPAND_DEPTHWISE", False)
+    try:
+        m = ir_model(nodes, {"x": x.shape}, outputs, consts, num_threads=threads)
+        assert not _fused_names(m, x.shape)
+        return m.run(None, {"x": x})
+    finally:
+        monkeypatch.setattr(k_conv, "FUSE_EXPAND_DEPTHWISE", True)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_planner_fuses_expand_and_depthwise(monkeypatch, batch, threads):
+    """56x58 input, 28x29 after the stem: the expand + depthwise pair runs as one step, with
+    the bits of the two steps and (loosely) the numpy reference; a strided input view too."""
+    nodes, consts = _mobile_block()
+    big = rand(RNG, batch, 3, 56, 116)
+    x = big[:, :, :, ::2]                     # not contiguous
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads, split_batch=False)
+    plan = model.plan_for([x.shape])
+    assert _fused_names(model, x.shape) == ["conv1+conv2"]
+    assert "ExpandDepthwiseBlockedStep" in {type(s).__name__ for s in plan.steps}
+    assert "e" not in {o for n in plan.step_nodes for o in n.outputs}
+    got = model.run(None, {"x": x})[0]
+    assert np.array_equal(got, _unfused(monkeypatch, nodes, consts, np.ascontiguousarray(x),
+                                        ["y"], threads)[0])
+    c = consts
+    s = np.maximum(conv2d(x, c["ws"], c["bs"], (2, 2), (1, 1, 1, 1)), 0)
+    e = np.clip(conv2d(s, c["we"], c["be"]), 0, 6)
+    d = np.clip(conv2d(e, c["wd"], c["bd"], (2, 2), (1, 1, 1, 1), (1, 1), 96), 0, 6)
+    ref = conv2d(d, c["wp"], c["bp"]).mean(axis=(2, 3))
+    assert_close(got, ref)
+
+
+@pytest.mark.parametrize("why", ["two readers", "graph output", "5x5", "dilation", "wide input",
+                                 "expand residual", "depthwise residual", "small image"])
+def test_planner_leaves_other_pairs_apart(monkeypatch, why):
+    """Pairs that do not qualify keep their two steps (and give the same results)."""
+    kw, outputs, size = {}, ["y"], 56
+    if why == "two readers":    # a blocked max pool also reads the expand output
+        kw["extra"] = [("MaxPool", ["e"], ["m"], dict(kernel_shape=[2, 2], strides=[2, 2])),
+                       ("GlobalAveragePool", ["m"], ["mg"], {})]
+        outputs = ["y", "mg"]
+    elif why == "graph output":
+        outputs = ["y", "e"]
+    elif why == "5x5":
+        kw["dw_kernel"] = 5
+    elif why == "dilation":
+        kw["dw_dilation"] = 2
+    elif why == "wide input":   # 136 input channels: more than one K block (PW_KC_MAX)
+        kw["c_in"] = 136
+    elif why != "small image":   # a residual Add fused into the expand or depthwise conv
+        kw["residual"] = why.split()[0]
+    else:
+        size = 54               # 27x27 after the stem: below FUSE_MIN_PIXELS
+    nodes, consts = _mobile_block(**kw)
+    if "residual" in why:
+        assert any(len(n.inputs) > 3 and n.inputs[3] for n in ir_model(
+            nodes, {"x": (1, 3, size, size)}, outputs, consts).graph.nodes)
+    x = rand(RNG, 1, 3, size, size)
+    model = ir_model(nodes, {"x": x.shape}, outputs, consts)
+    assert not _fused_names(model, x.shape)
+    plan = model.plan_for([x.shape])
+    if why == "two readers":
+        assert "e" in plan.blocked
+    monkeypatch.setattr(k_conv, "FUSE_MIN_PIXELS", 1)
+    again = ir_model(nodes, {"x": x.shape}, outputs, consts)
+    assert bool(_fused_names(again, x.shape)) == (why == "small image")
+    for a, b in zip(again.run(None, {"x": x}), model.run(None, {"x": x})):
+        assert np.array_equal(a, b)
