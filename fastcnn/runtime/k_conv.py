@@ -519,35 +519,38 @@ class ExpandDepthwiseNode:
         return f"ExpandDepthwiseNode({self.pw!r}, {self.dw!r})"
 
 
-def _fusable_expand(node, types, consts, attrs, blocked) -> bool:
-    """A blocked pointwise conv with constant weights, no residual, at most PW_KC_MAX input
-    channels (one K block: the same sums as PointwiseBlockedStep), 16k outputs."""
-    if node.op != "Conv" or len(node.outputs) != 1 or node.inputs[0] not in blocked:
-        return False
+def _plain_blocked_conv(node, types, consts, attrs, kind, tensor, blocked):
+    """(x, w, y) shapes of a Conv that runs the blocked kernel `kind` ('pointwise' or
+    'depthwise') with constant weights and bias and no residual, `tensor` blocked; else None."""
+    if node.op != "Conv" or len(node.outputs) != 1 or tensor not in blocked:
+        return None
     if len(node.inputs) > 3 and node.inputs[3]:
-        return False
+        return None
     if node.inputs[1] not in consts or (len(node.inputs) > 2 and node.inputs[2]
                                         and node.inputs[2] not in consts):
-        return False
+        return None
     x, w, y = types[node.inputs[0]].shape, types[node.inputs[1]].shape, types[node.outputs[0]].shape
-    if len(x) != 4 or _blocked_kind(x, w, y, attrs) != "pointwise":
+    if len(x) != 4 or _blocked_kind(x, w, y, attrs) != kind:
+        return None
+    return x, w, y
+
+
+def _fusable_expand(node, types, consts, attrs, blocked) -> bool:
+    """A blocked pointwise conv with at most PW_KC_MAX input channels (one K block: the same
+    sums as PointwiseBlockedStep) and 16k outputs, on an image of FUSE_MIN_PIXELS or more."""
+    shapes = _plain_blocked_conv(node, types, consts, attrs, "pointwise", node.inputs[0], blocked)
+    if shapes is None:
         return False
+    x, _, y = shapes
     return x[1] <= PW_KC_MAX and y[1] % 16 == 0 and x[2] * x[3] >= FUSE_MIN_PIXELS
 
 
 def _fusable_depthwise(node, types, consts, attrs, blocked) -> bool:
-    """A blocked 3x3 depthwise conv, dilation 1, constant weights, no residual."""
-    if node.op != "Conv" or len(node.outputs) != 1 or node.outputs[0] not in blocked:
+    """A blocked 3x3 depthwise conv with dilation 1."""
+    shapes = _plain_blocked_conv(node, types, consts, attrs, "depthwise", node.outputs[0], blocked)
+    if shapes is None:
         return False
-    if len(node.inputs) > 3 and node.inputs[3]:
-        return False
-    if node.inputs[1] not in consts or (len(node.inputs) > 2 and node.inputs[2]
-                                        and node.inputs[2] not in consts):
-        return False
-    x, w, y = types[node.inputs[0]].shape, types[node.inputs[1]].shape, types[node.outputs[0]].shape
-    if len(x) != 4 or _blocked_kind(x, w, y, attrs) != "depthwise":
-        return False
-    cp = _conv_params(_NoFail, x, w, y, attrs)
+    cp = _conv_params(_NoFail, *shapes, attrs)
     return cp["kernel"] == (3, 3) and cp["dilations"] == (1, 1)
 
 
