@@ -158,6 +158,37 @@ cdef void tile4x24_call(Py_ssize_t kb, const float *a, Py_ssize_t a_rs, Py_ssize
     ukernel_4x24_blk(kb, a, a_rs, a_bs, b0, b1, c, ldc, c_blk, mr, accumulate, epi)
 
 
+cdef inline Py_ssize_t pw_panel_span(Py_ssize_t jp, Py_ssize_t jp1, Py_ssize_t panels,
+                                     Py_ssize_t c_out, Py_ssize_t *rows) noexcept nogil:
+    """The tile for the channels of panel jp (of [.., jp1)): returns the panels it covers and
+    sets *rows. The last 24 channels (a full panel and a half one) go in 4x24 tiles, where 6x16
+    and 12x8 tiles would run the half panel at 13 loads per 12 FMAs (144->24 and 96->24 at
+    56x56: 7-12% faster); a last panel of 8 in 12x8 tiles; the others in 6x16 tiles."""
+    if jp + 2 == panels and jp + 1 < jp1 and c_out % NR == 8:
+        rows[0] = 4
+        return 2
+    rows[0] = 2 * TILE if jp * NR + NR > c_out else TILE
+    return 1
+
+
+cdef inline void pw_tile(Tile4x24 tile4x24, Py_ssize_t span, Py_ssize_t rows, Py_ssize_t kb,
+                         const float *a, Py_ssize_t a_bs, const float *b0, const float *b1,
+                         float *c, Py_ssize_t c_blk, Py_ssize_t mr, bint accumulate,
+                         const SplitEpilogue *epi) noexcept nogil:
+    """One tile of a blocked pointwise conv as chosen by pw_panel_span: C (mr pixels, the span's
+    channels) (+)= A (mr pixels, 8*kb channels) @ B; A's pixels 8 floats apart and K blocks a_bs
+    apart, C's pixels 8 apart and channel blocks c_blk apart; b0 (and b1 for a 4x24 tile) the
+    panels' rows for this K block. A 6-row tile's last one or two pixels run in 2x16."""
+    if span == 2:
+        tile4x24(kb, a, 8, a_bs, b0, b1, c, 8, c_blk, mr, accumulate, epi)
+    elif rows == 2 * TILE:
+        ukernel_12x8_blk(kb, a, 8, a_bs, b0, c, 8, mr, accumulate, epi)
+    elif mr <= 2:
+        ukernel_2x16_blk(kb, a, 8, a_bs, b0, c, 8, c_blk, mr, True, accumulate, epi)
+    else:
+        ukernel_6x16_blk(kb, a, 8, a_bs, b0, c, 8, c_blk, mr, True, accumulate, epi)
+
+
 cdef class PointwiseBlockedStep(Step):
     """1x1 stride-1 unpadded conv on blocked tensors:
     out[b, co, p] = act(sum_ci x[b, ci, p] * w[co, ci] + bias[co] + residual[b, co, p]).
@@ -214,7 +245,6 @@ cdef class PointwiseBlockedStep(Step):
         """Pixels of `band` of image `img`, channel panels [jp0, jp1), every K block."""
         cdef Py_ssize_t hw = self.hw, p0, p1, p, pc, kcc, jp, mr, off, span, rows
         cdef const float *xb = &self.x[img * self.c_in * hw]
-        cdef const float *a
         cdef float *ob = &self.out[img * self.c_out * hw]
         cdef const float *rb = &self.residual[img * self.c_out * hw] if self.has_res else NULL
         cdef SplitEpilogue epi
@@ -232,16 +262,7 @@ cdef class PointwiseBlockedStep(Step):
             jp = jp0
             while jp < jp1:
                 epi.bias = &self.bias[jp * NR] if self.has_bias else NULL
-                # The tile for these channels: the last 24 (a full panel and a half one) in 4x24
-                # tiles, where 6x16 and 12x8 tiles would run the half panel at 13 loads per 12
-                # FMAs (144->24 and 96->24 at 56x56: 7-12% faster); a last panel of 8 in 12x8
-                # tiles; the others in 6x16 tiles, a band's last one or two pixels in 2x16.
-                if jp + 2 == self.panels and jp + 1 < jp1 and self.c_out % NR == 8:
-                    span, rows = 2, 4
-                elif jp * NR + NR > self.c_out:
-                    span, rows = 1, 2 * TILE
-                else:
-                    span, rows = 1, TILE
+                span = pw_panel_span(jp, jp1, self.panels, self.c_out, &rows)
                 # The weights of the next panel (or K block) are fetched while this one runs, a
                 # share before each tile: with small images (7x7, 14x14) every panel's weights
                 # are read by few tiles, and waiting for them from L3 or memory cost 10-15% of
@@ -265,20 +286,9 @@ cdef class PointwiseBlockedStep(Step):
                     mr = min(rows, p1 - p)
                     off = (jp * 2 * hw + p) * 8
                     epi.res = rb + off if rb != NULL else NULL
-                    a = xb + (pc * hw + p * 8)
-                    if span == 2:
-                        self.tile4x24(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0],
-                                      &self.wp[jp + 1, pc, 0], ob + off, 8, hw * 8, mr,
-                                      pc > 0, &epi if last else NULL)
-                    elif rows == 2 * TILE:
-                        ukernel_12x8_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0], ob + off,
-                                         8, mr, pc > 0, &epi if last else NULL)
-                    elif mr <= 2:
-                        ukernel_2x16_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0], ob + off,
-                                         8, hw * 8, mr, True, pc > 0, &epi if last else NULL)
-                    else:
-                        ukernel_6x16_blk(kcc // 8, a, 8, hw * 8, &self.wp[jp, pc, 0], ob + off,
-                                         8, hw * 8, mr, True, pc > 0, &epi if last else NULL)
+                    pw_tile(self.tile4x24, span, rows, kcc // 8, xb + (pc * hw + p * 8), hw * 8,
+                            &self.wp[jp, pc, 0], &self.wp[jp + span - 1, pc, 0], ob + off,
+                            hw * 8, mr, pc > 0, &epi if last else NULL)
                     p = p + rows
                 jp = jp + span
             pc = pc + kcc
@@ -671,10 +681,18 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         out[b, c, oh, ow] = act_d(bias_d[c] + sum_{kh, kw} e[b, c, oh*sh - pt + kh,
                                                          ow*sw - pl + kw] * w_d[c, kh, kw])
 
-    (taps outside e are zero). x: flat blocked (n, c_in, h, w); we: W_e^T packed in 16-channel
-    panels (c_e/16, c_in, 16); bias_e: (c_e,) or None; wd: (c_e/8, 9, 8)
-    (`pack_depthwise_blocked`); bias_d: (c_e,) or None; out: flat blocked (n, c_e, h_out,
-    w_out); work: at least slots * `expand_depthwise_scratch(...)` floats. c_e % 16 == 0.
+    (taps outside e are zero), and when `wpj` is given the 1x1 conv that reads d (the depthwise
+    output, "project"), d not stored either:
+
+        out[b, co, oh, ow] = act_p(bias_p[co] + residual[b, co, oh, ow]
+                                   + sum_c d[b, c, oh, ow] * w_p[co, c])
+
+    x: flat blocked (n, c_in, h, w); we: W_e^T packed in 16-channel panels (c_e/16, c_in, 16);
+    bias_e: (c_e,) or None; wd: (c_e/8, 9, 8) (`pack_depthwise_blocked`); bias_d: (c_e,) or
+    None; wpj: W_p^T packed (ceil(c_out/16), c_e, 16) or None; bias_p: padded to 16 channels
+    (`pad_bias16`) or None; residual: flat blocked like out, or None; kc_p: the project's K
+    block; out: flat blocked (n, c_e, h_out, w_out), or (n, c_out, h_out, w_out) with wpj; work:
+    at least slots * `expand_depthwise_scratch(...)` floats. c_e % 16 == 0, c_out % 8 == 0.
 
     A task (image, range of output rows) keeps the zero-padded rows of e that its output rows
     read in a ring of three rows of every channel (the depthwise step's ring, filled by the 1x1
@@ -682,27 +700,37 @@ cdef class ExpandDepthwiseBlockedStep(Step):
     instead of making a round trip through memory (MobileNetV2's 96 x 112 x 112 e is 4.8 MB).
     Row tasks that split an image recompute the e rows on their border. The arithmetic is
     PointwiseBlockedStep's with one K block (the same tile kernels and epilogue) followed by
-    DepthwiseBlockedStep's ring path, so results are bit-identical to running the two."""
+    DepthwiseBlockedStep's ring path and, with a project, PointwiseBlockedStep's on each output
+    row of d (kept in a per-thread row buffer) with its K blocks: results are bit-identical to
+    running the steps apart."""
     cdef const float[::1] x
     cdef const float[:, :, ::1] we
     cdef const float[::1] bias_e
     cdef const float[:, :, ::1] wd
     cdef const float[::1] bias_d
+    cdef const float[:, :, ::1] wpj
+    cdef const float[::1] bias_p
+    cdef const float[::1] residual
     cdef float[::1] out
     cdef float[::1] work
     cdef Py_ssize_t n, c_in, c_e, h, w, h_out, w_out, sh, sw, pt, pl, wp, row_size, slot_size
-    cdef Py_ssize_t slots
-    cdef bint has_bias_e, has_bias_d
+    cdef Py_ssize_t slots, c_out, panels_p, kc_p, ring_size
+    cdef bint has_bias_e, has_bias_d, has_bias_p, has_res
+    cdef readonly bint project
     cdef readonly bint stream
-    cdef int act_e, fin_e, act_d
-    cdef float alpha_e, beta_e, alpha_d, beta_d
+    cdef int act_e, fin_e, act_d, act_p, fin_p
+    cdef float alpha_e, beta_e, alpha_d, beta_d, alpha_p, beta_p
+    cdef Tile4x24 tile4x24
 
     def __init__(self, const float[::1] x, const float[:, :, ::1] we, bias_e,
                  const float[:, :, ::1] wd, bias_d, float[::1] out, shape_in, shape_out,
                  strides, pads, int act_e=0, float alpha_e=0.0, float beta_e=0.0,
                  int act_d=0, float alpha_d=0.0, float beta_d=0.0, float[::1] work=None,
-                 Py_ssize_t slots=1, bint stream=False):
-        """shape_in (n, c_in, h, w), shape_out (n, c_e, h_out, w_out), pads (top, left)."""
+                 Py_ssize_t slots=1, bint stream=False, wpj=None, bias_p=None, residual=None,
+                 Py_ssize_t c_out=0, int act_p=0, float alpha_p=0.0, float beta_p=0.0,
+                 Py_ssize_t kc_p=256):
+        """shape_in (n, c_in, h, w), shape_out (n, c_e, h_out, w_out) (the depthwise output's
+        shape, also with a project), pads (top, left)."""
         n, c_in, h, w = shape_in
         n2, c_e, h_out, w_out = shape_out
         sh, sw = strides
@@ -714,8 +742,28 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         # output's taps)
         if min(h, w, h_out, w_out, sh, sw) < 1 or min(pt, pl) < 0:
             raise ValueError("ExpandDepthwiseBlockedStep: bad geometry")
-        if x.shape[0] != n * c_in * h * w or out.shape[0] != n * c_e * h_out * w_out:
+        self.project = wpj is not None
+        if not self.project:
+            c_out = c_e
+        elif c_out % 8 or c_out < 8 or kc_p < 8 or kc_p % 8:
+            raise ValueError("ExpandDepthwiseBlockedStep: project channels must be a multiple of 8")
+        if x.shape[0] != n * c_in * h * w or out.shape[0] != n * c_out * h_out * w_out:
             raise ValueError("ExpandDepthwiseBlockedStep: x/out sizes")
+        self.c_out, self.kc_p, self.panels_p = c_out, kc_p, (c_out + NR - 1) // NR
+        self.wpj = wpj if self.project else np.zeros((1, 1, NR), np.float32)
+        if self.project and (self.wpj.shape[0] != self.panels_p or self.wpj.shape[1] != c_e
+                             or self.wpj.shape[2] != NR):
+            raise ValueError("ExpandDepthwiseBlockedStep: packed project weights do not fit")
+        self.has_bias_p, self.has_res = bias_p is not None, residual is not None
+        self.bias_p = bias_p if bias_p is not None else np.zeros(1, np.float32)
+        self.residual = residual if residual is not None else np.zeros(1, np.float32)
+        if (self.has_bias_p and self.bias_p.shape[0] < self.panels_p * NR) or (
+                self.has_res and self.residual.shape[0] != out.shape[0]) or (
+                not self.project and (self.has_bias_p or self.has_res)):
+            raise ValueError("ExpandDepthwiseBlockedStep: project bias or residual size")
+        self.tile4x24 = tile4x24_call
+        self.act_p, self.alpha_p, self.beta_p = act_p, alpha_p, beta_p
+        self.fin_p = finish_kind(act_p, alpha_p, beta_p)
         if we.shape[0] != c_e // NR or we.shape[1] != c_in or we.shape[2] != NR:
             raise ValueError("ExpandDepthwiseBlockedStep: packed 1x1 weights do not fit")
         if wd.shape[0] != c_e // 8 or wd.shape[1] != 9 or wd.shape[2] != 8:
@@ -731,7 +779,8 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.n, self.c_in, self.c_e, self.h, self.w = n, c_in, c_e, h, w
         self.h_out, self.w_out, self.sh, self.sw, self.pt, self.pl = h_out, w_out, sh, sw, pt, pl
         self.wp, self.row_size = expand_depthwise_ring(shape_in, shape_out, strides, pads)
-        self.slot_size = whole_lines(3 * self.row_size)
+        self.ring_size = whole_lines(3 * self.row_size)
+        self.slot_size = expand_depthwise_scratch(shape_in, shape_out, strides, pads, self.project)
         self.slots = slots
         self.work = work if work is not None else np.zeros(self.slot_size * slots, np.float32)
         if self.work.shape[0] < self.slot_size * slots:
@@ -775,6 +824,10 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         cdef int fin = finish_kind(self.act_d, self.alpha_d, self.beta_d)
         cdef vf8 lo = vf8_set1(self.alpha_d), hi = vf8_set1(self.beta_d), vb
         cdef float *ob = &self.out[img * self.c_e * self.h_out * w_out]
+        cdef float *buf = ring + self.ring_size      # the project's row of d
+        cdef float *orow
+        cdef Py_ssize_t o_blk = self.h_out * w_out * 8
+        cdef bint stream = self.stream and not self.project
         # padding columns stay zero: expand_row writes only [pl, pl + w)
         vf8_zero_fill(ring, 3 * self.row_size)
         for slot in range(3):
@@ -794,19 +847,52 @@ cdef class ExpandDepthwiseBlockedStep(Step):
                 for kh in range(kh_lo, kh_hi):
                     rows[kh] = ring + slot_of[kh] * self.row_size + cb * wp8
                 vb = vf8_load(&self.bias_d[cb * 8]) if self.has_bias_d else vf8_zero()
+                orow = buf + cb * w_out * 8 if self.project else ob + cb * o_blk + oh * w_out * 8
                 if w_out >= DW_PIXELS:
                     row3x3(rows, kh_lo, kh_hi, &self.wd[cb, 0, 0], vb, w_out, self.sw * 8,
-                           ob + (cb * self.h_out + oh) * w_out * 8, NULL, fin, lo, hi,
-                           self.act_d, self.alpha_d, self.beta_d, self.stream)
+                           orow, NULL, fin, lo, hi, self.act_d, self.alpha_d, self.beta_d, stream)
                 else:
-                    row3x3_narrow(rows, kh_lo, kh_hi, &self.wd[cb, 0, 0], vb, w_out, self.sw * 8,
-                                  ob + (cb * self.h_out + oh) * w_out * 8, NULL, fin, lo, hi,
-                                  self.act_d, self.alpha_d, self.beta_d, self.stream)
+                    row3x3_narrow(rows, kh_lo, kh_hi, &self.wd[cb, 0, 0], vb, w_out,
+                                  self.sw * 8, orow, NULL, fin, lo, hi, self.act_d, self.alpha_d,
+                                  self.beta_d, stream)
+            if self.project:
+                self.project_row(img, oh, buf)
         if self.stream:
             vf8_store_fence()
 
+    cdef void project_row(self, Py_ssize_t img, Py_ssize_t oh, const float *buf) noexcept nogil:
+        """Output row oh of image img from the row of d in buf (c_e/8 blocks of w_out pixels):
+        PointwiseBlockedStep's K blocks, panels and tiles over the row's pixels."""
+        cdef Py_ssize_t w_out = self.w_out, hw_o = self.h_out * self.w_out
+        cdef Py_ssize_t pc, kcc, jp, span, rows, p, mr, off
+        cdef float *ob = &self.out[img * self.c_out * hw_o]
+        cdef const float *rb = &self.residual[img * self.c_out * hw_o] if self.has_res else NULL
+        cdef SplitEpilogue epi
+        cdef bint last
+        epi.act, epi.alpha, epi.beta, epi.fin = self.act_p, self.alpha_p, self.beta_p, self.fin_p
+        epi.stream = self.stream
+        pc = 0
+        while pc < self.c_e:
+            kcc = min(self.kc_p, self.c_e - pc)
+            last = pc + kcc == self.c_e
+            jp = 0
+            while jp < self.panels_p:
+                epi.bias = &self.bias_p[jp * NR] if self.has_bias_p else NULL
+                span = pw_panel_span(jp, self.panels_p, self.panels_p, self.c_out, &rows)
+                p = 0
+                while p < w_out:
+                    mr = min(rows, w_out - p)
+                    off = (jp * 2 * hw_o + oh * w_out + p) * 8
+                    epi.res = rb + off if rb != NULL else NULL
+                    pw_tile(self.tile4x24, span, rows, kcc // 8, buf + pc * w_out + p * 8,
+                            w_out * 8, &self.wpj[jp, pc, 0], &self.wpj[jp + span - 1, pc, 0],
+                            ob + off, hw_o * 8, mr, pc > 0, &epi if last else NULL)
+                    p = p + rows
+                jp = jp + span
+            pc = pc + kcc
+
     cdef void run(self) noexcept:
-        cdef Py_ssize_t macs = self.n * (self.h * self.w * self.c_in + 9 * self.h_out * self.w_out) * self.c_e
+        cdef Py_ssize_t macs = self.n * (self.h * self.w * self.c_in + (9 + self.c_out * self.project) * self.h_out * self.w_out) * self.c_e
         cdef int nt = team(self.num_threads, self.slots, macs, self.n * self.h_out)
         cdef Py_ssize_t parts = 1, t
         cdef float *work = &self.work[0]
@@ -836,9 +922,11 @@ def expand_depthwise_ring(shape_in, shape_out, strides, pads):
     return wp, c_e * wp
 
 
-def expand_depthwise_scratch(shape_in, shape_out, strides, pads):
-    """Floats of scratch one thread of ExpandDepthwiseBlockedStep needs: its ring of 3 rows."""
-    return whole_lines(3 * expand_depthwise_ring(shape_in, shape_out, strides, pads)[1])
+def expand_depthwise_scratch(shape_in, shape_out, strides, pads, bint project=False):
+    """Floats of scratch one thread of ExpandDepthwiseBlockedStep needs: its ring of 3 rows,
+    and with a project the row buffer of d."""
+    ring = whole_lines(3 * expand_depthwise_ring(shape_in, shape_out, strides, pads)[1])
+    return ring + (whole_lines(shape_out[1] * shape_out[3]) if project else 0)
 
 
 # ----------------------------------------------------------------------------- max pool

@@ -380,6 +380,16 @@ def _stream_output(cp) -> bool:
     return n * c_out * h_out * w_out * 4 >= STREAM_MIN_BYTES
 
 
+def _pointwise_kc(c_in, c_out) -> int:
+    """The K block of a blocked pointwise conv (PW_KC_MAX; NARROW_PW_KC for narrow outputs)."""
+    kc = (k_block(c_in, PW_KC_MAX) + 7) // 8 * 8
+    if c_out <= NARROW_PW_CHANNELS:
+        # one or two channel panels re-read each 96-pixel block of x: with 64 channels at a
+        # time it stays in L1 between them (MobileNetV2 b16: 2-3% faster; b1 unchanged)
+        kc = min(kc, NARROW_PW_KC)
+    return kc
+
+
 def _prepare_blocked(p, cp, kind, w4, bias):
     """Conv from an NCHW8c input to an NCHW8c output."""
     n, c_out, h_out, w_out = cp["y4"]
@@ -389,11 +399,7 @@ def _prepare_blocked(p, cp, kind, w4, bias):
     if kind == "pointwise":
         wp = p.cached("blocked_pw", lambda: pack_bt_panels(w4().reshape(c_out, c_in)))
         b16 = p.cached("blocked_bias16", lambda: blocked.pad_bias16(bias, c_out)) if bias is not None else None
-        kc = (k_block(c_in, PW_KC_MAX) + 7) // 8 * 8
-        if c_out <= NARROW_PW_CHANNELS:
-            # one or two channel panels re-read each 96-pixel block of x: with 64 channels at
-            # a time it stays in L1 between them (MobileNetV2 b16: 2-3% faster; b1 unchanged)
-            kc = min(kc, NARROW_PW_KC)
+        kc = _pointwise_kc(c_in, c_out)
 
         def bind(ins, outs, scratch):
             return blocked.PointwiseBlockedStep(
@@ -492,39 +498,50 @@ def prepare_conv(p):
 
 # ----------------------------------------------------------------------------- expand + depthwise
 # A 1x1 conv whose only reader is a 3x3 depthwise conv (MobileNet's expand -> depthwise) runs with
-# it as one ExpandDepthwiseBlockedStep when its image has at least this many pixels: the
+# it as one ExpandDepthwiseBlockedStep when its image has at least FUSE_MIN_PIXELS pixels: the
 # expanded tensor then no longer makes a round trip through memory (alone, 1 thread: 112x112
 # 16->96 with the stride-2 depthwise 1.02 -> 0.77 ms, 56x56 24->144 0.61 -> 0.53; 2 threads
 # 0.60 -> 0.41). At 14x14 it fits in L2 anyway, and the row tasks of 2 threads recompute a
 # fifth of the 1x1 conv on their borders (0.106 -> 0.118 ms).
+# The 1x1 conv reading the depthwise output alone ("project") joins them when that output has
+# at least FUSE_PROJECT_MIN_PIXELS pixels: at 56x56 (MobileNetV2 blocks 2 and 3) 5-8% faster
+# than the pair and the project apart, at 28x28 1-4% slower (a row of 28 pixels makes short
+# tiles for the project, and d would stay in L2 anyway).
 FUSE_EXPAND_DEPTHWISE = True
 FUSE_MIN_PIXELS = 28 * 28
+FUSE_PROJECT_MIN_PIXELS = 48 * 48
 
 
 class ExpandDepthwiseNode:
-    """A 1x1 conv `pw` and the depthwise conv `dw` reading its output, planned as one node:
-    input pw's input, output dw's output (pw's output is never stored)."""
+    """A 1x1 conv `pw`, the depthwise conv `dw` reading its output and optionally the 1x1 conv
+    `pj` reading dw's output, planned as one node: inputs pw's input (and pj's residual),
+    outputs the last conv's (the intermediate tensors are never stored)."""
 
     op = "Conv"
 
-    def __init__(self, pw, dw):
-        self.pw, self.dw = pw, dw
-        self.name = f"{pw.name}+{dw.name}"
-        self.inputs = [pw.inputs[0]]
-        self.outputs = list(dw.outputs)
-        self.attrs = dw.attrs
-        self.parts = (pw, dw)
+    def __init__(self, pw, dw, pj=None):
+        self.pw, self.dw, self.pj = pw, dw, pj
+        self.parts = (pw, dw) if pj is None else (pw, dw, pj)
+        self.name = "+".join(n.name for n in self.parts)
+        self.inputs = [pw.inputs[0]] + ([pj.inputs[3]] if pj is not None and _residual(pj) else [])
+        self.outputs = list(self.parts[-1].outputs)
+        self.attrs = self.parts[-1].attrs
 
     def __repr__(self):
-        return f"ExpandDepthwiseNode({self.pw!r}, {self.dw!r})"
+        return f"ExpandDepthwiseNode{self.parts!r}"
 
 
-def _plain_blocked_conv(node, types, consts, attrs, kind, tensor, blocked):
+def _residual(node) -> bool:
+    return len(node.inputs) > 3 and bool(node.inputs[3])
+
+
+def _plain_blocked_conv(node, types, consts, attrs, kind, tensor, blocked, residual=False):
     """(x, w, y) shapes of a Conv that runs the blocked kernel `kind` ('pointwise' or
-    'depthwise') with constant weights and bias and no residual, `tensor` blocked; else None."""
+    'depthwise') with constant weights and bias, `tensor` blocked, and no residual unless
+    `residual`; else None."""
     if node.op != "Conv" or len(node.outputs) != 1 or tensor not in blocked:
         return None
-    if len(node.inputs) > 3 and node.inputs[3]:
+    if _residual(node) and not residual:
         return None
     if node.inputs[1] not in consts or (len(node.inputs) > 2 and node.inputs[2]
                                         and node.inputs[2] not in consts):
@@ -554,10 +571,18 @@ def _fusable_depthwise(node, types, consts, attrs, blocked) -> bool:
     return cp["kernel"] == (3, 3) and cp["dilations"] == (1, 1)
 
 
+def _fusable_project(node, types, consts, attrs, blocked) -> bool:
+    """A blocked pointwise conv (a residual allowed) on an image of FUSE_PROJECT_MIN_PIXELS."""
+    shapes = _plain_blocked_conv(node, types, consts, attrs, "pointwise", node.outputs[0], blocked,
+                                 residual=True)
+    return shapes is not None and shapes[0][2] * shapes[0][3] >= FUSE_PROJECT_MIN_PIXELS
+
+
 def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
-    """run_nodes with each (expand 1x1 conv, 3x3 depthwise conv) pair that qualifies replaced by
-    an ExpandDepthwiseNode at the depthwise conv's place: the 1x1 conv's output is blocked (so
-    not a graph output, runtime/blocking.py) and read by the depthwise conv alone."""
+    """run_nodes with each (expand 1x1 conv, 3x3 depthwise conv[, project 1x1 conv]) chain that
+    qualifies replaced by an ExpandDepthwiseNode at its last conv's place: each intermediate
+    tensor is blocked (so not a graph output, runtime/blocking.py) and read by the next conv
+    alone."""
     if not FUSE_EXPAND_DEPTHWISE:
         return run_nodes
     types, consts, attrs = inferred.types, inferred.consts, inferred.attrs
@@ -565,23 +590,32 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
     for node in run_nodes:
         for x in node.inputs:
             if x:
-                readers[x] = readers.get(x, 0) + 1
+                readers.setdefault(x, []).append(node)
     producer = {node.outputs[0]: node for node in run_nodes if node.outputs}
+
+    def only_reader(t):
+        r = readers.get(t, [])
+        return r[0] if t in blocked and len(r) == 1 else None
+
     fused, dropped = {}, set()
     for node in run_nodes:
         t = node.inputs[0] if node.inputs else ""
         pw = producer.get(t)
-        if (pw is None or t not in blocked or readers.get(t) != 1
+        if (pw is None or only_reader(t) is not node
                 or not _fusable_depthwise(node, types, consts, attrs[node.name], blocked)
                 or not _fusable_expand(pw, types, consts, attrs[pw.name], blocked)):
             continue
-        fused[node.name] = ExpandDepthwiseNode(pw, node)
-        dropped.add(pw.name)
+        pj = only_reader(node.outputs[0])
+        if pj is not None and (pj.inputs[0] != node.outputs[0] or not _fusable_project(
+                pj, types, consts, attrs[pj.name], blocked)):
+            pj = None
+        fused[(pj or node).name] = ExpandDepthwiseNode(pw, node, pj)
+        dropped.update([pw.name] + ([node.name] if pj is not None else []))
     return [fused.get(node.name, node) for node in run_nodes if node.name not in dropped]
 
 
-def prepare_expand_depthwise(pe, pd):
-    """Prepared for an ExpandDepthwiseNode: pe, pd the PrepareContexts of its two convs."""
+def prepare_expand_depthwise(pe, pd, pp=None):
+    """Prepared for an ExpandDepthwiseNode: pe, pd (, pp) the PrepareContexts of its convs."""
     cpe, cpd = conv_params(pe), conv_params(pd)
     w4e, bias_e = _weights(pe, cpe)
     w4d, bias_d = _weights(pd, cpd)
@@ -592,12 +626,28 @@ def prepare_expand_depthwise(pe, pd):
     wd = pd.cached("blocked_dw", lambda: blocked.pack_depthwise_blocked(w4d()))
     slots = scratch_slots(pd)
     geo = (cpe["x4"], cpd["y4"], cpd["strides"], cpd["pads"][:2])
-    size = slots * blocked.expand_depthwise_scratch(*geo)
+    size = slots * blocked.expand_depthwise_scratch(*geo, pp is not None)
+    flops = conv_flops(cpe) + conv_flops(cpd)
+    project, last = {}, cpd
+    if pp is not None:
+        last = cpp = conv_params(pp)
+        w4p, bias_p = _weights(pp, cpp)
+        c_out = cpp["y4"][1]
+        project = dict(
+            wpj=pp.cached("blocked_pw", lambda: pack_bt_panels(w4p().reshape(c_out, c_e))),
+            bias_p=(pp.cached("blocked_bias16", lambda: blocked.pad_bias16(bias_p, c_out))
+                    if bias_p is not None else None),
+            c_out=c_out, act_p=cpp["act"], alpha_p=cpp["alpha"], beta_p=cpp["beta"],
+            kc_p=_pointwise_kc(c_e, c_out))
+        flops += conv_flops(cpp)
 
     def bind(ins, outs, scratch):
+        extra = dict(project)
+        if len(ins) > 1:
+            extra["residual"] = ins[1].reshape(-1)
         return blocked.ExpandDepthwiseBlockedStep(
             ins[0].reshape(-1), we, b16, wd, bias_d, outs[0].reshape(-1), *geo,
             cpe["act"], cpe["alpha"], cpe["beta"], cpd["act"], cpd["alpha"], cpd["beta"],
-            scratch[:size], slots, _stream_output(cpd))
-    return Prepared(bind, scratch=size, flops=conv_flops(cpe) + conv_flops(cpd),
-                    notes={"algorithm": "blocked_expand_depthwise"})
+            scratch[:size], slots, _stream_output(last), **extra)
+    return Prepared(bind, scratch=size, flops=flops,
+                    notes={"algorithm": "blocked_expand_depthwise" + ("_project" if pp else "")})

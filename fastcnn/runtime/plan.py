@@ -173,7 +173,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     touched = 0   # bytes of constants read since the file's pages were last released
     for node in run_nodes:
         if isinstance(node, ExpandDepthwiseNode):
-            ctxs = [context(node.pw), context(node.dw)]
+            ctxs = [context(m) for m in node.parts]
             preps.append(prepare_expand_depthwise(*ctxs))
         else:
             ctxs = [context(node)]

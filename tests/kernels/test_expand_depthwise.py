@@ -111,6 +111,75 @@ def test_expand_depthwise_bit_identical_to_the_two_steps(case):
         assert np.array_equal(to_blocked(got).reshape(-1), two), nt
 
 
+# (case, c_out, kc_p): the project's tiles: 6x16 (c_out 16, 32), the last 24 channels in 4x24
+# (24; 40 = 16 + 24), a lone panel of 8 in 12x8 (8); several K blocks (kc_p 16, 64 of 96)
+PROJECT = [(CASES[1], 16, 16), (CASES[1], 24, 256), (CASES[2], 40, 16), (CASES[3], 8, 256),
+           (CASES[7], 32, 64), (CASES[0], 24, 16)]
+
+
+def _project_step(x, we, be, wd, bd, wp, bp, res, case, c_out, kc_p, threads, slots=None,
+                  act_p=("", 0.0, 0.0)):
+    n, c_in, c_e, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    slots = slots or max(1, threads)
+    work = np.full(slots * bk.expand_depthwise_scratch(shape_in, shape_out, (s, s), p[:2], True),
+                   np.nan, np.float32)
+    out = np.full((n, c_out) + shape_out[2:], np.nan, np.float32)
+    clip = ACT_CODES["Clip"]
+    step = bk.ExpandDepthwiseBlockedStep(
+        to_blocked(x).reshape(-1), pack_b_panels(we.reshape(c_e, c_in).T), bk.pad_bias16(be, c_e),
+        bk.pack_depthwise_blocked(wd), bd, out.reshape(-1), shape_in, shape_out, (s, s), p[:2],
+        clip, 0.0, 6.0, clip, 0.0, 6.0, work, slots, False,
+        pack_b_panels(wp.reshape(c_out, c_e).T), None if bp is None else bk.pad_bias16(bp, c_out),
+        None if res is None else to_blocked(res).reshape(-1), c_out, ACT_CODES[act_p[0]],
+        act_p[1], act_p[2], kc_p)
+    step.num_threads = threads
+    step()
+    return from_blocked(out)
+
+
+def _project_weights(case, c_out):
+    n, c_e = case[0], case[2]
+    ho, wo = _shapes(case)[1][2:]
+    return (rand(RNG, c_out, c_e, 1, 1) / np.sqrt(c_e)).astype(np.float32), rand(RNG, c_out), \
+        rand(RNG, n, c_out, ho, wo)
+
+
+@pytest.mark.parametrize("case,c_out,kc_p", PROJECT, ids=lambda v: str(v))
+def test_expand_depthwise_project_matches_numpy(case, c_out, kc_p, threads):
+    n, c_in, c_e, h, w, s, p = case
+    x, we, be, wd, bd = _weights(case)
+    wp, bp, res = _project_weights(case, c_out)
+    got = _project_step(x, we, be, wd, bd, wp, bp, res, case, c_out, kc_p, threads,
+                        act_p=("HardSwish", 0.0, 0.0))
+    e = np.clip(conv2d(x, we, be), 0, 6)
+    d = np.clip(conv2d(e, wd, bd, (s, s), p, (1, 1), c_e), 0, 6)
+    assert_close(got, apply("HardSwish", conv2d(d, wp, bp) + res))
+    got = _project_step(x, we, be, wd, bd, wp, None, None, case, c_out, kc_p, threads)
+    assert_close(got, conv2d(d, wp))
+
+
+@pytest.mark.parametrize("case,c_out,kc_p", [PROJECT[0], PROJECT[2], PROJECT[4]], ids=lambda v: str(v))
+def test_expand_depthwise_project_bit_identical_to_the_three_steps(case, c_out, kc_p):
+    n, c_in, c_e, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    x, we, be, wd, bd = _weights(case)
+    wp, bp, res = _project_weights(case, c_out)
+    d = np.zeros(int(np.prod(shape_out)), np.float32)
+    clip = ACT_CODES["Clip"]
+    bk.ExpandDepthwiseBlockedStep(
+        to_blocked(x).reshape(-1), pack_b_panels(we.reshape(c_e, c_in).T), bk.pad_bias16(be, c_e),
+        bk.pack_depthwise_blocked(wd), bd, d, shape_in, shape_out, (s, s), p[:2], clip, 0.0, 6.0,
+        clip, 0.0, 6.0)()
+    three = np.zeros((n, c_out) + shape_out[2:], np.float32)
+    bk.PointwiseBlockedStep(d, pack_b_panels(wp.reshape(c_out, c_e).T), bk.pad_bias16(bp, c_out),
+                            to_blocked(res).reshape(-1), three.reshape(-1), n, c_e, c_out,
+                            shape_out[2] * shape_out[3], kc=kc_p)()
+    for nt in (1, 2, 3):
+        got = _project_step(x, we, be, wd, bd, wp, bp, res, case, c_out, kc_p, nt, slots=3)
+        assert np.array_equal(to_blocked(got), three), nt
+
+
 def test_expand_depthwise_validation():
     case = CASES[1]
     n, c_in, c_e, h, w, s, p = case
@@ -140,6 +209,21 @@ def test_expand_depthwise_validation():
                                       work=np.zeros(16, np.float32), slots=1)
     with pytest.raises(ValueError, match="geometry"):
         bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out, shape_in, shape_out, (0, 1), (1, 1))
+    wp = pack_b_panels(np.zeros((c_e, 24), np.float32))
+    out24 = np.zeros(n * 24 * 9 * 13, np.float32)
+    bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out24, **good, wpj=wp, c_out=24)  # fits
+    with pytest.raises(ValueError, match="project channels"):
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out24, **good, wpj=wp, c_out=20)
+    with pytest.raises(ValueError, match="sizes"):      # out sized for the depthwise output
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out, **good, wpj=wp, c_out=24)
+    with pytest.raises(ValueError, match="project weights"):
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out24, **good, wpj=wp[:1].copy(),
+                                      c_out=24)
+    with pytest.raises(ValueError, match="residual"):
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out24, **good, wpj=wp, c_out=24,
+                                      residual=out24[:-8])
+    with pytest.raises(ValueError, match="residual"):   # a residual without a project
+        bk.ExpandDepthwiseBlockedStep(x, we, None, wd, None, out, **good, residual=out)
 
 
 # ----------------------------------------------------------------------------- through the planner
@@ -217,6 +301,31 @@ def test_planner_fuses_expand_and_depthwise(monkeypatch, batch, threads):
     d = np.clip(conv2d(e, c["wd"], c["bd"], (2, 2), (1, 1, 1, 1), (1, 1), 96), 0, 6)
     ref = conv2d(d, c["wp"], c["bp"]).mean(axis=(2, 3))
     assert_close(got, ref)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_planner_fuses_the_project_conv(monkeypatch, residual, threads):
+    """With FUSE_PROJECT_MIN_PIXELS lowered to the block's 14x15 output, the project 1x1 conv
+    joins the pair (with its residual, the stem's output through a 1x1 conv and a max pool):
+    same bits as the three convs apart."""
+    monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 14 * 15)
+    nodes, consts = _mobile_block()
+    if residual:
+        consts["wr"] = rand(RNG, 16, 16, 1, 1)
+        nodes[3:4] = [("Conv", ["s", "wr"], ["r0"], {}),
+                      ("MaxPool", ["r0"], ["r"], dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 1])),
+                      nodes[3][:2] + (["pre"], {}), ("Add", ["pre", "r"], ["p"], {})]
+    x = rand(RNG, 2, 3, 56, 58)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
+    fused = [n for n in model.plan_for([x.shape]).step_nodes if isinstance(n, k_conv.ExpandDepthwiseNode)]
+    assert len(fused) == 1 and len(fused[0].parts) == 3 and len(fused[0].inputs) == 1 + residual
+    got = model.run(None, {"x": x})[0]
+    assert np.array_equal(got, _unfused(monkeypatch, nodes, consts, x, ["y"], threads)[0])
+    monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 14 * 15 + 1)
+    again = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
+    assert [len(n.parts) for n in again.plan_for([x.shape]).step_nodes
+            if isinstance(n, k_conv.ExpandDepthwiseNode)] == [2]
+    assert np.array_equal(again.run(None, {"x": x})[0], got)
 
 
 @pytest.mark.parametrize("why", ["two readers", "graph output", "5x5", "dilation", "wide input",
