@@ -597,11 +597,13 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
         r = readers.get(t, [])
         return r[0] if t in blocked and len(r) == 1 else None
 
-    fused, dropped = {}, set()
+    fused, dropped, used = {}, set(), set()
     for node in run_nodes:
         t = node.inputs[0] if node.inputs else ""
         pw = producer.get(t)
-        if (pw is None or only_reader(t) is not node
+        # a conv joins one fused node at most (MobileNetV1's pointwise convs are the project of
+        # one depthwise conv and the expand of the next)
+        if (pw is None or pw.name in used or only_reader(t) is not node
                 or not _fusable_depthwise(node, types, consts, attrs[node.name], blocked)
                 or not _fusable_expand(pw, types, consts, attrs[pw.name], blocked)):
             continue
@@ -611,6 +613,7 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
             pj = None
         fused[(pj or node).name] = ExpandDepthwiseNode(pw, node, pj)
         dropped.update([pw.name] + ([node.name] if pj is not None else []))
+        used.update(n.name for n in fused[(pj or node).name].parts)
     return [fused.get(node.name, node) for node in run_nodes if node.name not in dropped]
 
 

@@ -328,6 +328,34 @@ def test_planner_fuses_the_project_conv(monkeypatch, residual, threads):
     assert np.array_equal(again.run(None, {"x": x})[0], got)
 
 
+def test_planner_uses_each_conv_once(monkeypatch, threads):
+    """MobileNetV1-style pointwise / depthwise alternation: each pointwise conv could be the
+    project of one depthwise conv and the expand of the next; it joins one fused node only, and
+    the plan computes what the convs apart do."""
+    monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 1)
+    monkeypatch.setattr(k_conv, "FUSE_MIN_PIXELS", 1)
+    rng = np.random.default_rng(12)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    consts, nodes, prev = {"ws": w(16, 3, 3, 3)}, [], "s"
+    nodes.append(("Conv", ["x", "ws"], ["s"], dict(pads=[1, 1, 1, 1], strides=[2, 2], activation="Relu")))
+    for i in range(4):
+        consts[f"p{i}"], consts[f"d{i}"] = w(32, 16 if i == 0 else 32, 1, 1), w(32, 1, 3, 3)
+        nodes += [("Conv", [prev, f"p{i}"], [f"e{i}"], dict(activation="Relu")),
+                  ("Conv", [f"e{i}", f"d{i}"], [f"o{i}"], dict(pads=[1, 1, 1, 1], group=32,
+                                                                activation="Relu"))]
+        prev = f"o{i}"
+    consts["pl"] = w(16, 32, 1, 1)
+    nodes += [("Conv", [prev, "pl"], ["l"], {}), ("GlobalAveragePool", ["l"], ["y"], {})]
+    x = rand(RNG, 1, 3, 20, 22)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
+    parts = [m.name for n in model.plan_for([x.shape]).step_nodes for m in getattr(n, "parts", (n,))]
+    assert len(parts) == len(set(parts)) == len(nodes)
+    assert sum(isinstance(n, k_conv.ExpandDepthwiseNode)
+               for n in model.plan_for([x.shape]).step_nodes) >= 2
+    assert np.array_equal(model.run(None, {"x": x})[0],
+                          _unfused(monkeypatch, nodes, consts, x, ["y"], threads)[0])
+
+
 @pytest.mark.parametrize("why", ["two readers", "graph output", "5x5", "dilation", "wide input",
                                  "expand residual", "depthwise residual", "small image"])
 def test_planner_leaves_other_pairs_apart(monkeypatch, why):
