@@ -823,7 +823,8 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         cdef Py_ssize_t oh, ih0, ih, kh, kh_lo, kh_hi, slot, cb
         cdef int fin = finish_kind(self.act_d, self.alpha_d, self.beta_d)
         cdef vf8 lo = vf8_set1(self.alpha_d), hi = vf8_set1(self.beta_d), vb
-        cdef float *ob = &self.out[img * self.c_e * self.h_out * w_out]
+        # the depthwise output (without a project: out holds d)
+        cdef float *ob = &self.out[img * self.c_e * self.h_out * w_out] if not self.project else NULL
         cdef float *buf = ring + self.ring_size      # the project's row of d
         cdef float *orow
         cdef Py_ssize_t o_blk = self.h_out * w_out * 8
