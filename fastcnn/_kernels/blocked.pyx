@@ -718,7 +718,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
     cdef bint has_bias_e, has_bias_d, has_bias_p, has_res
     cdef readonly bint project
     cdef readonly bint stream
-    cdef int act_e, fin_e, act_d, act_p, fin_p
+    cdef int act_e, fin_e, act_d, fin_d, act_p, fin_p
     cdef float alpha_e, beta_e, alpha_d, beta_d, alpha_p, beta_p
     cdef Tile4x24 tile4x24
 
@@ -789,6 +789,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.act_e, self.alpha_e, self.beta_e = act_e, alpha_e, beta_e
         self.fin_e = finish_kind(act_e, alpha_e, beta_e)
         self.act_d, self.alpha_d, self.beta_d = act_d, alpha_d, beta_d
+        self.fin_d = finish_kind(act_d, alpha_d, beta_d)
 
     cdef void expand_row(self, Py_ssize_t img, Py_ssize_t ih, float *dst) noexcept nogil:
         """Row ih of e for image img into dst (c_e/8 blocks of wp padded pixels, column iw at
@@ -821,7 +822,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         cdef Py_ssize_t slot_of[3]
         cdef const float *rows[3]
         cdef Py_ssize_t oh, ih0, ih, kh, kh_lo, kh_hi, slot, cb
-        cdef int fin = finish_kind(self.act_d, self.alpha_d, self.beta_d)
+        cdef int fin = self.fin_d
         cdef vf8 lo = vf8_set1(self.alpha_d), hi = vf8_set1(self.beta_d), vb
         # the depthwise output (without a project: out holds d)
         cdef float *ob = &self.out[img * self.c_e * self.h_out * w_out] if not self.project else NULL
