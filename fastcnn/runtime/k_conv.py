@@ -390,6 +390,20 @@ def _pointwise_kc(c_in, c_out) -> int:
     return kc
 
 
+def _packed_pointwise(p, cp, w4, bias):
+    """(W^T in 16-channel panels, bias padded to 16 or None) of a blocked 1x1 conv, packed once
+    per model: the unfused step and the fused one share them."""
+    c_out, c_in = cp["y4"][1], cp["x4"][1]
+    wp = p.cached("blocked_pw", lambda: pack_bt_panels(w4().reshape(c_out, c_in)))
+    b16 = p.cached("blocked_bias16", lambda: blocked.pad_bias16(bias, c_out)) if bias is not None else None
+    return wp, b16
+
+
+def _packed_depthwise(p, w4):
+    """The blocked depthwise weights (c//8, k_h*k_w, 8), packed once per model."""
+    return p.cached("blocked_dw", lambda: blocked.pack_depthwise_blocked(w4()))
+
+
 def _prepare_blocked(p, cp, kind, w4, bias):
     """Conv from an NCHW8c input to an NCHW8c output."""
     n, c_out, h_out, w_out = cp["y4"]
@@ -397,8 +411,7 @@ def _prepare_blocked(p, cp, kind, w4, bias):
     has_res = len(p.node.inputs) > 3 and bool(p.node.inputs[3])
     act, alpha, beta = cp["act"], cp["alpha"], cp["beta"]
     if kind == "pointwise":
-        wp = p.cached("blocked_pw", lambda: pack_bt_panels(w4().reshape(c_out, c_in)))
-        b16 = p.cached("blocked_bias16", lambda: blocked.pad_bias16(bias, c_out)) if bias is not None else None
+        wp, b16 = _packed_pointwise(p, cp, w4, bias)
         kc = _pointwise_kc(c_in, c_out)
 
         def bind(ins, outs, scratch):
@@ -408,7 +421,7 @@ def _prepare_blocked(p, cp, kind, w4, bias):
                 _stream_output(cp))
         size = 0
     else:
-        wb = p.cached("blocked_dw", lambda: blocked.pack_depthwise_blocked(w4()))
+        wb = _packed_depthwise(p, w4)
         geo = (cp["x4"], cp["y4"], cp["kernel"], cp["strides"], cp["pads"][:2], cp["dilations"])
         slots = scratch_slots(p)
         size = slots * blocked.depthwise_blocked_scratch(*geo)
@@ -622,11 +635,9 @@ def prepare_expand_depthwise(pe, pd, pp=None):
     cpe, cpd = conv_params(pe), conv_params(pd)
     w4e, bias_e = _weights(pe, cpe)
     w4d, bias_d = _weights(pd, cpd)
-    c_in, c_e = cpe["x4"][1], cpe["y4"][1]
-    # the cache keys of _prepare_blocked: a plan that runs these convs apart shares the packing
-    we = pe.cached("blocked_pw", lambda: pack_bt_panels(w4e().reshape(c_e, c_in)))
-    b16 = pe.cached("blocked_bias16", lambda: blocked.pad_bias16(bias_e, c_e)) if bias_e is not None else None
-    wd = pd.cached("blocked_dw", lambda: blocked.pack_depthwise_blocked(w4d()))
+    c_e = cpe["y4"][1]
+    we, b16 = _packed_pointwise(pe, cpe, w4e, bias_e)
+    wd = _packed_depthwise(pd, w4d)
     slots = scratch_slots(pd)
     geo = (cpe["x4"], cpd["y4"], cpd["strides"], cpd["pads"][:2])
     size = slots * blocked.expand_depthwise_scratch(*geo, pp is not None)
@@ -634,13 +645,10 @@ def prepare_expand_depthwise(pe, pd, pp=None):
     project, last = {}, cpd
     if pp is not None:
         last = cpp = conv_params(pp)
-        w4p, bias_p = _weights(pp, cpp)
+        wpj, bias_p = _packed_pointwise(pp, cpp, *_weights(pp, cpp))
         c_out = cpp["y4"][1]
         project = dict(
-            wpj=pp.cached("blocked_pw", lambda: pack_bt_panels(w4p().reshape(c_out, c_e))),
-            bias_p=(pp.cached("blocked_bias16", lambda: blocked.pad_bias16(bias_p, c_out))
-                    if bias_p is not None else None),
-            c_out=c_out, act_p=cpp["act"], alpha_p=cpp["alpha"], beta_p=cpp["beta"],
+            wpj=wpj, bias_p=bias_p, c_out=c_out, act_p=cpp["act"], alpha_p=cpp["alpha"], beta_p=cpp["beta"],
             kc_p=_pointwise_kc(c_e, c_out))
         flops += conv_flops(cpp)
 
