@@ -51,6 +51,7 @@ def profile(model, input_shape, seconds: float, min_reps: int = 3):
     shape, note), slowest first, with per-layer median milliseconds over the repetitions;
     run_ms is the median over runs of the total of all steps; reps the number of runs."""
     from fastcnn._kernels.step import run_steps_timed
+    from fastcnn.runtime.plan import graph_nodes
 
     plan = model.plan_for([tuple(input_shape)])
     info = fastcnn_layers(model, input_shape)
@@ -77,8 +78,8 @@ def profile(model, input_shape, seconds: float, min_reps: int = 3):
     layers = []
     for name, idx in groups.items():
         node = plan.step_nodes[idx[0]]
-        # a fused node (k_conv.ExpandDepthwiseNode) counts its parts' FLOPs, shows the last's shape
-        parts = [info.get(m.name, (0, (), m.attrs)) for m in getattr(node, "parts", (node,))]
+        # a fused node counts its parts' FLOPs and shows the last one's shape
+        parts = [info.get(m.name, (0, (), m.attrs)) for m in graph_nodes(node)]
         flops, shape, attrs = sum(f for f, _, _ in parts), parts[-1][1], parts[-1][2]
         layers.append({
             "name": name, "op": node.op, "ms": float(np.median(per_rep[:, idx].sum(axis=1))) * 1e3,

@@ -116,6 +116,7 @@ def _param_count(graph) -> tuple:
 def cmd_info(args) -> int:
     import fastcnn
     from fastcnn.errors import GraphError, UnsupportedOpError
+    from fastcnn.runtime.plan import graph_nodes
 
     try:
         model = fastcnn.load(args.model, num_threads=_threads(args.threads))
@@ -129,8 +130,7 @@ def cmd_info(args) -> int:
         _print_metadata(model.metadata)
         inferred, dynamic = _shapes_by_value(g)
         plan = model.plan_for()
-        # a fused step (k_conv.ExpandDepthwiseNode) runs each of its parts
-        stepped = {id(m) for n in plan.step_nodes for m in getattr(n, "parts", (n,))}
+        stepped = {id(m) for n in plan.step_nodes for m in graph_nodes(n)}
         rows = []
         for i, node in enumerate(g.nodes):
             shapes = " ".join(_fmt_shape(dynamic.get(o, inferred.types[o].shape)) for o in node.outputs if o)

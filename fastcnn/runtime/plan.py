@@ -37,6 +37,12 @@ PRIVATE_MIN_BYTES = 1 << 20
 PRIVATE_MAX_BYTES = 64 << 20
 
 
+def graph_nodes(node) -> tuple:
+    """The graph nodes a planned node (an entry of `Plan.step_nodes`) runs: the parts of a
+    fused node (k_conv.ExpandDepthwiseNode), else the node itself."""
+    return getattr(node, "parts", (node,))
+
+
 def aligned_empty(nbytes: int) -> np.ndarray:
     """A uint8 array of `nbytes` whose data pointer is 64-byte aligned."""
     raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
@@ -49,7 +55,8 @@ class Plan:
 
     input_views:  graph input name -> arena view the input is copied into.
     outputs:      per graph output, an arena view (or a constant array for folded outputs).
-    steps:        Step objects, run in order.
+    steps:        Step objects, run in order; step_nodes: per step, the node it runs (a graph
+                  node, or a fused node whose graph nodes `graph_nodes` gives).
     blocked:      names of the tensors stored NCHW8c (runtime/blocking.py).
     arena_bytes:  activation arena size; naive_bytes: sum of all activation sizes (no reuse);
                   reused_bytes: the arena size with reuse (arena_bytes unless the plan gave its
@@ -172,12 +179,9 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     preps = []
     touched = 0   # bytes of constants read since the file's pages were last released
     for node in run_nodes:
-        if isinstance(node, ExpandDepthwiseNode):
-            ctxs = [context(m) for m in node.parts]
-            preps.append(prepare_expand_depthwise(*ctxs))
-        else:
-            ctxs = [context(node)]
-            preps.append(KERNELS[node.op](ctxs[0]))
+        ctxs = [context(m) for m in graph_nodes(node)]
+        preps.append(prepare_expand_depthwise(*ctxs) if isinstance(node, ExpandDepthwiseNode)
+                     else KERNELS[node.op](ctxs[0]))
         if release_weights is not None:
             touched += sum(c.nbytes for p in ctxs for c in p.in_consts if c is not None)
             if touched >= RELEASE_EVERY_BYTES:
