@@ -1,18 +1,21 @@
 """The fused expand + depthwise kernel (blocked.ExpandDepthwiseBlockedStep) against numpy and
 against the two blocked steps it replaces, and the planner's choice of the pairs it runs
 (k_conv.fuse_expand_depthwise) through whole graphs."""
+import re
+
 import numpy as np
 import pytest
 
 from act_reference import apply
 from helpers import assert_close, ir_model, rand
 from reference import conv2d, out_size
-from test_blocked import from_blocked, to_blocked
+from test_blocked import aligned_nan, from_blocked, to_blocked
 
 from fastcnn._kernels import blocked as bk
 from fastcnn._kernels.eltwise import ACT_CODES
 from fastcnn._kernels.gemm import pack_b_panels
 from fastcnn.runtime import k_conv
+from fastcnn.runtime import plan as plan_module
 
 RNG = np.random.default_rng(61)
 
@@ -178,6 +181,54 @@ def test_expand_depthwise_project_bit_identical_to_the_three_steps(case, c_out, 
     for nt in (1, 2, 3):
         got = _project_step(x, we, be, wd, bd, wp, bp, res, case, c_out, kc_p, nt, slots=3)
         assert np.array_equal(to_blocked(got), three), nt
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("project", [False, True])
+def test_expand_depthwise_stream(offset, project, threads):
+    """stream=True writes the output (the depthwise's, or the project's last K block) with
+    non-temporal stores when it is 32-byte aligned, never the ring or the row buffer: the same
+    bits as stream=False; an unaligned output is written normally."""
+    case = CASES[7]
+    n, c_in, c_e, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    x, we, be, wd, bd = _weights(case)
+    c_out = 32 if project else c_e
+    wp, bp, res = _project_weights(case, c_out)
+    clip = ACT_CODES["Clip"]
+    outs = []
+    for stream in (False, True):
+        out = aligned_nan(n * c_out * shape_out[2] * shape_out[3], offset)
+        work = np.full(2 * bk.expand_depthwise_scratch(shape_in, shape_out, (s, s), p[:2], project),
+                       np.nan, np.float32)
+        extra = dict(wpj=pack_b_panels(wp.reshape(c_out, c_e).T), bias_p=bk.pad_bias16(bp, c_out),
+                     residual=to_blocked(res).reshape(-1), c_out=c_out, kc_p=64) if project else {}
+        step = bk.ExpandDepthwiseBlockedStep(
+            to_blocked(x).reshape(-1), pack_b_panels(we.reshape(c_e, c_in).T),
+            bk.pad_bias16(be, c_e), bk.pack_depthwise_blocked(wd), bd, out, shape_in, shape_out,
+            (s, s), p[:2], clip, 0.0, 6.0, clip, 0.0, 6.0, work, 2, stream, **extra)
+        assert step.stream == (stream and offset == 0)
+        step.num_threads = threads
+        step()
+        outs.append(out.copy())
+    assert np.array_equal(outs[0], outs[1])
+    e = np.clip(conv2d(x, we, be), 0, 6)
+    d = np.clip(conv2d(e, wd, bd, (s, s), p, (1, 1), c_e), 0, 6)
+    ref = conv2d(d, wp, bp) + res if project else d
+    assert_close(from_blocked(outs[1].reshape((n, c_out) + shape_out[2:])), ref)
+
+
+def test_info_lists_the_fused_convs_as_kernels(tmp_path, capsys):
+    """`fastcnn info` marks every conv of a fused node as run by a kernel."""
+    from fastcnn import cli
+    nodes, consts = _mobile_block()
+    model = ir_model(nodes, {"x": (None, 3, 56, 58)}, ["y"], consts)
+    assert _fused_names(model, (1, 3, 56, 58))
+    model.save(tmp_path / "m.fcnn")
+    assert cli.main(["info", str(tmp_path / "m.fcnn")]) == 0
+    rows = re.findall(r"^\s+\d+\s+(\S+)\s+(\w+)\s+\[[^\]]*\]\s+(kernel|view|folded)$",
+                      capsys.readouterr().out, re.M)
+    assert [how for _, op, how in rows if op == "Conv"] == ["kernel"] * 4
 
 
 def test_expand_depthwise_validation():
@@ -348,7 +399,7 @@ def test_planner_uses_each_conv_once(monkeypatch, threads):
     nodes += [("Conv", [prev, "pl"], ["l"], {}), ("GlobalAveragePool", ["l"], ["y"], {})]
     x = rand(RNG, 1, 3, 20, 22)
     model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
-    parts = [m.name for n in model.plan_for([x.shape]).step_nodes for m in getattr(n, "parts", (n,))]
+    parts = [m.name for n in model.plan_for([x.shape]).step_nodes for m in plan_module.graph_nodes(n)]
     assert len(parts) == len(set(parts)) == len(nodes)
     assert sum(isinstance(n, k_conv.ExpandDepthwiseNode)
                for n in model.plan_for([x.shape]).step_nodes) >= 2
