@@ -22,6 +22,7 @@ from cython.parallel cimport parallel, prange, threadid
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
+from fastcnn._kernels.simd_extra cimport vf8_max_nan
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16, act_scalar,
                                        FIN_SCALAR, finish_kind, finish_vec, whole_lines)
 from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
@@ -202,7 +203,14 @@ cdef class ConvWinogradStep(Step):
     """3x3 stride-1 conv by Winograd F(m,3) (module docstring). x (n, c_in, h_in, w_in);
     up: U packed (a*a, ceil(c_out/6), c_in, 6) from `winograd_weights`; bias (c_out,) or None;
     residual like out or None; out (n, c_out, h_out, w_out); work: at least
-    slots * `winograd_scratch(m, c_in, c_out)` floats."""
+    slots * `winograd_scratch(m, c_in, c_out)` floats.
+
+    pool_hw = (h_out, w_out): the conv's output size, when a 2x2 stride-2 max pool (no
+    padding, floor) follows the activation: out is then the pooled (n, c_out, h_out // 2,
+    w_out // 2) and the conv's output is never stored. m is even, so every pooling window lies
+    in one output tile: each tile is pooled as it is finished (max of the window's four values
+    in row-major order, NaN-propagating, as pool.Pool2dStep computes it: the same bits as the
+    two steps). No residual."""
     cdef const float[:, ::1] xf     # x as (n*c_in, h_in*w_in)
     cdef const float[:, :, :, ::1] up
     cdef const float[:, :, :, ::1] w    # original weights, for outputs Winograd made non-finite
@@ -214,14 +222,25 @@ cdef class ConvWinogradStep(Step):
     cdef float[::1] work
     cdef ConvGeom g
     cdef readonly Py_ssize_t m          # output tile size: F(m x m, 3 x 3)
+    cdef readonly bint pool             # a 2x2 stride-2 max pool follows: out is pooled
+    cdef Py_ssize_t h_pool, w_pool      # out's size with a pool
     cdef Py_ssize_t a, mrows, tiles_h, tiles_w, tiles, blocks, slot_size, slots, v_size, m_size
 
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] up, bias, residual,
                  float[:, :, :, ::1] out, pads, Py_ssize_t m, int act=0, float alpha=0.0,
-                 float beta=0.0, float[::1] work=None, Py_ssize_t slots=1, weights=None):
+                 float beta=0.0, float[::1] work=None, Py_ssize_t slots=1, weights=None,
+                 pool_hw=None):
         if m not in (2, 4):
             raise ValueError("ConvWinogradStep: m must be 2 or 4")
-        self.g = make_geom(shape4(x), (out.shape[1], x.shape[1], 3, 3), shape4(out), (1, 1), pads,
+        self.pool = pool_hw is not None
+        conv_shape = shape4(out)
+        if self.pool:
+            conv_shape = (out.shape[0], out.shape[1], pool_hw[0], pool_hw[1])
+            if (residual is not None or pool_hw[0] < 2 or pool_hw[1] < 2
+                    or out.shape[2] != pool_hw[0] // 2 or out.shape[3] != pool_hw[1] // 2):
+                raise ValueError("ConvWinogradStep: pooled output shape (or a residual with a pool)")
+        self.h_pool, self.w_pool = out.shape[2], out.shape[3]
+        self.g = make_geom(shape4(x), (out.shape[1], x.shape[1], 3, 3), conv_shape, (1, 1), pads,
                            (1, 1), 1, act, alpha, beta, bias is not None, residual is not None)
         check_geom(self.g, x.shape[1])
         self.m, self.a = m, m + 2
@@ -241,6 +260,8 @@ cdef class ConvWinogradStep(Step):
             raise ValueError("ConvWinogradStep: bias size")
         if self.g.has_residual and shape4(self.residual) != shape4(out):
             raise ValueError("ConvWinogradStep: residual shape")
+        if out.shape[0] != x.shape[0]:
+            raise ValueError("ConvWinogradStep: batch sizes differ")
         self.tiles_h = (self.g.h_out + m - 1) // m
         self.tiles_w = (self.g.w_out + m - 1) // m
         self.tiles = self.g.n * self.tiles_h * self.tiles_w
@@ -328,6 +349,28 @@ cdef class ConvWinogradStep(Step):
                         acc = acc + self.w[co, ci, kh, kw] * xc[ih * self.g.w_in + iw]
         return acc
 
+    cdef void pool_store(self, const Lanes *ln, Py_ssize_t co, const float *y,
+                         float *pb) noexcept nogil:
+        """Channel co of the block's finished tiles y (m*m, 16 lanes), max pooled 2x2 with
+        stride 2 into out: pooled pixel (i, j) of a tile is the NaN-propagating max of its
+        outputs (2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1), in that order. pb: (m/2)^2 * 16
+        floats. Windows past the pooled output (an odd last row or column) are dropped."""
+        cdef Py_ssize_t m = self.m, q = self.m // 2, i, j, h, l, oh, ow, r
+        cdef const float *p
+        for i in range(q):
+            for j in range(q):
+                p = y + (2 * i * m + 2 * j) * NR
+                for h in range(0, NR, 8):
+                    vf8_store(pb + (i * q + j) * NR + h, vf8_max_nan(vf8_max_nan(vf8_max_nan(
+                        vf8_load(p + h), vf8_load(p + NR + h)), vf8_load(p + m * NR + h)),
+                        vf8_load(p + (m + 1) * NR + h)))
+        for l in range(ln.count):
+            oh = (ln.ih[l] + self.g.pad_top) // 2
+            ow = (ln.iw[l] + self.g.pad_left) // 2
+            if oh < self.h_pool and ow < self.w_pool:
+                move_block(pb + l, q * NR, NR, &self.out[ln.img[l], co, oh, ow], self.w_pool, 1,
+                           min(q, self.h_pool - oh), min(q, self.w_pool - ow), False)
+
     cdef void output_channels(self, const Lanes *ln, Py_ssize_t co0, Py_ssize_t co1,
                               const float *mm, float *tmp, float *y) noexcept nogil:
         """Phase 3, channels [co0, co1): Y = A^T M A + bias, residual, activation, scattered to
@@ -360,6 +403,9 @@ cdef class ConvWinogradStep(Step):
                     for k in range(0, m * m * NR, 8):
                         vf8_store(y + k, finish_vec(vf8_load(y + k), self.fin, lo, hi, g.act,
                                                     g.alpha, g.beta))
+                    if self.pool:
+                        self.pool_store(ln, co, y, tmp)
+                        continue
                     for l in range(ln.count):
                         oh = ln.ih[l] + g.pad_top
                         ow = ln.iw[l] + g.pad_left
@@ -369,7 +415,7 @@ cdef class ConvWinogradStep(Step):
             for l in range(ln.count):
                 oh = ln.ih[l] + g.pad_top
                 ow = ln.iw[l] + g.pad_left
-                oc = &self.out[ln.img[l], co, 0, 0]
+                oc = &self.out[ln.img[l], co, 0, 0] if not self.pool else NULL
                 rc = &self.residual[ln.img[l], co, 0, 0] if g.has_residual else NULL
                 for i in range(min(m, g.h_out - oh)):
                     for j in range(min(m, g.w_out - ow)):
@@ -382,7 +428,13 @@ cdef class ConvWinogradStep(Step):
                             val = self.direct_at(ln.img[l], co, oh + i, ow + j)
                         if rc != NULL:
                             val = val + rc[(oh + i) * g.w_out + ow + j]
-                        oc[(oh + i) * g.w_out + ow + j] = act_scalar(val, g.act, g.alpha, g.beta)
+                        if self.pool:    # finished in place, pooled below
+                            y[(i * m + j) * NR + l] = act_scalar(val, g.act, g.alpha, g.beta)
+                        else:
+                            oc[(oh + i) * g.w_out + ow + j] = act_scalar(val, g.act, g.alpha,
+                                                                         g.beta)
+            if self.pool:
+                self.pool_store(ln, co, y, tmp)
 
     cdef void block(self, Py_ssize_t blk, Py_ssize_t p0, Py_ssize_t p1,
                     float *work) noexcept nogil:

@@ -308,15 +308,17 @@ def _bind_depthwise(p, cp, w4, bias):
 
 
 def _winograd_binder(m):
-    def make(p, cp, w4, bias):
+    def make(p, cp, w4, bias, pool=False):
+        """pool: y is the output of a 2x2 stride-2 max pool of the conv's (ConvPoolNode)."""
         up = p.cached(("winograd", m), lambda: winograd.winograd_weights(w4(), m, p.num_threads))
         slots = scratch_slots(p)
         size = slots * winograd.winograd_scratch(m, cp["x4"][1], cp["y4"][1])
+        pool_hw = cp["y4"][2:] if pool else None
 
         def bind(x, y, res, scratch):
             return winograd.ConvWinogradStep(x, up, bias, res, y, cp["pads"][:2], m, cp["act"],
                                              cp["alpha"], cp["beta"], scratch[:size], slots,
-                                             w4())
+                                             w4(), pool_hw)
         return bind, size
     return make
 
@@ -543,6 +545,9 @@ class ExpandDepthwiseNode:
     def __repr__(self):
         return f"ExpandDepthwiseNode{self.parts!r}"
 
+    def prepare(self, pe, pd, pp=None):
+        return prepare_expand_depthwise(pe, pd, pp)
+
 
 def _residual(node) -> bool:
     return len(node.inputs) > 3 and bool(node.inputs[3])
@@ -591,6 +596,16 @@ def _fusable_project(node, types, consts, attrs, blocked) -> bool:
     return shapes is not None and shapes[0][2] * shapes[0][3] >= FUSE_PROJECT_MIN_PIXELS
 
 
+def _readers_and_producers(run_nodes):
+    """(tensor -> the nodes reading it, tensor -> the node writing it as its first output)."""
+    readers = {}
+    for node in run_nodes:
+        for x in node.inputs:
+            if x:
+                readers.setdefault(x, []).append(node)
+    return readers, {node.outputs[0]: node for node in run_nodes if node.outputs}
+
+
 def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
     """run_nodes with each (expand 1x1 conv, 3x3 depthwise conv[, project 1x1 conv]) chain that
     qualifies replaced by an ExpandDepthwiseNode at its last conv's place: each intermediate
@@ -599,12 +614,7 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
     if not FUSE_EXPAND_DEPTHWISE:
         return run_nodes
     types, consts, attrs = inferred.types, inferred.consts, inferred.attrs
-    readers = {}
-    for node in run_nodes:
-        for x in node.inputs:
-            if x:
-                readers.setdefault(x, []).append(node)
-    producer = {node.outputs[0]: node for node in run_nodes if node.outputs}
+    readers, producer = _readers_and_producers(run_nodes)
 
     def only_reader(t):
         r = readers.get(t, [])
@@ -662,3 +672,103 @@ def prepare_expand_depthwise(pe, pd, pp=None):
             scratch[:size], slots, _stream_output(last), **extra)
     return Prepared(bind, scratch=size, flops=flops,
                     notes={"algorithm": "blocked_expand_depthwise" + ("_project" if pp else "")})
+
+
+# ----------------------------------------------------------------------------- conv + max pool
+# A Winograd conv (activation fused) whose only reader is a 2x2 stride-2 max pool, as in VGG-style
+# edge CNNs, pools each output tile as it is finished (winograd.ConvWinogradStep, pool_hw): the
+# conv's output is never stored and the pool is not a step of its own. On 2 threads the pool
+# was the costliest part of a small layer: it read rows the other core had just written.
+FUSE_CONV_POOL = True
+
+
+class ConvPoolNode:
+    """A conv `conv` and the 2x2 stride-2 max pool `pool` reading its output, planned as one
+    node: input the conv's input, output the pool's (the conv's output is never stored)."""
+
+    op = "Conv"
+
+    def __init__(self, conv, pool):
+        self.conv, self.pool = conv, pool
+        self.parts = (conv, pool)
+        self.name = conv.name + "+" + pool.name
+        self.inputs = [conv.inputs[0]]
+        self.outputs = list(pool.outputs[:1])
+        self.attrs = conv.attrs
+
+    def __repr__(self):
+        return f"ConvPoolNode{self.parts!r}"
+
+    def prepare(self, pc, pp):
+        return prepare_conv_pool(pc, pp)
+
+
+def _pool_2x2(node, types, attrs) -> bool:
+    """A 2-D MaxPool with a 2x2 window, stride 2, no padding, dilation 1 and floor sizes (the
+    graph checks allow no Indices output)."""
+    x, y = types[node.inputs[0]].shape, types[node.outputs[0]].shape
+    if len(x) != 4:
+        return False
+    try:
+        geo = window_geometry(_NoFail, x[2:], attrs["kernel_shape"], attrs["strides"],
+                              attrs["pads"], attrs.get("dilations", []), attrs["auto_pad"],
+                              attrs.get("ceil_mode", 0))
+    except ValueError:
+        return False
+    return (tuple(geo.kernel) == (2, 2) and tuple(geo.strides) == (2, 2)
+            and tuple(geo.dilations) == (1, 1) and not any(geo.pads)
+            and tuple(y) == (x[0], x[1], x[2] // 2, x[3] // 2))
+
+
+def _winograd_conv(node, types, attrs) -> bool:
+    """A Conv without a residual that the cost model runs by Winograd. (Its weights are
+    constants: the planner refuses others. Its input and output are NCHW: conv_layouts keeps
+    a Winograd conv off blocked tensors, so its max pool reads and writes NCHW too.)"""
+    if node.op != "Conv" or len(node.outputs) != 1 or _residual(node):
+        return False
+    x, w, y = types[node.inputs[0]].shape, types[node.inputs[1]].shape, types[node.outputs[0]].shape
+    if len(x) != 4:
+        return False
+    return choose_algorithm(_conv_params(_NoFail, x, w, y, attrs)).startswith("winograd")
+
+
+def fuse_conv_pool(graph, run_nodes, inferred) -> list:
+    """run_nodes with each (Winograd conv, 2x2 stride-2 max pool) pair replaced by a ConvPoolNode
+    at the pool's place, when the conv's output is read by the pool alone and is not a graph
+    output."""
+    if not FUSE_CONV_POOL:
+        return run_nodes
+    types, attrs = inferred.types, inferred.attrs
+    readers, producer = _readers_and_producers(run_nodes)
+    graph_outputs = {t.name for t in graph.outputs}
+    fused, dropped = {}, set()
+    for node in run_nodes:
+        if node.op != "MaxPool":
+            continue
+        t = node.inputs[0]
+        conv = producer.get(t)
+        # (a fused node from fuse_expand_depthwise is no plain conv: it has parts)
+        if (conv is None or hasattr(conv, "parts") or t in graph_outputs
+                or readers.get(t) != [node] or not _pool_2x2(node, types, attrs[node.name])
+                or not _winograd_conv(conv, types, attrs[conv.name])):
+            continue
+        fused[node.name] = ConvPoolNode(conv, node)
+        dropped.add(conv.name)
+    return [fused.get(node.name, node) for node in run_nodes if node.name not in dropped]
+
+
+def prepare_conv_pool(pc, pp):
+    """Prepared for a ConvPoolNode: pc, pp the PrepareContexts of its conv and its pool."""
+    cp = conv_params(pc)
+    algorithm = choose_algorithm(cp)
+    m = 4 if algorithm == "winograd4" else 2
+    w4, bias = _weights(pc, cp)
+    bind_conv, size = _winograd_binder(m)(pc, cp, w4, bias, pool=True)
+    y4 = pp.out_types[0].shape
+
+    def bind(ins, outs, scratch):
+        return bind_conv(ins[0].reshape(cp["x4"]), outs[0].reshape(y4), None, scratch)
+
+    n, c, h, w = cp["y4"]
+    return Prepared(bind, scratch=size, flops=conv_flops(cp) + n * c * (h // 2) * (w // 2) * 4,
+                    notes={"algorithm": algorithm + "+maxpool"})

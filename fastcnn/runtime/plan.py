@@ -14,7 +14,7 @@ from fastcnn.errors import ResourceLimitError, UnsupportedOpError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import Inferred
 from fastcnn.runtime.blocking import assign_layouts
-from fastcnn.runtime.k_conv import ExpandDepthwiseNode, fuse_expand_depthwise, prepare_expand_depthwise
+from fastcnn.runtime.k_conv import fuse_conv_pool, fuse_expand_depthwise
 from fastcnn.runtime.memory import ALIGN, plan_offsets, private_offsets
 from fastcnn.runtime.prepare import PrepareContext, Prepared
 
@@ -39,7 +39,7 @@ PRIVATE_MAX_BYTES = 64 << 20
 
 def graph_nodes(node) -> tuple:
     """The graph nodes a planned node (an entry of `Plan.step_nodes`) runs: the parts of a
-    fused node (k_conv.ExpandDepthwiseNode), else the node itself."""
+    fused node (k_conv.ExpandDepthwiseNode, k_conv.ConvPoolNode), else the node itself."""
     return getattr(node, "parts", (node,))
 
 
@@ -166,6 +166,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
         run_nodes.append(node)
     blocked = assign_layouts(graph, run_nodes, inferred, inferred.attrs) if BLOCKED_LAYOUTS else set()
     run_nodes = fuse_expand_depthwise(graph, run_nodes, inferred, blocked)
+    run_nodes = fuse_conv_pool(graph, run_nodes, inferred)
 
     def context(node):
         return PrepareContext(node, inferred.attrs[node.name],
@@ -180,8 +181,8 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     touched = 0   # bytes of constants read since the file's pages were last released
     for node in run_nodes:
         ctxs = [context(m) for m in graph_nodes(node)]
-        preps.append(prepare_expand_depthwise(*ctxs) if isinstance(node, ExpandDepthwiseNode)
-                     else KERNELS[node.op](ctxs[0]))
+        # a fused node (several graph nodes) prepares itself from its parts' contexts
+        preps.append(node.prepare(*ctxs) if len(ctxs) > 1 else KERNELS[node.op](ctxs[0]))
         if release_weights is not None:
             touched += sum(c.nbytes for p in ctxs for c in p.in_consts if c is not None)
             if touched >= RELEASE_EVERY_BYTES:
