@@ -26,10 +26,11 @@ PANEL_OUTER_BYTES are walked one panel at a time over the task's tiles, so the p
 L2. Every output sums its terms in one order: results are bit-identical for any thread count.
 """
 from cython.parallel cimport prange, threadid
+from libc.math cimport INFINITY
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
-from fastcnn._kernels.simd_extra cimport vf8_transpose8
+from fastcnn._kernels.simd_extra cimport vf8_transpose8, vf8_nan_seen, vf8_nan_where
 from fastcnn._kernels.act cimport act_span
 from fastcnn._kernels.ukernel cimport (team, whole_lines, FIN_SCALAR, finish_kind, finish_vec,
                                        finish8)
@@ -46,6 +47,7 @@ cdef enum:
     TASKS_PER_THREAD = 2   # with few images, tasks per thread (balance against overhead)
     MIN_RANGE_TILES = 8    # tiles in a task's range at least, when one image is split
     PANEL_OUTER_BYTES = 131072   # weights beyond this: panel-outer loop
+    POOL_PAIRS = 3      # with a pool: conv row pairs per chunk (6 rows: whole 6-pixel tiles)
 
 
 def pack_tile_weights(w):
@@ -61,15 +63,18 @@ cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp
     wp[0] = max(g.pad_left + g.w_in, (g.w_out - 1) * g.stride_w + (g.k_w - 1) * g.dil_w + 1)
 
 
-def tile_scratch(x_shape, w_shape, out_shape, strides, pads, dilations):
-    """Floats of scratch one thread needs: the zero-padded image (0 when no padding is read)."""
+def tile_scratch(x_shape, w_shape, out_shape, strides, pads, dilations, bint pool=False):
+    """Floats of scratch one thread needs: the zero-padded image (0 when no padding is read)
+    and, with a max pool after the conv (out_shape: the conv's output), 2 * POOL_PAIRS output
+    rows of a 16-channel panel."""
     cdef ConvGeom g = make_geom(tuple(x_shape), tuple(w_shape), tuple(out_shape), strides, pads,
                                 dilations, 1, 0, 0.0, 0.0, False, False)
     cdef Py_ssize_t hp, wp
     padded_extent(&g, &hp, &wp)
+    rows = whole_lines(2 * POOL_PAIRS * g.w_out * TC) if pool else 0
     if hp == g.h_in and wp == g.w_in:
-        return 0
-    return whole_lines(g.c_in * hp * wp)
+        return rows
+    return whole_lines(g.c_in * hp * wp) + rows
 
 
 cdef inline void tile6x16(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
@@ -174,7 +179,16 @@ cdef class ConvTileStep(Step):
     or None; out (n, c_out, h_out, w_out), NCHW, or NCHW8c when blocked_out (c_out % 8 == 0,
     no residual); work: at least slots * `tile_scratch(...)` floats (None when that is 0).
     stream: non-temporal stores for a blocked output (ignored unless out is 32-byte aligned;
-    the `stream` attribute tells whether it is on)."""
+    the `stream` attribute tells whether it is on).
+
+    pool_hw = (h_out, w_out): the conv's output size, when a 2x2 stride-2 max pool (no
+    padding, floor) follows the activation: out is then the pooled (n, c_out, h_out // 2,
+    w_out // 2), NCHW, and the conv's output is never stored (c_out % 16 == 0, no residual).
+    A task computes up to 2 * POOL_PAIRS conv rows of a panel into its scratch (as the blocked
+    output stores them: their pixels in 6-pixel tiles, with none wasted when the rows hold a
+    multiple of 6), pools them and stores the pooled rows, with blocked.MaxPoolBlockedStep's arithmetic
+    (a plain max over the window in row-major order from -inf, NaN where a value was NaN): the
+    bits of the conv storing blocked and that pool."""
     cdef const float[:, :, :, ::1] x
     cdef const float[:, :, ::1] wt
     cdef float[::1] bias16
@@ -185,6 +199,8 @@ cdef class ConvTileStep(Step):
     cdef Py_ssize_t K, panels, hp, wp, hw, tiles, slot_size, slots
     cdef bint padded, panel_outer, blocked_out
     cdef readonly bint stream
+    cdef readonly bint pool
+    cdef Py_ssize_t h_pool, w_pool, pad_size
     cdef int fin
     cdef Py_ssize_t[::1] base
     cdef Py_ssize_t[::1] off
@@ -193,10 +209,20 @@ cdef class ConvTileStep(Step):
                  float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t k_h,
                  Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
                  float[::1] work=None, Py_ssize_t slots=1, bint blocked_out=False,
-                 bint stream=False):
+                 bint stream=False, pool_hw=None):
         cdef Py_ssize_t c_out = out.shape[1], oh, ow, ci, kh, kw
         self.x, self.wt, self.out = x, wt, out
-        self.g = make_geom(shape4(x), (c_out, x.shape[1], k_h, k_w), shape4(out), strides, pads,
+        self.pool = pool_hw is not None
+        conv_shape = shape4(out)
+        if self.pool:
+            conv_shape = (out.shape[0], c_out, pool_hw[0], pool_hw[1])
+            if (residual is not None or blocked_out or c_out % TC or pool_hw[0] < 2
+                    or pool_hw[1] < 2 or out.shape[2] != pool_hw[0] // 2
+                    or out.shape[3] != pool_hw[1] // 2):
+                raise ValueError("ConvTileStep: a pool needs an NCHW output of half the conv's "
+                                 "size, c_out % 16 == 0 and no residual")
+        self.h_pool, self.w_pool = out.shape[2], out.shape[3]
+        self.g = make_geom(shape4(x), (c_out, x.shape[1], k_h, k_w), conv_shape, strides, pads,
                            dilations, 1, act, alpha, beta, bias is not None,
                            residual is not None)
         check_geom(self.g, x.shape[1])
@@ -238,7 +264,9 @@ cdef class ConvTileStep(Step):
                 for kw in range(k_w):
                     self.off[(ci * k_h + kh) * k_w + kw] = ((ci * self.hp + kh * self.g.dil_h) * self.wp
                                                             + kw * self.g.dil_w)
-        self.slot_size = whole_lines(self.g.c_in * self.hp * self.wp) if self.padded else 0
+        self.pad_size = whole_lines(self.g.c_in * self.hp * self.wp) if self.padded else 0
+        self.slot_size = self.pad_size + (whole_lines(2 * POOL_PAIRS * self.g.w_out * TC)
+                                          if self.pool else 0)
         if slots < 1:
             raise ValueError("ConvTileStep: slots must be >= 1")
         self.slots = slots
@@ -391,6 +419,71 @@ cdef class ConvTileStep(Step):
         self.store_block(t + 8, TC, oj + 8 * hw, rj + 8 * hw if rj != NULL else NULL, nc - 8, mr,
                          p0 + 8 <= p_end, rows)
 
+    cdef void pool_task(self, Py_ssize_t img, Py_ssize_t pr0, Py_ssize_t pr1,
+                        float *slot) noexcept nogil:
+        """Pooled rows [pr0, pr1) of image img, every channel (pool_hw). slot: this thread's
+        scratch, the padded image (when padding is read) then the conv rows of a chunk of
+        POOL_PAIRS pooled rows, one panel, as the blocked output holds them: (8-channel block,
+        2 * POOL_PAIRS * w_out pixels, 8)."""
+        cdef ConvGeom *g = &self.g
+        cdef Py_ssize_t w_out = g.w_out, hw_p = self.h_pool * self.w_pool, pr, jp, p, q0, q1
+        cdef Py_ssize_t cap = 2 * POOL_PAIRS * w_out
+        cdef Py_ssize_t mr, cb, pc0, cnt, u, j
+        cdef float t[96]
+        cdef float tt[64]
+        cdef float *rows = slot + self.pad_size
+        cdef const float *r0
+        cdef const float *r1
+        cdef const float *src
+        cdef float *o
+        cdef vf8 acc, seen, v
+        if self.padded:
+            self.pad_image(img, slot, 2 * pr0 * g.stride_h,
+                           min(self.hp, (2 * pr1 - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1))
+            src = slot
+        else:
+            src = &self.x[img, 0, 0, 0]
+        q0 = pr0
+        while q0 < pr1:
+            q1 = min(pr1, q0 + POOL_PAIRS)
+            for jp in range(self.panels):
+                # the chunk's conv rows, 2 * w_out pixels a pooled row, in tiles (which may
+                # cross from one row to the next: base[] places each pixel; sums as always)
+                p = 0
+                while p < 2 * (q1 - q0) * w_out:
+                    mr = min(TP, 2 * (q1 - q0) * w_out - p)
+                    tile6x16(src, &self.base[2 * q0 * w_out + p], mr, &self.off[0], self.K,
+                             &self.wt[jp, 0, 0], &self.bias16[jp * TC], t)
+                    self.store_blocked(t, TC, rows + p * 8, mr)
+                    self.store_blocked(t + 8, TC, rows + (cap + p) * 8, mr)
+                    p = p + TP
+                for pr in range(q0, q1):
+                    for cb in range(2):
+                        r0 = rows + (cb * cap + 2 * (pr - q0) * w_out) * 8
+                        r1 = r0 + w_out * 8
+                        # pooled pixel pc of channel c: out[img, c, pr, pc]; plane stride hw_p
+                        o = &self.out[img, jp * TC + cb * 8, pr, 0]
+                        pc0 = 0
+                        while pc0 < self.w_pool:
+                            cnt = min(8, self.w_pool - pc0)
+                            for u in range(cnt):
+                                acc = vf8_set1(-INFINITY)
+                                seen = vf8_zero()
+                                for j in range(4):
+                                    v = vf8_load((r0 if j < 2 else r1)
+                                                 + (2 * (pc0 + u) + j % 2) * 8)
+                                    acc = vf8_max(acc, v)
+                                    seen = vf8_nan_seen(seen, v)
+                                vf8_store(tt + u * 8, vf8_nan_where(acc, seen))
+                            if cnt == 8:
+                                vf8_transpose8(tt, 8, o + pc0, hw_p)
+                            else:
+                                for j in range(8):
+                                    for u in range(cnt):
+                                        o[j * hw_p + pc0 + u] = tt[u * 8 + j]
+                            pc0 = pc0 + 8
+            q0 = q1
+
     cdef void run(self) noexcept:
         cdef Py_ssize_t n = self.g.n, per_img, rp, cp, tasks, t, img, q, part, c
         cdef Py_ssize_t macs = n * self.hw * self.K * self.g.c_out
@@ -400,6 +493,20 @@ cdef class ConvTileStep(Step):
             return
         nt = team(self.num_threads, self.slots if self.slot_size else self.num_threads, macs,
                   n * self.tiles * self.panels)
+        if self.pool:
+            # (image, range of pooled rows) tasks, contiguous per thread; every image's rows
+            # split when the images do not go round the threads
+            rp = 1 if nt == 1 or n % nt == 0 else min(self.h_pool, nt)
+            with nogil:
+                if nt <= 1:
+                    for t in range(n):
+                        self.pool_task(t, 0, self.h_pool, w0)
+                else:
+                    for t in prange(n * rp, num_threads=nt, schedule="static"):
+                        self.pool_task(t // rp, (t % rp) * self.h_pool // rp,
+                                       (t % rp + 1) * self.h_pool // rp,
+                                       w0 + threadid() * self.slot_size)
+            return
         # Whole images per task when there are enough of them (one padded copy each). Else each
         # image in rp contiguous tile ranges of at least MIN_RANGE_TILES tiles, times cp
         # ranges of channel panels when there are too few tiles for that (7x7 outputs).

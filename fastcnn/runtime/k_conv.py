@@ -276,20 +276,22 @@ def _bind_vecdirect(p, cp, w4, bias):
     return bind, size
 
 
-def _bind_tile(p, cp, w4, bias, blocked_out=False):
-    """The tile kernel into an NCHW output, or (blocked_out) into an NCHW8c one."""
+def _bind_tile(p, cp, w4, bias, blocked_out=False, pool=False):
+    """The tile kernel into an NCHW output, or (blocked_out) into an NCHW8c one, or (pool)
+    into the NCHW output of a 2x2 stride-2 max pool of its output (ConvPoolNode)."""
     wt = p.cached("tile_panels", lambda: conv_tile.pack_tile_weights(w4()))
     slots = scratch_slots(p)
     size = slots * conv_tile.tile_scratch(cp["x4"], cp["w4"], cp["y4"], cp["strides"],
-                                          cp["pads"][:2], cp["dilations"])
+                                          cp["pads"][:2], cp["dilations"], pool)
     k_h, k_w = cp["kernel"]
     stream = blocked_out and _stream_output(cp)
+    pool_hw = cp["y4"][2:] if pool else None
 
     def bind(x, y, res, scratch):
         return conv_tile.ConvTileStep(x, wt, bias, res, y, cp["strides"], cp["pads"][:2],
                                       cp["dilations"], k_h, k_w, cp["act"], cp["alpha"],
                                       cp["beta"], scratch[:size] if size else None, slots,
-                                      blocked_out, stream)
+                                      blocked_out, stream, pool_hw)
     return bind, size
 
 
@@ -675,10 +677,13 @@ def prepare_expand_depthwise(pe, pd, pp=None):
 
 
 # ----------------------------------------------------------------------------- conv + max pool
-# A Winograd conv (activation fused) whose only reader is a 2x2 stride-2 max pool, as in VGG-style
-# edge CNNs, pools each output tile as it is finished (winograd.ConvWinogradStep, pool_hw): the
-# conv's output is never stored and the pool is not a step of its own. On 2 threads the pool
-# was the costliest part of a small layer: it read rows the other core had just written.
+# A conv (activation fused) whose only reader is a 2x2 stride-2 max pool, as in VGG-style edge
+# CNNs, pools its output as it computes it, so that output is never stored and the pool is not
+# a step of its own: a Winograd conv pools each output tile as it is finished
+# (winograd.ConvWinogradStep, pool_hw); a tile conv that would store blocked for the pool
+# computes two output rows of a panel and pools them (conv_tile.ConvTileStep, pool_hw). On 2
+# threads the pool was the costliest part of a small layer: it read rows the other core had
+# just written.
 FUSE_CONV_POOL = True
 
 
@@ -720,22 +725,27 @@ def _pool_2x2(node, types, attrs) -> bool:
             and tuple(y) == (x[0], x[1], x[2] // 2, x[3] // 2))
 
 
-def _winograd_conv(node, types, attrs) -> bool:
-    """A Conv without a residual that the cost model runs by Winograd. (Its weights are
-    constants: the planner refuses others. Its input and output are NCHW: conv_layouts keeps
-    a Winograd conv off blocked tensors, so its max pool reads and writes NCHW too.)"""
-    if node.op != "Conv" or len(node.outputs) != 1 or _residual(node):
-        return False
+def _pooling_conv(node, types, attrs, blocked):
+    """How a Conv without a residual, on an NCHW input, runs with the max pool after it:
+    'winograd' when the cost model runs it by Winograd (conv_layouts then keeps its output
+    NCHW), 'tile' when it stores blocked with the tile kernel (prepare_conv's choice from NCHW
+    to NCHW8c where _tile_applies) and has 16k output channels; else None. (Its weights are
+    constants: the planner refuses others.)"""
+    if node.op != "Conv" or len(node.outputs) != 1 or _residual(node) or node.inputs[0] in blocked:
+        return None
     x, w, y = types[node.inputs[0]].shape, types[node.inputs[1]].shape, types[node.outputs[0]].shape
     if len(x) != 4:
-        return False
-    return choose_algorithm(_conv_params(_NoFail, x, w, y, attrs)).startswith("winograd")
+        return None
+    cp = _conv_params(_NoFail, x, w, y, attrs)
+    if node.outputs[0] in blocked:
+        return "tile" if _tile_applies(cp) and y[1] % 16 == 0 else None
+    return "winograd" if choose_algorithm(cp).startswith("winograd") else None
 
 
-def fuse_conv_pool(graph, run_nodes, inferred) -> list:
-    """run_nodes with each (Winograd conv, 2x2 stride-2 max pool) pair replaced by a ConvPoolNode
-    at the pool's place, when the conv's output is read by the pool alone and is not a graph
-    output."""
+def fuse_conv_pool(graph, run_nodes, inferred, blocked) -> list:
+    """run_nodes with each (conv, 2x2 stride-2 max pool) pair that `_pooling_conv` accepts
+    replaced by a ConvPoolNode at the pool's place, when the conv's output is read by the pool
+    alone and is not a graph output, and the pool's output is NCHW."""
     if not FUSE_CONV_POOL:
         return run_nodes
     types, attrs = inferred.types, inferred.attrs
@@ -749,8 +759,9 @@ def fuse_conv_pool(graph, run_nodes, inferred) -> list:
         conv = producer.get(t)
         # (a fused node from fuse_expand_depthwise is no plain conv: it has parts)
         if (conv is None or hasattr(conv, "parts") or t in graph_outputs
-                or readers.get(t) != [node] or not _pool_2x2(node, types, attrs[node.name])
-                or not _winograd_conv(conv, types, attrs[conv.name])):
+                or readers.get(t) != [node] or node.outputs[0] in blocked
+                or not _pool_2x2(node, types, attrs[node.name])
+                or _pooling_conv(conv, types, attrs[conv.name], blocked) is None):
             continue
         fused[node.name] = ConvPoolNode(conv, node)
         dropped.add(conv.name)
@@ -760,10 +771,14 @@ def fuse_conv_pool(graph, run_nodes, inferred) -> list:
 def prepare_conv_pool(pc, pp):
     """Prepared for a ConvPoolNode: pc, pp the PrepareContexts of its conv and its pool."""
     cp = conv_params(pc)
-    algorithm = choose_algorithm(cp)
-    m = 4 if algorithm == "winograd4" else 2
     w4, bias = _weights(pc, cp)
-    bind_conv, size = _winograd_binder(m)(pc, cp, w4, bias, pool=True)
+    if pc.blocked_out(0):     # the tile kernel (_pooling_conv)
+        algorithm = "tile"
+        bind_conv, size = _bind_tile(pc, cp, w4, bias, pool=True)
+    else:
+        algorithm = choose_algorithm(cp)
+        bind_conv, size = _winograd_binder(4 if algorithm == "winograd4" else 2)(
+            pc, cp, w4, bias, pool=True)
     y4 = pp.out_types[0].shape
 
     def bind(ins, outs, scratch):

@@ -166,7 +166,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
         run_nodes.append(node)
     blocked = assign_layouts(graph, run_nodes, inferred, inferred.attrs) if BLOCKED_LAYOUTS else set()
     run_nodes = fuse_expand_depthwise(graph, run_nodes, inferred, blocked)
-    run_nodes = fuse_conv_pool(graph, run_nodes, inferred)
+    run_nodes = fuse_conv_pool(graph, run_nodes, inferred, blocked)
 
     def context(node):
         return PrepareContext(node, inferred.attrs[node.name],

@@ -12,6 +12,7 @@ from reference import conv2d, out_size, pool2d
 from fastcnn._kernels import blocked as bk
 from fastcnn._kernels.eltwise import ACT_CODES
 from fastcnn._kernels.gemm import pack_b_panels
+from fastcnn.runtime import k_conv
 from fastcnn.runtime import plan as plan_module
 
 RNG = np.random.default_rng(88)
@@ -356,10 +357,12 @@ def test_maxpool_blocked_refuses_bad_shapes():
 # second conv): the tile kernel (its output "c" blocked for the second pool) or Winograd (NCHW)
 @pytest.mark.parametrize("c1,c2,h,w,kernel,conv2_step", [(16, 32, 20, 22, 3, "ConvTileStep"),
                                                           (32, 64, 32, 32, 1, "ConvWinogradStep")])
-def test_conv_then_maxpool_runs_blocked(c1, c2, h, w, kernel, conv2_step, threads):
+def test_conv_then_maxpool_runs_blocked(monkeypatch, c1, c2, h, w, kernel, conv2_step, threads):
     """A conv the tile kernel runs stores blocked for the max pool after it, which writes NCHW
     for the NCHW conv that reads it; a conv Winograd would run keeps NCHW. Same values as the
-    plan with every tensor NCHW."""
+    plan with every tensor NCHW. (With the conv + pool fusion off: the 2x2 pools would join
+    their convs, tests/kernels/test_conv_pool.py.)"""
+    monkeypatch.setattr(k_conv, "FUSE_CONV_POOL", False)
     rng = np.random.default_rng(9)
     w_ = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
     consts = {"w1": w_(c1, 3, 3, 3), "b1": rand(rng, c1), "w2": w_(c2, c1, 3, 3),

@@ -1,5 +1,5 @@
-"""A Winograd conv with the 2x2 stride-2 max pool after it run as one step
-(winograd.ConvWinogradStep with pool_hw) against numpy and against the two steps it replaces,
+"""A conv with the 2x2 stride-2 max pool after it run as one step (winograd.ConvWinogradStep
+and conv_tile.ConvTileStep with pool_hw) against numpy and against the two steps it replaces,
 and the planner's choice of the pairs it fuses (k_conv.fuse_conv_pool) through whole graphs."""
 import numpy as np
 import pytest
@@ -8,6 +8,8 @@ from act_reference import apply
 from helpers import assert_close, ir_model, rand
 from reference import conv2d, pool2d
 
+from fastcnn._kernels import blocked as bk
+from fastcnn._kernels import conv_tile as ct
 from fastcnn._kernels import pool as pk
 from fastcnn._kernels import winograd
 from fastcnn._kernels.eltwise import ACT_CODES
@@ -127,13 +129,125 @@ def test_conv_pool_validation():
                                       0.0, None, 1, wt, args["pool_hw"])
 
 
+# ----------------------------------------------------------------------------- tile kernel
+# (n, c_in, c_out, h, w, kernel, stride, pads (top, left, bottom, right))
+TILE_CASES = [
+    (1, 3, 32, 32, 32, 3, 1, (1, 1, 1, 1)),     # the edge CNN's block 1
+    (2, 3, 16, 9, 11, 3, 1, (1, 1, 1, 1)),      # batch 2, odd sizes: last row/column dropped
+    (3, 5, 48, 13, 10, 5, 2, (2, 2, 2, 2)),     # 3 images, stride 2, 5x5, three panels
+    (1, 4, 16, 7, 8, 3, 1, (0, 0, 0, 0)),       # no padding read: no padded copy
+    (1, 2, 16, 6, 5, 3, 3, (1, 2, 1, 2)),       # stride > kernel, asymmetric
+    (1, 3, 16, 4, 4, 3, 1, (4, 3, 4, 3)),       # pads beyond the kernel: rows of bias only
+    (1, 3, 32, 2, 2, 1, 1, (0, 0, 0, 0)),       # a 2x2 output: one pooled pixel
+    (2, 8, 32, 20, 35, 3, 1, (1, 1, 1, 1)),     # rows of 35: 5 tiles and a 5-pixel one
+]
+
+
+def _tile_conv_shape(case):
+    n, c_in, c_out, h, w, k, s, p = case
+    return n, c_out, (h + p[0] + p[2] - k) // s + 1, (w + p[1] + p[3] - k) // s + 1
+
+
+def _tile_data(case):
+    n, c_in, c_out, h, w, k, s, p = case
+    x = rand(RNG, n, c_in, h, w)
+    wt = (rand(RNG, c_out, c_in, k, k) / np.sqrt(k * k * c_in)).astype(np.float32)
+    return x, wt, rand(RNG, c_out)
+
+
+def _tile_run(x, wt, b, case, act, threads, pool=True):
+    """ConvTileStep pooled (NCHW output) or, without pool, storing blocked; returns NCHW."""
+    n, c_in, c_out, h, w, k, s, p = case
+    conv = _tile_conv_shape(case)
+    slots = max(1, threads)
+    size = ct.tile_scratch(x.shape, wt.shape, conv, (s, s), p[:2], (1, 1), pool)
+    out = np.full((n, c_out, conv[2] // 2, conv[3] // 2) if pool else conv, np.nan, np.float32)
+    step = ct.ConvTileStep(x, ct.pack_tile_weights(wt), b, None, out, (s, s), p[:2], (1, 1), k,
+                           k, ACT_CODES[act[0]], act[1], act[2],
+                           np.full(size * slots, np.nan, np.float32) if size else None, slots,
+                           not pool, False, conv[2:] if pool else None)
+    step.num_threads = threads
+    step()
+    return out
+
+
+@pytest.mark.parametrize("case", TILE_CASES, ids=lambda c: f"{c[:5]}_k{c[5]}_s{c[6]}_p{c[7]}")
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: a[0] or "none")
+def test_tile_conv_pool_matches_numpy(case, act, threads):
+    x, wt, b = _tile_data(case)
+    n, c_in, c_out, h, w, k, s, p = case
+    ref = pool2d(apply(act[0], conv2d(x, wt, b, (s, s), p), act[1], act[2]), "max", (2, 2))
+    got = _tile_run(x, wt, b, case, act, threads)
+    assert got.shape == ref.shape
+    assert_close(got, ref)
+
+
+def _tile_apart(x, wt, b, case, act, threads):
+    """The conv storing blocked, then blocked.MaxPoolBlockedStep to NCHW: the unfused plan."""
+    blocked_y = _tile_run(x, wt, b, case, act, threads, pool=False)
+    n, c, h, w = blocked_y.shape
+    out = np.full((n, c, h // 2, w // 2), np.nan, np.float32)
+    step = bk.MaxPoolBlockedStep(blocked_y.reshape(-1), out.reshape(-1), blocked_y.shape,
+                                 out.shape, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    step.num_threads = threads
+    step()
+    return out
+
+
+@pytest.mark.parametrize("case", TILE_CASES, ids=lambda c: f"{c[:5]}_k{c[5]}_s{c[6]}_p{c[7]}")
+@pytest.mark.parametrize("threads_", [1, 2, 3])
+def test_tile_conv_pool_bit_identical_to_the_two_steps(case, threads_):
+    x, wt, b = _tile_data(case)
+    assert np.array_equal(_tile_run(x, wt, b, case, ACTS[0], threads_),
+                          _tile_apart(x, wt, b, case, ACTS[0], threads_))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_tile_conv_pool_non_finite(value, threads):
+    """A NaN or an Inf in the input reaches the pooled windows it touches, as in the two steps."""
+    case = TILE_CASES[1]
+    x, wt, b = _tile_data(case)
+    x[1, 2, 4, 5] = value
+    got = _tile_run(x, wt, b, case, ACTS[1], threads)
+    np.testing.assert_array_equal(got, _tile_apart(x, wt, b, case, ACTS[1], threads))
+    assert not np.isfinite(got).all()
+
+
+def test_tile_conv_pool_validation():
+    case = TILE_CASES[1]
+    n, c_in, c_out, h, w, k, s, p = case
+    x, wt, b = _tile_data(case)
+    conv = _tile_conv_shape(case)
+    pooled = np.zeros((n, c_out, conv[2] // 2, conv[3] // 2), np.float32)
+    wp = ct.pack_tile_weights(wt)
+    bad = [
+        dict(out=np.zeros((n, c_out, conv[2] // 2 + 1, conv[3] // 2), np.float32)),
+        dict(out=np.zeros((n, c_out, conv[2] // 2, conv[3] // 2 + 1), np.float32)),
+        dict(residual=pooled.copy()),
+        dict(blocked_out=True),
+        dict(pool_hw=(conv[2], 1)),
+    ]
+    for kw in bad:
+        a = dict(out=pooled, residual=None, blocked_out=False, pool_hw=conv[2:])
+        a.update(kw)
+        with pytest.raises(ValueError):
+            ct.ConvTileStep(x, wp, b, a["residual"], a["out"], (s, s), p[:2], (1, 1), k, k, 0,
+                            0.0, 0.0, None, 1, a["blocked_out"], False, a["pool_hw"])
+    # 24 channels: a last panel of 8 (12x8 tiles) is not pooled
+    w24 = rand(RNG, 24, c_in, k, k)
+    with pytest.raises(ValueError):
+        ct.ConvTileStep(x, ct.pack_tile_weights(w24), None, None,
+                        np.zeros((n, 24, conv[2] // 2, conv[3] // 2), np.float32), (s, s),
+                        p[:2], (1, 1), k, k, 0, 0.0, 0.0, None, 1, False, False, conv[2:])
+
+
 # ----------------------------------------------------------------------------- planner
-def _edge_block(pool=None, conv=None, extra=(), c_mid=32):
-    """x (16 channels) -> conv 3x3 (Relu, Winograd) to c_mid channels -> MaxPool 2x2 s2 ->
-    conv 3x3 (Relu) -> GAP: `pool` / `conv` attributes override the first pool's / conv's;
-    `extra` nodes are appended."""
+def _edge_block(pool=None, conv=None, extra=(), c_mid=32, c_in=16):
+    """x (c_in channels) -> conv 3x3 (Relu; Winograd with 16 input channels, the tile kernel
+    storing blocked with 3) to c_mid channels -> MaxPool 2x2 s2 -> conv 3x3 (Relu) -> GAP:
+    `pool` / `conv` attributes override the first pool's / conv's; `extra` nodes are appended."""
     rng = np.random.default_rng(5)
-    consts = {"w1": (rng.standard_normal((c_mid, 16, 3, 3)) / 12).astype(np.float32),
+    consts = {"w1": (rng.standard_normal((c_mid, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32),
               "b1": rand(rng, c_mid),
               "w2": (rng.standard_normal((16, c_mid, 3, 3)) / 17).astype(np.float32)}
     c_attrs = dict(pads=[1, 1, 1, 1], activation="Relu")
@@ -274,3 +388,63 @@ def test_planner_pool_after_a_fused_expand_depthwise():
     e = np.maximum(conv2d(s, c["we"]), 0)
     d = np.maximum(conv2d(e, c["wd"], None, (1, 1), (1, 1, 1, 1), (1, 1), 32), 0)
     assert_close(model.run(None, {"x": x})[0], pool2d(d, "max", (2, 2)).mean(axis=(2, 3), keepdims=True))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 32, 32), (2, 3, 17, 20), (3, 3, 9, 30)])
+def test_planner_fuses_tile_conv_and_pool(monkeypatch, shape, threads):
+    """A 3-channel conv that stores blocked for its max pool (the tile kernel) runs with the
+    pool as one step: the bits of the plan with the fusion off, and the numpy reference."""
+    nodes, consts = _edge_block(c_in=3)
+    x = rand(RNG, *shape)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads, split_batch=False)
+    plan = model.plan_for([x.shape])
+    assert _fused(model, x.shape) == ["conv0+maxpool1"]
+    assert [s.pool for s in plan.steps if type(s).__name__ == "ConvTileStep"] == [True]
+    got = model.run(None, {"x": x})[0]
+    assert_close(got, _numpy_block(x, consts))
+    monkeypatch.setattr(k_conv, "FUSE_CONV_POOL", False)
+    apart = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads, split_batch=False)
+    assert "MaxPoolBlockedStep" in {type(s).__name__ for s in apart.plan_for([x.shape]).steps}
+    assert np.array_equal(apart.run(None, {"x": x})[0], got)
+
+
+@pytest.mark.parametrize("why", ["24 channels", "blocked pool output", "blocked conv input",
+                                 "long reduction", "grouped conv"])
+def test_planner_leaves_other_blocked_pairs_apart(why):
+    """Convs storing blocked for their pool that the pooled tile step does not run (each fails
+    one rule of _pooling_conv or fuse_conv_pool) keep their two steps, with numpy's results."""
+    kw, shape, tail = dict(c_in=3), (1, 3, 16, 16), None
+    if why == "24 channels":
+        kw["c_mid"] = 24
+    elif why == "long reduction":      # K = 520 * 9 > TILE_MAX_K: the GEMM kernel stores blocked
+        kw["c_in"], kw["conv"], shape = 520, dict(strides=[2, 2]), (1, 520, 12, 12)
+    elif why == "grouped conv":
+        kw["c_in"], kw["conv"], shape = 4, dict(group=2), (1, 4, 16, 16)
+    nodes, consts = _edge_block(**kw)
+    if why == "grouped conv":
+        consts["w1"] = consts["w1"][:, :2].copy()
+    if why == "blocked pool output":   # a 1x1 conv (blocked kernel) reads the pool
+        consts["w2"] = consts["w2"][:, :, 1:2, 1:2].copy()
+        nodes[2] = ("Conv", ["p", "w2"], ["d"], dict(activation="Relu"))
+    if why == "blocked conv input":    # a stem storing blocked for a 1x1 conv, which pools
+        consts["w0"] = rand(RNG, 16, 3, 3, 3)
+        consts["w1"] = consts["w1"][:, :, 1:2, 1:2].repeat(6, axis=1)[:, :16].copy()
+        nodes = [("Conv", ["x", "w0"], ["s"], dict(pads=[1, 1, 1, 1], activation="Relu")),
+                 ("Conv", ["s", "w1", "b1"], ["c"], dict(activation="Relu"))] + nodes[1:]
+    x = rand(RNG, *shape)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts)
+    plan = model.plan_for([x.shape])
+    assert "c" in plan.blocked
+    assert not _fused(model, x.shape)
+    c = consts
+    if why == "blocked conv input":
+        s = np.maximum(conv2d(x, c["w0"], None, (1, 1), (1, 1, 1, 1)), 0)
+        y = np.maximum(conv2d(s, c["w1"], c["b1"]), 0)
+    else:
+        stride = (2, 2) if why == "long reduction" else (1, 1)
+        y = np.maximum(conv2d(x, c["w1"], c["b1"], stride, (1, 1, 1, 1), (1, 1),
+                              2 if why == "grouped conv" else 1), 0)
+    p = pool2d(y, "max", (2, 2))
+    pad = (0, 0, 0, 0) if why == "blocked pool output" else (1, 1, 1, 1)
+    ref = np.maximum(conv2d(p, c["w2"], None, (1, 1), pad), 0).mean(axis=(2, 3), keepdims=True)
+    assert_close(model.run(None, {"x": x})[0], ref)
