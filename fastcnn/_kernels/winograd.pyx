@@ -355,7 +355,7 @@ cdef class ConvWinogradStep(Step):
         stride 2 into out: pooled pixel (i, j) of a tile is the NaN-propagating max of its
         outputs (2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1), in that order. pb: (m/2)^2 * 16
         floats. Windows past the pooled output (an odd last row or column) are dropped."""
-        cdef Py_ssize_t m = self.m, q = self.m // 2, i, j, h, l, oh, ow, r
+        cdef Py_ssize_t m = self.m, q = self.m // 2, i, j, h, l, oh, ow
         cdef const float *p
         for i in range(q):
             for j in range(q):
