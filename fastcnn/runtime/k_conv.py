@@ -529,23 +529,31 @@ FUSE_MIN_PIXELS = 28 * 28
 FUSE_PROJECT_MIN_PIXELS = 48 * 48
 
 
-class ExpandDepthwiseNode:
-    """A 1x1 conv `pw`, the depthwise conv `dw` reading its output and optionally the 1x1 conv
-    `pj` reading dw's output, planned as one node: inputs pw's input (and pj's residual),
-    outputs the last conv's (the intermediate tensors are never stored)."""
+class FusedNode:
+    """Graph nodes (`parts`, in order) that the planner runs as one step: named after all of
+    them, reading `inputs` at run time and writing the last part's outputs (the tensors between
+    the parts are never stored). A subclass gives `prepare(*contexts)`: the Prepared for its
+    step from the parts' PrepareContexts, in order. op "Conv": every kind starts with a conv."""
 
     op = "Conv"
 
-    def __init__(self, pw, dw, pj=None):
-        self.pw, self.dw, self.pj = pw, dw, pj
-        self.parts = (pw, dw) if pj is None else (pw, dw, pj)
+    def __init__(self, parts, inputs):
+        self.parts = tuple(parts)
         self.name = "+".join(n.name for n in self.parts)
-        self.inputs = [pw.inputs[0]] + ([pj.inputs[3]] if pj is not None and _residual(pj) else [])
+        self.inputs = list(inputs)
         self.outputs = list(self.parts[-1].outputs)
-        self.attrs = self.parts[-1].attrs
 
     def __repr__(self):
-        return f"ExpandDepthwiseNode{self.parts!r}"
+        return f"{type(self).__name__}{self.parts!r}"
+
+
+class ExpandDepthwiseNode(FusedNode):
+    """A 1x1 conv `pw`, the depthwise conv `dw` reading its output and optionally the 1x1 conv
+    `pj` reading dw's output: inputs pw's input (and pj's residual)."""
+
+    def __init__(self, pw, dw, pj=None):
+        super().__init__((pw, dw) if pj is None else (pw, dw, pj),
+                         [pw.inputs[0]] + ([pj.inputs[3]] if pj is not None and _residual(pj) else []))
 
     def prepare(self, pe, pd, pp=None):
         return prepare_expand_depthwise(pe, pd, pp)
@@ -555,16 +563,13 @@ def _residual(node) -> bool:
     return len(node.inputs) > 3 and bool(node.inputs[3])
 
 
-def _plain_blocked_conv(node, types, consts, attrs, kind, tensor, blocked, residual=False):
+def _plain_blocked_conv(node, types, attrs, kind, tensor, blocked, residual=False):
     """(x, w, y) shapes of a Conv that runs the blocked kernel `kind` ('pointwise' or
-    'depthwise') with constant weights and bias, `tensor` blocked, and no residual unless
-    `residual`; else None."""
+    'depthwise') with `tensor` blocked and no residual unless `residual`; else None. (Its
+    weights and bias are constants: the planner refuses others.)"""
     if node.op != "Conv" or len(node.outputs) != 1 or tensor not in blocked:
         return None
     if _residual(node) and not residual:
-        return None
-    if node.inputs[1] not in consts or (len(node.inputs) > 2 and node.inputs[2]
-                                        and node.inputs[2] not in consts):
         return None
     x, w, y = types[node.inputs[0]].shape, types[node.inputs[1]].shape, types[node.outputs[0]].shape
     if len(x) != 4 or _blocked_kind(x, w, y, attrs) != kind:
@@ -572,28 +577,28 @@ def _plain_blocked_conv(node, types, consts, attrs, kind, tensor, blocked, resid
     return x, w, y
 
 
-def _fusable_expand(node, types, consts, attrs, blocked) -> bool:
+def _fusable_expand(node, types, attrs, blocked) -> bool:
     """A blocked pointwise conv with at most PW_KC_MAX input channels (one K block: the same
     sums as PointwiseBlockedStep) and 16k outputs, on an image of FUSE_MIN_PIXELS or more."""
-    shapes = _plain_blocked_conv(node, types, consts, attrs, "pointwise", node.inputs[0], blocked)
+    shapes = _plain_blocked_conv(node, types, attrs, "pointwise", node.inputs[0], blocked)
     if shapes is None:
         return False
     x, _, y = shapes
     return x[1] <= PW_KC_MAX and y[1] % 16 == 0 and x[2] * x[3] >= FUSE_MIN_PIXELS
 
 
-def _fusable_depthwise(node, types, consts, attrs, blocked) -> bool:
+def _fusable_depthwise(node, types, attrs, blocked) -> bool:
     """A blocked 3x3 depthwise conv with dilation 1."""
-    shapes = _plain_blocked_conv(node, types, consts, attrs, "depthwise", node.outputs[0], blocked)
+    shapes = _plain_blocked_conv(node, types, attrs, "depthwise", node.outputs[0], blocked)
     if shapes is None:
         return False
     cp = _conv_params(_NoFail, *shapes, attrs)
     return cp["kernel"] == (3, 3) and cp["dilations"] == (1, 1)
 
 
-def _fusable_project(node, types, consts, attrs, blocked) -> bool:
+def _fusable_project(node, types, attrs, blocked) -> bool:
     """A blocked pointwise conv (a residual allowed) on an image of FUSE_PROJECT_MIN_PIXELS."""
-    shapes = _plain_blocked_conv(node, types, consts, attrs, "pointwise", node.outputs[0], blocked,
+    shapes = _plain_blocked_conv(node, types, attrs, "pointwise", node.outputs[0], blocked,
                                  residual=True)
     return shapes is not None and shapes[0][2] * shapes[0][3] >= FUSE_PROJECT_MIN_PIXELS
 
@@ -615,7 +620,7 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
     alone."""
     if not FUSE_EXPAND_DEPTHWISE:
         return run_nodes
-    types, consts, attrs = inferred.types, inferred.consts, inferred.attrs
+    types, attrs = inferred.types, inferred.attrs
     readers, producer = _readers_and_producers(run_nodes)
 
     def only_reader(t):
@@ -629,12 +634,12 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
         # a conv joins one fused node at most (MobileNetV1's pointwise convs are the project of
         # one depthwise conv and the expand of the next)
         if (pw is None or pw.name in used or only_reader(t) is not node
-                or not _fusable_depthwise(node, types, consts, attrs[node.name], blocked)
-                or not _fusable_expand(pw, types, consts, attrs[pw.name], blocked)):
+                or not _fusable_depthwise(node, types, attrs[node.name], blocked)
+                or not _fusable_expand(pw, types, attrs[pw.name], blocked)):
             continue
         pj = only_reader(node.outputs[0])
         if pj is not None and (pj.inputs[0] != node.outputs[0] or not _fusable_project(
-                pj, types, consts, attrs[pj.name], blocked)):
+                pj, types, attrs[pj.name], blocked)):
             pj = None
         fused[(pj or node).name] = ExpandDepthwiseNode(pw, node, pj)
         dropped.update([pw.name] + ([node.name] if pj is not None else []))
@@ -681,28 +686,19 @@ def prepare_expand_depthwise(pe, pd, pp=None):
 # CNNs, pools its output as it computes it, so that output is never stored and the pool is not
 # a step of its own: a Winograd conv pools each output tile as it is finished
 # (winograd.ConvWinogradStep, pool_hw); a tile conv that would store blocked for the pool
-# computes two output rows of a panel and pools them (conv_tile.ConvTileStep, pool_hw). On 2
+# computes a few output rows of a panel at a time and pools them (conv_tile.ConvTileStep,
+# pool_hw). On 2
 # threads the pool was the costliest part of a small layer: it read rows the other core had
 # just written.
 FUSE_CONV_POOL = True
 
 
-class ConvPoolNode:
-    """A conv `conv` and the 2x2 stride-2 max pool `pool` reading its output, planned as one
-    node: input the conv's input, output the pool's (the conv's output is never stored)."""
-
-    op = "Conv"
+class ConvPoolNode(FusedNode):
+    """A conv `conv` and the 2x2 stride-2 max pool `pool` reading its output: input the conv's
+    input."""
 
     def __init__(self, conv, pool):
-        self.conv, self.pool = conv, pool
-        self.parts = (conv, pool)
-        self.name = conv.name + "+" + pool.name
-        self.inputs = [conv.inputs[0]]
-        self.outputs = list(pool.outputs[:1])
-        self.attrs = conv.attrs
-
-    def __repr__(self):
-        return f"ConvPoolNode{self.parts!r}"
+        super().__init__((conv, pool), [conv.inputs[0]])
 
     def prepare(self, pc, pp):
         return prepare_conv_pool(pc, pp)
@@ -757,8 +753,7 @@ def fuse_conv_pool(graph, run_nodes, inferred, blocked) -> list:
             continue
         t = node.inputs[0]
         conv = producer.get(t)
-        # (a fused node from fuse_expand_depthwise is no plain conv: it has parts)
-        if (conv is None or hasattr(conv, "parts") or t in graph_outputs
+        if (conv is None or isinstance(conv, FusedNode) or t in graph_outputs
                 or readers.get(t) != [node] or node.outputs[0] in blocked
                 or not _pool_2x2(node, types, attrs[node.name])
                 or _pooling_conv(conv, types, attrs[conv.name], blocked) is None):

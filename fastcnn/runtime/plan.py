@@ -14,7 +14,7 @@ from fastcnn.errors import ResourceLimitError, UnsupportedOpError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import Inferred
 from fastcnn.runtime.blocking import assign_layouts
-from fastcnn.runtime.k_conv import fuse_conv_pool, fuse_expand_depthwise
+from fastcnn.runtime.k_conv import FusedNode, fuse_conv_pool, fuse_expand_depthwise
 from fastcnn.runtime.memory import ALIGN, plan_offsets, private_offsets
 from fastcnn.runtime.prepare import PrepareContext, Prepared
 
@@ -39,8 +39,8 @@ PRIVATE_MAX_BYTES = 64 << 20
 
 def graph_nodes(node) -> tuple:
     """The graph nodes a planned node (an entry of `Plan.step_nodes`) runs: the parts of a
-    fused node (k_conv.ExpandDepthwiseNode, k_conv.ConvPoolNode), else the node itself."""
-    return getattr(node, "parts", (node,))
+    fused node (k_conv.FusedNode), else the node itself."""
+    return node.parts if isinstance(node, FusedNode) else (node,)
 
 
 def aligned_empty(nbytes: int) -> np.ndarray:
@@ -181,8 +181,9 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     touched = 0   # bytes of constants read since the file's pages were last released
     for node in run_nodes:
         ctxs = [context(m) for m in graph_nodes(node)]
-        # a fused node (several graph nodes) prepares itself from its parts' contexts
-        preps.append(node.prepare(*ctxs) if len(ctxs) > 1 else KERNELS[node.op](ctxs[0]))
+        # a fused node prepares itself from its parts' contexts
+        preps.append(node.prepare(*ctxs) if isinstance(node, FusedNode)
+                     else KERNELS[node.op](ctxs[0]))
         if release_weights is not None:
             touched += sum(c.nbytes for p in ctxs for c in p.in_consts if c is not None)
             if touched >= RELEASE_EVERY_BYTES:
