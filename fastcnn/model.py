@@ -323,10 +323,9 @@ class Model:
         """How calls with input shapes `key` on `threads` threads run (runtime/batch_split.py):
         None to run the batch whole, or `batch_split.Runs`: per thread, the shape keys of the
         chunks it runs one after the other on single-threaded plans: on several threads one
-        part of the batch
-        per thread, and a part (or, on one thread, the batch) in chunks when its activations
-        would not stay cached (`batch_split.chunk_size`). The answer is remembered; deciding
-        uses the batch-1 plan's sizes and builds no other plan."""
+        part of the batch per thread, and a part (or, on one thread, the batch) in chunks when
+        its activations would not stay cached (`batch_split.chunk_size`). The answer is
+        remembered; deciding uses the batch-1 plan's sizes and builds no other plan."""
         batch = key[0][0] if key[0] else 0
         decision = None
         if batch >= 2 and all(len(shape) and shape[0] == batch for shape in key) \
