@@ -186,9 +186,12 @@ cdef class ConvTileStep(Step):
     w_out // 2), NCHW, and the conv's output is never stored (c_out % 16 == 0, no residual).
     A task computes up to 2 * POOL_PAIRS conv rows of a panel into its scratch (as the blocked
     output stores them: their pixels in 6-pixel tiles, with none wasted when the rows hold a
-    multiple of 6), pools them and stores the pooled rows, with blocked.MaxPoolBlockedStep's arithmetic
-    (a plain max over the window in row-major order from -inf, NaN where a value was NaN): the
-    bits of the conv storing blocked and that pool."""
+    multiple of 6), pools them and stores the pooled rows, with blocked.MaxPoolBlockedStep's
+    arithmetic (a plain max over the window in row-major order from -inf, NaN where a value
+    was NaN) and its transposing NCHW store: the bits of the conv storing blocked and that
+    pool. (The few lines of that store are written again here rather than shared with
+    blocked.pyx, where shared helpers have changed what gcc inlines in the pointwise kernels
+    and made them slower; not measured for this one.)"""
     cdef const float[:, :, :, ::1] x
     cdef const float[:, :, ::1] wt
     cdef float[::1] bias16
