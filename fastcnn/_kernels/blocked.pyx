@@ -687,8 +687,9 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         out[b, co, oh, ow] = act_p(bias_p[co] + residual[b, co, oh, ow]
                                    + sum_c d[b, c, oh, ow] * w_p[co, c])
 
-    x: flat blocked (n, c_in, h, w); we: W_e^T packed in 16-channel panels (c_e/16, c_in, 16);
-    bias_e: (c_e,) or None; wd: (c_e/8, 9, 8) (`pack_depthwise_blocked`); bias_d: (c_e,) or
+    x: flat blocked (n, c_in, h, w); we: W_e^T packed in 16-channel panels (c_e/16, c_in, 16),
+    or None for no expand (e = x, c_e = c_in, a multiple of 8 only; then wpj is required: the
+    depthwise conv and its project, MobileNet's first block); bias_e: (c_e,) or None; wd: (c_e/8, 9, 8) (`pack_depthwise_blocked`); bias_d: (c_e,) or
     None; wpj: W_p^T packed (ceil(c_out/16), c_e, 16) or None; bias_p: padded to 16 channels
     (`pad_bias16`) or None; residual: flat blocked like out, or None; kc_p: the project's K
     block; out: flat blocked (n, c_e, h_out, w_out), or (n, c_out, h_out, w_out) with wpj; work:
@@ -698,7 +699,8 @@ cdef class ExpandDepthwiseBlockedStep(Step):
     read in a ring of three rows of every channel (the depthwise step's ring, filled by the 1x1
     conv instead of a copy), computing each row when first needed: e stays in this core's L2
     instead of making a round trip through memory (MobileNetV2's 96 x 112 x 112 e is 4.8 MB).
-    Row tasks that split an image recompute the e rows on their border. The arithmetic is
+    Row tasks that split an image recompute the e rows on their border. Without an expand the
+    ring rows are copies of x's rows, as DepthwiseBlockedStep's ring. The arithmetic is
     PointwiseBlockedStep's with one K block (the same tile kernels and epilogue) followed by
     DepthwiseBlockedStep's ring path and, with a project, PointwiseBlockedStep's on each output
     row of d (kept in a per-thread row buffer) with its K blocks: results are bit-identical to
@@ -716,13 +718,13 @@ cdef class ExpandDepthwiseBlockedStep(Step):
     cdef Py_ssize_t n, c_in, c_e, h, w, h_out, w_out, sh, sw, pt, pl, wp, row_size, slot_size
     cdef Py_ssize_t slots, c_out, panels_p, kc_p, ring_size
     cdef bint has_bias_e, has_bias_d, has_bias_p, has_res
-    cdef readonly bint project
+    cdef readonly bint project, expand
     cdef readonly bint stream
     cdef int act_e, fin_e, act_d, fin_d, act_p, fin_p
     cdef float alpha_e, beta_e, alpha_d, beta_d, alpha_p, beta_p
     cdef Tile4x24 tile4x24
 
-    def __init__(self, const float[::1] x, const float[:, :, ::1] we, bias_e,
+    def __init__(self, const float[::1] x, we, bias_e,
                  const float[:, :, ::1] wd, bias_d, float[::1] out, shape_in, shape_out,
                  strides, pads, int act_e=0, float alpha_e=0.0, float beta_e=0.0,
                  int act_d=0, float alpha_d=0.0, float beta_d=0.0, float[::1] work=None,
@@ -735,7 +737,10 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         n2, c_e, h_out, w_out = shape_out
         sh, sw = strides
         pt, pl = pads[0], pads[1]
-        if n2 != n or n < 0 or c_in % 8 or c_in < 8 or c_e % NR or c_e < NR:
+        self.expand = we is not None
+        if not self.expand and (c_e != c_in or wpj is None):
+            raise ValueError("ExpandDepthwiseBlockedStep: without an expand, c_e == c_in and a project")
+        if n2 != n or n < 0 or c_in % 8 or c_in < 8 or (self.expand and (c_e % NR or c_e < NR)):
             raise ValueError("ExpandDepthwiseBlockedStep: channels must be multiples of 8 (in) and 16")
         # any sizes and pads are safe: rows of e outside [0, h) are never computed (their taps
         # are skipped), columns outside [0, w) are the ring's zero padding (wp covers the last
@@ -764,7 +769,9 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.tile4x24 = tile4x24_call
         self.act_p, self.alpha_p, self.beta_p = act_p, alpha_p, beta_p
         self.fin_p = finish_kind(act_p, alpha_p, beta_p)
-        if we.shape[0] != c_e // NR or we.shape[1] != c_in or we.shape[2] != NR:
+        self.we = we if self.expand else np.zeros((1, 1, NR), np.float32)
+        if self.expand and (self.we.shape[0] != c_e // NR or self.we.shape[1] != c_in
+                            or self.we.shape[2] != NR):
             raise ValueError("ExpandDepthwiseBlockedStep: packed 1x1 weights do not fit")
         if wd.shape[0] != c_e // 8 or wd.shape[1] != 9 or wd.shape[2] != 8:
             raise ValueError("ExpandDepthwiseBlockedStep: packed depthwise weights do not fit")
@@ -773,9 +780,9 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.has_bias_e, self.has_bias_d = bias_e is not None, bias_d is not None
         self.bias_e = bias_e if bias_e is not None else np.zeros(1, np.float32)
         self.bias_d = bias_d if bias_d is not None else np.zeros(1, np.float32)
-        if (self.has_bias_e and self.bias_e.shape[0] < c_e) or (self.has_bias_d and self.bias_d.shape[0] != c_e):
+        if (self.has_bias_e and (self.bias_e.shape[0] < c_e or not self.expand)) or (self.has_bias_d and self.bias_d.shape[0] != c_e):
             raise ValueError("ExpandDepthwiseBlockedStep: bias sizes")
-        self.x, self.we, self.wd, self.out = x, we, wd, out
+        self.x, self.wd, self.out = x, wd, out
         self.n, self.c_in, self.c_e, self.h, self.w = n, c_in, c_e, h, w
         self.h_out, self.w_out, self.sh, self.sw, self.pt, self.pl = h_out, w_out, sh, sw, pt, pl
         self.wp, self.row_size = expand_depthwise_ring(shape_in, shape_out, strides, pads)
@@ -793,10 +800,15 @@ cdef class ExpandDepthwiseBlockedStep(Step):
 
     cdef void expand_row(self, Py_ssize_t img, Py_ssize_t ih, float *dst) noexcept nogil:
         """Row ih of e for image img into dst (c_e/8 blocks of wp padded pixels, column iw at
-        iw + pl): every 16-channel panel, 6-pixel tiles (a row's last one or two in 2x16)."""
-        cdef Py_ssize_t hw = self.h * self.w, wp8 = self.wp * 8, jp, p, mr
+        iw + pl): every 16-channel panel, 6-pixel tiles (a row's last one or two in 2x16);
+        without an expand, a copy of x's row."""
+        cdef Py_ssize_t hw = self.h * self.w, wp8 = self.wp * 8, jp, p, mr, cb
         cdef const float *xr = &self.x[img * self.c_in * hw + ih * self.w * 8]
         cdef SplitEpilogue epi
+        if not self.expand:
+            for cb in range(self.c_e // 8):
+                copy_floats(xr + cb * hw * 8, dst + cb * wp8 + self.pl * 8, self.w * 8)
+            return
         epi.act, epi.alpha, epi.beta, epi.fin = self.act_e, self.alpha_e, self.beta_e, self.fin_e
         epi.stream = False
         epi.res = NULL
@@ -894,7 +906,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
             pc = pc + kcc
 
     cdef void run(self) noexcept:
-        cdef Py_ssize_t macs = self.n * (self.h * self.w * self.c_in + (9 + self.c_out * self.project) * self.h_out * self.w_out) * self.c_e
+        cdef Py_ssize_t macs = self.n * (self.h * self.w * self.c_in * self.expand + (9 + self.c_out * self.project) * self.h_out * self.w_out) * self.c_e
         cdef int nt = team(self.num_threads, self.slots, macs, self.n * self.h_out)
         cdef Py_ssize_t parts = 1, t
         cdef float *work = &self.work[0]

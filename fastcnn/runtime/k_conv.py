@@ -524,7 +524,12 @@ def prepare_conv(p):
 # at least FUSE_PROJECT_MIN_PIXELS pixels: at 56x56 (MobileNetV2 blocks 2 and 3) 5-8% faster
 # than the pair and the project apart, at 28x28 1-4% slower (a row of 28 pixels makes short
 # tiles for the project, and d would stay in L2 anyway).
+# A depthwise conv with no 1x1 conv before it to join (MobileNetV2's first block, after the
+# stem) runs with its project on the same terms (a DepthwiseProjectNode), its ring filled with
+# copies of its input rows: MobileNetV2 (32 channels at 112x112) 1-2% faster at batch 1, 0-1%
+# at batch 16, on 1 and 2 threads.
 FUSE_EXPAND_DEPTHWISE = True
+FUSE_DEPTHWISE_PROJECT = True
 FUSE_MIN_PIXELS = 28 * 28
 FUSE_PROJECT_MIN_PIXELS = 48 * 48
 
@@ -557,6 +562,17 @@ class ExpandDepthwiseNode(FusedNode):
 
     def prepare(self, pe, pd, pp=None):
         return prepare_expand_depthwise(pe, pd, pp)
+
+
+class DepthwiseProjectNode(FusedNode):
+    """A depthwise conv `dw` and the 1x1 conv `pj` reading its output: inputs dw's input (and
+    pj's residual)."""
+
+    def __init__(self, dw, pj):
+        super().__init__((dw, pj), [dw.inputs[0]] + ([pj.inputs[3]] if _residual(pj) else []))
+
+    def prepare(self, pd, pp):
+        return prepare_expand_depthwise(None, pd, pp)
 
 
 def _residual(node) -> bool:
@@ -615,9 +631,10 @@ def _readers_and_producers(run_nodes):
 
 def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
     """run_nodes with each (expand 1x1 conv, 3x3 depthwise conv[, project 1x1 conv]) chain that
-    qualifies replaced by an ExpandDepthwiseNode at its last conv's place: each intermediate
-    tensor is blocked (so not a graph output, runtime/blocking.py) and read by the next conv
-    alone."""
+    qualifies replaced by an ExpandDepthwiseNode at its last conv's place, and each (depthwise,
+    project) pair whose depthwise conv has no expand to join by a DepthwiseProjectNode: each
+    intermediate tensor is blocked (so not a graph output, runtime/blocking.py) and read by the
+    next conv alone."""
     if not FUSE_EXPAND_DEPTHWISE:
         return run_nodes
     types, attrs = inferred.types, inferred.attrs
@@ -626,6 +643,14 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
     def only_reader(t):
         r = readers.get(t, [])
         return r[0] if t in blocked and len(r) == 1 else None
+
+    def project_of(dw):
+        """The 1x1 conv that alone reads dw's output and may join it, or None."""
+        pj = only_reader(dw.outputs[0])
+        if pj is None or pj.inputs[0] != dw.outputs[0] or not _fusable_project(
+                pj, types, attrs[pj.name], blocked):
+            return None
+        return pj
 
     fused, dropped, used = {}, set(), set()
     for node in run_nodes:
@@ -637,28 +662,41 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
                 or not _fusable_depthwise(node, types, attrs[node.name], blocked)
                 or not _fusable_expand(pw, types, attrs[pw.name], blocked)):
             continue
-        pj = only_reader(node.outputs[0])
-        if pj is not None and (pj.inputs[0] != node.outputs[0] or not _fusable_project(
-                pj, types, attrs[pj.name], blocked)):
-            pj = None
+        pj = project_of(node)
         fused[(pj or node).name] = ExpandDepthwiseNode(pw, node, pj)
         dropped.update([pw.name] + ([node.name] if pj is not None else []))
         used.update(n.name for n in fused[(pj or node).name].parts)
+    # then the depthwise convs left, with a project no fused node took (as the expand of the
+    # next depthwise conv it saves more: MobileNetV1 2-3% slower when the pairs came first)
+    for node in run_nodes if FUSE_DEPTHWISE_PROJECT else ():
+        if node.name in used or not _fusable_depthwise(node, types, attrs[node.name], blocked):
+            continue
+        pj = project_of(node)
+        if pj is None or pj.name in used or node.inputs[0] not in blocked:
+            continue
+        fused[pj.name] = DepthwiseProjectNode(node, pj)
+        dropped.add(node.name)
+        used.update([node.name, pj.name])
     return [fused.get(node.name, node) for node in run_nodes if node.name not in dropped]
 
 
 def prepare_expand_depthwise(pe, pd, pp=None):
-    """Prepared for an ExpandDepthwiseNode: pe, pd (, pp) the PrepareContexts of its convs."""
-    cpe, cpd = conv_params(pe), conv_params(pd)
-    w4e, bias_e = _weights(pe, cpe)
+    """Prepared for an ExpandDepthwiseNode: pe, pd (, pp) the PrepareContexts of its convs; pe
+    None for a DepthwiseProjectNode (pd, pp)."""
+    cpd = conv_params(pd)
     w4d, bias_d = _weights(pd, cpd)
-    c_e = cpe["y4"][1]
-    we, b16 = _packed_pointwise(pe, cpe, w4e, bias_e)
+    c_e = cpd["y4"][1]
+    if pe is not None:
+        cpe = conv_params(pe)
+        we, b16 = _packed_pointwise(pe, cpe, *_weights(pe, cpe))
+        act_e = (cpe["act"], cpe["alpha"], cpe["beta"])
+    else:
+        cpe, we, b16, act_e = cpd, None, None, (0, 0.0, 0.0)
     wd = _packed_depthwise(pd, w4d)
     slots = scratch_slots(pd)
     geo = (cpe["x4"], cpd["y4"], cpd["strides"], cpd["pads"][:2])
     size = slots * blocked.expand_depthwise_scratch(*geo, pp is not None)
-    flops = conv_flops(cpe) + conv_flops(cpd)
+    flops = (conv_flops(cpe) if pe is not None else 0) + conv_flops(cpd)
     project, last = {}, cpd
     if pp is not None:
         last = cpp = conv_params(pp)
@@ -674,11 +712,12 @@ def prepare_expand_depthwise(pe, pd, pp=None):
         if len(ins) > 1:
             extra["residual"] = ins[1].reshape(-1)
         return blocked.ExpandDepthwiseBlockedStep(
-            ins[0].reshape(-1), we, b16, wd, bias_d, outs[0].reshape(-1), *geo,
-            cpe["act"], cpe["alpha"], cpe["beta"], cpd["act"], cpd["alpha"], cpd["beta"],
-            scratch[:size], slots, _stream_output(last), **extra)
+            ins[0].reshape(-1), we, b16, wd, bias_d, outs[0].reshape(-1), *geo, *act_e,
+            cpd["act"], cpd["alpha"], cpd["beta"], scratch[:size], slots, _stream_output(last),
+            **extra)
+    kind = "blocked_expand_depthwise" if pe is not None else "blocked_depthwise"
     return Prepared(bind, scratch=size, flops=flops,
-                    notes={"algorithm": "blocked_expand_depthwise" + ("_project" if pp else "")})
+                    notes={"algorithm": kind + ("_project" if pp else "")})
 
 
 # ----------------------------------------------------------------------------- conv + max pool

@@ -218,6 +218,118 @@ def test_expand_depthwise_stream(offset, project, threads):
     assert_close(from_blocked(outs[1].reshape((n, c_out) + shape_out[2:])), ref)
 
 
+# ----------------------------------------------------------------------------- depthwise + project
+# No expand (we=None): the ring holds copies of x's rows, c_e = c_in (8k channels, not only 16k).
+# (n, c, c, h, w, stride, pads), c_out, kc_p
+DW_PROJECT = [
+    ((1, 8, 8, 1, 1, 1, (1, 1, 1, 1)), 16, 256),       # one pixel, one block of 8
+    ((2, 24, 24, 9, 13, 1, (1, 1, 1, 1)), 24, 256),    # batch 2, odd sizes, 3 blocks, 4x24 tiles
+    ((1, 32, 32, 11, 7, 2, (1, 1, 1, 1)), 16, 16),     # stride 2, narrow rows, 2 K blocks
+    ((3, 16, 16, 5, 17, 2, (0, 1, 1, 0)), 8, 256),     # asymmetric pads, a lone panel of 8
+    ((1, 8, 8, 13, 14, 4, (1, 1, 1, 1)), 40, 256),     # stride > kernel
+    ((1, 16, 16, 4, 5, 1, (4, 3, 4, 3)), 16, 256),     # pads beyond the kernel
+    ((2, 32, 32, 30, 29, 1, (1, 1, 1, 1)), 16, 256),   # MobileNetV2's first block, smaller
+]
+
+
+def _dw_project_step(x, wd, bd, wp, bp, res, case, c_out, kc_p, threads, slots=None,
+                     stream=False, out=None):
+    n, c, _, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    slots = slots or max(1, threads)
+    work = np.full(slots * bk.expand_depthwise_scratch(shape_in, shape_out, (s, s), p[:2], True),
+                   np.nan, np.float32)
+    if out is None:
+        out = np.full(n * c_out * shape_out[2] * shape_out[3], np.nan, np.float32)
+    clip = ACT_CODES["Clip"]
+    step = bk.ExpandDepthwiseBlockedStep(
+        to_blocked(x).reshape(-1), None, None, bk.pack_depthwise_blocked(wd), bd, out,
+        shape_in, shape_out, (s, s), p[:2], 0, 0.0, 0.0, clip, 0.0, 6.0, work, slots, stream,
+        pack_b_panels(wp.reshape(c_out, c).T), None if bp is None else bk.pad_bias16(bp, c_out),
+        None if res is None else to_blocked(res).reshape(-1), c_out, 0, 0.0, 0.0, kc_p)
+    assert not step.expand and step.project
+    step.num_threads = threads
+    step()
+    return step, from_blocked(out.reshape((n, c_out) + shape_out[2:]))
+
+
+@pytest.mark.parametrize("case,c_out,kc_p", DW_PROJECT, ids=lambda v: str(v))
+def test_depthwise_project_matches_numpy(case, c_out, kc_p, threads):
+    n, c, _, h, w, s, p = case
+    x, _, _, wd, bd = _weights(case)
+    wp, bp, res = _project_weights(case, c_out)
+    d = np.clip(conv2d(x, wd, bd, (s, s), p, (1, 1), c), 0, 6)
+    _, got = _dw_project_step(x, wd, bd, wp, bp, res, case, c_out, kc_p, threads)
+    assert_close(got, conv2d(d, wp, bp) + res)
+    d = conv2d(x, wd, None, (s, s), p, (1, 1), c)
+    got = _dw_project_step(x, wd, None, wp, None, None, case, c_out, kc_p, threads)[1]
+    assert_close(got, conv2d(np.clip(d, 0, 6), wp))
+
+
+@pytest.mark.parametrize("case,c_out,kc_p", [DW_PROJECT[1], DW_PROJECT[2], DW_PROJECT[3],
+                                             DW_PROJECT[6]], ids=lambda v: str(v))
+def test_depthwise_project_bit_identical_to_the_two_steps(case, c_out, kc_p):
+    """The same sums as DepthwiseBlockedStep (ring) then PointwiseBlockedStep, for 1, 2 and 3
+    threads (rows split, borders copied twice)."""
+    n, c, _, h, w, s, p = case
+    shape_in, shape_out = _shapes(case)
+    x, _, _, wd, bd = _weights(case)
+    wp, bp, res = _project_weights(case, c_out)
+    d = np.zeros(int(np.prod(shape_out)), np.float32)
+    work = np.zeros(bk.depthwise_blocked_scratch(shape_in, shape_out, (3, 3), (s, s), p[:2],
+                                                 (1, 1)), np.float32)
+    bk.DepthwiseBlockedStep(to_blocked(x).reshape(-1), bk.pack_depthwise_blocked(wd), bd, None, d,
+                            shape_in, shape_out, (3, 3), (s, s), p[:2], (1, 1),
+                            ACT_CODES["Clip"], 0.0, 6.0, work, 1, True)()
+    two = np.zeros(n * c_out * shape_out[2] * shape_out[3], np.float32)
+    bk.PointwiseBlockedStep(d, pack_b_panels(wp.reshape(c_out, c).T), bk.pad_bias16(bp, c_out),
+                            to_blocked(res).reshape(-1), two, n, c, c_out,
+                            shape_out[2] * shape_out[3], kc=kc_p)()
+    for nt in (1, 2, 3):
+        got = _dw_project_step(x, wd, bd, wp, bp, res, case, c_out, kc_p, nt, slots=3)[1]
+        assert np.array_equal(to_blocked(got).reshape(-1), two), nt
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_depthwise_project_stream(offset, threads):
+    """stream=True: the project's output in non-temporal stores when aligned, same bits."""
+    case, c_out, kc_p = DW_PROJECT[6]
+    n, c, _, h, w, s, p = case
+    ho, wo = _shapes(case)[1][2:]
+    x, _, _, wd, bd = _weights(case)
+    wp, bp, res = _project_weights(case, c_out)
+    outs = []
+    for stream in (False, True):
+        out = aligned_nan(n * c_out * ho * wo, offset)
+        step, got = _dw_project_step(x, wd, bd, wp, bp, res, case, c_out, kc_p, threads,
+                                     stream=stream, out=out)
+        assert step.stream == (stream and offset == 0)
+        outs.append(got)
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_depthwise_project_validation():
+    n, c, h, w = 1, 24, 9, 13
+    x = np.zeros(n * c * h * w, np.float32)
+    wd = bk.pack_depthwise_blocked(np.zeros((c, 1, 3, 3), np.float32))
+    wp = pack_b_panels(np.zeros((c, 16), np.float32))
+    out = np.zeros(n * 16 * h * w, np.float32)
+    good = dict(shape_in=(n, c, h, w), shape_out=(n, c, h, w), strides=(1, 1), pads=(1, 1))
+    bk.ExpandDepthwiseBlockedStep(x, None, None, wd, None, out, **good, wpj=wp, c_out=16)  # fits
+    with pytest.raises(ValueError, match="without an expand"):    # a depthwise conv alone
+        bk.ExpandDepthwiseBlockedStep(x, None, None, wd, None, np.zeros_like(x), **good)
+    with pytest.raises(ValueError, match="without an expand"):    # c_e != c_in
+        bk.ExpandDepthwiseBlockedStep(x, None, None, wd, None, out, (n, c, h, w), (n, 16, h, w),
+                                      (1, 1), (1, 1), wpj=wp, c_out=16)
+    with pytest.raises(ValueError, match="bias"):                 # an expand bias, no expand
+        bk.ExpandDepthwiseBlockedStep(x, None, bk.pad_bias16(np.zeros(c, np.float32), c), wd,
+                                      None, out, **good, wpj=wp, c_out=16)
+    with pytest.raises(ValueError, match="channels"):             # 20 channels: not 8k
+        bk.ExpandDepthwiseBlockedStep(np.zeros(20 * h * w, np.float32), None, None, wd, None, out,
+                                      (n, 20, h, w), (n, 20, h, w), (1, 1), (1, 1), wpj=wp,
+                                      c_out=16)
+
+
 def test_info_lists_the_fused_convs_as_kernels(tmp_path, capsys):
     """`fastcnn info` marks every conv of a fused node as run by a kernel."""
     from fastcnn import cli
@@ -401,8 +513,13 @@ def test_planner_uses_each_conv_once(monkeypatch, threads):
     model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
     parts = [m.name for n in model.plan_for([x.shape]).step_nodes for m in plan_module.graph_nodes(n)]
     assert len(parts) == len(set(parts)) == len(nodes)
-    assert sum(isinstance(n, k_conv.ExpandDepthwiseNode)
-               for n in model.plan_for([x.shape]).step_nodes) >= 2
+    # expand chains first (pointwise convs join as expands, not as projects of depthwise
+    # pairs), then the last depthwise conv, whose 1x1 conv no chain took, with it
+    fused = [(type(n).__name__, n.name) for n in model.plan_for([x.shape]).step_nodes
+             if isinstance(n, k_conv.FusedNode)]
+    assert fused == [("ExpandDepthwiseNode", "conv1+conv2+conv3"),
+                     ("ExpandDepthwiseNode", "conv5+conv6+conv7"),
+                     ("DepthwiseProjectNode", "conv8+conv9")]
     assert np.array_equal(model.run(None, {"x": x})[0],
                           _unfused(monkeypatch, nodes, consts, x, ["y"], threads)[0])
 
@@ -441,5 +558,90 @@ def test_planner_leaves_other_pairs_apart(monkeypatch, why):
     monkeypatch.setattr(k_conv, "FUSE_MIN_PIXELS", 1)
     again = ir_model(nodes, {"x": x.shape}, outputs, consts)
     assert bool(_fused_names(again, x.shape)) == (why == "small image")
+    for a, b in zip(again.run(None, {"x": x}), model.run(None, {"x": x})):
+        assert np.array_equal(a, b)
+
+
+def _dw_block(c=16, residual=False, extra=(), dw_input="s"):
+    """stem 3x3 s2 (-> c channels, blocked) -> 3x3 depthwise + Clip -> project 1x1 (+ a
+    residual: the stem's output through another 1x1 conv) -> GAP -> flatten."""
+    rng = np.random.default_rng(10)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    consts = {"ws": w(c, 3, 3, 3), "bs": rand(rng, c), "wd": w(c, 1, 3, 3), "bd": rand(rng, c),
+              "wp": w(16, c, 1, 1), "bp": rand(rng, 16), "wr": w(16, c, 1, 1)}
+    nodes = [
+        ("Conv", ["x", "ws", "bs"], ["s"], dict(pads=[1, 1, 1, 1], strides=[2, 2], activation="Relu")),
+        ("Conv", [dw_input, "wd", "bd"], ["d"], dict(pads=[1, 1, 1, 1], group=c, activation="Clip",
+                                                     activation_alpha=0.0, activation_beta=6.0)),
+        ("Conv", ["d", "wp", "bp"], ["pre" if residual else "p"], {}),
+        ("GlobalAveragePool", ["p"], ["g"], {}),
+        ("Flatten", ["g"], ["y"], {}),
+    ] + list(extra)
+    if residual:
+        # r before the depthwise conv: the Add is fused into the later of its producers
+        nodes[1:1] = [("Conv", ["s", "wr"], ["r"], {})]
+        nodes[4:4] = [("Add", ["pre", "r"], ["p"], {})]
+    return nodes, consts
+
+
+def _dw_project_nodes(model, shape):
+    return [n for n in model.plan_for([shape]).step_nodes
+            if isinstance(n, k_conv.DepthwiseProjectNode)]
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("c", [16, 24])
+def test_planner_fuses_depthwise_and_project(monkeypatch, residual, c, threads):
+    """A depthwise conv after the stem (no expand to join) and its project 1x1 conv run as one
+    step once the depthwise output has FUSE_PROJECT_MIN_PIXELS pixels (28x29 here): its output
+    is not stored, the bits are those of the two convs apart, numpy agrees."""
+    monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 28 * 29)
+    nodes, consts = _dw_block(c, residual)
+    x = rand(RNG, 2, 3, 56, 58)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
+    fused = _dw_project_nodes(model, x.shape)
+    assert [len(n.parts) for n in fused] == [2] and len(fused[0].inputs) == 1 + residual
+    plan = model.plan_for([x.shape])
+    assert "d" not in {o for n in plan.step_nodes for o in n.outputs}
+    assert "ExpandDepthwiseBlockedStep" in {type(st).__name__ for st in plan.steps}
+    got = model.run(None, {"x": x})[0]
+    monkeypatch.setattr(k_conv, "FUSE_DEPTHWISE_PROJECT", False)
+    apart = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
+    assert not _dw_project_nodes(apart, x.shape)
+    assert np.array_equal(got, apart.run(None, {"x": x})[0])
+    k = consts
+    s = np.maximum(conv2d(x, k["ws"], k["bs"], (2, 2), (1, 1, 1, 1)), 0)
+    d = np.clip(conv2d(s, k["wd"], k["bd"], (1, 1), (1, 1, 1, 1), (1, 1), c), 0, 6)
+    p = conv2d(d, k["wp"], k["bp"]) + (conv2d(s, k["wr"]) if residual else 0)
+    assert_close(got, p.mean(axis=(2, 3)))
+
+
+@pytest.mark.parametrize("why", ["small image", "two readers", "graph output", "switched off",
+                                 "nchw input"])
+def test_planner_leaves_depthwise_and_project_apart(monkeypatch, why):
+    """A depthwise output under FUSE_PROJECT_MIN_PIXELS, read by another node too, or a graph
+    output, or a depthwise conv reading an NCHW tensor (the graph's input: its output blocked
+    for the project, its input not) keeps the two steps (with the same results)."""
+    monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 28 * 29 + (why == "small image"))
+    kw, outputs, x = {}, ["y"], rand(RNG, 1, 3, 56, 58)
+    if why == "two readers":
+        kw["extra"] = [("MaxPool", ["d"], ["m"], dict(kernel_shape=[2, 2], strides=[2, 2])),
+                       ("GlobalAveragePool", ["m"], ["mg"], {})]
+        outputs = ["y", "mg"]
+    elif why == "graph output":
+        outputs = ["y", "d"]
+    elif why == "switched off":
+        monkeypatch.setattr(k_conv, "FUSE_DEPTHWISE_PROJECT", False)
+    elif why == "nchw input":
+        kw["dw_input"], x = "x", rand(RNG, 1, 16, 28, 29)
+    nodes, consts = _dw_block(**kw)
+    if why == "nchw input":
+        nodes = nodes[1:]                       # no stem
+    model = ir_model(nodes, {"x": x.shape}, outputs, consts)
+    assert not _dw_project_nodes(model, x.shape)
+    monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 1)
+    monkeypatch.setattr(k_conv, "FUSE_DEPTHWISE_PROJECT", True)
+    again = ir_model(nodes, {"x": x.shape}, outputs, consts)
+    assert bool(_dw_project_nodes(again, x.shape)) == (why in ("small image", "switched off"))
     for a, b in zip(again.run(None, {"x": x}), model.run(None, {"x": x})):
         assert np.array_equal(a, b)
