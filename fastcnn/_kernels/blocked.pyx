@@ -25,11 +25,14 @@ from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8, vf8_max_nan, vf8_nan_seen, vf8_nan_where
 from libc.math cimport INFINITY
+from fastcnn._kernels.conv_tile cimport ConvTileStep
 from fastcnn._kernels.ukernel cimport (NR, team, whole_lines, SplitEpilogue, ukernel_6x16_blk,
                                        ukernel_12x8_blk, ukernel_4x24_blk, ukernel_2x16_blk,
                                        FIN_NONE, FIN_CLIP, finish_kind, put8, finish8)
 
 import numpy as np
+
+from fastcnn._kernels.gemm import pad_bias16   # (here for the callers that packed with blocked)
 
 cdef enum:
     RING_MAX = 32       # depthwise: most padded input rows a task keeps
@@ -329,14 +332,6 @@ cdef class PointwiseBlockedStep(Step):
                     band = (t // jchunks) % self.bands
                     self.task(img, band, c * self.panels // jchunks,
                               (c + 1) * self.panels // jchunks)
-
-
-def pad_bias16(bias, Py_ssize_t c_out):
-    """bias (c_out,) zero-padded to a multiple of 16 (the split epilogue reads 16 per panel)."""
-    out = np.zeros((c_out + NR - 1) // NR * NR, np.float32)
-    if bias is not None:
-        out[:c_out] = bias
-    return out
 
 
 # ----------------------------------------------------------------------------- depthwise
@@ -689,7 +684,10 @@ cdef class ExpandDepthwiseBlockedStep(Step):
 
     x: flat blocked (n, c_in, h, w); we: W_e^T packed in 16-channel panels (c_e/16, c_in, 16),
     or None for no expand (e = x, c_e = c_in, a multiple of 8 only; then wpj is required: the
-    depthwise conv and its project, MobileNet's first block); bias_e: (c_e,) or None; wd: (c_e/8, 9, 8) (`pack_depthwise_blocked`); bias_d: (c_e,) or
+    depthwise conv and its project, MobileNet's first block); bias_e: (c_e,) or None;
+    stem: with we None, a row-producing conv_tile.ConvTileStep (rows_of = shape_in) whose
+    output is e (MobileNetV2's stem, depthwise conv and project: e = stem(x) never stored);
+    x is then unused (the stem reads its own input) and c_e % 16 == 0; wd: (c_e/8, 9, 8) (`pack_depthwise_blocked`); bias_d: (c_e,) or
     None; wpj: W_p^T packed (ceil(c_out/16), c_e, 16) or None; bias_p: padded to 16 channels
     (`pad_bias16`) or None; residual: flat blocked like out, or None; kc_p: the project's K
     block; out: flat blocked (n, c_e, h_out, w_out), or (n, c_out, h_out, w_out) with wpj; work:
@@ -700,7 +698,9 @@ cdef class ExpandDepthwiseBlockedStep(Step):
     conv instead of a copy), computing each row when first needed: e stays in this core's L2
     instead of making a round trip through memory (MobileNetV2's 96 x 112 x 112 e is 4.8 MB).
     Row tasks that split an image recompute the e rows on their border. Without an expand the
-    ring rows are copies of x's rows, as DepthwiseBlockedStep's ring. The arithmetic is
+    ring rows are copies of x's rows, as DepthwiseBlockedStep's ring; with a stem, its output
+    rows (ConvTileStep.rows_blocked: the bits of the stem storing blocked), the input rows the
+    task's stem rows read padded once per task into the slot's end. The arithmetic is
     PointwiseBlockedStep's with one K block (the same tile kernels and epilogue) followed by
     DepthwiseBlockedStep's ring path and, with a project, PointwiseBlockedStep's on each output
     row of d (kept in a per-thread row buffer) with its K blocks: results are bit-identical to
@@ -723,6 +723,9 @@ cdef class ExpandDepthwiseBlockedStep(Step):
     cdef int act_e, fin_e, act_d, fin_d, act_p, fin_p
     cdef float alpha_e, beta_e, alpha_d, beta_d, alpha_p, beta_p
     cdef Tile4x24 tile4x24
+    cdef ConvTileStep stem
+    cdef readonly bint has_stem
+    cdef Py_ssize_t stem_off, stem_k
 
     def __init__(self, const float[::1] x, we, bias_e,
                  const float[:, :, ::1] wd, bias_d, float[::1] out, shape_in, shape_out,
@@ -730,7 +733,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
                  int act_d=0, float alpha_d=0.0, float beta_d=0.0, float[::1] work=None,
                  Py_ssize_t slots=1, bint stream=False, wpj=None, bias_p=None, residual=None,
                  Py_ssize_t c_out=0, int act_p=0, float alpha_p=0.0, float beta_p=0.0,
-                 Py_ssize_t kc_p=256):
+                 Py_ssize_t kc_p=256, ConvTileStep stem=None):
         """shape_in (n, c_in, h, w), shape_out (n, c_e, h_out, w_out) (the depthwise output's
         shape, also with a project), pads (top, left)."""
         n, c_in, h, w = shape_in
@@ -740,6 +743,11 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.expand = we is not None
         if not self.expand and (c_e != c_in or wpj is None):
             raise ValueError("ExpandDepthwiseBlockedStep: without an expand, c_e == c_in and a project")
+        self.has_stem = stem is not None
+        if self.has_stem and (self.expand or not stem.rows_only or c_e % NR
+                              or tuple(stem.rows_shape()) != (n, c_e, h, w)):
+            raise ValueError("ExpandDepthwiseBlockedStep: a stem needs no expand and a row "
+                             "producer of shape_in (16k channels)")
         if n2 != n or n < 0 or c_in % 8 or c_in < 8 or (self.expand and (c_e % NR or c_e < NR)):
             raise ValueError("ExpandDepthwiseBlockedStep: channels must be multiples of 8 (in) and 16")
         # any sizes and pads are safe: rows of e outside [0, h) are never computed (their taps
@@ -752,7 +760,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
             c_out = c_e
         elif c_out % 8 or c_out < 8 or kc_p < 8 or kc_p % 8:
             raise ValueError("ExpandDepthwiseBlockedStep: project channels must be a multiple of 8")
-        if x.shape[0] != n * c_in * h * w or out.shape[0] != n * c_out * h_out * w_out:
+        if (x.shape[0] != n * c_in * h * w and not self.has_stem) or out.shape[0] != n * c_out * h_out * w_out:
             raise ValueError("ExpandDepthwiseBlockedStep: x/out sizes")
         self.c_out, self.kc_p, self.panels_p = c_out, kc_p, (c_out + NR - 1) // NR
         self.wpj = wpj if self.project else np.zeros((1, 1, NR), np.float32)
@@ -787,7 +795,11 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.h_out, self.w_out, self.sh, self.sw, self.pt, self.pl = h_out, w_out, sh, sw, pt, pl
         self.wp, self.row_size = expand_depthwise_ring(shape_in, shape_out, strides, pads)
         self.ring_size = whole_lines(3 * self.row_size)
-        self.slot_size = expand_depthwise_scratch(shape_in, shape_out, strides, pads, self.project)
+        self.stem = stem
+        self.stem_k = stem.K if stem is not None else 0
+        self.stem_off = expand_depthwise_scratch(shape_in, shape_out, strides, pads, self.project)
+        self.slot_size = expand_depthwise_scratch(shape_in, shape_out, strides, pads,
+                                                  self.project, stem.pad_size if stem else 0)
         self.slots = slots
         self.work = work if work is not None else np.zeros(self.slot_size * slots, np.float32)
         if self.work.shape[0] < self.slot_size * slots:
@@ -798,13 +810,18 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.act_d, self.alpha_d, self.beta_d = act_d, alpha_d, beta_d
         self.fin_d = finish_kind(act_d, alpha_d, beta_d)
 
-    cdef void expand_row(self, Py_ssize_t img, Py_ssize_t ih, float *dst) noexcept nogil:
+    cdef void expand_row(self, Py_ssize_t img, Py_ssize_t ih, float *dst,
+                         const float *src) noexcept nogil:
         """Row ih of e for image img into dst (c_e/8 blocks of wp padded pixels, column iw at
         iw + pl): every 16-channel panel, 6-pixel tiles (a row's last one or two in 2x16);
-        without an expand, a copy of x's row."""
+        without an expand, a copy of x's row, or the stem's row computed from src."""
         cdef Py_ssize_t hw = self.h * self.w, wp8 = self.wp * 8, jp, p, mr, cb
-        cdef const float *xr = &self.x[img * self.c_in * hw + ih * self.w * 8]
+        cdef const float *xr
         cdef SplitEpilogue epi
+        if self.has_stem:
+            self.stem.rows_blocked(src, ih, dst + self.pl * 8, wp8)
+            return
+        xr = &self.x[img * self.c_in * hw + ih * self.w * 8]
         if not self.expand:
             for cb in range(self.c_e // 8):
                 copy_floats(xr + cb * hw * 8, dst + cb * wp8 + self.pl * 8, self.w * 8)
@@ -842,6 +859,12 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         cdef float *orow
         cdef Py_ssize_t o_blk = self.h_out * w_out * 8
         cdef bint stream = self.stream and not self.project
+        cdef const float *src = NULL
+        if self.has_stem:    # the input rows of the stem rows [ih_lo, ih_hi) the task reads
+            ih0 = max(0, oh0 * self.sh - self.pt)
+            ih = min(self.h, (oh1 - 1) * self.sh - self.pt + 3)
+            if ih > ih0:
+                src = self.stem.image_src(img, ring + self.stem_off, ih0, ih)
         # padding columns stay zero: expand_row writes only [pl, pl + w)
         vf8_zero_fill(ring, 3 * self.row_size)
         for slot in range(3):
@@ -854,7 +877,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
                 ih = ih0 + kh
                 slot = ih % 3
                 if slot_row[slot] != ih:
-                    self.expand_row(img, ih, ring + slot * self.row_size)
+                    self.expand_row(img, ih, ring + slot * self.row_size, src)
                     slot_row[slot] = ih
                 slot_of[kh] = slot
             for cb in range(cbs):
@@ -906,7 +929,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
             pc = pc + kcc
 
     cdef void run(self) noexcept:
-        cdef Py_ssize_t macs = self.n * (self.h * self.w * self.c_in * self.expand + (9 + self.c_out * self.project) * self.h_out * self.w_out) * self.c_e
+        cdef Py_ssize_t macs = self.n * (self.h * self.w * (self.c_in * self.expand + self.stem_k) + (9 + self.c_out * self.project) * self.h_out * self.w_out) * self.c_e
         cdef int nt = team(self.num_threads, self.slots, macs, self.n * self.h_out)
         cdef Py_ssize_t parts = 1, t
         cdef float *work = &self.work[0]
@@ -936,11 +959,14 @@ def expand_depthwise_ring(shape_in, shape_out, strides, pads):
     return wp, c_e * wp
 
 
-def expand_depthwise_scratch(shape_in, shape_out, strides, pads, bint project=False):
+def expand_depthwise_scratch(shape_in, shape_out, strides, pads, bint project=False,
+                             Py_ssize_t stem_pad=0):
     """Floats of scratch one thread of ExpandDepthwiseBlockedStep needs: its ring of 3 rows,
-    and with a project the row buffer of d."""
+    with a project the row buffer of d, with a stem its padded input (stem_pad floats, the
+    stem's `pad_size`)."""
     ring = whole_lines(3 * expand_depthwise_ring(shape_in, shape_out, strides, pads)[1])
-    return ring + (whole_lines(shape_out[1] * shape_out[3]) if project else 0)
+    return (ring + (whole_lines(shape_out[1] * shape_out[3]) if project else 0)
+            + whole_lines(stem_pad))
 
 
 # ----------------------------------------------------------------------------- max pool

@@ -38,8 +38,7 @@ from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
 
-from fastcnn._kernels.blocked import pad_bias16
-from fastcnn._kernels.gemm import pack_bt_panels
+from fastcnn._kernels.gemm import pack_bt_panels, pad_bias16
 
 cdef enum:
     TP = 6              # pixels per tile
@@ -173,6 +172,43 @@ cdef inline void tile12x8(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
     vf8_store(t + 88, c11)
 
 
+cdef inline void tile_step(ConvTileStep self, const float *src, float *t, float *rows,
+                           float *o, const float *r, Py_ssize_t ti, Py_ssize_t tile0,
+                           Py_ssize_t jp, Py_ssize_t p_end) noexcept nogil:
+    """ConvTileStep's tile ti of channel panel jp, computed and stored (the task's buffers and
+    pointers; the task's tiles start at tile0 and its pixels end at p_end). A function, not a
+    method: methods of a class declared in a .pxd are called through its vtable, and this one
+    must inline into the task loop (LeNet-5 1.4% slower otherwise). A panel of at most 8
+    channels goes 12 pixels at a time: tiles ti and ti + 1 when ti - tile0 is even."""
+    cdef Py_ssize_t p0 = ti * TP, hw = self.hw, nc = min(TC, self.g.c_out - jp * TC), mr
+    cdef float *oj = o + jp * TC * hw + p0
+    cdef const float *rj = r + jp * TC * hw + p0 if r != NULL else NULL
+    if nc <= 8:
+        if (ti - tile0) % 2:
+            return
+        mr = min(2 * TP, p_end - p0)
+        tile12x8(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
+                 &self.bias16[jp * TC], t)
+        if self.blocked_out:
+            self.store_blocked(t, 8, o + (2 * jp * hw + p0) * 8, mr)
+            return
+        self.store_block(t, 8, oj, rj, nc, min(8, mr), False, rows)
+        if mr > 8:
+            self.store_block(t + 64, 8, oj + 8, rj + 8 if rj != NULL else NULL, nc, mr - 8,
+                             p0 + 16 <= p_end, rows)
+        return
+    mr = min(TP, hw - p0)
+    tile6x16(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
+             &self.bias16[jp * TC], t)
+    if self.blocked_out:
+        self.store_blocked(t, TC, o + (2 * jp * hw + p0) * 8, mr)
+        self.store_blocked(t + 8, TC, o + ((2 * jp + 1) * hw + p0) * 8, mr)
+        return
+    self.store_block(t, TC, oj, rj, 8, mr, p0 + 8 <= p_end, rows)
+    self.store_block(t + 8, TC, oj + 8 * hw, rj + 8 * hw if rj != NULL else NULL, nc - 8, mr,
+                     p0 + 8 <= p_end, rows)
+
+
 cdef class ConvTileStep(Step):
     """Direct group-1 conv in 6x16 register tiles (module docstring). x (n, c_in, h_in, w_in);
     wt: `pack_tile_weights(w)` (ceil(c_out/16), K, 16); bias (c_out,) or None; residual like out
@@ -191,32 +227,32 @@ cdef class ConvTileStep(Step):
     was NaN) and its transposing NCHW store: the bits of the conv storing blocked and that
     pool. (The few lines of that store are written again here rather than shared with
     blocked.pyx, where shared helpers have changed what gcc inlines in the pointwise kernels
-    and made them slower; not measured for this one.)"""
-    cdef const float[:, :, :, ::1] x
-    cdef const float[:, :, ::1] wt
-    cdef float[::1] bias16
-    cdef const float[:, :, :, ::1] residual
-    cdef float[:, :, :, ::1] out
-    cdef float[::1] work
-    cdef ConvGeom g
-    cdef Py_ssize_t K, panels, hp, wp, hw, tiles, slot_size, slots
-    cdef bint padded, panel_outer, blocked_out
-    cdef readonly bint stream
-    cdef readonly bint pool
-    cdef Py_ssize_t h_pool, w_pool, pad_size
-    cdef int fin
-    cdef Py_ssize_t[::1] base
-    cdef Py_ssize_t[::1] off
+    and made them slower; not measured for this one.)
+
+    rows_of = (n, c_out, h_out, w_out) with out None: the step only produces rows for a fused
+    step (blocked.ExpandDepthwiseBlockedStep's stem), which calls `image_src` and
+    `rows_blocked`; run() does nothing. Needs c_out % 16 == 0, no residual, no stream.
+
+    (Attributes and methods are declared in conv_tile.pxd.)"""
 
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, ::1] wt, bias, residual,
                  float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t k_h,
                  Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
                  float[::1] work=None, Py_ssize_t slots=1, bint blocked_out=False,
-                 bint stream=False, pool_hw=None):
-        cdef Py_ssize_t c_out = out.shape[1], oh, ow, ci, kh, kw
+                 bint stream=False, pool_hw=None, rows_of=None):
+        cdef Py_ssize_t c_out, oh, ow, ci, kh, kw
+        self.rows_only = out is None
+        if self.rows_only:
+            if (rows_of is None or len(rows_of) != 4 or rows_of[1] % TC or residual is not None
+                    or stream or pool_hw is not None):
+                raise ValueError("ConvTileStep: a row producer needs rows_of with c_out % 16 "
+                                 "== 0, no residual, stream or pool")
+            out = np.zeros((rows_of[0], rows_of[1], 1, 1), np.float32)  # (only its shape[:2])
+            blocked_out = True
+        c_out = out.shape[1]
         self.x, self.wt, self.out = x, wt, out
         self.pool = pool_hw is not None
-        conv_shape = shape4(out)
+        conv_shape = tuple(rows_of) if self.rows_only else shape4(out)
         if self.pool:
             conv_shape = (out.shape[0], c_out, pool_hw[0], pool_hw[1])
             if (residual is not None or blocked_out or c_out % TC or pool_hw[0] < 2
@@ -273,7 +309,7 @@ cdef class ConvTileStep(Step):
         if slots < 1:
             raise ValueError("ConvTileStep: slots must be >= 1")
         self.slots = slots
-        if self.slot_size:
+        if self.slot_size and not self.rows_only:   # (a row producer pads into its user's)
             self.work = work if work is not None else np.zeros(self.slot_size * slots, np.float32)
             if self.work.shape[0] < self.slot_size * slots:
                 raise ValueError("ConvTileStep: work too small")
@@ -309,6 +345,38 @@ cdef class ConvTileStep(Step):
                     d[c] = xs[c]
                 for c in range(g.w_in, g.w_in + right):
                     d[c] = 0.0
+
+    def rows_shape(self):
+        """(n, c_out, h_out, w_out): the conv's output (what rows_blocked produces)."""
+        return (self.g.n, self.g.c_out, self.g.h_out, self.g.w_out)
+
+    cdef const float *image_src(self, Py_ssize_t img, float *xp, Py_ssize_t oh0,
+                                Py_ssize_t oh1) noexcept nogil:
+        """Where the tiles of output rows [oh0, oh1) of image img read: xp (this thread's
+        scratch) with the padded rows they read filled in, or x's image when no padding is
+        read."""
+        if not self.padded:
+            return &self.x[img, 0, 0, 0]
+        self.pad_image(img, xp, oh0 * self.g.stride_h,
+                       min(self.hp, (oh1 - 1) * self.g.stride_h + (self.g.k_h - 1) * self.g.dil_h + 1))
+        return xp
+
+    cdef void rows_blocked(self, const float *src, Py_ssize_t oh, float *dst,
+                           Py_ssize_t block_stride) noexcept nogil:
+        """Output row oh (activation applied) from src (`image_src`) into dst: channel block cb
+        at dst + cb * block_stride, pixel ow at + ow * 8; 6-pixel tiles of the row, the sums
+        of `task` (one order per output, whatever the tiling)."""
+        cdef float t[96]
+        cdef Py_ssize_t w_out = self.g.w_out, p0 = oh * self.g.w_out, jp, p, mr
+        for jp in range(self.panels):
+            p = 0
+            while p < w_out:
+                mr = min(TP, w_out - p)
+                tile6x16(src, &self.base[p0 + p], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
+                         &self.bias16[jp * TC], t)
+                self.store_blocked(t, TC, dst + 2 * jp * block_stride + p * 8, mr)
+                self.store_blocked(t + 8, TC, dst + (2 * jp + 1) * block_stride + p * 8, mr)
+                p = p + TP
 
     cdef void store_blocked(self, const float *t, Py_ssize_t ldt, float *o,
                             Py_ssize_t count) noexcept nogil:
@@ -369,58 +437,17 @@ cdef class ConvTileStep(Step):
         cdef const float *r = &self.residual[img, 0, 0, 0] if self.g.has_residual else NULL
         cdef Py_ssize_t ti, jp, p_end = min(self.hw, tile1 * TP)
         vf8_zero_fill(t + 96, 32)     # the rows past a tile's 6 (or 12) pixels
-        if self.padded:
-            # the padded rows the outputs [tile0 * TP, p_end) read
-            self.pad_image(img, xp, (tile0 * TP // self.g.w_out) * self.g.stride_h,
-                           min(self.hp, ((p_end - 1) // self.g.w_out) * self.g.stride_h
-                               + (self.g.k_h - 1) * self.g.dil_h + 1))
-            src = xp
-        else:
-            src = &self.x[img, 0, 0, 0]
+        src = self.image_src(img, xp, tile0 * TP // self.g.w_out, (p_end - 1) // self.g.w_out + 1)
         if self.panel_outer:
             for jp in range(jp0, jp1):
                 for ti in range(tile0, tile1):
-                    self.tile(src, t, rows, o, r, ti, tile0, jp, p_end)
+                    tile_step(self, src, t, rows, o, r, ti, tile0, jp, p_end)
         else:
             for ti in range(tile0, tile1):
                 for jp in range(jp0, jp1):
-                    self.tile(src, t, rows, o, r, ti, tile0, jp, p_end)
+                    tile_step(self, src, t, rows, o, r, ti, tile0, jp, p_end)
         if self.stream:
             vf8_store_fence()
-
-    cdef inline void tile(self, const float *src, float *t, float *rows, float *o,
-                          const float *r, Py_ssize_t ti, Py_ssize_t tile0, Py_ssize_t jp,
-                          Py_ssize_t p_end) noexcept nogil:
-        """Tile ti of channel panel jp, computed and stored (the task's buffers and pointers;
-        the task's tiles start at tile0 and its pixels end at p_end). A panel of at most 8
-        channels goes 12 pixels at a time: tiles ti and ti + 1 when ti - tile0 is even."""
-        cdef Py_ssize_t p0 = ti * TP, hw = self.hw, nc = min(TC, self.g.c_out - jp * TC), mr
-        cdef float *oj = o + jp * TC * hw + p0
-        cdef const float *rj = r + jp * TC * hw + p0 if r != NULL else NULL
-        if nc <= 8:
-            if (ti - tile0) % 2:
-                return
-            mr = min(2 * TP, p_end - p0)
-            tile12x8(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
-                     &self.bias16[jp * TC], t)
-            if self.blocked_out:
-                self.store_blocked(t, 8, o + (2 * jp * hw + p0) * 8, mr)
-                return
-            self.store_block(t, 8, oj, rj, nc, min(8, mr), False, rows)
-            if mr > 8:
-                self.store_block(t + 64, 8, oj + 8, rj + 8 if rj != NULL else NULL, nc, mr - 8,
-                                 p0 + 16 <= p_end, rows)
-            return
-        mr = min(TP, hw - p0)
-        tile6x16(src, &self.base[p0], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
-                 &self.bias16[jp * TC], t)
-        if self.blocked_out:
-            self.store_blocked(t, TC, o + (2 * jp * hw + p0) * 8, mr)
-            self.store_blocked(t + 8, TC, o + ((2 * jp + 1) * hw + p0) * 8, mr)
-            return
-        self.store_block(t, TC, oj, rj, 8, mr, p0 + 8 <= p_end, rows)
-        self.store_block(t + 8, TC, oj + 8 * hw, rj + 8 * hw if rj != NULL else NULL, nc - 8, mr,
-                         p0 + 8 <= p_end, rows)
 
     cdef void pool_task(self, Py_ssize_t img, Py_ssize_t pr0, Py_ssize_t pr1,
                         float *slot) noexcept nogil:
@@ -440,12 +467,7 @@ cdef class ConvTileStep(Step):
         cdef const float *src
         cdef float *o
         cdef vf8 acc, seen, v
-        if self.padded:
-            self.pad_image(img, slot, 2 * pr0 * g.stride_h,
-                           min(self.hp, (2 * pr1 - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1))
-            src = slot
-        else:
-            src = &self.x[img, 0, 0, 0]
+        src = self.image_src(img, slot, 2 * pr0, 2 * pr1)
         q0 = pr0
         while q0 < pr1:
             q1 = min(pr1, q0 + POOL_PAIRS)
@@ -492,7 +514,7 @@ cdef class ConvTileStep(Step):
         cdef Py_ssize_t macs = n * self.hw * self.K * self.g.c_out
         cdef int nt
         cdef float *w0 = &self.work[0] if self.slot_size else NULL
-        if n == 0:
+        if n == 0 or self.rows_only:
             return
         nt = team(self.num_threads, self.slots if self.slot_size else self.num_threads, macs,
                   n * self.tiles * self.panels)

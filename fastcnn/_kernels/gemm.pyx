@@ -359,6 +359,14 @@ cdef class BatchedMatMulStep(Step):
                                  <int>clamp_threads(self.num_threads, self.slots))
 
 
+def pad_bias16(bias, Py_ssize_t c_out):
+    """bias (c_out,) zero-padded to a multiple of 16 (the split epilogue reads 16 per panel)."""
+    out = np.zeros((c_out + NR - 1) // NR * NR, np.float32)
+    if bias is not None:
+        out[:c_out] = bias
+    return out
+
+
 def pack_b_panels(b):
     """Pack B (k, n) for the micro-kernels: panels (ceil(n/16), k, 16), columns zero-padded."""
     b = np.asarray(b, np.float32)

@@ -12,6 +12,7 @@ from reference import conv2d, out_size
 from test_blocked import aligned_nan, from_blocked, to_blocked
 
 from fastcnn._kernels import blocked as bk
+from fastcnn._kernels import conv_tile
 from fastcnn._kernels.eltwise import ACT_CODES
 from fastcnn._kernels.gemm import pack_b_panels
 from fastcnn.runtime import k_conv
@@ -330,6 +331,143 @@ def test_depthwise_project_validation():
                                       c_out=16)
 
 
+# ----------------------------------------------------------------------------- stem + depthwise + project
+# The depthwise conv's input computed by a tile conv on an NCHW image (a row-producing
+# conv_tile.ConvTileStep): (n, c_x, h_x, w_x, stem kernel, stem stride, stem pads (t, l, b, r),
+# c (16k), dw stride, c_out)
+STEM = [
+    (1, 3, 32, 30, 3, 2, (1, 1, 1, 1), 32, 1, 16),    # MobileNetV2's stem, smaller
+    (2, 3, 17, 23, 3, 2, (1, 1, 1, 1), 16, 2, 24),    # odd sizes, batch 2, stride-2 depthwise
+    (1, 2, 9, 14, 3, 1, (0, 0, 0, 0), 16, 1, 8),      # no padding: the stem reads x in place
+    (3, 4, 11, 8, 5, 1, (2, 1, 2, 3), 32, 1, 40),     # 5x5, asymmetric pads, batch 3
+    (1, 3, 6, 6, 3, 3, (4, 4, 4, 4), 16, 1, 16),      # stem pads beyond its kernel, stride > kernel
+]
+
+
+def _stem_step(x, ws, bs, wd, bd, wp, bp, res, case, threads, slots=None, out=None):
+    """The fused stem + depthwise + project step on NCHW arrays (stem ReLU, depthwise ReLU6,
+    project none): returns the NCHW output."""
+    n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
+    e_shape, d_shape = _stem_parts_shapes(case)
+    slots = slots or max(1, threads)
+    stem = conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(ws), bs, None, None, (ss, ss),
+                                  sp[:2], (1, 1), k, k, ACT_CODES["Relu"], 0.0, 0.0,
+                                  rows_of=e_shape)
+    pad = conv_tile.tile_scratch(x.shape, ws.shape, e_shape, (ss, ss), sp[:2], (1, 1))
+    assert pad == stem.pad_size
+    work = np.full(slots * bk.expand_depthwise_scratch(e_shape, d_shape, (ds, ds), (1, 1), True,
+                                                       pad), np.nan, np.float32)
+    if out is None:
+        out = np.full(n * c_out * d_shape[2] * d_shape[3], np.nan, np.float32)
+    step = bk.ExpandDepthwiseBlockedStep(
+        x.reshape(-1), None, None, bk.pack_depthwise_blocked(wd), bd, out, e_shape, d_shape,
+        (ds, ds), (1, 1), 0, 0.0, 0.0, ACT_CODES["Clip"], 0.0, 6.0, work, slots, False,
+        pack_b_panels(wp.reshape(c_out, c).T), None if bp is None else bk.pad_bias16(bp, c_out),
+        None if res is None else to_blocked(res).reshape(-1), c_out, 0, 0.0, 0.0, 256, stem)
+    assert step.has_stem
+    step.num_threads = threads
+    step()
+    return from_blocked(out.reshape((n, c_out) + d_shape[2:]))
+
+
+def _stem_parts_shapes(case):
+    n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
+    hs, wsz = out_size(hx, k, ss, sp[0], sp[2]), out_size(wx, k, ss, sp[1], sp[3])
+    return (n, c, hs, wsz), (n, c, out_size(hs, 3, ds, 1, 1), out_size(wsz, 3, ds, 1, 1))
+
+
+def _stem_weights(case):
+    n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
+    e_shape, d_shape = _stem_parts_shapes(case)
+    x = rand(RNG, n, cx, hx, wx)
+    ws = (rand(RNG, c, cx, k, k) / np.sqrt(cx * k * k)).astype(np.float32)
+    wd = rand(RNG, c, 1, 3, 3)
+    wp = (rand(RNG, c_out, c, 1, 1) / np.sqrt(c)).astype(np.float32)
+    return (x, ws, rand(RNG, c), wd, rand(RNG, c), wp, rand(RNG, c_out),
+            rand(RNG, n, c_out, *d_shape[2:]))
+
+
+@pytest.mark.parametrize("case", STEM, ids=lambda c: str(c))
+def test_stem_depthwise_project_matches_numpy(case, threads):
+    n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
+    x, ws, bs, wd, bd, wp, bp, res = _stem_weights(case)
+    got = _stem_step(x, ws, bs, wd, bd, wp, bp, res, case, threads)
+    e = np.maximum(conv2d(x, ws, bs, (ss, ss), sp), 0)
+    d = np.clip(conv2d(e, wd, bd, (ds, ds), (1, 1, 1, 1), (1, 1), c), 0, 6)
+    assert_close(got, conv2d(d, wp, bp) + res)
+    got = _stem_step(x, ws, bs, wd, bd, wp, None, None, case, threads)
+    assert_close(got, conv2d(d, wp))
+
+
+@pytest.mark.parametrize("case", STEM, ids=lambda c: str(c))
+def test_stem_depthwise_project_bit_identical_to_the_three_steps(case):
+    """The bits of ConvTileStep storing blocked, DepthwiseBlockedStep and PointwiseBlockedStep,
+    for 1, 2 and 3 threads (image rows split: border stem rows computed twice)."""
+    n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
+    e_shape, d_shape = _stem_parts_shapes(case)
+    x, ws, bs, wd, bd, wp, bp, res = _stem_weights(case)
+    e = np.zeros(e_shape, np.float32)
+    conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(ws), bs, None, e, (ss, ss), sp[:2],
+                           (1, 1), k, k, ACT_CODES["Relu"], 0.0, 0.0,
+                           np.zeros(max(1, conv_tile.tile_scratch(x.shape, ws.shape, e_shape,
+                                                                  (ss, ss), sp[:2], (1, 1))),
+                                    np.float32), 1, True)()
+    d = np.zeros(int(np.prod(d_shape)), np.float32)
+    work = np.zeros(bk.depthwise_blocked_scratch(e_shape, d_shape, (3, 3), (ds, ds), (1, 1),
+                                                 (1, 1)), np.float32)
+    bk.DepthwiseBlockedStep(e.reshape(-1), bk.pack_depthwise_blocked(wd), bd, None, d, e_shape,
+                            d_shape, (3, 3), (ds, ds), (1, 1), (1, 1), ACT_CODES["Clip"], 0.0,
+                            6.0, work, 1, True)()
+    three = np.zeros(n * c_out * d_shape[2] * d_shape[3], np.float32)
+    bk.PointwiseBlockedStep(d, pack_b_panels(wp.reshape(c_out, c).T), bk.pad_bias16(bp, c_out),
+                            to_blocked(res).reshape(-1), three, n, c, c_out,
+                            d_shape[2] * d_shape[3])()
+    for nt in (1, 2, 3):
+        got = _stem_step(x, ws, bs, wd, bd, wp, bp, res, case, nt, slots=3)
+        assert np.array_equal(to_blocked(got).reshape(-1), three), nt
+
+
+def test_stem_validation():
+    case = STEM[0]
+    n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
+    e_shape, d_shape = _stem_parts_shapes(case)
+    x = np.zeros((n, cx, hx, wx), np.float32)
+    wt = conv_tile.pack_tile_weights(np.zeros((c, cx, 3, 3), np.float32))
+    args = (x, wt, None, None, None, (2, 2), (1, 1), (1, 1), 3, 3)
+    stem = conv_tile.ConvTileStep(*args, rows_of=e_shape)
+    stem()                                                   # a row producer: runs nothing
+    assert stem.rows_only and stem.rows_shape() == e_shape
+    with pytest.raises(ValueError, match="row producer"):    # no rows_of
+        conv_tile.ConvTileStep(*args)
+    with pytest.raises(ValueError, match="row producer"):    # 24 channels: not 16k
+        conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(np.zeros((24, cx, 3, 3), np.float32)),
+                               None, None, None, (2, 2), (1, 1), (1, 1), 3, 3,
+                               rows_of=(n, 24) + e_shape[2:])
+    with pytest.raises(ValueError, match="row producer"):    # a residual
+        conv_tile.ConvTileStep(x, wt, None, np.zeros(e_shape, np.float32), None, (2, 2), (1, 1),
+                               (1, 1), 3, 3, rows_of=e_shape)
+    wd = bk.pack_depthwise_blocked(np.zeros((c, 1, 3, 3), np.float32))
+    wp = pack_b_panels(np.zeros((c, c_out), np.float32))
+    out = np.zeros(n * c_out * d_shape[2] * d_shape[3], np.float32)
+    good = dict(shape_in=e_shape, shape_out=d_shape, strides=(1, 1), pads=(1, 1), wpj=wp,
+                c_out=c_out)
+    bk.ExpandDepthwiseBlockedStep(x.reshape(-1), None, None, wd, None, out, **good, stem=stem)
+    with pytest.raises(ValueError, match="stem"):            # and an expand
+        bk.ExpandDepthwiseBlockedStep(x.reshape(-1), pack_b_panels(np.zeros((c, c), np.float32)),
+                                      None, wd, None, out, **good, stem=stem)
+    with pytest.raises(ValueError, match="stem"):            # a stem that stores its output
+        e = np.zeros(e_shape, np.float32)
+        bk.ExpandDepthwiseBlockedStep(
+            x.reshape(-1), None, None, wd, None, out, **good,
+            stem=conv_tile.ConvTileStep(x, wt, None, None, e, (2, 2), (1, 1), (1, 1), 3, 3,
+                                        work=np.zeros(4096, np.float32)))
+    with pytest.raises(ValueError, match="stem"):            # its rows are not e's
+        other = conv_tile.ConvTileStep(np.zeros((n, cx, hx - 2, wx), np.float32), wt, None, None, None, (2, 2), (1, 1),
+                                       (1, 1), 3, 3, rows_of=(n, c, e_shape[2] - 1, e_shape[3]))
+        bk.ExpandDepthwiseBlockedStep(x.reshape(-1), None, None, wd, None, out, **good,
+                                      stem=other)
+
+
 def test_info_lists_the_fused_convs_as_kernels(tmp_path, capsys):
     """`fastcnn info` marks every conv of a fused node as run by a kernel."""
     from fastcnn import cli
@@ -562,12 +700,12 @@ def test_planner_leaves_other_pairs_apart(monkeypatch, why):
         assert np.array_equal(a, b)
 
 
-def _dw_block(c=16, residual=False, extra=(), dw_input="s"):
-    """stem 3x3 s2 (-> c channels, blocked) -> 3x3 depthwise + Clip -> project 1x1 (+ a
+def _dw_block(c=16, residual=False, extra=(), dw_input="s", c_x=3):
+    """stem 3x3 s2 (c_x -> c channels, blocked) -> 3x3 depthwise + Clip -> project 1x1 (+ a
     residual: the stem's output through another 1x1 conv) -> GAP -> flatten."""
     rng = np.random.default_rng(10)
     w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
-    consts = {"ws": w(c, 3, 3, 3), "bs": rand(rng, c), "wd": w(c, 1, 3, 3), "bd": rand(rng, c),
+    consts = {"ws": w(c, c_x, 3, 3), "bs": rand(rng, c), "wd": w(c, 1, 3, 3), "bd": rand(rng, c),
               "wp": w(16, c, 1, 1), "bp": rand(rng, 16), "wr": w(16, c, 1, 1)}
     nodes = [
         ("Conv", ["x", "ws", "bs"], ["s"], dict(pads=[1, 1, 1, 1], strides=[2, 2], activation="Relu")),
@@ -589,20 +727,27 @@ def _dw_project_nodes(model, shape):
             if isinstance(n, k_conv.DepthwiseProjectNode)]
 
 
+@pytest.mark.parametrize("stem", [True, False])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("c", [16, 24])
-def test_planner_fuses_depthwise_and_project(monkeypatch, residual, c, threads):
+def test_planner_fuses_depthwise_and_project(monkeypatch, stem, residual, c, threads):
     """A depthwise conv after the stem (no expand to join) and its project 1x1 conv run as one
     step once the depthwise output has FUSE_PROJECT_MIN_PIXELS pixels (28x29 here): its output
-    is not stored, the bits are those of the two convs apart, numpy agrees."""
+    is not stored, the bits are those of the convs apart, numpy agrees. The stem (a tile conv
+    from the NCHW input) joins them when FUSE_STEM, it has 16k channels (not 24) and the
+    depthwise conv alone reads its output (not with the residual's 1x1 conv)."""
     monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 28 * 29)
+    monkeypatch.setattr(k_conv, "FUSE_STEM", stem)
     nodes, consts = _dw_block(c, residual)
     x = rand(RNG, 2, 3, 56, 58)
     model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads)
     fused = _dw_project_nodes(model, x.shape)
-    assert [len(n.parts) for n in fused] == [2] and len(fused[0].inputs) == 1 + residual
+    joined = stem and c == 16 and not residual
+    assert [len(n.parts) for n in fused] == [2 + joined] and len(fused[0].inputs) == 1 + residual
+    assert fused[0].inputs[0] == ("x" if joined else "s")
     plan = model.plan_for([x.shape])
-    assert "d" not in {o for n in plan.step_nodes for o in n.outputs}
+    outputs = {o for n in plan.step_nodes for o in n.outputs}
+    assert "d" not in outputs and ("s" in outputs) != joined
     assert "ExpandDepthwiseBlockedStep" in {type(st).__name__ for st in plan.steps}
     got = model.run(None, {"x": x})[0]
     monkeypatch.setattr(k_conv, "FUSE_DEPTHWISE_PROJECT", False)
@@ -645,3 +790,17 @@ def test_planner_leaves_depthwise_and_project_apart(monkeypatch, why):
     assert bool(_dw_project_nodes(again, x.shape)) == (why in ("small image", "switched off"))
     for a, b in zip(again.run(None, {"x": x}), model.run(None, {"x": x})):
         assert np.array_equal(a, b)
+
+
+def test_planner_keeps_a_gemm_stem_apart(monkeypatch):
+    """A stem whose reduction is too long for the tile kernel (520 x 3 x 3 > TILE_MAX_K: the
+    GEMM conv stores blocked) stays a step of its own; the depthwise conv and project fuse."""
+    monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 1)
+    nodes, consts = _dw_block(c_x=520)
+    x = rand(RNG, 1, 520, 12, 14)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts)
+    assert [len(n.parts) for n in _dw_project_nodes(model, x.shape)] == [2]
+    k = consts
+    s = np.maximum(conv2d(x, k["ws"], k["bs"], (2, 2), (1, 1, 1, 1)), 0)
+    d = np.clip(conv2d(s, k["wd"], k["bd"], (1, 1), (1, 1, 1, 1), (1, 1), 16), 0, 6)
+    assert_close(model.run(None, {"x": x})[0], conv2d(d, k["wp"], k["bp"]).mean(axis=(2, 3)))
