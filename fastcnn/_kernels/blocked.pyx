@@ -346,31 +346,26 @@ cdef inline void taps3(const float *xr, const float *w, Py_ssize_t step8, vf8 *a
         acc[u] = vf8_fmadd(vf8_load(xr + u * step8 + 16), w2, acc[u])
 
 
-cdef inline void taps3_at(const float *xr, const Py_ssize_t *offs, const float *w,
-                          vf8 *acc) noexcept nogil:
-    """taps3 with the pixels at xr + offs[u] (a row narrower than a group repeats its last)."""
-    cdef vf8 w0 = vf8_load(w), w1 = vf8_load(w + 8), w2 = vf8_load(w + 16)
-    cdef Py_ssize_t u
-    for u in range(DW_PIXELS):
-        acc[u] = vf8_fmadd(vf8_load(xr + offs[u]), w0, acc[u])
-        acc[u] = vf8_fmadd(vf8_load(xr + offs[u] + 8), w1, acc[u])
-        acc[u] = vf8_fmadd(vf8_load(xr + offs[u] + 16), w2, acc[u])
-
-
 cdef void row3x3_narrow(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
                         const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8,
                         float *orow, const float *rrow, int fin, vf8 lo, vf8 hi, int act,
                         float alpha, float beta, bint stream) noexcept nogil:
-    """row3x3 for a row narrower than a group (w_out < DW_PIXELS): one group whose extra lanes
-    repeat the last pixel and are not stored."""
+    """row3x3 for a row narrower than a group (w_out < DW_PIXELS): one group from the row's
+    start, its extra lanes reading the ring's zero padding (the rings are wide enough for a
+    whole group) and not stored."""
     cdef vf8 acc[DW_PIXELS]
-    cdef Py_ssize_t offs[DW_PIXELS]
     cdef Py_ssize_t u, kh
     for u in range(DW_PIXELS):
         acc[u] = vb
-        offs[u] = min(u, w_out - 1) * step8
-    for kh in range(kh_lo, kh_hi):
-        taps3_at(rows[kh], offs, wk + kh * 24, acc)
+    if step8 == 8:
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh], wk + kh * 24, 8, acc)
+    elif step8 == 16:
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh], wk + kh * 24, 16, acc)
+    else:
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh], wk + kh * 24, step8, acc)
     for u in range(w_out):
         finish8(acc[u], orow + u * 8, rrow + u * 8 if rrow != NULL else NULL, fin, lo, hi, act,
                 alpha, beta, stream)
@@ -390,8 +385,17 @@ cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
             g0 = w_out - DW_PIXELS
         for u in range(DW_PIXELS):
             acc[u] = vb
-        for kh in range(kh_lo, kh_hi):
-            taps3(rows[kh] + g0 * step8, wk + kh * 24, step8, acc)
+        # strides 1 and 2 with constant offsets (a runtime stride needs a register per pixel
+        # offset, which spilled: 14x14 stride 1 12% slower)
+        if step8 == 8:
+            for kh in range(kh_lo, kh_hi):
+                taps3(rows[kh] + g0 * 8, wk + kh * 24, 8, acc)
+        elif step8 == 16:
+            for kh in range(kh_lo, kh_hi):
+                taps3(rows[kh] + g0 * 16, wk + kh * 24, 16, acc)
+        else:
+            for kh in range(kh_lo, kh_hi):
+                taps3(rows[kh] + g0 * step8, wk + kh * 24, step8, acc)
         if rrow == NULL and fin == FIN_CLIP:
             for u in range(DW_PIXELS):
                 put8(orow + (g0 + u) * 8, vf8_min(vf8_max(acc[u], lo), hi), stream)
@@ -452,6 +456,7 @@ cdef class DepthwiseBlockedStep(Step):
     cdef Py_ssize_t n, c, h_in, w_in, h_out, w_out, k_h, k_w, sh, sw, pt, pl, dh, dw
     cdef Py_ssize_t ow_lo, ow_hi, ring_rows, wp, slot_size, slots
     cdef Py_ssize_t in_bands
+    cdef Py_ssize_t[::1] ring_slot     # input row ih -> its ring slot, ih % ring_rows
     cdef bint has_bias, has_res, ring
     cdef readonly bint stream
     cdef int act
@@ -490,6 +495,7 @@ cdef class DepthwiseBlockedStep(Step):
         self.ring_rows, self.wp = depthwise_ring(shape_in, shape_out, kernel, strides, pads,
                                                  dilations)
         self.ring = ring and self.ring_rows > 0
+        self.ring_slot = np.arange(max(1, self.h_in), dtype=np.intp) % max(1, self.ring_rows)
         self.slot_size = whole_lines(self.ring_rows * self.wp * 8) if self.ring else 0
         self.slots = slots
         self.work = work if work is not None else np.zeros(max(1, self.slot_size * slots), np.float32)
@@ -528,6 +534,7 @@ cdef class DepthwiseBlockedStep(Step):
         cdef bint inside, three = k_w == 3 and dw == 1
         cdef bint ring3x3 = three and self.k_h == 3
         cdef bint stream = self.stream
+        cdef const Py_ssize_t *ring_slot = &self.ring_slot[0]
         vf8_store(zero8, vf8_zero())
         if ring != NULL:
             # padding columns stay zero: row copies write only [pl, pl + w_in)
@@ -538,11 +545,17 @@ cdef class DepthwiseBlockedStep(Step):
             ih0 = oh * self.sh - self.pt
             # taps kh with 0 <= ih0 + kh*dh < h_in
             kh_lo = (-ih0 + self.dh - 1) // self.dh if ih0 < 0 else 0
-            kh_hi = min(self.k_h, (self.h_in - ih0 + self.dh - 1) // self.dh) if ih0 < self.h_in else 0
+            # (no integer division per row: an idiv per row and tap was a fifth of a 14x14 layer)
+            if ih0 >= self.h_in:
+                kh_hi = 0
+            elif self.dh == 1:
+                kh_hi = min(self.k_h, self.h_in - ih0)
+            else:
+                kh_hi = min(self.k_h, (self.h_in - ih0 + self.dh - 1) // self.dh)
             if ring != NULL:
                 for kh in range(kh_lo, kh_hi):
                     ih = ih0 + kh * self.dh
-                    slot = ih % nring
+                    slot = ring_slot[ih]
                     if slot_row[slot] != ih:
                         copy_floats(xb + ih * w_in * 8, ring + slot * wp8 + pl * 8, w_in * 8)
                         slot_row[slot] = ih
@@ -650,7 +663,9 @@ def depthwise_ring(shape_in, shape_out, kernel, strides, pads, dilations):
     rows = (kernel[0] - 1) * dilations[0] + 1
     if rows > RING_MAX:
         return 0, 0
-    wp = max(pads[1] + w_in, (w_out - 1) * strides[1] + (kernel[1] - 1) * dilations[1] + 1)
+    # (a row narrower than a group is computed as a whole group: the ring holds its taps)
+    wp = max(pads[1] + w_in,
+             (max(w_out, DW_PIXELS) - 1) * strides[1] + (kernel[1] - 1) * dilations[1] + 1)
     return rows, wp
 
 
@@ -955,7 +970,7 @@ def expand_depthwise_ring(shape_in, shape_out, strides, pads):
     iw + pad_left; the last output's last tap fits) and floats per row of every channel."""
     _, _, h, w = shape_in
     _, c_e, _, w_out = shape_out
-    wp = max(pads[1] + w, (w_out - 1) * strides[1] + 3)
+    wp = max(pads[1] + w, (max(w_out, DW_PIXELS) - 1) * strides[1] + 3)   # (row3x3_narrow)
     return wp, c_e * wp
 
 

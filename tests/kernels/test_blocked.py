@@ -135,7 +135,22 @@ DEPTHWISE = [
     (3, 8, 12, 30, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),     # no padding
     (1, 16, 11, 19, (2, 4), (1, 2), (3, 3, 2, 4), (2, 1)),    # pads beyond the kernel
     (1, 8, 40, 9, (35, 1), (1, 1), (0, 0, 0, 0), (1, 1)),     # ring taller than RING_MAX
+    (2, 16, 6, 11, (3, 3), (3, 3), (1, 1, 1, 1), (1, 1)),     # narrow rows, stride 3 (> kernel)
+    (1, 8, 9, 13, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),      # narrow rows, stride 2
 ]
+
+
+@pytest.mark.parametrize("w_out,s", [(1, 1), (7, 1), (7, 2), (4, 3), (8, 1), (30, 2)])
+def test_depthwise_rings_hold_a_whole_group(w_out, s):
+    """row3x3_narrow computes a row narrower than DW_PIXELS (8) as a whole group whose extra
+    lanes read the ring row's zero padding: both rings must be that wide (else the last ring
+    row's group reads past the scratch), and at least as wide as the padded input row."""
+    w_in = (w_out - 1) * s + 1
+    shape_in, shape_out = (1, 16, 5, w_in), (1, 16, 5, w_out)
+    _, wp = bk.depthwise_ring(shape_in, shape_out, (3, 3), (s, s), (1, 1), (1, 1))
+    wp_e, row = bk.expand_depthwise_ring(shape_in, shape_out, (s, s), (1, 1))
+    need = max(1 + w_in, (max(w_out, 8) - 1) * s + 3)
+    assert wp == wp_e == need and row == 16 * need
 
 
 @pytest.mark.parametrize("case", DEPTHWISE, ids=lambda c: f"{c[:4]}_k{c[4]}_s{c[5]}_p{c[6]}_d{c[7]}")
