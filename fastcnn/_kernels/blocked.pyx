@@ -702,11 +702,12 @@ cdef class ExpandDepthwiseBlockedStep(Step):
     depthwise conv and its project, MobileNet's first block); bias_e: (c_e,) or None;
     stem: with we None, a row-producing conv_tile.ConvTileStep (rows_of = shape_in) whose
     output is e (MobileNetV2's stem, depthwise conv and project: e = stem(x) never stored);
-    x is then unused (the stem reads its own input) and c_e % 16 == 0; wd: (c_e/8, 9, 8) (`pack_depthwise_blocked`); bias_d: (c_e,) or
-    None; wpj: W_p^T packed (ceil(c_out/16), c_e, 16) or None; bias_p: padded to 16 channels
-    (`pad_bias16`) or None; residual: flat blocked like out, or None; kc_p: the project's K
-    block; out: flat blocked (n, c_e, h_out, w_out), or (n, c_out, h_out, w_out) with wpj; work:
-    at least slots * `expand_depthwise_scratch(...)` floats. c_e % 16 == 0, c_out % 8 == 0.
+    x is then unused (the stem reads its own input) and c_e % 16 == 0; wd: (c_e/8, 9, 8)
+    (`pack_depthwise_blocked`); bias_d: (c_e,) or None; wpj: W_p^T packed (ceil(c_out/16),
+    c_e, 16) or None; bias_p: padded to 16 channels (`pad_bias16`) or None; residual: flat
+    blocked like out, or None; kc_p: the project's K block; out: flat blocked (n, c_e, h_out,
+    w_out), or (n, c_out, h_out, w_out) with wpj; work: at least slots *
+    `expand_depthwise_scratch(...)` floats. c_e % 16 == 0 (with an expand), c_out % 8 == 0.
 
     A task (image, range of output rows) keeps the zero-padded rows of e that its output rows
     read in a ring of three rows of every channel (the depthwise step's ring, filled by the 1x1
@@ -775,7 +776,8 @@ cdef class ExpandDepthwiseBlockedStep(Step):
             c_out = c_e
         elif c_out % 8 or c_out < 8 or kc_p < 8 or kc_p % 8:
             raise ValueError("ExpandDepthwiseBlockedStep: project channels must be a multiple of 8")
-        if (x.shape[0] != n * c_in * h * w and not self.has_stem) or out.shape[0] != n * c_out * h_out * w_out:
+        if ((x.shape[0] != n * c_in * h * w and not self.has_stem)
+                or out.shape[0] != n * c_out * h_out * w_out):
             raise ValueError("ExpandDepthwiseBlockedStep: x/out sizes")
         self.c_out, self.kc_p, self.panels_p = c_out, kc_p, (c_out + NR - 1) // NR
         self.wpj = wpj if self.project else np.zeros((1, 1, NR), np.float32)
@@ -803,7 +805,8 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         self.has_bias_e, self.has_bias_d = bias_e is not None, bias_d is not None
         self.bias_e = bias_e if bias_e is not None else np.zeros(1, np.float32)
         self.bias_d = bias_d if bias_d is not None else np.zeros(1, np.float32)
-        if (self.has_bias_e and (self.bias_e.shape[0] < c_e or not self.expand)) or (self.has_bias_d and self.bias_d.shape[0] != c_e):
+        if ((self.has_bias_e and (self.bias_e.shape[0] < c_e or not self.expand))
+                or (self.has_bias_d and self.bias_d.shape[0] != c_e)):
             raise ValueError("ExpandDepthwiseBlockedStep: bias sizes")
         self.x, self.wd, self.out = x, wd, out
         self.n, self.c_in, self.c_e, self.h, self.w = n, c_in, c_e, h, w
@@ -875,7 +878,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
         cdef Py_ssize_t o_blk = self.h_out * w_out * 8
         cdef bint stream = self.stream and not self.project
         cdef const float *src = NULL
-        if self.has_stem:    # the input rows of the stem rows [ih_lo, ih_hi) the task reads
+        if self.has_stem:    # pad the input rows of the stem rows [ih0, ih) the task reads
             ih0 = max(0, oh0 * self.sh - self.pt)
             ih = min(self.h, (oh1 - 1) * self.sh - self.pt + 3)
             if ih > ih0:
@@ -944,7 +947,9 @@ cdef class ExpandDepthwiseBlockedStep(Step):
             pc = pc + kcc
 
     cdef void run(self) noexcept:
-        cdef Py_ssize_t macs = self.n * (self.h * self.w * (self.c_in * self.expand + self.stem_k) + (9 + self.c_out * self.project) * self.h_out * self.w_out) * self.c_e
+        cdef Py_ssize_t macs = self.n * self.c_e * (
+            self.h * self.w * (self.c_in * self.expand + self.stem_k)
+            + (9 + self.c_out * self.project) * self.h_out * self.w_out)
         cdef int nt = team(self.num_threads, self.slots, macs, self.n * self.h_out)
         cdef Py_ssize_t parts = 1, t
         cdef float *work = &self.work[0]

@@ -355,10 +355,11 @@ cdef class ConvTileStep(Step):
         """Where the tiles of output rows [oh0, oh1) of image img read: xp (this thread's
         scratch) with the padded rows they read filled in, or x's image when no padding is
         read."""
+        cdef ConvGeom *g = &self.g
         if not self.padded:
             return &self.x[img, 0, 0, 0]
-        self.pad_image(img, xp, oh0 * self.g.stride_h,
-                       min(self.hp, (oh1 - 1) * self.g.stride_h + (self.g.k_h - 1) * self.g.dil_h + 1))
+        self.pad_image(img, xp, oh0 * g.stride_h,
+                       min(self.hp, (oh1 - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1))
         return xp
 
     cdef void rows_blocked(self, const float *src, Py_ssize_t oh, float *dst,

@@ -807,7 +807,6 @@ def _pooling_conv(node, types, attrs, blocked):
     return "winograd" if choose_algorithm(cp).startswith("winograd") else None
 
 
-
 def fuse_conv_pool(graph, run_nodes, inferred, blocked) -> list:
     """run_nodes with each (conv, 2x2 stride-2 max pool) pair that `_pooling_conv` accepts
     replaced by a ConvPoolNode at the pool's place, when the conv's output is read by the pool

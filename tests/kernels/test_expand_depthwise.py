@@ -662,15 +662,19 @@ def test_planner_uses_each_conv_once(monkeypatch, threads):
                           _unfused(monkeypatch, nodes, consts, x, ["y"], threads)[0])
 
 
+def _second_reader(t):
+    """Nodes that read tensor t too: a 2x2 max pool (blocked) and its global average "mg"."""
+    return [("MaxPool", [t], ["m"], dict(kernel_shape=[2, 2], strides=[2, 2])),
+            ("GlobalAveragePool", ["m"], ["mg"], {})]
+
+
 @pytest.mark.parametrize("why", ["two readers", "graph output", "5x5", "dilation", "wide input",
                                  "expand residual", "depthwise residual", "small image"])
 def test_planner_leaves_other_pairs_apart(monkeypatch, why):
     """Pairs that do not qualify keep their two steps (and give the same results)."""
     kw, outputs, size = {}, ["y"], 56
     if why == "two readers":    # a blocked max pool also reads the expand output
-        kw["extra"] = [("MaxPool", ["e"], ["m"], dict(kernel_shape=[2, 2], strides=[2, 2])),
-                       ("GlobalAveragePool", ["m"], ["mg"], {})]
-        outputs = ["y", "mg"]
+        kw["extra"], outputs = _second_reader("e"), ["y", "mg"]
     elif why == "graph output":
         outputs = ["y", "e"]
     elif why == "5x5":
@@ -770,9 +774,7 @@ def test_planner_leaves_depthwise_and_project_apart(monkeypatch, why):
     monkeypatch.setattr(k_conv, "FUSE_PROJECT_MIN_PIXELS", 28 * 29 + (why == "small image"))
     kw, outputs, x = {}, ["y"], rand(RNG, 1, 3, 56, 58)
     if why == "two readers":
-        kw["extra"] = [("MaxPool", ["d"], ["m"], dict(kernel_shape=[2, 2], strides=[2, 2])),
-                       ("GlobalAveragePool", ["m"], ["mg"], {})]
-        outputs = ["y", "mg"]
+        kw["extra"], outputs = _second_reader("d"), ["y", "mg"]
     elif why == "graph output":
         outputs = ["y", "d"]
     elif why == "switched off":
