@@ -56,6 +56,13 @@ cdef inline Py_ssize_t pixel_bands(Py_ssize_t hw) noexcept nogil:
     return (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
 
 
+cpdef bint pointwise_splits_channels(Py_ssize_t n, Py_ssize_t hw, Py_ssize_t threads) noexcept:
+    """Whether PointwiseBlockedStep on n images of hw pixels splits its output channels, not
+    its pixels, between `threads` threads (too few pixel bands: every thread then reads every
+    input channel)."""
+    return threads > 1 and n * pixel_bands(hw) < LOCAL_BANDS_PER_THREAD * threads
+
+
 cdef inline void copy_floats(const float *s, float *d, Py_ssize_t n) noexcept nogil:
     """d[0:n] = s[0:n], n a multiple of 8."""
     cdef Py_ssize_t i = 0
@@ -304,7 +311,7 @@ cdef class PointwiseBlockedStep(Step):
         cdef int nt = team(self.num_threads, 1 << 20, macs, self.n * self.bands * self.panels)
         if tasks == 0:
             return
-        if nt > 1 and tasks < LOCAL_BANDS_PER_THREAD * nt:
+        if pointwise_splits_channels(self.n, self.hw, nt):
             # few pixel bands (7x7 and 14x14 images): split the channel panels instead
             jchunks = min(self.panels, (4 * nt + tasks - 1) // tasks)
         total = tasks * jchunks

@@ -806,3 +806,21 @@ def test_planner_keeps_a_gemm_stem_apart(monkeypatch):
     s = np.maximum(conv2d(x, k["ws"], k["bs"], (2, 2), (1, 1, 1, 1)), 0)
     d = np.clip(conv2d(s, k["wd"], k["bd"], (1, 1), (1, 1, 1, 1), (1, 1), 16), 0, 6)
     assert_close(model.run(None, {"x": x})[0], conv2d(d, k["wp"], k["bp"]).mean(axis=(2, 3)))
+
+
+@pytest.mark.parametrize("size,threads_,streamed", [(28, 2, True), (28, 1, False), (56, 2, False),
+                                                    (52, 2, False), (50, 2, True)])
+def test_depthwise_output_streamed_when_every_thread_reads_it(size, threads_, streamed):
+    """On 2 threads, a depthwise conv whose output the pointwise conv after it reads with its
+    channels split between the threads (14x14 here: few pixel bands) writes it with
+    non-temporal stores; not on 1 thread, nor from 26x26 (8 bands of 96 pixels: the pointwise
+    conv splits pixels there; 25x25 makes 7). Same bits in every case."""
+    nodes, consts = _dw_block()
+    x = rand(RNG, 1, 3, size, size)
+    model = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=threads_)
+    plan = model.plan_for([x.shape])
+    (dw,) = [s for s in plan.steps if type(s).__name__ == "DepthwiseBlockedStep"]
+    assert dw.stream == streamed
+    assert bk.pointwise_splits_channels(1, (size // 2) ** 2, threads_) == streamed
+    one = ir_model(nodes, {"x": x.shape}, ["y"], consts, num_threads=1)
+    assert np.array_equal(model.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
