@@ -391,16 +391,8 @@ class Model:
                     plan.lock.release()
                 plan = None
 
-        try:
-            others = [batch_split.submit(run_chunks, spans) for spans in runs.spans[1:]]
-        except BaseException:
-            first.lock.release()
-            raise
-        try:
-            run_chunks(runs.spans[0], first)
-        finally:
-            for f in others:
-                f.result()
+        batch_split.run_at_once([lambda: run_chunks(runs.spans[0], first)] + [
+            (lambda spans=spans: run_chunks(spans)) for spans in runs.spans[1:]])
         return outs
 
     def _empty_outputs(self, key) -> list:

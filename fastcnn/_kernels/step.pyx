@@ -4,6 +4,7 @@ A plan is a list of `Step` objects whose buffers (typed memoryviews into the pla
 bound when the plan was built. Running the plan is a loop of C-level virtual calls; each step
 releases the GIL around its own computation.
 """
+from cython.parallel cimport parallel, threadid
 from time import perf_counter
 
 
@@ -44,3 +45,36 @@ def set_step_threads(list steps, int num_threads):
     cdef Step step
     for step in steps:
         step.num_threads = num_threads
+
+
+def run_on_threads(list fns):
+    """Call each of fns (callables taking no argument) once, fns[i] on OpenMP thread i, thread 0
+    being the caller, and return when all have returned; an exception raised by one is raised
+    here after all have finished (the first one's). Functions OpenMP gave no thread run on the
+    caller afterwards. Each function holds the GIL but while a step computes (the steps release
+    it), so the parts of a batch run at once (Model.run): OpenMP's workers are awake between
+    calls (GOMP_SPINCOUNT, config.py), where waking a Python worker thread took 30 us and more."""
+    cdef int n = len(fns), tid
+    if n == 0:
+        return
+    done = [False] * n
+    errors = [None] * n
+    with nogil, parallel(num_threads=n):
+        tid = threadid()
+        with gil:
+            if tid < n:
+                done[tid] = True
+                try:
+                    fns[tid]()
+                except BaseException as e:
+                    errors[tid] = e
+    for i in range(n):
+        if not done[i]:
+            done[i] = True
+            try:
+                fns[i]()
+            except BaseException as e:
+                errors[i] = e
+    for e in errors:
+        if e is not None:
+            raise e

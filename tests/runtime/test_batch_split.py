@@ -329,3 +329,48 @@ def test_chunk_size(weights, arena, traffic, threads, cache, want):
     mb = 1 << 20
     assert batch_split.chunk_size(weights * mb, int(arena * mb), int(traffic * mb), threads,
                                   cache * mb, 8) == want
+
+
+def test_run_at_once_runs_the_functions_together():
+    """Each function runs once, all at the same time: the first waits for an event only the
+    second sets (run one after the other, it would time out)."""
+    import threading
+    ready, ran = threading.Event(), []
+
+    def first():
+        ran.append(("first", ready.wait(5)))
+
+    def second():
+        ran.append(("second", True))
+        ready.set()
+
+    t0 = time.perf_counter()
+    batch_split.run_at_once([first, second])
+    assert sorted(ran) == [("first", True), ("second", True)]
+    assert time.perf_counter() - t0 < 4
+
+
+def test_run_at_once_raises_after_every_function_ended():
+    ended = []
+
+    def fails():
+        raise ValueError("part 1")
+
+    def slow():
+        time.sleep(0.05)
+        ended.append("slow")
+
+    with pytest.raises(ValueError, match="part 1"):
+        batch_split.run_at_once([slow, fails])
+    assert ended == ["slow"]
+
+
+def test_run_at_once_inside_itself_runs_everything():
+    """Nested, OpenMP gives the inner call one thread: the functions it got no thread for run
+    on the caller afterwards."""
+    ran = []
+    batch_split.run_at_once([lambda: batch_split.run_at_once([lambda: ran.append(1),
+                                                              lambda: ran.append(2),
+                                                              lambda: ran.append(3)]),
+                             lambda: ran.append(4)])
+    assert sorted(ran) == [1, 2, 3, 4]
