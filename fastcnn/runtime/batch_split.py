@@ -25,10 +25,10 @@ from fastcnn._kernels.step import run_on_threads
 from fastcnn.ir.infer import Inferred
 from fastcnn.ir.opspec import NodeContext
 
-# Below this many FLOPs per part, handing a part to another thread (a Python worker wakes up,
-# the GIL is passed between the parts' steps: 60-90 us here) costs more than it saves: LeNet-5
-# on 2 threads gains at batch 16 (parts of 6.8 MFLOP, 0.30 -> 0.23 ms) and loses at batch 8
-# (3.4 MFLOP, 0.158 -> 0.170 ms).
+# Below this many FLOPs per part, handing a part to another thread (the GIL is passed between
+# the parts' steps; with Python workers, which `run_at_once` replaced, also a 30+ us wake-up)
+# costs more than it saves: LeNet-5 on 2 threads gains at batch 16 (parts of 6.8 MFLOP, 0.29
+# -> 0.19-0.20 ms) and loses at batch 8 (3.4 MFLOP: 0.098 ms whole, 0.116 in parts).
 MIN_PART_FLOPS = 5_000_000
 
 # ops that keep the batch dimension's size and work along the axis their attribute `axis`
@@ -190,7 +190,7 @@ class Runs(list):
         self.batch = at
 
 
-_pool = None   # (pid, ThreadPoolExecutor): the workers that run the parts after the first
+_pool = None   # (pid, ThreadPoolExecutor): a forked child's workers for the parts after the first
 _pool_lock = threading.Lock()
 _IMPORT_PID = os.getpid()
 
@@ -217,9 +217,9 @@ def run_at_once(fns) -> None:
 
 
 def submit(fn, *args):
-    """Run fn(*args) on a worker thread; returns its Future. Idle workers wait on a queue and
-    use no CPU (the parts run single-threaded OpenMP regions, so no OpenMP team spins either).
-    A forked child gets its own workers: the parent's threads do not exist there."""
+    """Run fn(*args) on a Python worker thread (`run_at_once` in a forked child); returns its
+    Future. Idle workers wait on a queue and use no CPU. A forked child gets its own workers:
+    the parent's threads do not exist there."""
     global _pool
     pool = _pool
     if pool is None or pool[0] != os.getpid():
