@@ -514,9 +514,11 @@ cdef class ConvTileStep(Step):
         cdef Py_ssize_t n = self.g.n, per_img, rp, cp, tasks, t, img, q, part, c
         cdef Py_ssize_t macs = n * self.hw * self.K * self.g.c_out
         cdef int nt
-        cdef float *w0 = &self.work[0] if self.slot_size else NULL
-        if n == 0 or self.rows_only:
+        cdef float *w0 = NULL
+        if n == 0 or self.rows_only:   # (a row producer has no work array)
             return
+        if self.slot_size:
+            w0 = &self.work[0]
         nt = team(self.num_threads, self.slots if self.slot_size else self.num_threads, macs,
                   n * self.tiles * self.panels)
         if self.pool:
