@@ -29,6 +29,8 @@ cdef class ConvTileStep(Step):
                                 Py_ssize_t oh1) noexcept nogil
     cdef void rows_blocked(self, const float *src, Py_ssize_t oh, float *dst,
                            Py_ssize_t block_stride) noexcept nogil
+    cdef void pixels_blocked(self, const float *src, Py_ssize_t p0, Py_ssize_t count,
+                             Py_ssize_t jp, float *dst, Py_ssize_t block_stride) noexcept nogil
     cdef void store_blocked(self, const float *t, Py_ssize_t ldt, float *o,
                             Py_ssize_t count) noexcept nogil
     cdef void store_block(self, const float *t, Py_ssize_t ldt, float *o, const float *r,

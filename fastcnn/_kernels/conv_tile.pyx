@@ -365,19 +365,27 @@ cdef class ConvTileStep(Step):
     cdef void rows_blocked(self, const float *src, Py_ssize_t oh, float *dst,
                            Py_ssize_t block_stride) noexcept nogil:
         """Output row oh (activation applied) from src (`image_src`) into dst: channel block cb
-        at dst + cb * block_stride, pixel ow at + ow * 8; 6-pixel tiles of the row, the sums
-        of `task` (one order per output, whatever the tiling)."""
-        cdef float t[96]
-        cdef Py_ssize_t w_out = self.g.w_out, p0 = oh * self.g.w_out, jp, p, mr
+        at dst + cb * block_stride, pixel ow at + ow * 8."""
+        cdef Py_ssize_t jp
         for jp in range(self.panels):
-            p = 0
-            while p < w_out:
-                mr = min(TP, w_out - p)
-                tile6x16(src, &self.base[p0 + p], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
-                         &self.bias16[jp * TC], t)
-                self.store_blocked(t, TC, dst + 2 * jp * block_stride + p * 8, mr)
-                self.store_blocked(t + 8, TC, dst + (2 * jp + 1) * block_stride + p * 8, mr)
-                p = p + TP
+            self.pixels_blocked(src, oh * self.g.w_out, self.g.w_out, jp,
+                                dst + 2 * jp * block_stride, block_stride)
+
+    cdef void pixels_blocked(self, const float *src, Py_ssize_t p0, Py_ssize_t count,
+                             Py_ssize_t jp, float *dst, Py_ssize_t block_stride) noexcept nogil:
+        """Output pixels [p0, p0 + count) (row-major, rows may be crossed: base[] places each
+        pixel) of channel panel jp, activation applied, as a blocked output holds them: its
+        first 8 channels at dst + u * 8 for pixel p0 + u, the next 8 at dst + block_stride +
+        u * 8. 6-pixel tiles: the sums of `task` (one order per output, whatever the tiling)."""
+        cdef float t[96]
+        cdef Py_ssize_t p = 0, mr
+        while p < count:
+            mr = min(TP, count - p)
+            tile6x16(src, &self.base[p0 + p], mr, &self.off[0], self.K, &self.wt[jp, 0, 0],
+                     &self.bias16[jp * TC], t)
+            self.store_blocked(t, TC, dst + p * 8, mr)
+            self.store_blocked(t + 8, TC, dst + block_stride + p * 8, mr)
+            p = p + TP
 
     cdef void store_blocked(self, const float *t, Py_ssize_t ldt, float *o,
                             Py_ssize_t count) noexcept nogil:
@@ -457,10 +465,9 @@ cdef class ConvTileStep(Step):
         POOL_PAIRS pooled rows, one panel, as the blocked output holds them: (8-channel block,
         2 * POOL_PAIRS * w_out pixels, 8)."""
         cdef ConvGeom *g = &self.g
-        cdef Py_ssize_t w_out = g.w_out, hw_p = self.h_pool * self.w_pool, pr, jp, p, q0, q1
+        cdef Py_ssize_t w_out = g.w_out, hw_p = self.h_pool * self.w_pool, pr, jp, q0, q1
         cdef Py_ssize_t cap = 2 * POOL_PAIRS * w_out
-        cdef Py_ssize_t mr, cb, pc0, cnt, u, j
-        cdef float t[96]
+        cdef Py_ssize_t cb, pc0, cnt, u, j
         cdef float tt[64]
         cdef float *rows = slot + self.pad_size
         cdef const float *r0
@@ -473,16 +480,9 @@ cdef class ConvTileStep(Step):
         while q0 < pr1:
             q1 = min(pr1, q0 + POOL_PAIRS)
             for jp in range(self.panels):
-                # the chunk's conv rows, 2 * w_out pixels a pooled row, in tiles (which may
-                # cross from one row to the next: base[] places each pixel; sums as always)
-                p = 0
-                while p < 2 * (q1 - q0) * w_out:
-                    mr = min(TP, 2 * (q1 - q0) * w_out - p)
-                    tile6x16(src, &self.base[2 * q0 * w_out + p], mr, &self.off[0], self.K,
-                             &self.wt[jp, 0, 0], &self.bias16[jp * TC], t)
-                    self.store_blocked(t, TC, rows + p * 8, mr)
-                    self.store_blocked(t + 8, TC, rows + (cap + p) * 8, mr)
-                    p = p + TP
+                # the chunk's conv rows: 2 * w_out pixels a pooled row
+                self.pixels_blocked(src, 2 * q0 * w_out, 2 * (q1 - q0) * w_out, jp, rows,
+                                    cap * 8)
                 for pr in range(q0, q1):
                     for cb in range(2):
                         r0 = rows + (cb * cap + 2 * (pr - q0) * w_out) * 8
