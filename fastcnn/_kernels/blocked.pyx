@@ -353,6 +353,25 @@ cdef inline void taps3(const float *xr, const float *w, Py_ssize_t step8, vf8 *a
         acc[u] = vf8_fmadd(vf8_load(xr + u * step8 + 16), w2, acc[u])
 
 
+cdef inline void taps3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
+                         Py_ssize_t g0, const float *wk, Py_ssize_t step8,
+                         vf8 *acc) noexcept nogil:
+    """acc[u] += the taps of filter rows [kh_lo, kh_hi) for the group of DW_PIXELS pixels from
+    output column g0 (rows[kh]: padded input row, column iw at iw + pad_left), in the order
+    (kh, kw). Strides 1 and 2 run with constant offsets: a runtime stride needs a register per
+    pixel offset, which spilled (14x14 stride 1 12% slower)."""
+    cdef Py_ssize_t kh
+    if step8 == 8:
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh] + g0 * 8, wk + kh * 24, 8, acc)
+    elif step8 == 16:
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh] + g0 * 16, wk + kh * 24, 16, acc)
+    else:
+        for kh in range(kh_lo, kh_hi):
+            taps3(rows[kh] + g0 * step8, wk + kh * 24, step8, acc)
+
+
 cdef void row3x3_narrow(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
                         const float *wk, vf8 vb, Py_ssize_t w_out, Py_ssize_t step8,
                         float *orow, const float *rrow, int fin, vf8 lo, vf8 hi, int act,
@@ -361,18 +380,10 @@ cdef void row3x3_narrow(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t k
     start, its extra lanes reading the ring's zero padding (the rings are wide enough for a
     whole group) and not stored."""
     cdef vf8 acc[DW_PIXELS]
-    cdef Py_ssize_t u, kh
+    cdef Py_ssize_t u
     for u in range(DW_PIXELS):
         acc[u] = vb
-    if step8 == 8:
-        for kh in range(kh_lo, kh_hi):
-            taps3(rows[kh], wk + kh * 24, 8, acc)
-    elif step8 == 16:
-        for kh in range(kh_lo, kh_hi):
-            taps3(rows[kh], wk + kh * 24, 16, acc)
-    else:
-        for kh in range(kh_lo, kh_hi):
-            taps3(rows[kh], wk + kh * 24, step8, acc)
+    taps3x3(rows, kh_lo, kh_hi, 0, wk, step8, acc)
     for u in range(w_out):
         finish8(acc[u], orow + u * 8, rrow + u * 8 if rrow != NULL else NULL, fin, lo, hi, act,
                 alpha, beta, stream)
@@ -386,23 +397,13 @@ cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
     rows (rows[kh]: the padded input row of tap row kh, column iw at iw + pad_left): groups of
     DW_PIXELS pixels, the last one shifted left to end at the row's end."""
     cdef vf8 acc[DW_PIXELS]
-    cdef Py_ssize_t g0 = 0, u, kh
+    cdef Py_ssize_t g0 = 0, u
     while g0 < w_out:
         if g0 + DW_PIXELS > w_out:
             g0 = w_out - DW_PIXELS
         for u in range(DW_PIXELS):
             acc[u] = vb
-        # strides 1 and 2 with constant offsets (a runtime stride needs a register per pixel
-        # offset, which spilled: 14x14 stride 1 12% slower)
-        if step8 == 8:
-            for kh in range(kh_lo, kh_hi):
-                taps3(rows[kh] + g0 * 8, wk + kh * 24, 8, acc)
-        elif step8 == 16:
-            for kh in range(kh_lo, kh_hi):
-                taps3(rows[kh] + g0 * 16, wk + kh * 24, 16, acc)
-        else:
-            for kh in range(kh_lo, kh_hi):
-                taps3(rows[kh] + g0 * step8, wk + kh * 24, step8, acc)
+        taps3x3(rows, kh_lo, kh_hi, g0, wk, step8, acc)
         if rrow == NULL and fin == FIN_CLIP:
             for u in range(DW_PIXELS):
                 put8(orow + (g0 + u) * 8, vf8_min(vf8_max(acc[u], lo), hi), stream)
