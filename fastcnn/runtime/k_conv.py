@@ -279,9 +279,10 @@ def _bind_vecdirect(p, cp, w4, bias):
 def _bind_tile(p, cp, w4, bias, blocked_out=False, pool=False, rows=False):
     """The tile kernel into an NCHW output, or (blocked_out) into an NCHW8c one, or (pool)
     into the NCHW output of a 2x2 stride-2 max pool of its output (ConvPoolNode), or (rows)
-    as the row producer of a DepthwiseProjectNode's stem (no output, no scratch of its own)."""
+    as the row producer of a DepthwiseProjectNode's stem (no output, no scratch of its own:
+    the size returned is then the padded image's floats per thread, which its user holds)."""
     wt = p.cached("tile_panels", lambda: conv_tile.pack_tile_weights(w4()))
-    slots = scratch_slots(p)
+    slots = 1 if rows else scratch_slots(p)
     size = slots * conv_tile.tile_scratch(cp["x4"], cp["w4"], cp["y4"], cp["strides"],
                                           cp["pads"][:2], cp["dilations"], pool)
     k_h, k_w = cp["kernel"]
@@ -591,14 +592,14 @@ class DepthwiseProjectNode(FusedNode):
     tile conv `stem` producing dw's input: inputs stem's or dw's input (and pj's residual)."""
 
     def __init__(self, dw, pj, stem=None):
-        first = stem if stem is not None else dw
-        super().__init__(((stem,) if stem is not None else ()) + (dw, pj),
+        self.has_stem = stem is not None
+        first = stem if self.has_stem else dw
+        super().__init__(((stem,) if self.has_stem else ()) + (dw, pj),
                          [first.inputs[0]] + ([pj.inputs[3]] if _residual(pj) else []))
 
     def prepare(self, *contexts):
-        if len(contexts) == 3:
-            return prepare_expand_depthwise(None, *contexts[1:], ps=contexts[0])
-        return prepare_expand_depthwise(None, *contexts)
+        ps, pd, pp = contexts if self.has_stem else (None,) + contexts
+        return prepare_expand_depthwise(None, pd, pp, ps)
 
 
 def _residual(node) -> bool:
@@ -701,10 +702,9 @@ def fuse_expand_depthwise(graph, run_nodes, inferred, blocked) -> list:
         if pj is None or pj.name in used or node.inputs[0] not in blocked:
             continue
         stem = producer.get(node.inputs[0])
-        # a stem: a conv from an NCHW input that stores blocked with the tile kernel (what
-        # `_pooling_conv` calls 'tile': a conv without a residual, 16k output channels)
+        # a stem: a conv from an NCHW input that stores blocked with the tile kernel
         if not (FUSE_STEM and stem is not None and only_reader(node.inputs[0]) is node
-                and _pooling_conv(stem, types, attrs[stem.name], blocked) == "tile"):
+                and _nchw_conv_kind(stem, types, attrs[stem.name], blocked) == "tile"):
             stem = None
         fused[pj.name] = DepthwiseProjectNode(node, pj, stem)
         dropped.update(n.name for n in fused[pj.name].parts[:-1])
@@ -718,22 +718,21 @@ def prepare_expand_depthwise(pe, pd, pp=None, ps=None):
     cpd = conv_params(pd)
     w4d, bias_d = _weights(pd, cpd)
     c_e = cpd["y4"][1]
+    wd = _packed_depthwise(pd, w4d)
+    slots = scratch_slots(pd)
+    flops = conv_flops(cpd)
+    # without an expand: no 1x1 weights, and its input is the depthwise conv's
+    we, b16, act_e, x4 = None, None, (0, 0.0, 0.0), cpd["x4"]
     if pe is not None:
         cpe = conv_params(pe)
         we, b16 = _packed_pointwise(pe, cpe, *_weights(pe, cpe))
-        act_e = (cpe["act"], cpe["alpha"], cpe["beta"])
-    else:
-        cpe, we, b16, act_e = cpd, None, None, (0, 0.0, 0.0)
-    wd = _packed_depthwise(pd, w4d)
-    slots = scratch_slots(pd)
-    geo = (cpe["x4"], cpd["y4"], cpd["strides"], cpd["pads"][:2])
-    flops = (conv_flops(cpe) if pe is not None else 0) + conv_flops(cpd)
+        act_e, x4 = (cpe["act"], cpe["alpha"], cpe["beta"]), cpe["x4"]
+        flops += conv_flops(cpe)
+    geo = (x4, cpd["y4"], cpd["strides"], cpd["pads"][:2])
     stem_pad, bind_stem = 0, None
     if ps is not None:
         cps = conv_params(ps)
-        stem_pad = conv_tile.tile_scratch(cps["x4"], cps["w4"], cps["y4"], cps["strides"],
-                                          cps["pads"][:2], cps["dilations"])
-        bind_stem = _bind_tile(ps, cps, *_weights(ps, cps), rows=True)[0]
+        bind_stem, stem_pad = _bind_tile(ps, cps, *_weights(ps, cps), rows=True)
         flops += conv_flops(cps)
     size = slots * blocked.expand_depthwise_scratch(*geo, pp is not None, stem_pad)
     project, last = {}, cpd
@@ -768,9 +767,8 @@ def prepare_expand_depthwise(pe, pd, pp=None, ps=None):
 # a step of its own: a Winograd conv pools each output tile as it is finished
 # (winograd.ConvWinogradStep, pool_hw); a tile conv that would store blocked for the pool
 # computes a few output rows of a panel at a time and pools them (conv_tile.ConvTileStep,
-# pool_hw). On 2
-# threads the pool was the costliest part of a small layer: it read rows the other core had
-# just written.
+# pool_hw). On 2 threads the pool was the costliest part of a small layer: it read rows the
+# other core had just written.
 FUSE_CONV_POOL = True
 
 
@@ -802,12 +800,13 @@ def _pool_2x2(node, types, attrs) -> bool:
             and tuple(y) == (x[0], x[1], x[2] // 2, x[3] // 2))
 
 
-def _pooling_conv(node, types, attrs, blocked):
-    """How a Conv without a residual, on an NCHW input, runs with the max pool after it:
-    'winograd' when the cost model runs it by Winograd (conv_layouts then keeps its output
-    NCHW), 'tile' when it stores blocked with the tile kernel (prepare_conv's choice from NCHW
-    to NCHW8c where _tile_applies) and has 16k output channels; else None. (Its weights are
-    constants: the planner refuses others.)"""
+def _nchw_conv_kind(node, types, attrs, blocked):
+    """How a Conv without a residual, on an NCHW input, runs, for the fusions that compute its
+    output inside another step (a max pool after it, `fuse_conv_pool`; a depthwise conv after
+    it, as a stem, `fuse_expand_depthwise`): 'winograd' when the cost model runs it by
+    Winograd (conv_layouts then keeps its output NCHW), 'tile' when it stores blocked with the
+    tile kernel (prepare_conv's choice from NCHW to NCHW8c where _tile_applies) and has 16k
+    output channels; else None. (Its weights are constants: the planner refuses others.)"""
     if node.op != "Conv" or len(node.outputs) != 1 or _residual(node) or node.inputs[0] in blocked:
         return None
     x, w, y = types[node.inputs[0]].shape, types[node.inputs[1]].shape, types[node.outputs[0]].shape
@@ -820,7 +819,7 @@ def _pooling_conv(node, types, attrs, blocked):
 
 
 def fuse_conv_pool(graph, run_nodes, inferred, blocked) -> list:
-    """run_nodes with each (conv, 2x2 stride-2 max pool) pair that `_pooling_conv` accepts
+    """run_nodes with each (conv, 2x2 stride-2 max pool) pair whose conv `_nchw_conv_kind` names
     replaced by a ConvPoolNode at the pool's place, when the conv's output is read by the pool
     alone and is not a graph output, and the pool's output is NCHW."""
     if not FUSE_CONV_POOL:
@@ -837,7 +836,7 @@ def fuse_conv_pool(graph, run_nodes, inferred, blocked) -> list:
         if (conv is None or isinstance(conv, FusedNode) or t in graph_outputs
                 or readers.get(t) != [node] or node.outputs[0] in blocked
                 or not _pool_2x2(node, types, attrs[node.name])
-                or _pooling_conv(conv, types, attrs[conv.name], blocked) is None):
+                or _nchw_conv_kind(conv, types, attrs[conv.name], blocked) is None):
             continue
         fused[node.name] = ConvPoolNode(conv, node)
         dropped.add(conv.name)
@@ -848,7 +847,7 @@ def prepare_conv_pool(pc, pp):
     """Prepared for a ConvPoolNode: pc, pp the PrepareContexts of its conv and its pool."""
     cp = conv_params(pc)
     w4, bias = _weights(pc, cp)
-    if pc.blocked_out(0):     # the tile kernel (_pooling_conv)
+    if pc.blocked_out(0):     # the tile kernel (_nchw_conv_kind)
         algorithm = "tile"
         bind_conv, size = _bind_tile(pc, cp, w4, bias, pool=True)
     else:

@@ -412,7 +412,7 @@ def test_planner_fuses_tile_conv_and_pool(monkeypatch, shape, threads):
                                  "long reduction", "grouped conv"])
 def test_planner_leaves_other_blocked_pairs_apart(why):
     """Convs storing blocked for their pool that the pooled tile step does not run (each fails
-    one rule of _pooling_conv or fuse_conv_pool) keep their two steps, with numpy's results."""
+    one rule of _nchw_conv_kind or fuse_conv_pool) keep their two steps, with numpy's results."""
     kw, shape, tail = dict(c_in=3), (1, 3, 16, 16), None
     if why == "24 channels":
         kw["c_mid"] = 24
