@@ -59,22 +59,22 @@ def run_on_threads(list fns):
         return
     done = [False] * n
     errors = [None] * n
+
+    def call(i):
+        done[i] = True
+        try:
+            fns[i]()
+        except BaseException as e:
+            errors[i] = e
+
     with nogil, parallel(num_threads=n):
         tid = threadid()
         with gil:
             if tid < n:
-                done[tid] = True
-                try:
-                    fns[tid]()
-                except BaseException as e:
-                    errors[tid] = e
+                call(tid)
     for i in range(n):
         if not done[i]:
-            done[i] = True
-            try:
-                fns[i]()
-            except BaseException as e:
-                errors[i] = e
+            call(i)
     for e in errors:
         if e is not None:
             raise e

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -212,6 +212,8 @@ def run_at_once(fns) -> None:
         try:
             fns[0]()
         finally:
+            # every worker ends before an exception leaves (theirs after the caller's)
+            wait(others)
             for f in others:
                 f.result()
 
