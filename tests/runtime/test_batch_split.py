@@ -331,7 +331,16 @@ def test_chunk_size(weights, arena, traffic, threads, cache, want):
                                   cache * mb, 8) == want
 
 
-def test_run_at_once_runs_the_functions_together():
+@pytest.fixture(params=["openmp", "python workers"])
+def at_once_path(request, monkeypatch):
+    """run_at_once on OpenMP's threads, and on the Python workers a forked child uses (forced
+    here by making this process look like a child)."""
+    if request.param == "python workers":
+        monkeypatch.setattr(batch_split, "_IMPORT_PID", -1)
+    return request.param
+
+
+def test_run_at_once_runs_the_functions_together(at_once_path):
     """Each function runs once, all at the same time: the first waits for an event only the
     second sets (run one after the other, it would time out)."""
     import threading
@@ -350,7 +359,7 @@ def test_run_at_once_runs_the_functions_together():
     assert time.perf_counter() - t0 < 4
 
 
-def test_run_at_once_raises_after_every_function_ended():
+def test_run_at_once_raises_after_every_function_ended(at_once_path):
     ended = []
 
     def fails():
@@ -362,6 +371,10 @@ def test_run_at_once_raises_after_every_function_ended():
 
     with pytest.raises(ValueError, match="part 1"):
         batch_split.run_at_once([slow, fails])
+    assert ended == ["slow"]
+    ended.clear()
+    with pytest.raises(ValueError, match="part 1"):   # a later function still running
+        batch_split.run_at_once([lambda: None, fails, slow])
     assert ended == ["slow"]
 
 
