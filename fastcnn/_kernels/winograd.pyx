@@ -142,6 +142,23 @@ cdef inline void move_block(const float *src, Py_ssize_t s_row, Py_ssize_t s_col
         move_rect(src, s_row, s_col, dst, d_row, d_col, rows, cols, accumulate)
 
 
+cdef inline void move_rows(const float *src, Py_ssize_t s_row, float *dst, Py_ssize_t d_row,
+                           Py_ssize_t d_col, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """move_rect (copy) of a patch clipped at the edges of x: the row length (at most 6) as a
+    literal, so that gcc unrolls each row (the runtime-size loop was most of the gather of the
+    edge CNN's 8x8 layer, where 12 of its 16 patches are clipped)."""
+    if cols == 6:
+        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 6, False)
+    elif cols == 5:
+        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 5, False)
+    elif cols == 4:
+        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 4, False)
+    elif cols == 3:
+        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 3, False)
+    else:
+        move_rect(src, s_row, 1, dst, d_row, d_col, rows, cols, False)
+
+
 cdef inline void output_transform(const float *mm, Py_ssize_t ms, float *tmp, float *y,
                                   Py_ssize_t a, float bias) noexcept nogil:
     """mm[pos*ms + lane] (a*a positions, 16 lanes) -> y (m*m, 16) = A^T M A + bias."""
@@ -197,6 +214,13 @@ cdef struct Lanes:
     Py_ssize_t ih[NR]          # input row of the patch's top-left corner (may be negative)
     Py_ssize_t iw[NR]
     bint inside[NR]            # the whole a x a patch lies inside x
+    Py_ssize_t r0[NR]          # patch rows [r0, r1) and columns [c0, c1) lie inside x
+    Py_ssize_t r1[NR]
+    Py_ssize_t c0[NR]
+    Py_ssize_t c1[NR]
+    Py_ssize_t pofs[NR]        # with a pool: the tile's first pooled output in out[:, 0]
+    Py_ssize_t prows[NR]       # and the pooled rows and columns of the tile that out keeps
+    Py_ssize_t pcols[NR]
 
 
 cdef class ConvWinogradStep(Step):
@@ -277,8 +301,9 @@ cdef class ConvWinogradStep(Step):
             raise ValueError("ConvWinogradStep: work too small")
 
     cdef Lanes lanes_of(self, Py_ssize_t blk) noexcept nogil:
-        """Where the 16 tiles of block `blk` are: image, input patch origin, fully inside x."""
-        cdef Py_ssize_t l, t, th, tw, a = self.a
+        """Where the 16 tiles of block `blk` are: image, input patch origin, the part of the
+        patch inside x and, with a pool, the place of the tile's pooled outputs."""
+        cdef Py_ssize_t l, t, th, tw, oh, ow, a = self.a
         cdef Lanes lanes
         cdef Lanes *ln = &lanes
         ln.count = min(NR, self.tiles - blk * NR)
@@ -289,35 +314,46 @@ cdef class ConvWinogradStep(Step):
             tw = t % self.tiles_w
             ln.ih[l] = th * self.m - self.g.pad_top
             ln.iw[l] = tw * self.m - self.g.pad_left
-            ln.inside[l] = (ln.ih[l] >= 0 and ln.ih[l] + a <= self.g.h_in and ln.iw[l] >= 0
-                            and ln.iw[l] + a <= self.g.w_in)
+            ln.r0[l] = min(a, max(0, -ln.ih[l]))
+            ln.r1[l] = max(ln.r0[l], min(a, self.g.h_in - ln.ih[l]))
+            ln.c0[l] = min(a, max(0, -ln.iw[l]))
+            ln.c1[l] = max(ln.c0[l], min(a, self.g.w_in - ln.iw[l]))
+            ln.inside[l] = (ln.r0[l] == 0 and ln.r1[l] == a and ln.c0[l] == 0 and ln.c1[l] == a)
+            if self.pool:
+                oh = (ln.ih[l] + self.g.pad_top) // 2
+                ow = (ln.iw[l] + self.g.pad_left) // 2
+                ln.prows[l] = max(0, min(self.m // 2, self.h_pool - oh))
+                ln.pcols[l] = max(0, min(self.m // 2, self.w_pool - ow))
+                ln.pofs[l] = (ln.img[l] * self.g.c_out * self.h_pool + oh) * self.w_pool + ow
         return lanes
+
+    cdef void clear_patches(self, const Lanes *ln, float *d) noexcept nogil:
+        """Zero the lanes of d (a*a, 16) that `input_channels` does not fill whole: lanes past
+        the block's tiles and patches reaching outside x. Their cells outside x are the same for
+        every channel, so d is cleared once per block, not once per channel."""
+        cdef Py_ssize_t l, pos, aa = self.a * self.a
+        for l in range(NR):
+            if l >= ln.count or not ln.inside[l]:
+                for pos in range(aa):
+                    d[pos * NR + l] = 0.0
 
     cdef void input_channels(self, const Lanes *ln, Py_ssize_t ci0, Py_ssize_t ci1, float *v,
                              float *d, float *tmp) noexcept nogil:
         """Phase 1, channels [ci0, ci1): gather the a x a patches of the 16 tiles into d
-        (a*a, 16), then V[pos, ci, :] = (B^T d B)[pos] into v (a*a, c_in, 16)."""
-        cdef Py_ssize_t a = self.a, aa = self.a * self.a, c_in = self.g.c_in
-        cdef Py_ssize_t h_in = self.g.h_in, w_in = self.g.w_in, ci, l, r, c, ih, iw, pos
+        (a*a, 16), then V[pos, ci, :] = (B^T d B)[pos] into v (a*a, c_in, 16). d's cells
+        outside x must be zero (`clear_patches`): only the cells inside x are written."""
+        cdef Py_ssize_t a = self.a, c_in = self.g.c_in, w_in = self.g.w_in, ci, l
         cdef const float *xc
         for ci in range(ci0, ci1):
-            for l in range(ln.count, NR):
-                for pos in range(aa):
-                    d[pos * NR + l] = 0.0
             for l in range(ln.count):
                 xc = &self.xf[ln.img[l] * c_in + ci, 0]
                 if ln.inside[l]:
-                    xc = xc + ln.ih[l] * w_in + ln.iw[l]
-                    move_block(xc, w_in, 1, d + l, a * NR, NR, a, a, False)
+                    move_block(xc + ln.ih[l] * w_in + ln.iw[l], w_in, 1, d + l, a * NR, NR,
+                               a, a, False)
                 else:
-                    for r in range(a):
-                        ih = ln.ih[l] + r
-                        for c in range(a):
-                            iw = ln.iw[l] + c
-                            if ih >= 0 and ih < h_in and iw >= 0 and iw < w_in:
-                                d[(r * a + c) * NR + l] = xc[ih * w_in + iw]
-                            else:
-                                d[(r * a + c) * NR + l] = 0.0
+                    move_rows(xc + (ln.ih[l] + ln.r0[l]) * w_in + ln.iw[l] + ln.c0[l], w_in,
+                              d + (ln.r0[l] * a + ln.c0[l]) * NR + l, a * NR, NR,
+                              ln.r1[l] - ln.r0[l], ln.c1[l] - ln.c0[l])
             input_transform(d, tmp, v + ci * NR, c_in * NR, a)
 
     cdef void gemm_items(self, Py_ssize_t i0, Py_ssize_t i1, const float *v,
@@ -355,7 +391,7 @@ cdef class ConvWinogradStep(Step):
         stride 2 into out: pooled pixel (i, j) of a tile is the NaN-propagating max of its
         outputs (2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1), in that order. pb: (m/2)^2 * 16
         floats. Windows past the pooled output (an odd last row or column) are dropped."""
-        cdef Py_ssize_t m = self.m, q = self.m // 2, i, j, h, l, oh, ow
+        cdef Py_ssize_t m = self.m, q = self.m // 2, i, j, h, l
         cdef const float *p
         for i in range(q):
             for j in range(q):
@@ -364,12 +400,16 @@ cdef class ConvWinogradStep(Step):
                     vf8_store(pb + (i * q + j) * NR + h, vf8_max_nan(vf8_max_nan(vf8_max_nan(
                         vf8_load(p + h), vf8_load(p + NR + h)), vf8_load(p + m * NR + h)),
                         vf8_load(p + (m + 1) * NR + h)))
+        # the places come from lanes_of (computed once per block, not per channel); F(2,3)
+        # pools each tile to one value
+        cdef float *oc = &self.out[0, co, 0, 0]
         for l in range(ln.count):
-            oh = (ln.ih[l] + self.g.pad_top) // 2
-            ow = (ln.iw[l] + self.g.pad_left) // 2
-            if oh < self.h_pool and ow < self.w_pool:
-                move_block(pb + l, q * NR, NR, &self.out[ln.img[l], co, oh, ow], self.w_pool, 1,
-                           min(q, self.h_pool - oh), min(q, self.w_pool - ow), False)
+            if q == 1:
+                if ln.prows[l] > 0 and ln.pcols[l] > 0:
+                    oc[ln.pofs[l]] = pb[l]
+            else:
+                move_block(pb + l, q * NR, NR, oc + ln.pofs[l], self.w_pool, 1, ln.prows[l],
+                           ln.pcols[l], False)
 
     cdef void output_channels(self, const Lanes *ln, Py_ssize_t co0, Py_ssize_t co1,
                               const float *mm, float *tmp, float *y) noexcept nogil:
@@ -448,6 +488,7 @@ cdef class ConvWinogradStep(Step):
         cdef float *y = tmp + self.a * self.a * 8
         cdef Py_ssize_t pos, panels = self.mrows // MR
         ln = self.lanes_of(blk)
+        self.clear_patches(&ln, d)
         self.input_channels(&ln, 0, self.g.c_in, v, d, tmp)
         if p0 == 0 and p1 == panels:
             self.gemm_items(0, self.a * self.a * panels, v, mm)
@@ -497,6 +538,7 @@ cdef class ConvWinogradStep(Step):
                     own = work + tid * stride + self.v_size + self.m_size
                     for blk in range(total):
                         ln = self.lanes_of(blk)   # assigned here: private to each thread
+                        self.clear_patches(&ln, own)
                         # (Cython's prange inside parallel() ends without a barrier: add them)
                         for i in prange(self.g.c_in, schedule="static"):
                             self.input_channels(&ln, i, i + 1, work, own,
