@@ -130,33 +130,25 @@ cdef inline void move_block(const float *src, Py_ssize_t s_row, Py_ssize_t s_col
                             Py_ssize_t d_row, Py_ssize_t d_col, Py_ssize_t rows, Py_ssize_t cols,
                             bint accumulate) noexcept nogil:
     """move_rect, with the whole patches and tiles (6x6, 4x4, 2x2) at literal sizes, so that gcc
-    unrolls them: loops over a runtime size cost more than the copies (a tile clipped at an
-    edge takes the general loop)."""
+    unrolls them, and the rows of the other blocks up to 6 wide (patches and tiles clipped at an
+    edge) at a literal length: loops over a runtime size cost more than the copies (they were
+    most of the input gather of the edge CNN's 8x8 layer, where 12 of 16 patches are clipped)."""
     if rows == cols == 6:
         move_rect(src, s_row, s_col, dst, d_row, d_col, 6, 6, accumulate)
     elif rows == cols == 4:
         move_rect(src, s_row, s_col, dst, d_row, d_col, 4, 4, accumulate)
     elif rows == cols == 2:
         move_rect(src, s_row, s_col, dst, d_row, d_col, 2, 2, accumulate)
+    elif cols == 6:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, rows, 6, accumulate)
+    elif cols == 5:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, rows, 5, accumulate)
+    elif cols == 4:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, rows, 4, accumulate)
+    elif cols == 3:
+        move_rect(src, s_row, s_col, dst, d_row, d_col, rows, 3, accumulate)
     else:
         move_rect(src, s_row, s_col, dst, d_row, d_col, rows, cols, accumulate)
-
-
-cdef inline void move_rows(const float *src, Py_ssize_t s_row, float *dst, Py_ssize_t d_row,
-                           Py_ssize_t d_col, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    """move_rect (copy) of a patch clipped at the edges of x: the row length (at most 6) as a
-    literal, so that gcc unrolls each row (the runtime-size loop was most of the gather of the
-    edge CNN's 8x8 layer, where 12 of its 16 patches are clipped)."""
-    if cols == 6:
-        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 6, False)
-    elif cols == 5:
-        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 5, False)
-    elif cols == 4:
-        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 4, False)
-    elif cols == 3:
-        move_rect(src, s_row, 1, dst, d_row, d_col, rows, 3, False)
-    else:
-        move_rect(src, s_row, 1, dst, d_row, d_col, rows, cols, False)
 
 
 cdef inline void output_transform(const float *mm, Py_ssize_t ms, float *tmp, float *y,
@@ -351,9 +343,9 @@ cdef class ConvWinogradStep(Step):
                     move_block(xc + ln.ih[l] * w_in + ln.iw[l], w_in, 1, d + l, a * NR, NR,
                                a, a, False)
                 else:
-                    move_rows(xc + (ln.ih[l] + ln.r0[l]) * w_in + ln.iw[l] + ln.c0[l], w_in,
-                              d + (ln.r0[l] * a + ln.c0[l]) * NR + l, a * NR, NR,
-                              ln.r1[l] - ln.r0[l], ln.c1[l] - ln.c0[l])
+                    move_block(xc + (ln.ih[l] + ln.r0[l]) * w_in + ln.iw[l] + ln.c0[l], w_in, 1,
+                               d + (ln.r0[l] * a + ln.c0[l]) * NR + l, a * NR, NR,
+                               ln.r1[l] - ln.r0[l], ln.c1[l] - ln.c0[l], False)
             input_transform(d, tmp, v + ci * NR, c_in * NR, a)
 
     cdef void gemm_items(self, Py_ssize_t i0, Py_ssize_t i1, const float *v,
@@ -393,6 +385,7 @@ cdef class ConvWinogradStep(Step):
         floats. Windows past the pooled output (an odd last row or column) are dropped."""
         cdef Py_ssize_t m = self.m, q = self.m // 2, i, j, h, l
         cdef const float *p
+        cdef float *oc = &self.out[0, co, 0, 0]
         for i in range(q):
             for j in range(q):
                 p = y + (2 * i * m + 2 * j) * NR
@@ -402,7 +395,6 @@ cdef class ConvWinogradStep(Step):
                         vf8_load(p + (m + 1) * NR + h)))
         # the places come from lanes_of (computed once per block, not per channel); F(2,3)
         # pools each tile to one value
-        cdef float *oc = &self.out[0, co, 0, 0]
         for l in range(ln.count):
             if q == 1:
                 if ln.prows[l] > 0 and ln.pcols[l] > 0:
