@@ -143,18 +143,29 @@ def _tensor_to_array(ctx, tensor, what) -> np.ndarray:
     count = 1
     for d in dims:
         count *= d
-    itemsize = np.dtype(ONNX_DTYPES[tensor.data_type]).itemsize
+    dtype = np.dtype(ONNX_DTYPES[tensor.data_type])
+    # raw_data is read out of the message once (each read copies it): numpy_helper.to_array
+    # would read it again, and its array would need a copy to let go of the protobuf
+    raw = tensor.raw_data if tensor.HasField("raw_data") else None
+    if raw is not None and len(raw) % dtype.itemsize:
+        raise ModelFileError(f"{ctx.where}: {what}: raw_data of {len(raw)} bytes is not a whole "
+                             f"number of {dtype.name} values")
     # A file cannot justify more elements than it stores: check before numpy allocates.
-    stored = max(len(tensor.raw_data) // max(itemsize, 1), len(tensor.float_data), len(tensor.int32_data),
-                 len(tensor.int64_data), len(tensor.double_data), len(tensor.uint64_data))
+    stored = max(len(raw) // dtype.itemsize if raw is not None else 0, len(tensor.float_data),
+                 len(tensor.int32_data), len(tensor.int64_data), len(tensor.double_data),
+                 len(tensor.uint64_data))
     if count != stored and not (count == 0 and stored == 0):
         raise ModelFileError(f"{ctx.where}: {what}: shape {dims} needs {count} elements but the "
                              f"file stores {stored}")
     try:
-        arr = numpy_helper.to_array(tensor)
+        if raw is not None:   # little-endian values; the array views this bytes object
+            arr = np.frombuffer(raw, dtype.newbyteorder("<"), count).reshape(dims)
+            if not arr.dtype.isnative:
+                arr = arr.astype(dtype)
+        else:                 # the typed fields (float_data, int64_data, ...): a new array
+            arr = np.array(numpy_helper.to_array(tensor), copy=True)
     except Exception as e:  # malformed protobuf content
         raise ModelFileError(f"{ctx.where}: {what}: cannot decode tensor ({e})") from None
-    arr = np.array(arr, copy=True)  # own, writeable-free copy detached from the protobuf
     if arr.dtype == np.float16 or arr.dtype == np.float64:
         arr = arr.astype(np.float32)
     if arr.dtype in (np.uint16, np.uint32, np.uint64):

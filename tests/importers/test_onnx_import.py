@@ -247,3 +247,56 @@ def test_pytorch_view_batch_minus_one_folds(tmp_path, opset):
         got = m.run(None, {"x": x})[0]
         assert_close(got, np.maximum(x, 0).reshape(n, 60) @ w.T.astype(np.float64))
         assert_close(got, run_ort(model, {"x": x})[0])
+
+
+INITIALIZER_VALUES = {
+    "float32": np.array([[1.5, -2.25, 3e-39], [np.inf, -0.0, 7.0]], np.float32),
+    "float16": np.array([0.5, -65504.0, 6e-8], np.float16),
+    "float64": np.array([1.0 / 3.0, -1e30], np.float64),
+    "int64": np.array([-(2 ** 62), 7, 0], np.int64),
+    "int32": np.array([[-5], [2 ** 30]], np.int32),
+    "uint8": np.array([0, 255, 17], np.uint8),
+    "bool": np.array([True, False, True]),
+    "scalar": np.array(2.5, np.float32),
+    "empty": np.zeros((0, 3), np.float32),
+}
+
+
+@pytest.mark.parametrize("stored", ["raw_data", "typed fields"])
+@pytest.mark.parametrize("kind", list(INITIALIZER_VALUES))
+def test_initializer_values_from_raw_data_and_typed_fields(kind, stored):
+    """Each element type reads back the values the file holds, whether stored as raw_data or in
+    the typed repeated fields, as a read-only array that refers to no protobuf memory."""
+    from fastcnn.importers import onnx as onnx_importer
+    value = INITIALIZER_VALUES[kind]
+    if stored == "raw_data":
+        t = numpy_helper.from_array(value, "w")
+        assert t.HasField("raw_data")
+    else:
+        t = helper.make_tensor("w", helper.np_dtype_to_tensor_dtype(value.dtype), value.shape,
+                               value.reshape(-1).tolist())
+        assert not t.HasField("raw_data")
+    model = onnx_model([N("Identity", ["x"])], {"x": (2, 3)}, ["y"], {}, opset=13)
+    model.graph.initializer.append(t)
+    g = onnx_importer.import_model(model, "m.onnx")
+    del model, t
+    got = g.initializers["w"]
+    expected = {"float16": value.astype(np.float32), "float64": value.astype(np.float32)}.get(
+        kind, value)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    assert not got.flags.writeable
+    owner = got
+    while isinstance(owner, np.ndarray) and owner.base is not None:
+        owner = owner.base
+    assert isinstance(owner, (np.ndarray, bytes)), type(owner)
+
+
+def test_initializer_raw_data_of_a_partial_value(tmp_path):
+    """raw_data whose length is not a whole number of values is a bad file, not a short array
+    (one stray byte after two float32 values)."""
+    model = onnx_model([N("Add", ["x", "w"])], {"x": (2,)}, ["y"], {"w": np.ones(2, np.float32)}, opset=13)
+    t = model.graph.initializer[0]
+    t.raw_data = t.raw_data + b"\x00"
+    _load_error(model, tmp_path, fastcnn.ModelFileError, "initializer 'w'",
+                "raw_data of 9 bytes is not a whole number of float32 values")
