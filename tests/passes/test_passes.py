@@ -70,6 +70,28 @@ def test_fold_affine_into_conv(follow):
     assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
 
 
+def test_fold_a_chain_of_affines_into_each_conv():
+    """Conv -> BN -> Mul -> Add -> Sub, twice in a row: every affine folds into its conv (the
+    pass tries a conv again after each fold), and the second conv's chain as well."""
+    c = 4
+    inits = {"w1": rand(RNG, c, 3, 3, 3), "w2": rand(RNG, c, c, 1, 1), "k1": rand(RNG, 1, c, 1, 1),
+             "k2": rand(RNG, c, 1, 1), "k3": rand(RNG, 1, c, 1, 1), **bn_params(c, "bn"),
+             **bn_params(c, "bo")}
+
+    def chain(i, bn):
+        return [("BatchNormalization", [f"c{i}", f"{bn}_s", f"{bn}_b", f"{bn}_m", f"{bn}_v"],
+                 [f"n{i}"], {}),
+                ("Mul", [f"n{i}", "k1"], [f"m{i}"], {}), ("Add", ["k2", f"m{i}"], [f"a{i}"], {}),
+                ("Sub", [f"a{i}", "k3"], [f"s{i}"], {})]
+    g = graph([("Conv", ["x", "w1"], ["c1"], {"pads": [1, 1, 1, 1]}), *chain(1, "bn"),
+               ("Relu", ["s1"], ["r"], {}), ("Conv", ["r", "w2"], ["c2"], {}), *chain(2, "bo"),
+               ("Identity", ["s2"], ["y"], {})], {"x": (2, 3, 6, 5)}, ["y"], inits)
+    x = rand(RNG, 2, 3, 6, 5)
+    opt = fold_batchnorm(g).check()
+    assert [n.op for n in opt.nodes] == ["Conv", "Relu", "Conv", "Identity"]
+    assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+
+
 def test_sub_with_constant_first_is_not_folded():
     inits = {"w": rand(RNG, 2, 3, 1, 1), "k": rand(RNG, 1, 2, 1, 1)}
     g = graph([("Conv", ["x", "w"], ["c"], {}), ("Sub", ["k", "c"], ["y"], {})],
