@@ -231,21 +231,31 @@ class Graph:
         self.nodes = [self.nodes[i] for i in order]
 
     # ---------------------------------------------------------------- naming
-    def unique_name(self, base: str) -> str:
-        """A value or node name not used anywhere in the graph yet (recomputed each call: graphs
-        are small and passes edit them freely)."""
+    def used_names(self) -> set:
+        """Every value and node name of the graph."""
         used = {t.name for t in self.inputs} | {t.name for t in self.outputs} | set(self.initializers)
         for n in self.nodes:
             used.add(n.name)
             used.update(n.outputs)
+        return used
+
+    def unique_name(self, base: str, used: set | None = None) -> str:
+        """A value or node name not used anywhere in the graph yet. The names are gathered each
+        call (passes edit graphs freely), or a pass that adds many passes `used`, from
+        `used_names()` when it started: the new name is added to it (names the pass removed
+        stay in it, which only costs a suffix)."""
+        if used is None:
+            used = self.used_names()
         name, k = base, 0
         while name in used:
             k += 1
             name = f"{base}_{k}"
+        used.add(name)
         return name
 
-    def add_initializer(self, base: str, array: np.ndarray) -> str:
-        name = self.unique_name(base)
+    def add_initializer(self, base: str, array: np.ndarray, used: set | None = None) -> str:
+        """Store `array` under a new name made from `base` (unique_name) and return the name."""
+        name = self.unique_name(base, used)
         self.initializers[name] = array
         return name
 

@@ -51,8 +51,9 @@ def _out_channels(g, node):
     return w.shape[0] if node.attrs.get("transB", 0) else w.shape[1]
 
 
-def _apply(g, node, scale, shift):
-    """Replace node's weights/bias by scale*W and scale*B + shift (per output channel)."""
+def _apply(g, node, scale, shift, used):
+    """Replace node's weights/bias by scale*W and scale*B + shift (per output channel); used:
+    the graph's names (Graph.used_names), kept up to date."""
     w = np.asarray(g.initializers[node.inputs[1]])
     c = scale.shape[0]
     if node.op in ("Conv", "ConvTranspose"):
@@ -80,23 +81,24 @@ def _apply(g, node, scale, shift):
         b2 = np.broadcast_to(cb, np.broadcast_shapes(cb.shape, (c,))) * scale + shift
         node.attrs["alpha"] = 1.0
         node.attrs["beta"] = 1.0
-    wn = g.add_initializer(f"{node.name}_w_folded", w2.astype(np.float32, copy=False))
-    bn = g.add_initializer(f"{node.name}_b_folded", np.ascontiguousarray(b2, dtype=np.float32))
+    wn = g.add_initializer(f"{node.name}_w_folded", w2.astype(np.float32, copy=False), used)
+    bn = g.add_initializer(f"{node.name}_b_folded", np.ascontiguousarray(b2, dtype=np.float32), used)
     node.inputs = [node.inputs[0], wn, bn]
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
     g = graph.copy()
+    used = g.used_names()   # gathered once: two new names per fold
     i = 0
     while i < len(g.nodes):
         # a node that took its consumer in is tried again (a BatchNormalization, then a Mul);
         # the consumer came after it in the node order, so index i stays this node
-        if not _fold_consumer(g, g.nodes[i]):
+        if not _fold_consumer(g, g.nodes[i], used):
             i += 1
     return g
 
 
-def _fold_consumer(g, node) -> bool:
+def _fold_consumer(g, node, used) -> bool:
     """Fold the only consumer of node's output into node when node is a conv or dense layer
     with constant weights and the consumer a BatchNormalization or a constant per-channel Mul,
     Add or Sub; returns whether it did."""
@@ -140,7 +142,7 @@ def _fold_consumer(g, node) -> bool:
             scale, shift = np.ones(c), -per
     else:
         return False
-    _apply(g, node, scale, shift)
+    _apply(g, node, scale, shift, used)
     node.outputs = [nxt.outputs[0]]
     g.nodes.remove(nxt)
     return True
