@@ -509,12 +509,13 @@ cdef class ConvWinogradStep(Step):
                     and self.v_size * sizeof(float) <= OWN_BLOCK_V_BYTES:
                 # few blocks with a small V: every thread transforms the whole block into its
                 # own V and computes its own range of output channels, with no barrier and
-                # nothing crossing between the cores but the input (read by both)
-                with parallel(num_threads=nt):
-                    tid = threadid()
+                # nothing crossing between the cores but the input (read by both). The ranges
+                # are prange's iterations, not thread ids: OpenMP may give the region fewer
+                # threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC), and every range must run.
+                for i in prange(nt, num_threads=nt, schedule="static"):
                     for blk in range(total):
-                        self.block(blk, tid * panels // nt, (tid + 1) * panels // nt,
-                                   work + tid * stride)
+                        self.block(blk, i * panels // nt, (i + 1) * panels // nt,
+                                   work + threadid() * stride)
             elif total >= 4 * nt or total % nt == 0:
                 # enough blocks to keep every thread busy: threads take contiguous ranges of
                 # whole blocks (static), so each mostly reads input rows its counterpart in the
