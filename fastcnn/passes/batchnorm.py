@@ -87,6 +87,8 @@ def _apply(g, node, scale, shift, used):
 
 
 def fold_batchnorm(graph: Graph) -> Graph:
+    """A copy of `graph` with every foldable BatchNormalization and constant per-channel Mul,
+    Add or Sub folded into the conv or dense layer before it (module docstring)."""
     g = graph.copy()
     used = g.used_names()   # gathered once: two new names per fold
     i = 0
