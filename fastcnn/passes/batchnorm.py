@@ -120,8 +120,8 @@ def _fold_consumer(g, node, used) -> bool:
         if any(p is None for p in params) or nxt.attrs.get("training_mode", 0):
             return False
         gamma, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
-        if gamma.shape[0] != c:
-            return False
+        if any(p.shape[0] != c for p in (gamma, beta, mean, var)):
+            return False  # left to type inference, which names the parameter that does not fit
         eps = nxt.attrs.get("epsilon", 1e-5)
         scale = gamma / np.sqrt(var + eps)
         shift = beta - mean * scale

@@ -92,6 +92,23 @@ def test_fold_a_chain_of_affines_into_each_conv():
     assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
 
 
+@pytest.mark.parametrize("short", ["bn_b", "bn_m", "bn_v"])
+def test_bn_with_a_parameter_of_another_length_is_left_to_inference(short):
+    """A BatchNormalization whose beta, mean or var does not have one value per channel (a bad
+    file: the fuzzer's) is not folded (it was a numpy broadcast error inside the pass); type
+    inference then refuses it with a FastCNNError naming the node."""
+    import fastcnn
+    c = 4
+    inits = {"w": rand(RNG, c, 3, 3, 3), **bn_params(c, "bn")}
+    inits[short] = rand(RNG, 2)
+    g = graph([("Conv", ["x", "w"], ["c"], {}),
+               ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {})],
+              {"x": (1, 3, 6, 6)}, ["y"], inits)
+    assert [n.op for n in fold_batchnorm(g).nodes] == ["Conv", "BatchNormalization"]
+    with pytest.raises(fastcnn.FastCNNError, match="batchnormalization1"):
+        Model(run_pipeline(g))
+
+
 def test_sub_with_constant_first_is_not_folded():
     inits = {"w": rand(RNG, 2, 3, 1, 1), "k": rand(RNG, 1, 2, 1, 1)}
     g = graph([("Conv", ["x", "w"], ["c"], {}), ("Sub", ["k", "c"], ["y"], {})],
