@@ -303,7 +303,7 @@ class Model:
         if empty:
             outs = self._empty_outputs(key)
             return [np.array(o, copy=True) for o in (outs if picks is None else [outs[i] for i in picks])]
-        if self._split_batch and key[0] and key[0][0] > 1:
+        if self._split_batch and key and key[0] and key[0][0] > 1:
             runs = self._splits.get((key, self._threads), False)
             if runs is False:
                 runs = self._choose_split(key, self._threads)

@@ -108,3 +108,14 @@ def test_non_contiguous_and_fortran_inputs_are_accepted(model):
     f["bias"] = np.asfortranarray(np.arange(3, dtype=np.float32).reshape(3, 1, 1))
     got = model.run(None, f)[0]
     assert np.array_equal(got, big[..., ::2] + np.arange(3, dtype=np.float32).reshape(3, 1, 1))
+
+
+def test_model_without_inputs_runs():
+    """A graph of constants only (no runtime inputs: a fuzzed file was one) runs with an empty
+    feed and returns its values (Model.run looked at the first input's batch size and raised
+    IndexError)."""
+    k = np.array([[-1.0, 2.0], [3.0, -4.0]], np.float32)
+    for passes in (True, False):
+        m = ir_model([("Relu", ["k"], ["y"])], {}, ["y"], {"k": k}, passes=passes)
+        assert m.inputs == []
+        np.testing.assert_array_equal(m.run(None, {})[0], np.maximum(k, 0))

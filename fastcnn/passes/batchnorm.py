@@ -41,8 +41,10 @@ def _gemm_like(node):
 
 
 def _out_channels(g, node):
+    """Output channels of a conv or dense node with constant weights, or None (weights not
+    constant, or of a rank the op does not take: left to type inference to refuse)."""
     w = _const(g, node.inputs[1])
-    if w is None:
+    if w is None or (w.ndim != 2 if node.op == "Gemm" else w.ndim < 3):
         return None
     if node.op == "Conv":
         return w.shape[0]
@@ -113,6 +115,8 @@ def _fold_consumer(g, node, used) -> bool:
     if nxt is None:
         return False
     c = _out_channels(g, node)
+    if c is None:
+        return False
     rank = 2 if node.op == "Gemm" else None
     scale = shift = None
     if nxt.op == "BatchNormalization" and nxt.inputs[0] == node.outputs[0]:

@@ -109,6 +109,19 @@ def test_bn_with_a_parameter_of_another_length_is_left_to_inference(short):
         Model(run_pipeline(g))
 
 
+def test_bn_after_a_dense_layer_with_1d_weights_is_left_to_inference():
+    """A Gemm whose B is not 2-D (a bad file: the fuzzer's) followed by a BN: not folded (the
+    pass indexed a missing axis), refused by type inference with the node named."""
+    import fastcnn
+    inits = {"w": rand(RNG, 6), **bn_params(6, "bn")}
+    g = graph([("Gemm", ["x", "w"], ["g"], {}),
+               ("BatchNormalization", ["g", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {})],
+              {"x": (3, 6)}, ["y"], inits)
+    assert [n.op for n in fold_batchnorm(g).nodes] == ["Gemm", "BatchNormalization"]
+    with pytest.raises(fastcnn.FastCNNError, match="gemm0"):
+        Model(run_pipeline(g))
+
+
 def test_sub_with_constant_first_is_not_folded():
     inits = {"w": rand(RNG, 2, 3, 1, 1), "k": rand(RNG, 1, 2, 1, 1)}
     g = graph([("Conv", ["x", "w"], ["c"], {}), ("Sub", ["k", "c"], ["y"], {})],
