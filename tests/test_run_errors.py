@@ -119,3 +119,15 @@ def test_model_without_inputs_runs():
         m = ir_model([("Relu", ["k"], ["y"])], {}, ["y"], {"k": k}, passes=passes)
         assert m.inputs == []
         np.testing.assert_array_equal(m.run(None, {})[0], np.maximum(k, 0))
+
+
+def test_conv_whose_padding_would_overflow_the_scratch_size():
+    """A 3x3 conv with dilation 1e9 and the padding that keeps 8x8 (a fuzzed Keras file): the
+    tile kernel's padded image would be 3 x 2e9 x 2e9 floats. Its size overflowed Py_ssize_t and
+    a wrapped value reached the step ('work too small', a ValueError); now the size is exact and
+    the plan is refused by the memory limit."""
+    d = 10 ** 9
+    w = np.ones((4, 3, 3, 3), np.float32)
+    with pytest.raises(fastcnn.ResourceLimitError, match="memory limit"):
+        ir_model([("Conv", ["x", "w"], ["y"], {"dilations": [d, d], "pads": [d, d, d, d]})],
+                 {"x": (1, 3, 8, 8)}, ["y"], {"w": w})

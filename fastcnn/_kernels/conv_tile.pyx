@@ -73,7 +73,10 @@ def tile_scratch(x_shape, w_shape, out_shape, strides, pads, dilations, bint poo
     rows = whole_lines(2 * POOL_PAIRS * g.w_out * TC) if pool else 0
     if hp == g.h_in and wp == g.w_in:
         return rows
-    return whole_lines(g.c_in * hp * wp) + rows
+    # in Python integers: padding from an absurd dilation makes the product overflow
+    # Py_ssize_t (a fuzzed file: 3 x 2e9 x 2e9), and a wrapped size got past the memory limit
+    padded = <object>g.c_in * <object>hp * <object>wp
+    return (padded + 15) // 16 * 16 + rows
 
 
 cdef inline void tile6x16(const float *x, const Py_ssize_t *base, Py_ssize_t mr,
