@@ -5,11 +5,15 @@
 - `run_fastcnn_onnx(model_proto, feeds)`: load the proto with fastcnn and run it.
 - `run_ort(model_proto, feeds)`: onnxruntime's outputs (the test is skipped without onnxruntime).
 - `assert_close(got, ref)`: the project tolerance, max|d| <= 1e-4 + 1e-3 * max|ref|.
+- `fastcnn_env()`, `run_isolated(code, cwd)`: a child interpreter importing this fastcnn.
 """
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 
 import numpy as np
 import pytest
@@ -121,3 +125,11 @@ def fastcnn_env(extra_paths=()) -> dict:
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([root, *extra_paths] + rest)
     return env
+
+
+def run_isolated(code: str, cwd, env=None, timeout=120):
+    """Run `code` (dedented) in a fresh interpreter with `env` (default fastcnn_env()); cwd
+    outside the source tree, so an unbuilt checkout is never imported by accident."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=str(cwd),
+                          env=fastcnn_env() if env is None else env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -2,10 +2,7 @@
 build_info, thread settings, and loading .fcnn files without the onnx package."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,7 @@ import pytest
 import fastcnn
 from fastcnn.errors import FastCNNError, InputError
 
-from helpers import assert_close
+from helpers import assert_close, run_isolated
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 ONNX = MODELS / "lenet5_digits.onnx"
@@ -181,23 +178,6 @@ def test_one_and_two_threads_give_identical_results(samples):
             assert np.array_equal(one(x[:n]), two(x[:n])), n
 
 
-def fastcnn_env() -> dict:
-    """Environment for a child interpreter that imports the same fastcnn as this test run
-    (installed or built in place), whatever its working directory."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
-    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([root] + rest)
-    return env
-
-
-def _run_isolated(code: str, cwd) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter; cwd is outside the source tree, so an unbuilt checkout
-    is never imported by accident."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=fastcnn_env(),
-                          capture_output=True, text=True, timeout=120)
-
-
 BLOCK_ONNX = """
     import sys
     class BlockOnnx:
@@ -218,7 +198,7 @@ def test_fcnn_loads_and_runs_without_the_onnx_package(tmp_path, samples):
     assert "onnx" not in sys.modules, sorted(k for k in sys.modules if "onnx" in k)
     print("accuracy", acc)
     """
-    r = _run_isolated(code, tmp_path)
+    r = run_isolated(code, tmp_path)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.split()[-1]) > 0.95
 
@@ -230,7 +210,7 @@ def test_onnx_without_the_onnx_package_is_a_clear_error(tmp_path):
     except fastcnn.FastCNNError as e:
         print("ERROR", e)
     """
-    r = _run_isolated(code, tmp_path)
+    r = run_isolated(code, tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ERROR") and "pip install" in r.stdout and "onnx" in r.stdout
 

@@ -17,7 +17,7 @@ import pytest
 import fastcnn
 from fastcnn import cli
 
-from helpers import assert_close
+from helpers import assert_close, fastcnn_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -26,15 +26,6 @@ FCNN = str(MODELS / "lenet5_digits.fcnn")
 SAMPLES = str(MODELS / "digits_samples.npz")
 README = ROOT / "README.md"
 MIN_ACCURACY = 0.97     # the shipped model gets 356/360 = 98.9% on the held-out digits 0-7
-
-
-def fastcnn_env() -> dict:
-    """Environment for a child interpreter that imports the same fastcnn as this test run."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastcnn.__file__)))
-    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([root] + rest)
-    return env
 
 
 @pytest.fixture

@@ -3,11 +3,8 @@ OMP_DYNAMIC on a busy machine): every step must still compute all of its output,
 a split batch must all run. Checked in a child interpreter started with OMP_THREAD_LIMIT=1 (read
 once, when libgomp starts), against the same computation on one thread."""
 import os
-import subprocess
-import sys
-import textwrap
 
-from helpers import fastcnn_env
+from helpers import fastcnn_env, run_isolated
 
 CHILD = """
     import numpy as np
@@ -53,6 +50,5 @@ CHILD = """
 def test_steps_compute_everything_when_openmp_gives_fewer_threads(tmp_path):
     env = fastcnn_env(extra_paths=[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))])
     env["OMP_THREAD_LIMIT"] = "1"
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD)], cwd=str(tmp_path), env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = run_isolated(CHILD, tmp_path, env=env, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-4000:]
