@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from fastcnn import config
-from fastcnn.errors import FastCNNError, InputError
+from fastcnn.errors import FastCNNError, InputError, ResourceLimitError
 from fastcnn.ir.graph import Graph, TensorSpec, ValueType
 from fastcnn.ir.infer import infer_graph
 from fastcnn.runtime import batch_split
@@ -325,7 +325,8 @@ class Model:
         chunks it runs one after the other on single-threaded plans: on several threads one
         part of the batch per thread, and a part (or, on one thread, the batch) in chunks when
         its activations would not stay cached (`batch_split.chunk_size`). The answer is
-        remembered; deciding uses the batch-1 plan's sizes and builds no other plan."""
+        remembered; deciding uses the batch-1 plan's sizes and builds no other plan, unless
+        the memory limit bounds the chunks (`_chunk_that_fits`)."""
         batch = key[0][0] if key[0] else 0
         decision = None
         if batch >= 2 and all(len(shape) and shape[0] == batch for shape in key) \
@@ -360,7 +361,9 @@ class Model:
         c = batch_split.chunk_size(weights, one.reused_bytes, one.naive_bytes, threads,
                                    config.last_level_cache_bytes(), sizes[0])
         # chunks that fit the memory limit together, where the whole batch would not
-        c = min(c, max(1, (limit - threads * one.scratch_bytes) // max(1, threads * one.reused_bytes)))
+        fit = max(1, (limit - threads * one.scratch_bytes) // max(1, threads * one.reused_bytes))
+        if fit < c:
+            c = self._chunk_that_fits(key, fit, threads, limit)
         runs = [[c] * (n // c) + ([n % c] if n % c else []) for n in sizes]
         if threads == 1 and len(runs[0]) == 1:
             return None   # one chunk: the whole batch
@@ -370,6 +373,25 @@ class Model:
             if batch_split.independent_samples(g, full, part, batch, n) is not None:
                 return None
         return batch_split.Runs([[_with_batch(key, n) for n in run] for run in runs])
+
+    def _chunk_that_fits(self, key, c, threads, limit) -> int:
+        """The largest chunk of at most c samples whose single-threaded plans, one per thread,
+        fit `limit` together. c comes from the batch-1 plan's sizes, which can fall short:
+        kernels are chosen per shape (a conv runs Winograd from 4 samples, with more scratch
+        than batch 1's tile kernel), so the chunk's own plan is built (the run uses it) and c
+        lowered to what its arena per sample and its scratch allow."""
+        while c > 1:
+            try:
+                _, plan = self._get_plan(_with_batch(key, c), single=True)
+            except ResourceLimitError:
+                c = c * 3 // 4   # this chunk alone is over the limit: try a smaller one
+                continue
+            plan.lock.release()
+            if threads * (plan.arena_bytes + plan.scratch_bytes) <= limit:
+                return c
+            per_sample = -(-plan.arena_bytes // c)
+            c = min(c - 1, max(1, (limit // threads - plan.scratch_bytes) // per_sample))
+        return 1
 
     def _run_parts(self, feed, runs) -> list:
         """Run the batch of `feed` as consecutive chunks (`batch_split.Runs`): thread j runs
