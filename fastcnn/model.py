@@ -222,11 +222,12 @@ class Model:
             shapes.append(tuple(x.shape))
         return feed, tuple(shapes)
 
-    def _get_plan(self, shapes, single=False):
+    def _get_plan(self, shapes, single=False, wait=True):
         """Return (key, plan) with plan.lock held by the caller. single: a plan to run on one
         thread (a batch part or chunk): on a multi-threaded model it is cached apart from the
         whole-batch plans, whose arena layout is made for several threads (runtime/plan.py,
-        PRIVATE_MIN_BYTES)."""
+        PRIVATE_MIN_BYTES). wait=False: (key, None) where the call would wait for a busy plan
+        (every plan of the shape taken and `max_concurrent` of them built)."""
         threads = 1 if single else self._threads
         key = ("single",) + shapes if threads != self._threads else shapes
         pool = self._plans.get(key)  # lock-free fast path (dict reads are atomic)
@@ -253,6 +254,8 @@ class Model:
             else:
                 waiting = None
         if waiting is not None:
+            if not wait:
+                return key, None
             waiting.lock.acquire()
             return key, waiting
         plan = self._build(shapes, threads)
@@ -399,6 +402,8 @@ class Model:
         into slices of the outputs. Thread 0 is the calling thread."""
         _, first = self._get_plan(runs[0][0], single=True)
         outs = [np.empty((runs.batch,) + v.shape[1:], np.float32) for v in first.outputs]
+        if all(len(spans) == 1 for spans in runs.spans) and self._run_one_chunk_each(feed, runs, first, outs):
+            return outs
 
         def run_chunks(spans, plan=None):
             for k, s, e in spans:
@@ -416,6 +421,34 @@ class Model:
         batch_split.run_at_once([lambda: run_chunks(runs.spans[0], first)] + [
             (lambda spans=spans: run_chunks(spans)) for spans in runs.spans[1:]])
         return outs
+
+    def _run_one_chunk_each(self, feed, runs, first, outs) -> bool:
+        """`_run_parts` where each thread runs one chunk: this thread feeds every part's plan
+        and collects every output, and the threads only run steps, none of them taking the
+        GIL (`batch_split.run_step_lists`). Holds `first` (locked) and takes a plan per other
+        part without waiting; where one is busy (other calls at once) it returns False, with
+        only `first` still held, and the caller runs the parts as threads that each take
+        their own plan."""
+        plans = [first]
+        give_back_first = False
+        try:
+            for spans in runs.spans[1:]:
+                _, plan = self._get_plan(spans[0][0], single=True, wait=False)
+                if plan is None:
+                    give_back_first = True
+                    return False
+                plans.append(plan)
+            for plan, ((_, s, e),) in zip(plans, runs.spans):
+                if plan.num_threads != 1:
+                    plan.set_num_threads(1)
+                plan.feed({name: x[s:e] for name, x in feed.items()})
+            batch_split.run_step_lists([plan.steps for plan in plans])
+            for plan, ((_, s, e),) in zip(plans, runs.spans):
+                plan.outputs_into([o[s:e] for o in outs])
+            return True
+        finally:
+            for plan in plans[1:] if give_back_first else plans:
+                plan.lock.release()
 
     def _empty_outputs(self, key) -> list:
         """Outputs for a batch of 0 (as onnxruntime: empty arrays), no kernel runs.

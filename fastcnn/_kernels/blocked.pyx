@@ -56,7 +56,7 @@ cdef inline Py_ssize_t pixel_bands(Py_ssize_t hw) noexcept nogil:
     return (hw + TILE * BAND_TILES - 1) // (TILE * BAND_TILES)
 
 
-cpdef bint pointwise_splits_channels(Py_ssize_t n, Py_ssize_t hw, Py_ssize_t threads) noexcept:
+cpdef bint pointwise_splits_channels(Py_ssize_t n, Py_ssize_t hw, Py_ssize_t threads) noexcept nogil:
     """Whether PointwiseBlockedStep on n images of hw pixels splits its output channels, not
     its pixels, between `threads` threads (too few pixel bands: every thread then reads every
     input channel)."""
@@ -121,24 +121,23 @@ cdef class ReorderStep(Step):
             raise ValueError("ReorderStep: shapes do not fit")
         self.x, self.out, self.n, self.c, self.hw, self.forward = x, out, n, c, hw, to_blocked
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t b, size = self.c * self.hw
         cdef int nt = team(self.num_threads, self.n, self.n * size * 8, self.n)
         if size == 0 or self.n == 0:
             return
-        with nogil:
-            if nt <= 1:
-                for b in range(self.n):
-                    if self.forward:
-                        to_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
-                    else:
-                        from_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
-            else:
-                for b in prange(self.n, num_threads=nt, schedule="static"):
-                    if self.forward:
-                        to_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
-                    else:
-                        from_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+        if nt <= 1:
+            for b in range(self.n):
+                if self.forward:
+                    to_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+                else:
+                    from_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+        else:
+            for b in prange(self.n, num_threads=nt, schedule="static"):
+                if self.forward:
+                    to_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
+                else:
+                    from_blocked(&self.x[b * size], &self.out[b * size], self.c, self.hw)
 
 
 def reorder(x, bint to_blocked=True):
@@ -305,7 +304,7 @@ cdef class PointwiseBlockedStep(Step):
         if self.stream:
             vf8_store_fence()
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t tasks = self.n * self.bands, jchunks = 1, total, t, c, img, band
         cdef Py_ssize_t macs = self.n * self.hw * self.c_in * self.c_out
         cdef int nt = team(self.num_threads, 1 << 20, macs, self.n * self.bands * self.panels)
@@ -315,30 +314,29 @@ cdef class PointwiseBlockedStep(Step):
             # few pixel bands (7x7 and 14x14 images): split the channel panels instead
             jchunks = min(self.panels, (4 * nt + tasks - 1) // tasks)
         total = tasks * jchunks
-        with nogil:
-            if nt <= 1:
+        if nt <= 1:
+            for t in range(tasks):
+                self.task(t // self.bands, t % self.bands, 0, self.panels)
+        elif jchunks == 1:
+            # enough bands: each thread takes a contiguous range of them (see LOCAL_BANDS_...)
+            for t in prange(tasks, num_threads=nt, schedule="static"):
+                self.task(t // self.bands, t % self.bands, 0, self.panels)
+        elif self.panels >= nt:
+            # Thread c computes the c-th range of output channels for every pixel, and the
+            # depthwise conv that reads them splits its channels the same way (run below):
+            # the data stays in one core's cache (MobileNetV2 b1, 2 threads: 5-6% faster
+            # than dynamic (band, panel range) tasks).
+            for c in prange(nt, num_threads=nt, schedule="static"):
                 for t in range(tasks):
-                    self.task(t // self.bands, t % self.bands, 0, self.panels)
-            elif jchunks == 1:
-                # enough bands: each thread takes a contiguous range of them (see LOCAL_BANDS_...)
-                for t in prange(tasks, num_threads=nt, schedule="static"):
-                    self.task(t // self.bands, t % self.bands, 0, self.panels)
-            elif self.panels >= nt:
-                # Thread c computes the c-th range of output channels for every pixel, and the
-                # depthwise conv that reads them splits its channels the same way (run below):
-                # the data stays in one core's cache (MobileNetV2 b1, 2 threads: 5-6% faster
-                # than dynamic (band, panel range) tasks).
-                for c in prange(nt, num_threads=nt, schedule="static"):
-                    for t in range(tasks):
-                        self.task(t // self.bands, t % self.bands, c * self.panels // nt,
-                                  (c + 1) * self.panels // nt)
-            else:
-                for t in prange(total, num_threads=nt, schedule="dynamic"):
-                    c = t % jchunks
-                    img = (t // jchunks) // self.bands
-                    band = (t // jchunks) % self.bands
-                    self.task(img, band, c * self.panels // jchunks,
-                              (c + 1) * self.panels // jchunks)
+                    self.task(t // self.bands, t % self.bands, c * self.panels // nt,
+                              (c + 1) * self.panels // nt)
+        else:
+            for t in prange(total, num_threads=nt, schedule="dynamic"):
+                c = t % jchunks
+                img = (t // jchunks) // self.bands
+                band = (t // jchunks) % self.bands
+                self.task(img, band, c * self.panels // jchunks,
+                          (c + 1) * self.panels // jchunks)
 
 
 # ----------------------------------------------------------------------------- depthwise
@@ -621,7 +619,7 @@ cdef class DepthwiseBlockedStep(Step):
         if stream:
             vf8_store_fence()
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t planes = self.n * (self.c // 8), t, parts = 1
         cdef Py_ssize_t macs = planes * 8 * self.h_out * self.w_out * self.k_h * self.k_w
         # a depthwise multiply-add costs about four of a GEMM's (loads, not FMAs, bound it), and
@@ -634,32 +632,31 @@ cdef class DepthwiseBlockedStep(Step):
         if nt > 1 and planes < 4 * nt:
             parts = min(self.h_out, (4 * nt + planes - 1) // planes)   # split rows too
         cdef Py_ssize_t cb = self.c // 8, lparts = min(self.h_out, nt)
-        with nogil:
-            if nt <= 1:
-                for t in range(planes):
-                    self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out,
-                               work if self.ring else NULL)
-            elif self.in_bands >= LOCAL_BANDS_PER_THREAD * nt:
-                # tasks ordered (image, row part, channel block), split statically: thread i
-                # reads about the pixels thread i of a pointwise producer wrote, and writes the
-                # ones thread i of a pointwise consumer reads (see LOCAL_BANDS_PER_THREAD)
-                for t in prange(self.n * lparts * cb, num_threads=nt, schedule="static"):
-                    self.plane(t // (lparts * cb), t % cb,
-                               ((t // cb) % lparts) * self.h_out // lparts,
-                               ((t // cb) % lparts + 1) * self.h_out // lparts,
-                               work + threadid() * stride if self.ring else NULL)
-            elif parts == 1:
-                # few bands, enough channel blocks: contiguous block ranges per thread, as the
-                # pointwise producer splits its channels
-                for t in prange(planes, num_threads=nt, schedule="static"):
-                    self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out,
-                               work + threadid() * stride if self.ring else NULL)
-            else:
-                for t in prange(planes * parts, num_threads=nt, schedule="dynamic"):
-                    self.plane((t // parts) // (self.c // 8), (t // parts) % (self.c // 8),
-                               (t % parts) * self.h_out // parts,
-                               (t % parts + 1) * self.h_out // parts,
-                               work + threadid() * stride if self.ring else NULL)
+        if nt <= 1:
+            for t in range(planes):
+                self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out,
+                           work if self.ring else NULL)
+        elif self.in_bands >= LOCAL_BANDS_PER_THREAD * nt:
+            # tasks ordered (image, row part, channel block), split statically: thread i
+            # reads about the pixels thread i of a pointwise producer wrote, and writes the
+            # ones thread i of a pointwise consumer reads (see LOCAL_BANDS_PER_THREAD)
+            for t in prange(self.n * lparts * cb, num_threads=nt, schedule="static"):
+                self.plane(t // (lparts * cb), t % cb,
+                           ((t // cb) % lparts) * self.h_out // lparts,
+                           ((t // cb) % lparts + 1) * self.h_out // lparts,
+                           work + threadid() * stride if self.ring else NULL)
+        elif parts == 1:
+            # few bands, enough channel blocks: contiguous block ranges per thread, as the
+            # pointwise producer splits its channels
+            for t in prange(planes, num_threads=nt, schedule="static"):
+                self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out,
+                           work + threadid() * stride if self.ring else NULL)
+        else:
+            for t in prange(planes * parts, num_threads=nt, schedule="dynamic"):
+                self.plane((t // parts) // (self.c // 8), (t // parts) % (self.c // 8),
+                           (t % parts) * self.h_out // parts,
+                           (t % parts + 1) * self.h_out // parts,
+                           work + threadid() * stride if self.ring else NULL)
 
 
 def depthwise_ring(shape_in, shape_out, kernel, strides, pads, dilations):
@@ -954,7 +951,7 @@ cdef class ExpandDepthwiseBlockedStep(Step):
                 jp = jp + span
             pc = pc + kcc
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t macs = self.n * self.c_e * (
             self.h * self.w * (self.c_in * self.expand + self.stem_k)
             + (9 + self.c_out * self.project) * self.h_out * self.w_out)
@@ -965,17 +962,16 @@ cdef class ExpandDepthwiseBlockedStep(Step):
             return
         if nt > 1 and self.n % nt:
             parts = min(self.h_out, nt)   # split each image's rows: every thread gets a share
-        with nogil:
-            if nt <= 1:
-                for t in range(self.n):
-                    self.task(t, 0, self.h_out, work)
-            else:
-                # contiguous (image, rows) ranges per thread, in pixel order, as the pointwise
-                # steps around it split their bands (LOCAL_BANDS_PER_THREAD)
-                for t in prange(self.n * parts, num_threads=nt, schedule="static"):
-                    self.task(t // parts, (t % parts) * self.h_out // parts,
-                              (t % parts + 1) * self.h_out // parts,
-                              work + threadid() * self.slot_size)
+        if nt <= 1:
+            for t in range(self.n):
+                self.task(t, 0, self.h_out, work)
+        else:
+            # contiguous (image, rows) ranges per thread, in pixel order, as the pointwise
+            # steps around it split their bands (LOCAL_BANDS_PER_THREAD)
+            for t in prange(self.n * parts, num_threads=nt, schedule="static"):
+                self.task(t // parts, (t % parts) * self.h_out // parts,
+                          (t % parts + 1) * self.h_out // parts,
+                          work + threadid() * self.slot_size)
 
 
 def expand_depthwise_ring(shape_in, shape_out, strides, pads):
@@ -1085,7 +1081,7 @@ cdef class MaxPoolBlockedStep(Step):
                                 ob[j * hw_out + u] = t[u * 8 + j]
                 ow0 = ow0 + 8
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t planes = self.n * (self.c // 8), parts = 1, t, p
         # The work is the taps, or reading the input when that costs more: a pool reads what
         # the threads of the step before wrote, and on one thread half of it crosses from the
@@ -1099,18 +1095,17 @@ cdef class MaxPoolBlockedStep(Step):
             return
         if nt > 1 and planes < 4 * nt:
             parts = min(self.h_out, (4 * nt + planes - 1) // planes)   # split rows too
-        with nogil:
-            if nt <= 1:
-                for t in range(planes):
-                    self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out)
-            else:
-                # row ranges outer: a thread takes the same rows of every plane, as the conv
-                # before it wrote them
-                for t in prange(planes * parts, num_threads=nt, schedule="static"):
-                    p = t % planes
-                    self.plane(p // (self.c // 8), p % (self.c // 8),
-                               (t // planes) * self.h_out // parts,
-                               (t // planes + 1) * self.h_out // parts)
+        if nt <= 1:
+            for t in range(planes):
+                self.plane(t // (self.c // 8), t % (self.c // 8), 0, self.h_out)
+        else:
+            # row ranges outer: a thread takes the same rows of every plane, as the conv
+            # before it wrote them
+            for t in prange(planes * parts, num_threads=nt, schedule="static"):
+                p = t % planes
+                self.plane(p // (self.c // 8), p % (self.c // 8),
+                           (t // planes) * self.h_out // parts,
+                           (t // planes + 1) * self.h_out // parts)
 
 
 # ----------------------------------------------------------------------------- global pool
@@ -1127,15 +1122,14 @@ cdef class GlobalAvgBlockedStep(Step):
             raise ValueError("GlobalAvgBlockedStep: shapes do not fit")
         self.x, self.out, self.n, self.c, self.hw = x, out, n, c, hw
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t blocks = self.n * (self.c // 8), t, p
         cdef vf8 s, d
         if blocks == 0:
             return
         d = vf8_set1(<float>self.hw)
-        with nogil:
-            for t in range(blocks):
-                s = vf8_zero()
-                for p in range(self.hw):
-                    s = vf8_add(s, vf8_load(&self.x[(t * self.hw + p) * 8]))
-                vf8_store(&self.out[t * 8], vf8_div(s, d))
+        for t in range(blocks):
+            s = vf8_zero()
+            for p in range(self.hw):
+                s = vf8_add(s, vf8_load(&self.x[(t * self.hw + p) * 8]))
+            vf8_store(&self.out[t * 8], vf8_div(s, d))

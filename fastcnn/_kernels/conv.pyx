@@ -67,10 +67,9 @@ cdef class ConvDirectStep(Step):
         if self.g.has_residual and shape4(self.residual) != shape4(out):
             raise ValueError("ConvDirectStep: residual shape")
 
-    cdef void run(self) noexcept:
-        with nogil:
-            conv2d_direct_kernel(self.x, self.w, self.bias, self.residual, self.out, self.g,
-                                 self.num_threads)
+    cdef void run(self) noexcept nogil:
+        conv2d_direct_kernel(self.x, self.w, self.bias, self.residual, self.out, self.g,
+                             self.num_threads)
 
 
 import numpy as np

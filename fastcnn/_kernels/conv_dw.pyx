@@ -245,7 +245,7 @@ cdef class ConvDepthwiseStep(Step):
             cur = nxt
             nxt = swap
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t planes = self.g.n * self.g.c_in, tasks, per, t
         cdef Py_ssize_t macs = planes * self.g.h_out * self.g.w_out * self.taps
         cdef Py_ssize_t nt = team(self.num_threads, self.slots, macs, planes)
@@ -253,17 +253,16 @@ cdef class ConvDepthwiseStep(Step):
         cdef Py_ssize_t stride = self.slot_size
         if planes == 0:
             return
-        with nogil:
-            if nt <= 1:
-                self.task(0, planes, work)
-                return
-            # several tasks per thread (a thread slowed by another process is not waited for),
-            # each zeroing its scratch once
-            tasks = min(planes, 8 * nt)
-            per = (planes + tasks - 1) // tasks
-            tasks = (planes + per - 1) // per
-            for t in prange(tasks, num_threads=nt, schedule="dynamic"):
-                self.task(t * per, min(planes, (t + 1) * per), work + threadid() * stride)
+        if nt <= 1:
+            self.task(0, planes, work)
+            return
+        # several tasks per thread (a thread slowed by another process is not waited for),
+        # each zeroing its scratch once
+        tasks = min(planes, 8 * nt)
+        per = (planes + tasks - 1) // tasks
+        tasks = (planes + per - 1) // per
+        for t in prange(tasks, num_threads=nt, schedule="dynamic"):
+            self.task(t * per, min(planes, (t + 1) * per), work + threadid() * stride)
 
 
 def depthwise_layout(Py_ssize_t h_in, Py_ssize_t w_in, Py_ssize_t h_out, Py_ssize_t w_out,

@@ -344,7 +344,7 @@ cdef class ConvGemmStep(Step):
                                      &epi if pc + kc == self.K else NULL, i, j0 + jp * NR)
             pc = pc + kc
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef bint band = self.mode == MODE_BAND
         cdef Py_ssize_t tasks = self.g.n * self.g.group * (self.bands if band else self.ppi)
         cdef Py_ssize_t macs = self.g.n * self.g.c_out * self.hw_out * self.K
@@ -362,46 +362,45 @@ cdef class ConvGemmStep(Step):
             chunks = min(self.mpanels, nt)
         total = tasks * chunks
         nt = min(nt, total)
-        with nogil:
-            if self.mode == MODE_WHOLE:
-                # small layer, one thread: one im2col matrix per image and group
-                for t in range(tasks):
-                    if t % self.ppi == 0:
-                        im2col_band(&self.x[t // (self.g.group * self.ppi),
-                                            (t // self.ppi) % self.g.group * self.cig, 0, 0],
-                                    &self.x[0, 0, 0, 0] + self.g.n * self.g.c_in * self.hw_in,
-                                    &self.g, 0, self.K, 0, self.g.h_out, self.ppi * NR,
-                                    work + self.kc * NR)
-                    self.task(t, 0, self.mpanels, work, work + self.kc * NR)
-            elif nt <= 1:
-                for t in range(tasks):
-                    if band:
-                        self.band_task(t, 0, self.mpanels, work)
-                    else:
-                        self.task(t, 0, self.mpanels, work, NULL)
-            elif chunks == 1:
-                # enough tasks: contiguous ranges of them per thread (static), so a thread's
-                # output rows are about the ones its counterpart in the next layer reads, from
-                # its own caches (ResNet-18 batch 16 on 2 threads: 5-10% faster with the same
-                # split in Winograd). The cost: a thread slowed by another process holds the
-                # others up until the step ends.
-                for t in prange(total, num_threads=nt, schedule="static"):
-                    if band:
-                        self.band_task(t, 0, self.mpanels, work + threadid() * stride)
-                    else:
-                        self.task(t, 0, self.mpanels, work + threadid() * stride, NULL)
-            else:
-                # few tasks, rows split too: dynamic balances the uneven parts
-                for t in prange(total, num_threads=nt, schedule="dynamic"):
-                    c = t % chunks
-                    if band:
-                        self.band_task(t // chunks, c * self.mpanels // chunks,
-                                       (c + 1) * self.mpanels // chunks,
-                                       work + threadid() * stride)
-                    else:
-                        self.task(t // chunks, c * self.mpanels // chunks,
-                                  (c + 1) * self.mpanels // chunks,
-                                  work + threadid() * stride, NULL)
+        if self.mode == MODE_WHOLE:
+            # small layer, one thread: one im2col matrix per image and group
+            for t in range(tasks):
+                if t % self.ppi == 0:
+                    im2col_band(&self.x[t // (self.g.group * self.ppi),
+                                        (t // self.ppi) % self.g.group * self.cig, 0, 0],
+                                &self.x[0, 0, 0, 0] + self.g.n * self.g.c_in * self.hw_in,
+                                &self.g, 0, self.K, 0, self.g.h_out, self.ppi * NR,
+                                work + self.kc * NR)
+                self.task(t, 0, self.mpanels, work, work + self.kc * NR)
+        elif nt <= 1:
+            for t in range(tasks):
+                if band:
+                    self.band_task(t, 0, self.mpanels, work)
+                else:
+                    self.task(t, 0, self.mpanels, work, NULL)
+        elif chunks == 1:
+            # enough tasks: contiguous ranges of them per thread (static), so a thread's
+            # output rows are about the ones its counterpart in the next layer reads, from
+            # its own caches (ResNet-18 batch 16 on 2 threads: 5-10% faster with the same
+            # split in Winograd). The cost: a thread slowed by another process holds the
+            # others up until the step ends.
+            for t in prange(total, num_threads=nt, schedule="static"):
+                if band:
+                    self.band_task(t, 0, self.mpanels, work + threadid() * stride)
+                else:
+                    self.task(t, 0, self.mpanels, work + threadid() * stride, NULL)
+        else:
+            # few tasks, rows split too: dynamic balances the uneven parts
+            for t in prange(total, num_threads=nt, schedule="dynamic"):
+                c = t % chunks
+                if band:
+                    self.band_task(t // chunks, c * self.mpanels // chunks,
+                                   (c + 1) * self.mpanels // chunks,
+                                   work + threadid() * stride)
+                else:
+                    self.task(t // chunks, c * self.mpanels // chunks,
+                              (c + 1) * self.mpanels // chunks,
+                              work + threadid() * stride, NULL)
 
 
 cpdef Py_ssize_t whole_im2col_floats(Py_ssize_t n, Py_ssize_t c_out, Py_ssize_t K,
@@ -543,7 +542,7 @@ cdef class ConvGemmToBlockedStep(Step):
                                  jp * NR + NR <= g.c_out, False, &epi)
                 p = p + MR
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t tasks = self.g.n * self.bands, chunks = 1, total, t, c
         cdef Py_ssize_t macs = self.g.n * self.g.c_out * self.hw_out * self.K
         cdef Py_ssize_t nt = max(1, min(<Py_ssize_t>self.num_threads, self.slots))
@@ -556,22 +555,21 @@ cdef class ConvGemmToBlockedStep(Step):
             chunks = min(self.panels, (4 * nt + tasks - 1) // tasks)
         total = tasks * chunks
         nt = min(nt, total)
-        with nogil:
-            if nt <= 1:
-                for t in range(tasks):
-                    self.task(t // self.bands, t % self.bands, 0, self.panels, work)
-            elif chunks == 1:
-                # contiguous row bands per thread, as the blocked steps that read the output
-                # split them (blocked.pyx, LOCAL_BANDS_PER_THREAD)
-                for t in prange(tasks, num_threads=nt, schedule="static"):
-                    self.task(t // self.bands, t % self.bands, 0, self.panels,
-                              work + threadid() * stride)
-            else:
-                for t in prange(total, num_threads=nt, schedule="dynamic"):
-                    c = t % chunks
-                    self.task((t // chunks) // self.bands, (t // chunks) % self.bands,
-                              c * self.panels // chunks, (c + 1) * self.panels // chunks,
-                              work + threadid() * stride)
+        if nt <= 1:
+            for t in range(tasks):
+                self.task(t // self.bands, t % self.bands, 0, self.panels, work)
+        elif chunks == 1:
+            # contiguous row bands per thread, as the blocked steps that read the output
+            # split them (blocked.pyx, LOCAL_BANDS_PER_THREAD)
+            for t in prange(tasks, num_threads=nt, schedule="static"):
+                self.task(t // self.bands, t % self.bands, 0, self.panels,
+                          work + threadid() * stride)
+        else:
+            for t in prange(total, num_threads=nt, schedule="dynamic"):
+                c = t % chunks
+                self.task((t // chunks) // self.bands, (t // chunks) % self.bands,
+                          c * self.panels // chunks, (c + 1) * self.panels // chunks,
+                          work + threadid() * stride)
 
 
 cpdef Py_ssize_t to_blocked_band_rows(Py_ssize_t K, Py_ssize_t h_out, Py_ssize_t w_out):

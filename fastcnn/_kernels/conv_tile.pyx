@@ -513,7 +513,7 @@ cdef class ConvTileStep(Step):
                             pc0 = pc0 + 8
             q0 = q1
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t n = self.g.n, per_img, rp, cp, tasks, t, img, q, part, c
         cdef Py_ssize_t macs = n * self.hw * self.K * self.g.c_out
         cdef int nt
@@ -528,15 +528,14 @@ cdef class ConvTileStep(Step):
             # (image, range of pooled rows) tasks, contiguous per thread; every image's rows
             # split when the images do not go round the threads
             rp = 1 if nt == 1 or n % nt == 0 else min(self.h_pool, nt)
-            with nogil:
-                if nt <= 1:
-                    for t in range(n):
-                        self.pool_task(t, 0, self.h_pool, w0)
-                else:
-                    for t in prange(n * rp, num_threads=nt, schedule="static"):
-                        self.pool_task(t // rp, (t % rp) * self.h_pool // rp,
-                                       (t % rp + 1) * self.h_pool // rp,
-                                       w0 + threadid() * self.slot_size)
+            if nt <= 1:
+                for t in range(n):
+                    self.pool_task(t, 0, self.h_pool, w0)
+            else:
+                for t in prange(n * rp, num_threads=nt, schedule="static"):
+                    self.pool_task(t // rp, (t % rp) * self.h_pool // rp,
+                                   (t % rp + 1) * self.h_pool // rp,
+                                   w0 + threadid() * self.slot_size)
             return
         # Whole images per task when there are enough of them (one padded copy each). Else each
         # image in rp contiguous tile ranges of at least MIN_RANGE_TILES tiles, times cp
@@ -546,22 +545,21 @@ cdef class ConvTileStep(Step):
         rp = max(1, min(per_img, self.tiles // MIN_RANGE_TILES))
         cp = max(1, min(self.panels, per_img // rp))
         tasks = n * rp * cp
-        with nogil:
-            if nt <= 1:
-                for t in range(tasks):
-                    img, q = t // (rp * cp), t % (rp * cp)
-                    part, c = q // cp, q % cp
-                    self.task(img, part * self.tiles // rp, (part + 1) * self.tiles // rp,
-                              c * self.panels // cp, (c + 1) * self.panels // cp, w0)
-            else:
-                for t in prange(tasks, num_threads=nt, schedule="static"):
-                    img = t // (rp * cp)
-                    q = t % (rp * cp)
-                    part = q // cp
-                    c = q % cp
-                    self.task(img, part * self.tiles // rp, (part + 1) * self.tiles // rp,
-                              c * self.panels // cp, (c + 1) * self.panels // cp,
-                              w0 + threadid() * self.slot_size if w0 != NULL else NULL)
+        if nt <= 1:
+            for t in range(tasks):
+                img, q = t // (rp * cp), t % (rp * cp)
+                part, c = q // cp, q % cp
+                self.task(img, part * self.tiles // rp, (part + 1) * self.tiles // rp,
+                          c * self.panels // cp, (c + 1) * self.panels // cp, w0)
+        else:
+            for t in prange(tasks, num_threads=nt, schedule="static"):
+                img = t // (rp * cp)
+                q = t % (rp * cp)
+                part = q // cp
+                c = q % cp
+                self.task(img, part * self.tiles // rp, (part + 1) * self.tiles // rp,
+                          c * self.panels // cp, (c + 1) * self.panels // cp,
+                          w0 + threadid() * self.slot_size if w0 != NULL else NULL)
 
 
 def conv2d_tile(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), act=0,

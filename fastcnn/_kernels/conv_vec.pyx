@@ -355,7 +355,7 @@ cdef class ConvVecStep(Step):
             else:
                 conv_plane(<AnyShape *>NULL, xp, wk, b, res, oc, g, self.cig, off, self.wq)
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t total = self.g.n * self.g.group * self.chunks, t
         cdef Py_ssize_t macs = (self.g.n * self.g.c_out * self.g.h_out * self.g.w_out * self.cig
                                 * self.g.k_h * self.g.k_w)
@@ -364,13 +364,12 @@ cdef class ConvVecStep(Step):
         cdef Py_ssize_t stride = self.slot_size
         if total == 0:
             return
-        with nogil:
-            if nt <= 1:
-                for t in range(total):
-                    self.task(t, work)
-            else:
-                for t in prange(total, num_threads=nt, schedule="dynamic"):
-                    self.task(t, work + threadid() * stride)
+        if nt <= 1:
+            for t in range(total):
+                self.task(t, work)
+        else:
+            for t in prange(total, num_threads=nt, schedule="dynamic"):
+                self.task(t, work + threadid() * stride)
 
 
 def vec_scratch(Py_ssize_t c_in, Py_ssize_t h_in, Py_ssize_t w_in, Py_ssize_t w_out,

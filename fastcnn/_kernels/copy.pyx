@@ -82,12 +82,11 @@ cdef class CopyStep(Step):
             raise ValueError(f"CopyStep: walk {list(shape)} leaves its buffers "
                              f"(src {sb} of {src.shape[0]}, dst {db} of {dst.shape[0]})")
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         if self.empty:
             return
-        with nogil:
-            strided_copy(&self.src[self.so], &self.dst[self.do], self.shape, self.ss, self.ds,
-                         self.num_threads)
+        strided_copy(&self.src[self.so], &self.dst[self.do], self.shape, self.ss, self.ds,
+                     self.num_threads)
 
 
 cdef class FillStep(Step):
@@ -99,11 +98,10 @@ cdef class FillStep(Step):
         self.dst = dst
         self.value = value
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t i, n = self.dst.shape[0]
-        with nogil:
-            for i in range(n):
-                self.dst[i] = self.value
+        for i in range(n):
+            self.dst[i] = self.value
 
 
 cdef class GatherStep(Step):
@@ -124,12 +122,11 @@ cdef class GatherStep(Step):
         self.src, self.out, self.idx = src, out, idx
         self.outer, self.axis_len, self.inner = outer, axis_len, inner
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t o, j, i, n = self.idx.shape[0], s, d
-        with nogil:
-            for o in range(self.outer):
-                for j in range(n):
-                    s = (o * self.axis_len + self.idx[j]) * self.inner
-                    d = (o * n + j) * self.inner
-                    for i in range(self.inner):
-                        self.out[d + i] = self.src[s + i]
+        for o in range(self.outer):
+            for j in range(n):
+                s = (o * self.axis_len + self.idx[j]) * self.inner
+                d = (o * n + j) * self.inner
+                for i in range(self.inner):
+                    self.out[d + i] = self.src[s + i]

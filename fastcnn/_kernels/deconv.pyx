@@ -227,11 +227,10 @@ cdef class ConvTransposeGemmStep(Step):
         self.x, self.wt, self.out, self.col, self.work, self.slots = x, wt, out, col, work, slots
         self.bias = bias if bias is not None else _EMPTY1
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef int nt = self.num_threads if self.num_threads < self.slots else <int>self.slots
-        with nogil:
-            deconv_gemm_kernel(self.x, self.wt, self.bias, self.out, &self.col[0], &self.work[0],
-                               &self.g, nt)
+        deconv_gemm_kernel(self.x, self.wt, self.bias, self.out, &self.col[0], &self.work[0],
+                           &self.g, nt)
 
 
 cdef class ConvTransposeDirectStep(Step):
@@ -255,9 +254,8 @@ cdef class ConvTransposeDirectStep(Step):
         self.x, self.w, self.out = x, w, out
         self.bias = bias if bias is not None else _EMPTY1
 
-    cdef void run(self) noexcept:
-        with nogil:
-            deconv_direct_kernel(self.x, self.w, self.bias, self.out, &self.g, self.num_threads)
+    cdef void run(self) noexcept nogil:
+        deconv_direct_kernel(self.x, self.w, self.bias, self.out, &self.g, self.num_threads)
 
 
 def pack_weights(w, Py_ssize_t group):

@@ -79,12 +79,11 @@ cdef class UnaryStep(Step):
         self.alpha = alpha
         self.beta = beta
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t n = self.out.shape[0]
         if n == 0:
             return
-        with nogil:
-            unary_kernel(&self.x[0], &self.out[0], n, self.kind, self.alpha, self.beta, self.num_threads)
+        unary_kernel(&self.x[0], &self.out[0], n, self.kind, self.alpha, self.beta, self.num_threads)
 
 
 def unary(const float[::1] x, float[::1] out, int kind, float alpha=0.0, float beta=0.0,
@@ -159,12 +158,11 @@ cdef class BinaryStep(Step):
         if total and (last_a >= a.shape[0] or last_b >= b.shape[0]):
             raise ValueError("BinaryStep: strides reach past an input buffer")
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         if self.out.shape[0] == 0:
             return
-        with nogil:
-            binary_kernel(&self.a[0], &self.b[0], &self.out[0], self.shape, self.sa, self.sb,
-                          self.op, self.num_threads)
+        binary_kernel(&self.a[0], &self.b[0], &self.out[0], self.shape, self.sa, self.sb,
+                      self.op, self.num_threads)
 
 
 cdef void binary_rows(const float *a, const float *b, float *o, Py_ssize_t n, Py_ssize_t sa,
@@ -258,9 +256,8 @@ cdef class SoftmaxStep(Step):
         self.x, self.out = x, out
         self.outer, self.length, self.inner, self.log = outer, length, inner, log
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         if self.out.shape[0] == 0:
             return
-        with nogil:
-            softmax_kernel(&self.x[0], &self.out[0], self.outer, self.length, self.inner,
-                           self.log, self.num_threads)
+        softmax_kernel(&self.x[0], &self.out[0], self.outer, self.length, self.inner,
+                       self.log, self.num_threads)

@@ -103,21 +103,20 @@ cdef class DenseStep(Step):
             raise ValueError("DenseStep: addend shape")
         self.act, self.alpha, self.beta = act, alpha, beta
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t m = self.x.shape[0], k = self.x.shape[1], n = self.w.shape[1], i, j
         if m == 0 or n == 0:
             return
-        with nogil:
-            if k == 0:
-                for i in range(m):
-                    for j in range(n):
-                        self.out[i, j] = 0.0
-            else:
-                sgemm_rows(&self.x[0, 0], k, &self.w[0, 0], n, &self.out[0, 0], n, m, k, n, False,
-                           self.num_threads)
-            epilogue(&self.out[0, 0], n, m, n, &self.bias[0] if self.has_bias else NULL,
-                     &self.addend[0, 0] if self.has_addend else NULL, n, self.act, self.alpha,
-                     self.beta)
+        if k == 0:
+            for i in range(m):
+                for j in range(n):
+                    self.out[i, j] = 0.0
+        else:
+            sgemm_rows(&self.x[0, 0], k, &self.w[0, 0], n, &self.out[0, 0], n, m, k, n, False,
+                       self.num_threads)
+        epilogue(&self.out[0, 0], n, m, n, &self.bias[0] if self.has_bias else NULL,
+                 &self.addend[0, 0] if self.has_addend else NULL, n, self.act, self.alpha,
+                 self.beta)
 
 
 # ----------------------------------------------------------------------------- blocked GEMM
@@ -289,19 +288,18 @@ cdef class PackedDenseStep(Step):
         self.job.kc = kc
         self.job.epi = &self.epi
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t i, j
         if self.job.m == 0 or self.job.n == 0:
             return
-        with nogil:
-            if self.job.k == 0:
-                for i in range(self.job.m):
-                    for j in range(self.job.n):
-                        self.out[i, j] = 0.0
-                epilogue(&self.out[0, 0], self.job.n, self.job.m, self.job.n, self.epi.bias_col,
-                         self.epi.addend, self.job.n, self.epi.act, self.epi.alpha, self.epi.beta)
-            else:
-                gemm_blocked(&self.job, NULL, 0, max(1, self.num_threads))
+        if self.job.k == 0:
+            for i in range(self.job.m):
+                for j in range(self.job.n):
+                    self.out[i, j] = 0.0
+            epilogue(&self.out[0, 0], self.job.n, self.job.m, self.job.n, self.epi.bias_col,
+                     self.epi.addend, self.job.n, self.epi.act, self.epi.alpha, self.epi.beta)
+        else:
+            gemm_blocked(&self.job, NULL, 0, max(1, self.num_threads))
 
 
 cdef class BatchedMatMulStep(Step):
@@ -337,7 +335,7 @@ cdef class BatchedMatMulStep(Step):
                     or b_off[t] + k * n > b.shape[0] or c_off[t] < 0 or c_off[t] + m * n > c.shape[0]):
                 raise ValueError("BatchedMatMulStep: offsets out of range")
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t t, i
         cdef GemmJob job
         if self.m == 0 or self.n == 0:
@@ -346,17 +344,16 @@ cdef class BatchedMatMulStep(Step):
         job.lda, job.ldb, job.ldc = self.k, self.n, self.n
         job.bp = NULL
         job.epi = NULL
-        with nogil:
-            for t in range(self.a_off.shape[0]):
-                if self.k == 0:
-                    for i in range(self.m * self.n):
-                        self.c[self.c_off[t] + i] = 0.0
-                else:
-                    job.a = &self.a[self.a_off[t]]
-                    job.b = &self.b[self.b_off[t]]
-                    job.c = &self.c[self.c_off[t]]
-                    gemm_blocked(&job, &self.work[0], self.kc * NR,
-                                 <int>clamp_threads(self.num_threads, self.slots))
+        for t in range(self.a_off.shape[0]):
+            if self.k == 0:
+                for i in range(self.m * self.n):
+                    self.c[self.c_off[t] + i] = 0.0
+            else:
+                job.a = &self.a[self.a_off[t]]
+                job.b = &self.b[self.b_off[t]]
+                job.c = &self.c[self.c_off[t]]
+                gemm_blocked(&job, &self.work[0], self.kc * NR,
+                             <int>clamp_threads(self.num_threads, self.slots))
 
 
 def pad_bias16(bias, Py_ssize_t c_out):

@@ -29,22 +29,21 @@ cdef class ChannelAffineStep(Step):
         self.x, self.out, self.scale, self.shift = x, out, scale, shift
         self.act, self.alpha, self.beta = act, alpha, beta
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t n = self.x.shape[0], c = self.x.shape[1], inner = self.x.shape[2]
         cdef Py_ssize_t job, b, ch, i
         cdef float s, t
         cdef int nt = self.num_threads if n * c * inner >= 32768 else 1
-        with nogil:
-            for job in prange(n * c, num_threads=nt, schedule="static"):
-                b = job // c
-                ch = job % c
-                s = self.scale[ch]
-                t = self.shift[ch]
-                for i in range(inner):
-                    self.out[b, ch, i] = self.x[b, ch, i] * s + t
-                if inner > 0:
-                    act_span(&self.out[b, ch, 0], &self.out[b, ch, 0], inner, self.act,
-                             self.alpha, self.beta)
+        for job in prange(n * c, num_threads=nt, schedule="static"):
+            b = job // c
+            ch = job % c
+            s = self.scale[ch]
+            t = self.shift[ch]
+            for i in range(inner):
+                self.out[b, ch, i] = self.x[b, ch, i] * s + t
+            if inner > 0:
+                act_span(&self.out[b, ch, 0], &self.out[b, ch, 0], inner, self.act,
+                         self.alpha, self.beta)
 
 
 cdef class LRNStep(Step):
@@ -62,28 +61,27 @@ cdef class LRNStep(Step):
         self.x, self.out, self.size = x, out, size
         self.alpha, self.beta, self.bias = alpha, beta, bias
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t n = self.x.shape[0], c = self.x.shape[1], inner = self.x.shape[2]
         cdef Py_ssize_t job, b, ch, i, j, lo, hi
         cdef Py_ssize_t before = (self.size - 1) // 2, after = self.size - 1 - (self.size - 1) // 2
         cdef float s, v
         cdef int nt = self.num_threads if n * c * inner * self.size >= 32768 else 1
-        with nogil:
-            for job in prange(n * c, num_threads=nt, schedule="static"):
-                b = job // c
-                ch = job % c
-                lo = ch - before
-                if lo < 0:
-                    lo = 0
-                hi = ch + after
-                if hi > c - 1:
-                    hi = c - 1
-                for i in range(inner):
-                    s = 0.0
-                    for j in range(lo, hi + 1):
-                        v = self.x[b, j, i]
-                        s = s + v * v
-                    self.out[b, ch, i] = self.x[b, ch, i] / powf(self.bias + self.alpha / self.size * s, self.beta)
+        for job in prange(n * c, num_threads=nt, schedule="static"):
+            b = job // c
+            ch = job % c
+            lo = ch - before
+            if lo < 0:
+                lo = 0
+            hi = ch + after
+            if hi > c - 1:
+                hi = c - 1
+            for i in range(inner):
+                s = 0.0
+                for j in range(lo, hi + 1):
+                    v = self.x[b, j, i]
+                    s = s + v * v
+                self.out[b, ch, i] = self.x[b, ch, i] / powf(self.bias + self.alpha / self.size * s, self.beta)
 
 
 cdef class InstanceNormStep(Step):
@@ -101,7 +99,7 @@ cdef class InstanceNormStep(Step):
             raise ValueError("InstanceNormStep: shapes do not fit")
         self.x, self.out, self.scale, self.shift, self.eps = x, out, scale, shift, eps
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t n = self.x.shape[0], c = self.x.shape[1], inner = self.x.shape[2]
         cdef Py_ssize_t job, b, ch, i
         cdef double mean, var, d
@@ -109,24 +107,23 @@ cdef class InstanceNormStep(Step):
         cdef int nt = self.num_threads if n * c * inner >= 32768 else 1
         if inner == 0:
             return
-        with nogil:
-            for job in prange(n * c, num_threads=nt, schedule="static"):
-                b = job // c
-                ch = job % c
-                mean = 0.0
-                for i in range(inner):
-                    mean = mean + self.x[b, ch, i]
-                mean = mean / inner
-                var = 0.0
-                for i in range(inner):
-                    d = self.x[b, ch, i] - mean
-                    var = var + d * d
-                var = var / inner
-                inv = 1.0 / sqrtf(<float>var + self.eps)
-                s = self.scale[ch] * inv
-                t = self.shift[ch] - <float>mean * s
-                for i in range(inner):
-                    self.out[b, ch, i] = self.x[b, ch, i] * s + t
+        for job in prange(n * c, num_threads=nt, schedule="static"):
+            b = job // c
+            ch = job % c
+            mean = 0.0
+            for i in range(inner):
+                mean = mean + self.x[b, ch, i]
+            mean = mean / inner
+            var = 0.0
+            for i in range(inner):
+                d = self.x[b, ch, i] - mean
+                var = var + d * d
+            var = var / inner
+            inv = 1.0 / sqrtf(<float>var + self.eps)
+            s = self.scale[ch] * inv
+            t = self.shift[ch] - <float>mean * s
+            for i in range(inner):
+                self.out[b, ch, i] = self.x[b, ch, i] * s + t
 
 
 cdef class LayerNormStep(Step):
@@ -144,24 +141,23 @@ cdef class LayerNormStep(Step):
             raise ValueError("LayerNormStep: shapes do not fit")
         self.x, self.out, self.scale, self.shift, self.eps = x, out, scale, shift, eps
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t rows = self.x.shape[0], inner = self.x.shape[1], r, i
         cdef double mean, var, d
         cdef float inv
         cdef int nt = self.num_threads if rows * inner >= 32768 else 1
         if inner == 0:
             return
-        with nogil:
-            for r in prange(rows, num_threads=nt, schedule="static"):
-                mean = 0.0
-                for i in range(inner):
-                    mean = mean + self.x[r, i]
-                mean = mean / inner
-                var = 0.0
-                for i in range(inner):
-                    d = self.x[r, i] - mean
-                    var = var + d * d
-                var = var / inner
-                inv = 1.0 / sqrtf(<float>var + self.eps)
-                for i in range(inner):
-                    self.out[r, i] = (self.x[r, i] - <float>mean) * inv * self.scale[i] + self.shift[i]
+        for r in prange(rows, num_threads=nt, schedule="static"):
+            mean = 0.0
+            for i in range(inner):
+                mean = mean + self.x[r, i]
+            mean = mean / inner
+            var = 0.0
+            for i in range(inner):
+                d = self.x[r, i] - mean
+                var = var + d * d
+            var = var / inner
+            inv = 1.0 / sqrtf(<float>var + self.eps)
+            for i in range(inner):
+                self.out[r, i] = (self.x[r, i] - <float>mean) * inv * self.scale[i] + self.shift[i]

@@ -426,11 +426,10 @@ cdef class Pool2dStep(Step):
             raise ValueError(f"Pool2dStep: path {path!r} does not apply")
         self.path_name = {v: k for k, v in POOL_PATHS.items()}[self.path]
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         if self.x.shape[0] * self.x.shape[1] == 0:
             return
-        with nogil:
-            pool2d_kernel(self.x, self.out, self.g, self.path, self.num_threads)
+        pool2d_kernel(self.x, self.out, self.g, self.path, self.num_threads)
 
 
 cdef inline float row_sum(const float *x, Py_ssize_t cols) noexcept nogil:
@@ -512,6 +511,5 @@ cdef class GlobalPoolStep(Step):
             raise ValueError("GlobalPoolStep: sizes")
         self.x, self.out, self.kind, self.p = x, out, kind, p
 
-    cdef void run(self) noexcept:
-        with nogil:
-            global_pool_kernel(self.x, self.out, self.kind, self.p, self.num_threads)
+    cdef void run(self) noexcept nogil:
+        global_pool_kernel(self.x, self.out, self.kind, self.p, self.num_threads)

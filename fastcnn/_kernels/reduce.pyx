@@ -254,12 +254,11 @@ cdef class ReduceStep(Step):
         self.x, self.out = x, out
         self.outer, self.length, self.inner, self.kind = outer, length, inner, kind
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef const float *xp = NULL
         if self.out.shape[0] == 0:
             return
         if self.x.shape[0] > 0:
             xp = &self.x[0]
-        with nogil:
-            reduce_kernel(xp, &self.out[0], self.outer, self.length, self.inner, self.kind,
-                          self.num_threads)
+        reduce_kernel(xp, &self.out[0], self.outer, self.length, self.inner, self.kind,
+                      self.num_threads)

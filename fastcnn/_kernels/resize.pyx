@@ -204,7 +204,7 @@ cdef class ResizeStep(Step):
         self.t.rep_w = rep_w
         self.t.extrapolation = extrapolation
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t outer = self.out.shape[0], h_out = self.out.shape[1], w_out = self.out.shape[2]
         if outer == 0 or h_out == 0 or w_out == 0:
             return
@@ -214,7 +214,6 @@ cdef class ResizeStep(Step):
         self.t.idx_w = &self.idx_w[0, 0]
         self.t.wt_w = &self.wt_w[0, 0]
         self.t.in_w = &self.inside_w[0]
-        with nogil:
-            resize_kernel(&self.x[0, 0, 0], &self.out[0, 0, 0], outer, self.x.shape[1],
-                          self.x.shape[2], h_out, w_out, &self.cache[0], self.cache_slots,
-                          &self.t, self.num_threads)
+        resize_kernel(&self.x[0, 0, 0], &self.out[0, 0, 0], outer, self.x.shape[1],
+                      self.x.shape[2], h_out, w_out, &self.cache[0], self.cache_slots,
+                      &self.t, self.num_threads)

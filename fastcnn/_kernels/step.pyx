@@ -2,9 +2,12 @@
 
 A plan is a list of `Step` objects whose buffers (typed memoryviews into the plan's arena) were
 bound when the plan was built. Running the plan is a loop of C-level virtual calls; each step
-releases the GIL around its own computation.
+runs without the GIL (`run_steps` releases it once for the whole sequence).
 """
-from cython.parallel cimport parallel, threadid
+from cpython.ref cimport PyObject
+from cpython.sequence cimport PySequence_Fast_ITEMS
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdlib cimport free, malloc
 from time import perf_counter
 
 
@@ -13,7 +16,7 @@ cdef class Step:
         self.name = name
         self.num_threads = num_threads
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         pass
 
     def __call__(self):
@@ -21,11 +24,54 @@ cdef class Step:
         self.run()
 
 
+cdef PyObject **step_items(list steps) except? NULL:
+    """The items of `steps`, each checked to be a Step (the C calls on them assume it); NULL
+    for an empty list."""
+    cdef Py_ssize_t i
+    cdef PyObject **items = PySequence_Fast_ITEMS(steps)
+    for i in range(len(steps)):
+        if not isinstance(<object>items[i], Step):
+            raise TypeError(f"item {i} of a step list is a {type(<object>items[i]).__name__}, not a Step")
+    return items
+
+
 def run_steps(list steps):
-    """Run every step in order. `steps` holds only `Step` instances (checked when the plan is built)."""
-    cdef Step step
-    for step in steps:
-        step.run()
+    """Run every step in order, the whole sequence without the GIL. The caller keeps `steps`
+    unchanged while it runs (a plan's lock)."""
+    cdef Py_ssize_t i, n = len(steps)
+    cdef PyObject **items = step_items(steps)
+    with nogil:
+        for i in range(n):
+            (<Step>items[i]).run()
+
+
+def run_step_lists(list lists):
+    """Run each list of steps of `lists` in order, the lists at once, one per OpenMP thread (a
+    `prange`: a list OpenMP gives no thread of its own runs after another on a thread it
+    gave), and return when all have ended. Nothing here takes the GIL: where a batch runs as
+    one part per thread (Model.run), each thread taking it back between steps waited for the
+    other's, and on a busy machine every wait for the GIL is a sleep and a wake-up (LeNet-5
+    at batch 16 on 2 threads: 6 steps per part, 75 us each). The caller keeps every list
+    unchanged while they run (the plans' locks)."""
+    cdef Py_ssize_t n = len(lists), i, j
+    if n == 0:
+        return
+    cdef PyObject ***items = <PyObject ***>malloc(n * sizeof(PyObject **))
+    cdef Py_ssize_t *counts = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+    if items == NULL or counts == NULL:
+        free(items)
+        free(counts)
+        raise MemoryError()
+    try:
+        for i in range(n):
+            items[i] = step_items(lists[i])
+            counts[i] = len(lists[i])
+        for i in prange(n, nogil=True, num_threads=n, schedule="static", chunksize=1):
+            for j in range(counts[i]):
+                (<Step>items[i][j]).run()
+    finally:
+        free(items)
+        free(counts)
 
 
 def run_steps_timed(list steps, double[::1] seconds):
@@ -47,13 +93,41 @@ def set_step_threads(list steps, int num_threads):
         step.num_threads = num_threads
 
 
+cdef extern from "Python.h":
+    ctypedef int PyGILState_STATE
+    PyGILState_STATE PyGILState_Ensure() nogil
+    void *PyEval_SaveThread() nogil
+
+cdef extern from *:
+    """
+    static __thread int fastcnn_thread_state_kept = 0;  /* per OS thread */
+    """
+    int fastcnn_thread_state_kept
+
+
+cdef inline void keep_thread_state() noexcept nogil:
+    """Keep the calling thread's Python thread state for the rest of its life. Each thread of
+    a `parallel` block that may take the GIL gets a thread state from Cython at the block's
+    start and loses it at its end; on an OpenMP worker, which is no Python thread, that is a
+    new state (and the frame stack Python allocates for it) every call: 17 us here, against
+    2 us with the state kept, where LeNet-5's parts of a batch take 75 us each. One more
+    reference from this thread (PyGILState_Ensure, the GIL then released again) keeps it: a
+    few KB per thread of OpenMP's pool."""
+    global fastcnn_thread_state_kept
+    if not fastcnn_thread_state_kept:
+        PyGILState_Ensure()
+        PyEval_SaveThread()
+        fastcnn_thread_state_kept = 1
+
+
 def run_on_threads(list fns):
     """Call each of fns (callables taking no argument) once, fns[i] on OpenMP thread i, thread 0
     being the caller, and return when all have returned; an exception raised by one is raised
     here after all have finished (the first one's). Functions OpenMP gave no thread run on the
-    caller afterwards. Each function holds the GIL but while a step computes (the steps release
-    it), so the parts of a batch run at once (Model.run): OpenMP's workers are awake between
-    calls (GOMP_SPINCOUNT, config.py), where waking a Python worker thread took 30 us and more."""
+    caller afterwards. Each function holds the GIL but while its steps compute (`run_steps`
+    releases it), so the parts of a batch run at once (Model.run): OpenMP's workers are awake
+    between calls (GOMP_SPINCOUNT, config.py), where waking a Python worker thread took 30 us
+    and more, and keep their Python thread states (`keep_thread_state`)."""
     cdef int n = len(fns), tid
     if n == 0:
         return
@@ -69,8 +143,9 @@ def run_on_threads(list fns):
 
     with nogil, parallel(num_threads=n):
         tid = threadid()
-        with gil:
-            if tid < n:
+        if tid < n:
+            keep_thread_state()
+            with gil:
                 call(tid)
     for i in range(n):
         if not done[i]:

@@ -489,7 +489,7 @@ cdef class ConvWinogradStep(Step):
                 self.gemm_items(pos * panels + p0, pos * panels + p1, v, mm)
         self.output_channels(&ln, p0 * MR, min(p1 * MR, self.g.c_out), mm, tmp, y)
 
-    cdef void run(self) noexcept:
+    cdef void run(self) noexcept nogil:
         cdef Py_ssize_t total = self.blocks, t, blk, i, tid
         cdef Py_ssize_t macs = self.tiles * self.a * self.a * self.g.c_in * self.g.c_out
         cdef Py_ssize_t nt = min(<Py_ssize_t>max(1, self.num_threads), self.slots,
@@ -501,50 +501,49 @@ cdef class ConvWinogradStep(Step):
         cdef Lanes ln
         if total == 0:
             return
-        with nogil:
-            if nt <= 1:
-                for t in range(total):
-                    self.block(t, 0, panels, work)
-            elif total < 4 * nt and total % nt != 0 and panels >= 2 * nt \
-                    and self.v_size * sizeof(float) <= OWN_BLOCK_V_BYTES:
-                # few blocks with a small V: every thread transforms the whole block into its
-                # own V and computes its own range of output channels, with no barrier and
-                # nothing crossing between the cores but the input (read by both). The ranges
-                # are prange's iterations, not thread ids: OpenMP may give the region fewer
-                # threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC), and every range must run.
-                for i in prange(nt, num_threads=nt, schedule="static"):
-                    for blk in range(total):
-                        self.block(blk, i * panels // nt, (i + 1) * panels // nt,
-                                   work + threadid() * stride)
-            elif total >= 4 * nt or total % nt == 0:
-                # enough blocks to keep every thread busy: threads take contiguous ranges of
-                # whole blocks (static), so each mostly reads input rows its counterpart in the
-                # previous layer wrote, from its own caches (ResNet-18 on 2 threads: batch 1
-                # 5-7%, batch 16 about 10% faster than dynamic)
-                for t in prange(total, num_threads=<int>min(nt, total), schedule="static"):
-                    self.block(t, 0, panels, work + threadid() * stride)
-            else:
-                # few blocks (small images at batch 1): the threads share each block, phase by
-                # phase, with V and M in the first slot and their own patch/tile buffers
-                with parallel(num_threads=nt):
-                    tid = threadid()
-                    own = work + tid * stride + self.v_size + self.m_size
-                    for blk in range(total):
-                        ln = self.lanes_of(blk)   # assigned here: private to each thread
-                        self.clear_patches(&ln, own)
-                        # (Cython's prange inside parallel() ends without a barrier: add them)
-                        for i in prange(self.g.c_in, schedule="static"):
-                            self.input_channels(&ln, i, i + 1, work, own,
-                                                own + self.a * self.a * NR)
-                        omp_barrier()
-                        for i in prange(items, schedule="static"):
-                            self.gemm_items(i, i + 1, work, work + self.v_size)
-                        omp_barrier()
-                        for i in prange(self.g.c_out, schedule="static"):
-                            self.output_channels(&ln, i, i + 1, work + self.v_size,
-                                                 own + self.a * self.a * NR,
-                                                 own + self.a * self.a * (NR + 8))
-                        omp_barrier()   # V and M are rewritten by the next block
+        if nt <= 1:
+            for t in range(total):
+                self.block(t, 0, panels, work)
+        elif total < 4 * nt and total % nt != 0 and panels >= 2 * nt \
+                and self.v_size * sizeof(float) <= OWN_BLOCK_V_BYTES:
+            # few blocks with a small V: every thread transforms the whole block into its
+            # own V and computes its own range of output channels, with no barrier and
+            # nothing crossing between the cores but the input (read by both). The ranges
+            # are prange's iterations, not thread ids: OpenMP may give the region fewer
+            # threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC), and every range must run.
+            for i in prange(nt, num_threads=nt, schedule="static"):
+                for blk in range(total):
+                    self.block(blk, i * panels // nt, (i + 1) * panels // nt,
+                               work + threadid() * stride)
+        elif total >= 4 * nt or total % nt == 0:
+            # enough blocks to keep every thread busy: threads take contiguous ranges of
+            # whole blocks (static), so each mostly reads input rows its counterpart in the
+            # previous layer wrote, from its own caches (ResNet-18 on 2 threads: batch 1
+            # 5-7%, batch 16 about 10% faster than dynamic)
+            for t in prange(total, num_threads=<int>min(nt, total), schedule="static"):
+                self.block(t, 0, panels, work + threadid() * stride)
+        else:
+            # few blocks (small images at batch 1): the threads share each block, phase by
+            # phase, with V and M in the first slot and their own patch/tile buffers
+            with parallel(num_threads=nt):
+                tid = threadid()
+                own = work + tid * stride + self.v_size + self.m_size
+                for blk in range(total):
+                    ln = self.lanes_of(blk)   # assigned here: private to each thread
+                    self.clear_patches(&ln, own)
+                    # (Cython's prange inside parallel() ends without a barrier: add them)
+                    for i in prange(self.g.c_in, schedule="static"):
+                        self.input_channels(&ln, i, i + 1, work, own,
+                                            own + self.a * self.a * NR)
+                    omp_barrier()
+                    for i in prange(items, schedule="static"):
+                        self.gemm_items(i, i + 1, work, work + self.v_size)
+                    omp_barrier()
+                    for i in prange(self.g.c_out, schedule="static"):
+                        self.output_channels(&ln, i, i + 1, work + self.v_size,
+                                             own + self.a * self.a * NR,
+                                             own + self.a * self.a * (NR + 8))
+                    omp_barrier()   # V and M are rewritten by the next block
 
 
 def winograd_scratch(Py_ssize_t m, Py_ssize_t c_in, Py_ssize_t c_out):

@@ -21,14 +21,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from fastcnn._kernels import step as _step
 from fastcnn._kernels.step import run_on_threads
 from fastcnn.ir.infer import Inferred
 from fastcnn.ir.opspec import NodeContext
 
-# Below this many FLOPs per part, handing a part to another thread (the GIL is passed between
-# the parts' steps; with Python workers, which `run_at_once` replaced, also a 30+ us wake-up)
-# costs more than it saves: LeNet-5 on 2 threads gains at batch 16 (parts of 6.8 MFLOP, 0.29
-# -> 0.19-0.20 ms) and loses at batch 8 (3.4 MFLOP: 0.098 ms whole, 0.116 in parts).
+# Below this many FLOPs per part, handing a part to another thread costs more than it saves:
+# LeNet-5 on 2 threads gains at batch 16 (parts of 6.8 MFLOP, 0.29 -> 0.19-0.20 ms) and lost
+# at batch 8 (3.4 MFLOP: 0.098 ms whole, 0.116 in parts) when the parts passed the GIL between
+# their steps. They no longer do (`run_step_lists`): batch 8 then took 0.145 ms whole and
+# 0.136 in parts in one run, batch 4 went either way between runs: the threshold stays.
 MIN_PART_FLOPS = 5_000_000
 
 # ops that keep the batch dimension's size and work along the axis their attribute `axis`
@@ -216,6 +218,16 @@ def run_at_once(fns) -> None:
             wait(others)
             for f in others:
                 f.result()
+
+
+def run_step_lists(lists) -> None:
+    """Run each list of steps of `lists` (plans' `steps`) at once, one list per thread, and
+    return when all have ended: on OpenMP's threads without the GIL (`step.run_step_lists`),
+    in a forked child on Python workers (`run_at_once`)."""
+    if os.getpid() == _IMPORT_PID:
+        _step.run_step_lists(list(lists))
+        return
+    run_at_once([lambda steps=steps: _step.run_steps(steps) for steps in lists])
 
 
 def submit(fn, *args):

@@ -86,23 +86,31 @@ class Plan:
         set_step_threads(self.steps, n)
         self.num_threads = n
 
-    def _feed_and_run(self, feed: dict) -> None:
+    def feed(self, feed: dict) -> None:
+        """Copy the inputs into the arena. feed: name -> validated float32 array of the
+        planned shape (any strides). The caller holds `self.lock`; `run_steps(self.steps)`
+        computes, `outputs_into` collects."""
         views = self.input_views
         for name, arr in feed.items():
             views[name][...] = arr
-        run_steps(self.steps)
+
+    def outputs_into(self, outs: list) -> None:
+        """Copy the outputs of the last run into `outs` (arrays of the outputs' shapes)."""
+        for dst, v in zip(outs, self.outputs):
+            dst[...] = v
 
     def run(self, feed: dict) -> list:
         """feed: name -> validated float32 array of the planned shape. Returns fresh output arrays.
         The caller holds `self.lock`."""
-        self._feed_and_run(feed)
+        self.feed(feed)
+        run_steps(self.steps)
         return [v.copy() for v in self.outputs]
 
     def run_into(self, feed: dict, outs: list) -> None:
         """Like `run`, but copies the outputs into `outs` (arrays of the outputs' shapes)."""
-        self._feed_and_run(feed)
-        for dst, v in zip(outs, self.outputs):
-            dst[...] = v
+        self.feed(feed)
+        run_steps(self.steps)
+        self.outputs_into(outs)
 
 
 def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: int) -> None:

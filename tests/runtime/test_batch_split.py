@@ -189,23 +189,112 @@ def test_a_failing_part_raises_and_releases_its_plans(split_small, monkeypatch):
     m = ir_model(nodes, {"x": (None, 3, 6, 6)}, ["y"], conv_inits(r), num_threads=2)
     x = rand(r, 4, 3, 6, 6)
     good = m(x)
-    real = Plan.run_into
+    real = Plan.feed
     calls = []
 
-    def flaky(self, feed, outs):
+    def flaky(self, feed):
         calls.append(1)
         if len(calls) == 2:
             raise MemoryError("part failed")
-        real(self, feed, outs)
+        real(self, feed)
 
-    monkeypatch.setattr(Plan, "run_into", flaky)
+    monkeypatch.setattr(Plan, "feed", flaky)
     with pytest.raises(MemoryError, match="part failed"):
         m(x)
-    monkeypatch.setattr(Plan, "run_into", real)
+    monkeypatch.setattr(Plan, "feed", real)
     # every plan was released: the next calls run (a held lock would block them for good)
     for _ in range(3):
         assert np.array_equal(m(x), good)
     assert all(not p.lock.locked() for pool in m._plans.values() for p in pool)
+
+
+def _two_part_model(r, max_concurrent=4):
+    from fastcnn.model import Model
+    nodes = [("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}), ("Relu", ["c"], ["y"])]
+    m = ir_model(nodes, {"x": (None, 3, 6, 6)}, ["y"], conv_inits(r), num_threads=2)
+    return Model(m.graph, num_threads=2, max_concurrent=max_concurrent)
+
+
+def test_one_chunk_per_thread_runs_steps_only_on_the_threads(split_small, monkeypatch):
+    """Parts of one chunk each: this thread feeds and collects, the threads get step lists
+    (batch_split.run_step_lists); the outputs are those of the parts run as threads that each
+    feed their own plan (the path of several chunks per thread), bit for bit."""
+    from fastcnn.model import Model
+    r = np.random.default_rng(12)
+    m = _two_part_model(r)
+    x = rand(r, 6, 3, 6, 6)
+    lists = []
+    real = batch_split.run_step_lists
+    monkeypatch.setattr(batch_split, "run_step_lists", lambda ls: (lists.append(len(ls)), real(ls)))
+    got = m(x)
+    assert lists == [2] and [len(run) for run in split_of(m, x)] == [1, 1]
+    monkeypatch.setattr(Model, "_run_one_chunk_each", lambda *a: False)
+    assert np.array_equal(got, m(x)) and lists == [2]
+    assert_close(got, whole_batch([("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
+                                   ("Relu", ["c"], ["y"])], {"x": (None, 3, 6, 6)}, ["y"],
+                                  {k: m.graph.initializers[k] for k in ("w", "b")}, x)[0])
+    assert all(not p.lock.locked() for pool in m._plans.values() for p in pool)
+
+
+def test_one_chunk_per_thread_with_a_busy_plan_waits_its_turn(split_small):
+    """Another call holds one of the two part plans (max_concurrent=2, so no third is
+    built): the call does not wait while holding the other (two such calls would wait for
+    each other); its parts run as threads taking plans in turn, and the outputs are right."""
+    r = np.random.default_rng(13)
+    m = _two_part_model(r, max_concurrent=2)
+    x = rand(r, 6, 3, 6, 6)
+    good = m(x)
+    pool = m._plans[("single", (3, 3, 6, 6))]
+    assert len(pool) == 2
+    busy = pool[1]
+    busy.lock.acquire()
+    try:
+        assert np.array_equal(m(x), good)
+        assert busy.lock.locked() and not pool[0].lock.locked()
+    finally:
+        busy.lock.release()
+    assert np.array_equal(m(x), good)
+
+
+def test_run_step_lists_runs_every_list():
+    """Each list's steps in order, the lists on threads at once; a list OpenMP gives no thread
+    runs after another. Anything but a list of Steps is refused before a step runs."""
+    from fastcnn._kernels.eltwise import UnaryStep
+    from fastcnn._kernels.step import Step, run_step_lists
+
+    r = np.random.default_rng(14)
+    xs = [rand(r, 1000) for _ in range(3)]
+    mids = [np.empty(1000, np.float32) for _ in xs]
+    outs = [np.empty(1000, np.float32) for _ in xs]
+    from fastcnn._kernels.eltwise import ACT_CODES
+    lists = [[UnaryStep(x, mid, ACT_CODES["Relu"]), UnaryStep(mid, out, ACT_CODES["Neg"])]
+             for x, mid, out in zip(xs, mids, outs)]
+    run_step_lists(lists)
+    for x, out in zip(xs, outs):
+        assert np.array_equal(out, -np.maximum(x, 0))
+    run_step_lists([])
+    run_step_lists([[], lists[0]])
+    with pytest.raises(TypeError, match="item 1 of a step list is a str"):
+        run_step_lists([[Step(), "not a step"]])
+    with pytest.raises(TypeError):
+        run_step_lists([tuple(lists[0])])
+
+
+def test_openmp_workers_keep_their_python_thread_state():
+    """A function run_at_once hands to an OpenMP worker finds that thread's Python state
+    (threading.local) as the last call left it: the state is kept, not made anew per call
+    (step.keep_thread_state). On one thread the functions run on this thread: same result."""
+    import threading
+    local = threading.local()
+
+    def count():
+        local.calls = getattr(local, "calls", 0) + 1
+        seen.append(local.calls)
+
+    for _ in range(3):
+        seen = []
+        batch_split.run_at_once([lambda: None, count])
+    assert seen == [3]
 
 
 def test_cpu_goes_idle_after_split_runs(split_small):
