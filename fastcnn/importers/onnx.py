@@ -130,7 +130,10 @@ def _attr_value(ctx, node, a):
     ctx.unsupported(node, f"attribute '{a.name}' has a type fastcnn does not read ({t})")
 
 
-def _tensor_to_array(ctx, tensor, what) -> np.ndarray:
+def _tensor_to_array(ctx, tensor, what, file_raw=None) -> np.ndarray:
+    """The array of a TensorProto, read-only, owning its memory (no view into the message or
+    the file). file_raw: its raw_data, a view of the mapped file, where the message was
+    parsed without it (`import_file`)."""
     from onnx import numpy_helper
     if tensor.data_type not in ONNX_DTYPES:
         raise UnsupportedOpError(f"{ctx.where}: {what}: tensor element type {tensor.data_type} "
@@ -146,7 +149,8 @@ def _tensor_to_array(ctx, tensor, what) -> np.ndarray:
     dtype = np.dtype(ONNX_DTYPES[tensor.data_type])
     # raw_data is read out of the message once (each read copies it): numpy_helper.to_array
     # would read it again, and its array would need a copy to let go of the protobuf
-    raw = tensor.raw_data if tensor.HasField("raw_data") else None
+    raw = file_raw if file_raw is not None else \
+        tensor.raw_data if tensor.HasField("raw_data") else None
     if raw is not None and len(raw) % dtype.itemsize:
         raise ModelFileError(f"{ctx.where}: {what}: raw_data of {len(raw)} bytes is not a whole "
                              f"number of {dtype.name} values")
@@ -170,6 +174,8 @@ def _tensor_to_array(ctx, tensor, what) -> np.ndarray:
         arr = arr.astype(np.float32)
     if arr.dtype in (np.uint16, np.uint32, np.uint64):
         arr = arr.astype(np.int64)
+    if file_raw is not None and not arr.flags.owndata:
+        arr = arr.copy()   # the one copy out of the file (where no conversion made one)
     arr.setflags(write=False)
     return arr
 
@@ -679,8 +685,9 @@ def _check_text(model, where: str) -> None:
             bad("a metadata entry", p.key)
 
 
-def import_model(model, where: str = "model") -> Graph:
-    """Convert an onnx.ModelProto into a Graph (not yet checked or optimised)."""
+def import_model(model, where: str = "model", raw_data=None) -> Graph:
+    """Convert an onnx.ModelProto into a Graph (not yet checked or optimised). raw_data: the
+    initializers' raw bytes where `import_file` parsed the message without them (_RawData)."""
     _check_text(model, where)
     opset = None
     for o in model.opset_import:
@@ -696,10 +703,18 @@ def import_model(model, where: str = "model") -> Graph:
                                  f"(fastcnn reads opsets {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1})")
     g = model.graph
     ctx = ImportContext(where, opset)
-    for t in g.initializer:
+    for i, t in enumerate(g.initializer):
         if not t.name:
             raise ModelFileError(f"{where}: an initializer has no name")
-        ctx.initializers[t.name] = _tensor_to_array(ctx, t, f"initializer '{t.name}'")
+        raw = raw_data.of(i) if raw_data is not None else None
+        try:
+            ctx.initializers[t.name] = _tensor_to_array(ctx, t, f"initializer '{t.name}'", raw)
+        finally:
+            if raw is not None:
+                try:
+                    raw.release()   # the mapping closes after the import
+                except BufferError:
+                    pass            # an error's traceback still holds a view: it goes with it
         ctx._names.add(t.name)
     for t in g.sparse_initializer:
         raise UnsupportedOpError(f"{where}: sparse initializers are not supported")
@@ -747,7 +762,13 @@ def import_model(model, where: str = "model") -> Graph:
 
 
 def import_file(path: str) -> Graph:
-    """Read an .onnx file into a Graph. Raises ModelFileError for unreadable files."""
+    """Read an .onnx file into a Graph. Raises ModelFileError for unreadable files.
+
+    The file is mapped, and parsed with protobuf without the initializers' raw_data
+    (`onnx_wire.split_raw_data`); each weight is copied once, from the mapping, into its
+    array. A file whose wire data that walk refuses is parsed whole by `onnx.load`, as before
+    (its error names the problem)."""
+    import mmap
     onnx = _require_onnx()
     try:
         size = os.path.getsize(path)
@@ -755,10 +776,55 @@ def import_file(path: str) -> Graph:
         raise ModelFileError(f"{path}: cannot read ({e.strerror or e})") from None
     if size == 0:
         raise ModelFileError(f"{path}: empty file")
+    mapped = None
     try:
-        model = onnx.load(path)
-    except Exception as e:  # protobuf DecodeError, external data errors, ...
-        raise ModelFileError(f"{path}: not a valid ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
-    if not model.HasField("graph"):
-        raise ModelFileError(f"{path}: the ONNX file has no graph")
-    return import_model(model, path)
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        pass   # not a regular file (a pipe, /dev/stdin): onnx.load reads it
+    try:
+        try:
+            model, raw_data = _parse_file(onnx, path, mapped)
+        except Exception as e:  # protobuf DecodeError, external data errors, ...
+            raise ModelFileError(f"{path}: not a valid ONNX model ({type(e).__name__}: "
+                                 f"{str(e)[:200]})") from None
+        if not model.HasField("graph"):
+            raise ModelFileError(f"{path}: the ONNX file has no graph")
+        return import_model(model, path, raw_data)
+    finally:
+        if mapped is not None:
+            try:
+                mapped.close()   # every array is a copy (`_tensor_to_array`)
+            except BufferError:
+                pass             # a view in an error's traceback: unmapped when it goes
+
+
+def _parse_file(onnx, path: str, mapped):
+    """(ModelProto, _RawData or None): from the mapped file, parsed without the initializers'
+    raw_data, where the wire walk takes it; else parsed whole by onnx.load."""
+    from fastcnn.importers import onnx_wire
+    if mapped is not None:
+        try:
+            stripped, spans = onnx_wire.split_raw_data(mapped)
+        except onnx_wire.WireError:
+            pass   # protobuf parses it, or says what is wrong with it
+        else:
+            model = onnx.ModelProto.FromString(stripped)
+            del stripped
+            onnx.load_external_data_for_model(model, os.path.dirname(path) or ".")
+            return model, _RawData(mapped, spans)
+    return onnx.load(path), None
+
+
+class _RawData:
+    """The graph initializers' raw_data left in the mapped file: spans[i] = (offset, length)
+    of initializer i's bytes, or None (onnx_wire.split_raw_data)."""
+
+    def __init__(self, mapped, spans):
+        self.mapped = mapped
+        self.spans = spans
+
+    def of(self, i: int):
+        """Initializer i's raw_data as a memoryview of the file, or None."""
+        span = self.spans[i] if i < len(self.spans) else None
+        return None if span is None else memoryview(self.mapped)[span[0]:span[0] + span[1]]

@@ -1,0 +1,180 @@
+"""onnx_wire.split_raw_data: the message without the graph initializers' raw_data parses to the
+same model once the bytes at the returned spans are put back; the importer that uses it copies
+each weight from the file and gives the arrays protobuf's parse gives; bytes it cannot walk
+raise WireError only, and such files still load (through onnx.load)."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+import fastcnn
+from fastcnn.importers import onnx as onnx_importer
+from fastcnn.importers.onnx_wire import WireError, split_raw_data
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+
+
+def _restored(buf: bytes):
+    """The model parsed from split_raw_data's message, raw_data put back from the spans."""
+    stripped, spans = split_raw_data(buf)
+    model = onnx.ModelProto.FromString(stripped)
+    assert len(spans) == len(model.graph.initializer)
+    for t, span in zip(model.graph.initializer, spans):
+        assert not t.HasField("raw_data")
+        if span is not None:
+            t.raw_data = buf[span[0]:span[0] + span[1]]
+    return model, stripped
+
+
+def _model(rng):
+    """Conv -> Relu -> Gemm with raw_data weights, a float_data bias, an int64 shape, an empty
+    tensor and metadata; a Constant node holds a tensor of its own (left in the message)."""
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((10, 4 * 4 * 4)).astype(np.float32)
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [4], rng.standard_normal(4).tolist())
+    inits = [numpy_helper.from_array(w, "w"), bias, numpy_helper.from_array(g, "g"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "shape"),
+             numpy_helper.from_array(np.zeros((0,), np.float32), "empty")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["f"]),
+             helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(
+                 rng.standard_normal(10).astype(np.float32), "kv")),
+             helper.make_node("Gemm", ["f", "g", "k"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="test")
+    helper.set_model_props(model, {"labels": "a,b"})
+    return model
+
+
+def test_split_then_restored_is_the_same_model():
+    model = _model(np.random.default_rng(0))
+    buf = model.SerializeToString()
+    restored, stripped = _restored(buf)
+    assert restored == onnx.ModelProto.FromString(buf)
+    assert len(stripped) < 1200 < len(buf) - 1000   # the weights are out of the message
+    _, spans = split_raw_data(buf)
+    assert [s is None for s in spans] == [False, True, False, False, False]  # b: float_data
+    assert spans[4][1] == 0                                                 # empty raw_data
+
+
+def test_protobuf_merge_rules_are_kept():
+    """The graph field twice (protobuf merges the two: initializers of both, in order) and a
+    tensor with raw_data twice (the last one counts); unknown fields are kept."""
+    rng = np.random.default_rng(1)
+    model = _model(rng)
+    first = helper.make_graph([], "", [], [], [numpy_helper.from_array(np.arange(3, dtype=np.float32), "extra")])
+    t = numpy_helper.from_array(np.arange(2, dtype=np.float32), "twice").SerializeToString()
+    t += b"\x4a\x08" + np.array([7, 8], np.float32).tobytes()   # field 9 (raw_data) again
+    second = b"\x2a" + bytes([len(t)]) + t                          # GraphProto.initializer
+    unknown = b"\xa0\x06\x05"                                        # field 100, varint 5
+    buf = (model.SerializeToString() + b"\x3a" + bytes([len(first.SerializeToString())])
+           + first.SerializeToString() + b"\x3a" + bytes([len(second)]) + second + unknown)
+    reference = onnx.ModelProto.FromString(buf)
+    restored, _ = _restored(buf)
+    assert restored == reference
+    names = [t.name for t in reference.graph.initializer]
+    assert names[-2:] == ["extra", "twice"]
+    assert np.array_equal(numpy_helper.to_array(restored.graph.initializer[-1]), [7, 8])
+
+
+@pytest.mark.parametrize("folder", ["pytorch-converted", "pytorch-operator", "simple", "light"])
+def test_every_onnx_test_model_splits_to_the_same_model(folder):
+    paths = sorted(glob.glob(os.path.join(DATA, folder, "*", "model.onnx"))
+                   + glob.glob(os.path.join(DATA, folder, "*.onnx")))
+    if not paths:
+        pytest.skip(f"no {folder} data in this onnx wheel")
+    for path in paths[:400]:
+        with open(path, "rb") as f:
+            buf = f.read()
+        restored, _ = _restored(buf)
+        assert restored == onnx.ModelProto.FromString(buf), path
+
+
+def test_malformed_bytes_raise_wire_error_only():
+    """Every truncation and many single-byte changes of a model: WireError or a split, never
+    another exception; a split always parses as protobuf parses the same bytes."""
+    buf = _model(np.random.default_rng(2)).SerializeToString()
+    rng = np.random.default_rng(3)
+    cases = [buf[:n] for n in range(0, len(buf), 7)]
+    for _ in range(1500):
+        b = bytearray(buf)
+        b[rng.integers(len(b))] = rng.integers(256)
+        cases.append(bytes(b))
+    cases += [b"\x0b", b"\x3a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x00"]
+    split = refused = 0
+    for b in cases:
+        try:
+            restored, _ = _restored(b)
+        except WireError:
+            refused += 1
+            continue
+        except Exception as e:   # protobuf refuses what the walk accepted: compare the two
+            with pytest.raises(Exception):
+                onnx.ModelProto.FromString(b)
+            assert "DecodeError" in type(e).__name__ or isinstance(e, (ValueError, RuntimeError))
+            continue
+        split += 1
+        assert restored == onnx.ModelProto.FromString(b)
+    assert split > 100 and refused > 10
+
+
+def test_a_file_of_very_many_fields_is_left_to_protobuf(monkeypatch):
+    """Past MAX_FIELDS fields the walk stops (WireError): protobuf's parser takes such a file."""
+    from fastcnn.importers import onnx_wire
+    buf = _model(np.random.default_rng(8)).SerializeToString()
+    split_raw_data(buf)
+    monkeypatch.setattr(onnx_wire, "MAX_FIELDS", 12)
+    with pytest.raises(WireError, match="more than 12 fields"):
+        split_raw_data(buf)
+    monkeypatch.setattr(onnx_wire, "MAX_FIELDS", 200_000)
+    with pytest.raises(WireError, match="more than 200000 fields"):
+        split_raw_data(b"\xa0\x06\x05" * 200_001)   # unknown varint fields only
+
+
+def _write(tmp_path, name, data: bytes) -> str:
+    path = str(tmp_path / name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_import_file_copies_each_weight_out_of_the_file(tmp_path):
+    model = _model(np.random.default_rng(4))
+    path = _write(tmp_path, "m.onnx", model.SerializeToString())
+    got = onnx_importer.import_file(path)
+    want = onnx_importer.import_model(onnx.load(path), path)
+    assert set(got.initializers) == set(want.initializers)
+    for name, arr in want.initializers.items():
+        mine = got.initializers[name]
+        assert mine.dtype == arr.dtype and np.array_equal(mine, arr), name
+        if name in ("w", "b", "g", "shape", "empty"):   # graph initializers ("k": a Constant's)
+            assert mine.flags.owndata and not mine.flags.writeable, name
+    os.unlink(path)   # nothing keeps the file mapped: the arrays read on
+    assert float(np.abs(got.initializers["w"]).sum()) > 0
+    assert got.metadata["labels"] == ["a", "b"]
+
+
+def test_a_file_the_walk_refuses_loads_through_protobuf(tmp_path):
+    """An unknown field of the group wire type: protobuf skips it, the walk refuses it, and the
+    file loads (onnx.load) with the same outputs."""
+    model = _model(np.random.default_rng(5))
+    buf = model.SerializeToString()
+    with pytest.raises(WireError):
+        split_raw_data(buf + b"\xa3\x06\xa4\x06")   # field 100: start group, end group
+    good = fastcnn.load(_write(tmp_path, "good.onnx", buf))
+    odd = fastcnn.load(_write(tmp_path, "group.onnx", buf + b"\xa3\x06\xa4\x06"))
+    x = np.random.default_rng(6).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    assert np.array_equal(good.run(None, {"x": x})[0], odd.run(None, {"x": x})[0])
+
+
+def test_truncated_file_is_a_model_file_error(tmp_path):
+    buf = _model(np.random.default_rng(7)).SerializeToString()
+    for n in (5, len(buf) // 2, len(buf) - 3):
+        with pytest.raises(fastcnn.ModelFileError, match="not a valid ONNX model|no graph|initializer"):
+            fastcnn.load(_write(tmp_path, f"cut{n}.onnx", buf[:n]))
