@@ -16,7 +16,9 @@ def infer_specimens(graph: Graph):
     graph has no dynamic dims."""
     a = infer_graph(graph, specimen_types(graph, 1))
     dynamic = any(d is None for t in graph.inputs for d in t.shape)
-    b = infer_graph(graph, specimen_types(graph, 2)) if dynamic else a
+    # attributes resolve without shapes (opspec.resolve_attrs: types and defaults): the second
+    # specimen reuses the first's and redoes only the shapes (a third of an inference)
+    b = infer_graph(graph, specimen_types(graph, 2), attrs=a.attrs) if dynamic else a
     return a, b
 
 
