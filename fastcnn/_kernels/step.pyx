@@ -93,41 +93,16 @@ def set_step_threads(list steps, int num_threads):
         step.num_threads = num_threads
 
 
-cdef extern from "Python.h":
-    ctypedef int PyGILState_STATE
-    PyGILState_STATE PyGILState_Ensure() nogil
-    void *PyEval_SaveThread() nogil
-
-cdef extern from *:
-    """
-    static __thread int fastcnn_thread_state_kept = 0;  /* per OS thread */
-    """
-    int fastcnn_thread_state_kept
-
-
-cdef inline void keep_thread_state() noexcept nogil:
-    """Keep the calling thread's Python thread state for the rest of its life. Each thread of
-    a `parallel` block that may take the GIL gets a thread state from Cython at the block's
-    start and loses it at its end; on an OpenMP worker, which is no Python thread, that is a
-    new state (and the frame stack Python allocates for it) every call: 17 us here, against
-    2 us with the state kept, where LeNet-5's parts of a batch take 75 us each. One more
-    reference from this thread (PyGILState_Ensure, the GIL then released again) keeps it: a
-    few KB per thread of OpenMP's pool."""
-    global fastcnn_thread_state_kept
-    if not fastcnn_thread_state_kept:
-        PyGILState_Ensure()
-        PyEval_SaveThread()
-        fastcnn_thread_state_kept = 1
-
-
 def run_on_threads(list fns):
     """Call each of fns (callables taking no argument) once, fns[i] on OpenMP thread i, thread 0
     being the caller, and return when all have returned; an exception raised by one is raised
     here after all have finished (the first one's). Functions OpenMP gave no thread run on the
     caller afterwards. Each function holds the GIL but while its steps compute (`run_steps`
-    releases it), so the parts of a batch run at once (Model.run): OpenMP's workers are awake
+    releases it), so the chunks of a batch run at once (Model.run): OpenMP's workers are awake
     between calls (GOMP_SPINCOUNT, config.py), where waking a Python worker thread took 30 us
-    and more, and keep their Python thread states (`keep_thread_state`)."""
+    and more. Each call costs a few tens of us here (Cython gives a worker a Python thread
+    state for the block and deletes it after): parts of one chunk per thread do not come
+    here but run their steps with `run_step_lists`."""
     cdef int n = len(fns), tid
     if n == 0:
         return
@@ -143,9 +118,8 @@ def run_on_threads(list fns):
 
     with nogil, parallel(num_threads=n):
         tid = threadid()
-        if tid < n:
-            keep_thread_state()
-            with gil:
+        with gil:
+            if tid < n:
                 call(tid)
     for i in range(n):
         if not done[i]:

@@ -280,23 +280,6 @@ def test_run_step_lists_runs_every_list():
         run_step_lists([tuple(lists[0])])
 
 
-def test_openmp_workers_keep_their_python_thread_state():
-    """A function run_at_once hands to an OpenMP worker finds that thread's Python state
-    (threading.local) as the last call left it: the state is kept, not made anew per call
-    (step.keep_thread_state). On one thread the functions run on this thread: same result."""
-    import threading
-    local = threading.local()
-
-    def count():
-        local.calls = getattr(local, "calls", 0) + 1
-        seen.append(local.calls)
-
-    for _ in range(3):
-        seen = []
-        batch_split.run_at_once([lambda: None, count])
-    assert seen == [3]
-
-
 def test_cpu_goes_idle_after_split_runs(split_small):
     import resource
     r = np.random.default_rng(11)
