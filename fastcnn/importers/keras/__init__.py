@@ -23,6 +23,7 @@ import os
 import zipfile
 
 from fastcnn.errors import FastCNNError, ModelFileError
+from fastcnn.importers.keras.hdf5_check import check_global_heaps
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MAX_CONFIG_BYTES = 64 << 20
@@ -146,8 +147,11 @@ class NamedScope:
 
 
 def _import_h5(path):
+    import mmap
     h5py = _require_h5py()
     from fastcnn.importers.keras.model import Importer
+    with open(path, "rb") as raw, mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        check_global_heaps(mapped, path)   # before the HDF5 library walks them (hdf5_check.py)
     with h5py.File(path, "r") as f:
         if "model_config" not in f.attrs:
             if "layer_names" in f.attrs or "layers" in f or "vars" in f:
@@ -227,6 +231,7 @@ def _import_keras_zip(path):
     h5py = _require_h5py()
     imp = Importer(path, _keras3(version, default=True))
     imp.model_class(cfg)   # refuse a subclassed model before reading any weights
+    check_global_heaps(data, f"{path}: model.weights.h5")
     with h5py.File(io.BytesIO(data), "r") as h5:
         graph = imp.convert(cfg, V3Scope(h5, "", path))
     graph.metadata["keras_version"] = _version_text(version)

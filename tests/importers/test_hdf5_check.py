@@ -1,0 +1,151 @@
+"""hdf5_check.check_global_heaps: an HDF5 file whose global heap would make the HDF5 library
+loop (a free-space object of size 0, found by fuzzing) or read past a collection is refused
+before h5py opens it; Keras files as Keras writes them pass; the walk follows the superblock's
+size of lengths and ignores "GCOL" bytes that are not a collection header."""
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+pytest.importorskip("h5py")
+
+import fastcnn  # noqa: E402
+from fastcnn.errors import ModelFileError  # noqa: E402
+from fastcnn.importers.keras import hdf5_check  # noqa: E402
+from fastcnn.importers.keras.hdf5_check import check_global_heaps  # noqa: E402
+from helpers import run_isolated  # noqa: E402
+from keras_writer import Net  # noqa: E402
+
+
+def _keras_h5(tmp_path) -> bytes:
+    net = Net("h5")
+    x = net.input("x", (4,))
+    y = net.add("Dense", "dense", [x], [("kernel", np.ones((4, 3))), ("bias", np.zeros(3))],
+                units=3, activation="linear", use_bias=True)
+    with open(net.save(tmp_path / "m.h5", [y]), "rb") as f:
+        return f.read()
+
+
+def _objects(buf: bytes, start: int):
+    """(offset, index, size) of each object of the collection at start (8-byte lengths)."""
+    size = struct.unpack_from("<Q", buf, start + 8)[0]
+    p, out = start + 16, []
+    while p + 16 <= start + size:
+        index, _, _, osize = struct.unpack_from("<HHIQ", buf, p)
+        out.append((p, index, osize))
+        if index == 0:
+            break
+        p += 16 + (osize + 7) // 8 * 8
+    return out
+
+
+def test_keras_files_pass(tmp_path):
+    buf = _keras_h5(tmp_path)
+    assert buf.count(b"GCOL") == 1   # the model config and version strings
+    check_global_heaps(buf, "m.h5")
+    free = [o for o in _objects(buf, buf.index(b"GCOL")) if o[1] == 0]
+    assert free and free[0][2] > 0
+
+
+def test_a_free_space_object_of_size_zero_is_refused_without_hanging(tmp_path):
+    """The fuzzed file's defect: loading it must end (in a child, with a deadline) with a
+    ModelFileError naming the collection, never reach the HDF5 library's endless walk."""
+    buf = bytearray(_keras_h5(tmp_path))
+    start = buf.index(b"GCOL")
+    at = [o for o in _objects(bytes(buf), start) if o[1] == 0][0][0]
+    struct.pack_into("<Q", buf, at + 8, 0)
+    with pytest.raises(ModelFileError, match=f"collection at byte {start} has a free-space object "
+                                             f"of size 0 at byte {at}"):
+        check_global_heaps(bytes(buf), "bad.h5")
+    path = tmp_path / "bad.h5"
+    path.write_bytes(bytes(buf))
+    child = run_isolated(f"""
+        import fastcnn
+        try:
+            fastcnn.load({str(path)!r})
+        except fastcnn.ModelFileError as e:
+            print("refused:", e)
+        """, tmp_path, timeout=60)
+    assert child.returncode == 0 and "refused:" in child.stdout and "size 0" in child.stdout, \
+        child.stdout + child.stderr
+
+
+def test_an_object_past_its_collection_is_refused(tmp_path):
+    buf = bytearray(_keras_h5(tmp_path))
+    start = buf.index(b"GCOL")
+    first = _objects(bytes(buf), start)[0][0]
+    struct.pack_into("<Q", buf, first + 8, 1 << 40)
+    with pytest.raises(ModelFileError, match="needs .* bytes at byte .*past the collection's end"):
+        check_global_heaps(bytes(buf), "bad.h5")
+    with pytest.raises(ModelFileError):
+        fastcnn.load(_write(tmp_path, "bad.h5", buf))
+
+
+def _write(tmp_path, name, data) -> str:
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def _collection(objects, length_size=8, total=None) -> bytes:
+    """A collection of (index, data) objects then free space (index 0), lengths of
+    length_size bytes."""
+    head = 8 + length_size
+    body = b""
+    for index, data in objects:
+        pad = (len(data) + 7) // 8 * 8
+        body += struct.pack("<HHI", index, 1, 0) + len(data).to_bytes(length_size, "little") \
+            + data.ljust(pad, b"\0")
+    total = total or head + len(body) + 64
+    free = total - head - len(body)
+    body += struct.pack("<HHI", 0, 0, 0) + free.to_bytes(length_size, "little")
+    return (b"GCOL\x01\0\0\0" + total.to_bytes(length_size, "little") + body).ljust(total, b"\0")
+
+
+def _superblock(version, length_size) -> bytes:
+    sb = bytearray(b"\x89HDF\r\n\x1a\n".ljust(64, b"\0"))
+    sb[8] = version
+    if version in (0, 1):
+        sb[13], sb[14] = 8, length_size
+    else:
+        sb[9], sb[10] = 8, length_size
+    return bytes(sb)
+
+
+@pytest.mark.parametrize("version,length_size", [(0, 8), (2, 4), (3, 8)])
+def test_the_walk_follows_the_superblocks_size_of_lengths(version, length_size):
+    good = _superblock(version, length_size) + _collection([(1, b"config"), (2, b"2.13.1")],
+                                                           length_size)
+    check_global_heaps(good, "m.h5")
+    head = 8 + length_size
+    bad = bytearray(good)
+    start = bad.index(b"GCOL")
+    free_at = start + head + 2 * (8 + length_size + 8)   # after two 6-byte objects (padded to 8)
+    assert bad[free_at:free_at + 2] == b"\0\0"
+    bad[free_at + 8:free_at + 8 + length_size] = bytes(length_size)
+    with pytest.raises(ModelFileError, match="size 0"):
+        check_global_heaps(bytes(bad), "m.h5")
+
+
+def test_gcol_bytes_that_are_no_collection_header_are_ignored():
+    """Weights or strings may hold the four bytes: without version 1 and three zero bytes after
+    them, or with a size past the file, they are not walked."""
+    sb = _superblock(0, 8)
+    size = (64).to_bytes(8, "little")   # then zeros: walked, a free-space object of size 0
+    with pytest.raises(ModelFileError):
+        check_global_heaps(sb + b"GCOL\x01\0\0\0" + size + bytes(48), "m.h5")
+    for tail in (b"GCOL\x02\0\0\0" + size, b"GCOL\x01xy\0" + size,
+                 b"GCOL\x01\0\0\0" + (1 << 50).to_bytes(8, "little"), b"GCOL"):
+        check_global_heaps(sb + tail + bytes(48), "m.h5")
+    check_global_heaps(b"no superblock GCOL\x01\0\0\0" + bytes(30), "m.h5")
+
+
+def test_very_many_objects_are_refused(monkeypatch):
+    buf = _superblock(0, 8) + _collection([(i, b"x") for i in range(1, 40)])
+    check_global_heaps(buf, "m.h5")
+    monkeypatch.setattr(hdf5_check, "MAX_OBJECTS", 20)
+    with pytest.raises(ModelFileError, match="more than 20 objects"):
+        check_global_heaps(buf, "m.h5")
