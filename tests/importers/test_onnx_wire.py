@@ -178,3 +178,24 @@ def test_truncated_file_is_a_model_file_error(tmp_path):
     for n in (5, len(buf) // 2, len(buf) - 3):
         with pytest.raises(fastcnn.ModelFileError, match="not a valid ONNX model|no graph|initializer"):
             fastcnn.load(_write(tmp_path, f"cut{n}.onnx", buf[:n]))
+
+
+def test_weights_in_an_external_file_load_as_inline_ones(tmp_path):
+    """A model saved with its weights in a separate file (onnx's external data, as models over
+    2 GB must be): the message keeps only each tensor's location, which onnx's helper reads."""
+    model = _model(np.random.default_rng(9))
+    inline = _write(tmp_path, "inline.onnx", model.SerializeToString())
+    ext_dir = tmp_path / "ext"
+    ext_dir.mkdir()
+    onnx.save_model(model, str(ext_dir / "m.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    assert os.path.getsize(ext_dir / "weights.bin") > 500
+    _, spans = split_raw_data((ext_dir / "m.onnx").read_bytes())
+    assert all(s is None for s in spans)            # no weight bytes in the message itself
+    got = onnx_importer.import_file(str(ext_dir / "m.onnx")).initializers
+    want = onnx_importer.import_file(inline).initializers
+    for name in ("w", "g", "shape"):
+        assert np.array_equal(got[name], want[name]), name
+    os.unlink(ext_dir / "weights.bin")
+    with pytest.raises(fastcnn.ModelFileError, match="not a valid ONNX model"):
+        fastcnn.load(str(ext_dir / "m.onnx"))
