@@ -50,7 +50,7 @@ class Model:
     (batch 16 on 2 threads: edge CNN 1.6x faster, LeNet-5 1.25x, MobileNetV2 1.12x). A part,
     or on one thread the batch, runs in chunks of fewer samples when its activations would
     not stay in the last-level cache and re-reading the weights per chunk costs less
-    (`batch_split.chunk_size`: MobileNetV2 at batch 16, 3% faster). Kernels are chosen per
+    (`batch_split.chunk_size`: MobileNetV2 at batch 16, 5% faster). Kernels are chosen per
     shape, so a sample's result can differ in the last bits between a part and the whole
     batch: with split_batch=False results are bit-identical for any number of threads.
     """
@@ -358,11 +358,9 @@ class Model:
         one.lock.release()
         if threads > 1 and one.flops * sizes[-1] < batch_split.MIN_PART_FLOPS:
             return None
-        weights = sum(a.nbytes for v in self._cache.values()
-                      for a in (v if isinstance(v, (tuple, list)) else (v,))
-                      if isinstance(a, np.ndarray))
-        c = batch_split.chunk_size(weights, one.reused_bytes, one.naive_bytes, threads,
-                                   config.last_level_cache_bytes(), sizes[0])
+        c = batch_split.chunk_size(self._packed_weight_bytes(), one.reused_bytes,
+                                   one.naive_bytes, threads, config.last_level_cache_bytes(),
+                                   sizes[0])
         # chunks that fit the memory limit together, where the whole batch would not
         fit = max(1, (limit - threads * one.scratch_bytes) // max(1, threads * one.reused_bytes))
         if fit < c:
@@ -376,6 +374,13 @@ class Model:
             if batch_split.independent_samples(g, full, part, batch, n) is not None:
                 return None
         return batch_split.Runs([[_with_batch(key, n) for n in run] for run in runs])
+
+    def _packed_weight_bytes(self) -> int:
+        """Bytes of the weights packed so far (Winograd, GEMM panels): what each chunk of a
+        batch reads once (`batch_split.chunk_size`)."""
+        return sum(a.nbytes for v in self._cache.values()
+                   for a in (v if isinstance(v, (tuple, list)) else (v,))
+                   if isinstance(a, np.ndarray))
 
     def _chunk_that_fits(self, key, c, threads, limit) -> int:
         """The largest chunk of at most c samples whose single-threaded plans, one per thread,

@@ -362,7 +362,7 @@ def test_parts_run_in_a_forked_child(split_small):
 @pytest.mark.parametrize("threads, batch, want", [(1, 5, [[2, 2, 1]]), (2, 5, [[2, 1], [2]]),
                                                   (2, 8, [[2, 2], [2, 2]])])
 def test_chunks_when_the_activations_outgrow_the_cache(monkeypatch, threads, batch, want):
-    # a cache that holds the arenas of 2 samples per thread: chunks of 2
+    # a cache that holds the arenas of 2 samples per thread beside the weights: chunks of 2
     r = np.random.default_rng(15)
     nodes = [("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 1, 1, 1]}),
              ("Relu", ["c"], ["r"]),
@@ -371,7 +371,9 @@ def test_chunks_when_the_activations_outgrow_the_cache(monkeypatch, threads, bat
     m = ir_model(nodes, {"x": (None, 3, 12, 12)}, ["y"], inits, num_threads=threads)
     arena = m.plan_for([(1, 3, 12, 12)]).arena_bytes
     monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)
-    monkeypatch.setattr(config, "last_level_cache_bytes", lambda: 2 * arena * threads)
+    weights = m._packed_weight_bytes()
+    assert 0 < weights <= 2 * arena * threads   # held whole: at most half the cache
+    monkeypatch.setattr(config, "last_level_cache_bytes", lambda: 2 * arena * threads + weights)
     x = rand(r, batch, 3, 12, 12)
     got = m(x)
     assert [[k[0][0] for k in run] for run in split_of(m, x)] == want
@@ -389,19 +391,22 @@ def test_chunks_when_the_activations_outgrow_the_cache(monkeypatch, threads, bat
     assert np.array_equal(got, np.concatenate(pieces))
 
 
-@pytest.mark.parametrize("weights, arena, traffic, threads, cache, want", [
-    (14, 6, 27, 1, 16, 2),      # MobileNetV2-like, one thread
-    (14, 6, 27, 2, 16, 1),      # the same, two parts sharing the cache
-    (85, 4, 11, 1, 16, 4),      # ResNet-18-like: weights dominate, the cache holds 4
-    (85, 4, 11, 2, 16, 8),      # the same on two threads: whole parts
-    (2, 0.16, 0.3, 2, 16, 8),   # a small model fits whole
-    (1, 100, 1, 1, 16, 8),      # spilling costs less than re-reading weights: whole
-    (0, 1, 1, 1, 16, 8),        # no weights, nothing spills: a tie, the larger chunk
+@pytest.mark.parametrize("weights, arena, traffic, threads, cache, limit, want", [
+    (21.7, 1.34, 10.4, 1, 32, 16, 8),  # MobileNetV2, one thread: 11 fit beside the weights, as 8 + 8
+    (21.7, 1.34, 10.4, 2, 32, 8, 4),   # the same, parts of 8 on two threads: 5 fit, as 4 + 4
+    (21.7, 1.34, 10.4, 1, 64, 16, 16),  # a larger cache holds the whole batch
+    (85, 3.8, 10.8, 1, 32, 16, 16),    # ResNet-18: 4 would fit; re-reading 85 MB costs more
+    (85, 3.8, 10.8, 2, 32, 8, 8),      # the same on two threads: whole parts
+    (14, 6, 27, 1, 16, 8, 1),          # one image's activations fill what the weights leave
+    (2, 0.16, 0.3, 2, 16, 8, 8),       # a small model fits whole
+    (1, 100, 1, 1, 16, 8, 8),          # spilling costs less than re-reading weights: whole
+    (0, 1, 1, 1, 16, 8, 8),            # no weights, nothing spills: a tie, the larger chunk
+    (0, 1, 1, 1, 5, 8, 4),             # 5 fit: two chunks of 4, not 5 and 3
 ])
-def test_chunk_size(weights, arena, traffic, threads, cache, want):
+def test_chunk_size(weights, arena, traffic, threads, cache, limit, want):
     mb = 1 << 20
-    assert batch_split.chunk_size(weights * mb, int(arena * mb), int(traffic * mb), threads,
-                                  cache * mb, 8) == want
+    assert batch_split.chunk_size(int(weights * mb), int(arena * mb), int(traffic * mb), threads,
+                                  cache * mb, limit) == want
 
 
 @pytest.fixture(params=["openmp", "python workers"])
