@@ -448,7 +448,7 @@ class Model:
                 if plan.num_threads != 1:
                     plan.set_num_threads(1)
                 plan.feed({name: x[s:e] for name, x in feed.items()})
-            batch_split.run_step_lists([plan.steps for plan in plans])
+            batch_split.run_step_lists([plan.step_seq for plan in plans])
             for plan, ((_, s, e),) in zip(plans, runs.spans):
                 plan.outputs_into([o[s:e] for o in outs])
             return True

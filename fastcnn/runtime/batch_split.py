@@ -220,14 +220,14 @@ def run_at_once(fns) -> None:
                 f.result()
 
 
-def run_step_lists(lists) -> None:
-    """Run each list of steps of `lists` (plans' `steps`) at once, one list per thread, and
-    return when all have ended: on OpenMP's threads without the GIL (`step.run_step_lists`),
-    in a forked child on Python workers (`run_at_once`)."""
+def run_step_lists(seqs) -> None:
+    """Run each StepSeq of `seqs` (plans' `step_seq`) at once, one per thread, and return when
+    all have ended: on OpenMP's threads without the GIL (`step.run_step_lists`), in a forked
+    child on Python workers (`run_at_once`)."""
     if os.getpid() == _IMPORT_PID:
-        _step.run_step_lists(list(lists))
+        _step.run_step_lists(list(seqs))
         return
-    run_at_once([lambda steps=steps: _step.run_steps(steps) for steps in lists])
+    run_at_once([seq.run for seq in seqs])
 
 
 def submit(fn, *args):

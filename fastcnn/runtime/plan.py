@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from fastcnn._kernels.step import run_steps
+from fastcnn._kernels.step import StepSeq
 from fastcnn.errors import ResourceLimitError, UnsupportedOpError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import Inferred
@@ -55,8 +55,9 @@ class Plan:
 
     input_views:  graph input name -> arena view the input is copied into.
     outputs:      per graph output, an arena view (or a constant array for folded outputs).
-    steps:        Step objects, run in order; step_nodes: per step, the node it runs (a graph
-                  node, or a fused node whose graph nodes `graph_nodes` gives).
+    steps:        Step objects, run in order; step_seq: the same as a StepSeq, what runs;
+                  step_nodes: per step, the node it runs (a graph node, or a fused node whose
+                  graph nodes `graph_nodes` gives).
     blocked:      names of the tensors stored NCHW8c (runtime/blocking.py).
     arena_bytes:  activation arena size; naive_bytes: sum of all activation sizes (no reuse);
                   reused_bytes: the arena size with reuse (arena_bytes unless the plan gave its
@@ -69,6 +70,7 @@ class Plan:
         self.input_views = input_views
         self.outputs = outputs
         self.steps = steps
+        self.step_seq = StepSeq(steps)   # checked once; what runs
         self.step_nodes = step_nodes
         self.arena = arena
         self.scratch = scratch
@@ -88,7 +90,7 @@ class Plan:
 
     def feed(self, feed: dict) -> None:
         """Copy the inputs into the arena. feed: name -> validated float32 array of the
-        planned shape (any strides). The caller holds `self.lock`; `run_steps(self.steps)`
+        planned shape (any strides). The caller holds `self.lock`; `self.step_seq.run()`
         computes, `outputs_into` collects."""
         views = self.input_views
         for name, arr in feed.items():
@@ -103,13 +105,13 @@ class Plan:
         """feed: name -> validated float32 array of the planned shape. Returns fresh output arrays.
         The caller holds `self.lock`."""
         self.feed(feed)
-        run_steps(self.steps)
+        self.step_seq.run()
         return [v.copy() for v in self.outputs]
 
     def run_into(self, feed: dict, outs: list) -> None:
         """Like `run`, but copies the outputs into `outs` (arrays of the outputs' shapes)."""
         self.feed(feed)
-        run_steps(self.steps)
+        self.step_seq.run()
         self.outputs_into(outs)
 
 

@@ -257,10 +257,11 @@ def test_one_chunk_per_thread_with_a_busy_plan_waits_its_turn(split_small):
 
 
 def test_run_step_lists_runs_every_list():
-    """Each list's steps in order, the lists on threads at once; a list OpenMP gives no thread
-    runs after another. Anything but a list of Steps is refused before a step runs."""
+    """Each sequence's steps in order, the sequences on threads at once; one OpenMP gives no
+    thread runs after another. Anything but Steps is refused when the sequence is made (before
+    a step runs), anything but StepSeqs by run_step_lists."""
     from fastcnn._kernels.eltwise import UnaryStep
-    from fastcnn._kernels.step import Step, run_step_lists
+    from fastcnn._kernels.step import Step, StepSeq, run_step_lists
 
     r = np.random.default_rng(14)
     xs = [rand(r, 1000) for _ in range(3)]
@@ -269,13 +270,13 @@ def test_run_step_lists_runs_every_list():
     from fastcnn._kernels.eltwise import ACT_CODES
     lists = [[UnaryStep(x, mid, ACT_CODES["Relu"]), UnaryStep(mid, out, ACT_CODES["Neg"])]
              for x, mid, out in zip(xs, mids, outs)]
-    run_step_lists(lists)
+    run_step_lists([StepSeq(steps) for steps in lists])
     for x, out in zip(xs, outs):
         assert np.array_equal(out, -np.maximum(x, 0))
     run_step_lists([])
-    run_step_lists([[], lists[0]])
+    run_step_lists([StepSeq([]), StepSeq(lists[0])])
     with pytest.raises(TypeError, match="item 1 of a step list is a str"):
-        run_step_lists([[Step(), "not a step"]])
+        StepSeq([Step(), "not a step"])
     with pytest.raises(TypeError):
         run_step_lists([tuple(lists[0])])
 
