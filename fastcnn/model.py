@@ -29,6 +29,14 @@ def _with_batch(shapes: tuple, n: int) -> tuple:
     return tuple((n,) + tuple(shape[1:]) for shape in shapes)
 
 
+def _feed_part(plan: Plan, feed: dict, start: int, end: int) -> None:
+    """Copy samples [start, end) of every input into the plan of a batch part, which runs
+    on one thread."""
+    if plan.num_threads != 1:
+        plan.set_num_threads(1)
+    plan.feed({name: x[start:end] for name, x in feed.items()})
+
+
 def _specimen_types(graph: Graph, fill: int) -> dict:
     """Input types with every dynamic dim replaced by `fill`."""
     return {t.name: ValueType(tuple(fill if d is None else d for d in t.shape), t.dtype)
@@ -416,10 +424,9 @@ class Model:
                 if plan is None:
                     _, plan = self._get_plan(k, single=True)
                 try:
-                    if plan.num_threads != 1:
-                        plan.set_num_threads(1)
-                    plan.run_into({name: x[s:e] for name, x in feed.items()},
-                                  [o[s:e] for o in outs])
+                    _feed_part(plan, feed, s, e)
+                    plan.step_seq.run()
+                    plan.outputs_into([o[s:e] for o in outs])
                 finally:
                     plan.lock.release()
                 plan = None
@@ -445,9 +452,7 @@ class Model:
                     return False
                 plans.append(plan)
             for plan, ((_, s, e),) in zip(plans, runs.spans):
-                if plan.num_threads != 1:
-                    plan.set_num_threads(1)
-                plan.feed({name: x[s:e] for name, x in feed.items()})
+                _feed_part(plan, feed, s, e)
             batch_split.run_step_lists([plan.step_seq for plan in plans])
             for plan, ((_, s, e),) in zip(plans, runs.spans):
                 plan.outputs_into([o[s:e] for o in outs])
