@@ -23,15 +23,6 @@ ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: 
 SUPPORTED_OPSETS = range(1, 23)
 
 
-def _require_onnx():
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise FastCNNError("reading .onnx files needs the onnx package: pip install 'fastcnn[onnx]'") from None
-    import onnx
-    return onnx
-
-
 class ImportContext:
     """State shared by the converters while one graph is imported."""
 
@@ -111,7 +102,7 @@ class ImportContext:
 
 # ----------------------------------------------------------------------------- attribute parsing
 def _attr_value(ctx, node, a):
-    from onnx import AttributeProto, numpy_helper
+    AttributeProto = type(a)   # the message class carries the AttributeType values
     t = a.type
     if t == AttributeProto.FLOAT:
         return float(a.f)
@@ -134,7 +125,6 @@ def _tensor_to_array(ctx, tensor, what, file_raw=None) -> np.ndarray:
     """The array of a TensorProto, read-only, owning its memory (no view into the message or
     the file). file_raw: its raw_data, a view of the mapped file, where the message was
     parsed without it (`import_file`)."""
-    from onnx import numpy_helper
     if tensor.data_type not in ONNX_DTYPES:
         raise UnsupportedOpError(f"{ctx.where}: {what}: tensor element type {tensor.data_type} "
                                  f"is not supported")
@@ -167,7 +157,8 @@ def _tensor_to_array(ctx, tensor, what, file_raw=None) -> np.ndarray:
             if not arr.dtype.isnative:
                 arr = arr.astype(dtype)
         else:                 # the typed fields (float_data, int64_data, ...): a new array
-            arr = np.array(numpy_helper.to_array(tensor), copy=True)
+            from fastcnn.importers.onnx_schema import require_onnx
+            arr = np.array(require_onnx().numpy_helper.to_array(tensor), copy=True)
     except Exception as e:  # malformed protobuf content
         raise ModelFileError(f"{ctx.where}: {what}: cannot decode tensor ({e})") from None
     if arr.dtype == np.float16 or arr.dtype == np.float64:
@@ -769,7 +760,8 @@ def import_file(path: str) -> Graph:
     array. A file whose wire data that walk refuses is parsed whole by `onnx.load`, as before
     (its error names the problem)."""
     import mmap
-    onnx = _require_onnx()
+    from fastcnn.importers import onnx_schema
+    schema = onnx_schema.messages()   # before the file: a missing onnx package is no file error
     try:
         size = os.path.getsize(path)
     except OSError as e:
@@ -784,7 +776,7 @@ def import_file(path: str) -> Graph:
         pass   # not a regular file (a pipe, /dev/stdin): onnx.load reads it
     try:
         try:
-            model, raw_data = _parse_file(onnx, path, mapped)
+            model, raw_data = _parse_file(schema, path, mapped)
         except Exception as e:  # protobuf DecodeError, external data errors, ...
             raise ModelFileError(f"{path}: not a valid ONNX model ({type(e).__name__}: "
                                  f"{str(e)[:200]})") from None
@@ -799,21 +791,50 @@ def import_file(path: str) -> Graph:
                 pass             # a view in an error's traceback: unmapped when it goes
 
 
-def _parse_file(onnx, path: str, mapped):
+def _parse_file(schema, path: str, mapped):
     """(ModelProto, _RawData or None): from the mapped file, parsed without the initializers'
-    raw_data, where the wire walk takes it; else parsed whole by onnx.load."""
-    from fastcnn.importers import onnx_wire
+    raw_data, where the wire walk takes it; else parsed whole by onnx.load. schema: the module
+    with ONNX's message classes (`onnx_schema.messages`)."""
+    from fastcnn.importers import onnx_schema, onnx_wire
     if mapped is not None:
         try:
             stripped, spans = onnx_wire.split_raw_data(mapped)
         except onnx_wire.WireError:
             pass   # protobuf parses it, or says what is wrong with it
         else:
-            model = onnx.ModelProto.FromString(stripped)
+            model = schema.ModelProto.FromString(stripped)
             del stripped
-            onnx.load_external_data_for_model(model, os.path.dirname(path) or ".")
+            if any(t.data_location == EXTERNAL for t in _all_tensors(model)):
+                onnx_schema.require_onnx().load_external_data_for_model(
+                    model, os.path.dirname(path) or ".")
             return model, _RawData(mapped, spans)
-    return onnx.load(path), None
+    return onnx_schema.require_onnx().load(path), None
+
+
+EXTERNAL = 1   # TensorProto.DataLocation: the tensor's bytes are in another file
+
+
+def _all_tensors(model):
+    """Every TensorProto of the model where onnx's external-data loader looks for them: the
+    initializers and attribute tensors of the graph, of its subgraphs, and of the functions."""
+    def of_graph(g):
+        yield from g.initializer
+        yield from of_nodes(g.node)
+
+    def of_nodes(nodes):
+        for n in nodes:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("g"):
+                    yield from of_graph(a.g)
+                for sub in a.graphs:
+                    yield from of_graph(sub)
+
+    yield from of_graph(model.graph)
+    for f in model.functions:
+        yield from of_nodes(f.node)
 
 
 class _RawData:
