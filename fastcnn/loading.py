@@ -44,7 +44,7 @@ def read_graph(path, fmt: str | None = None):
         return fcnn.load(path)
     if fmt == "onnx":
         from fastcnn.importers import onnx as onnx_importer
-        return onnx_importer.import_file(path), None
+        return onnx_importer.import_file_mapped(path)
     if fmt in ("h5", "keras"):
         import importlib
         try:

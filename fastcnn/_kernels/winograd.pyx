@@ -219,7 +219,10 @@ cdef class ConvWinogradStep(Step):
     """3x3 stride-1 conv by Winograd F(m,3) (module docstring). x (n, c_in, h_in, w_in);
     up: U packed (a*a, ceil(c_out/6), c_in, 6) from `winograd_weights`; bias (c_out,) or None;
     residual like out or None; out (n, c_out, h_out, w_out); work: at least
-    slots * `winograd_scratch(m, c_in, c_out)` floats.
+    slots * `winograd_scratch(m, c_in, c_out)` floats. weights (c_out, c_in, 3, 3), or None:
+    outputs the transforms made non-finite are recomputed from them directly; weight_scale
+    (c_out,) float64 or None: the conv's weights are weights * weight_scale[co] (up is made
+    from the scaled ones), for a conv whose scaled weights are not kept (ir/weights.py).
 
     pool_hw = (h_out, w_out): the conv's output size, when a 2x2 stride-2 max pool (no
     padding, floor) follows the activation: out is then the pooled (n, c_out, h_out // 2,
@@ -230,7 +233,8 @@ cdef class ConvWinogradStep(Step):
     cdef const float[:, ::1] xf     # x as (n*c_in, h_in*w_in)
     cdef const float[:, :, :, ::1] up
     cdef const float[:, :, :, ::1] w    # original weights, for outputs Winograd made non-finite
-    cdef bint has_w
+    cdef const double[::1] w_scale      # the weights are w * w_scale[co] (has_scale)
+    cdef bint has_w, has_scale
     cdef int fin                        # finish_kind of the activation (FIN_SCALAR: not vector)
     cdef const float[::1] bias
     cdef const float[:, :, :, ::1] residual
@@ -245,7 +249,7 @@ cdef class ConvWinogradStep(Step):
     def __init__(self, const float[:, :, :, ::1] x, const float[:, :, :, ::1] up, bias, residual,
                  float[:, :, :, ::1] out, pads, Py_ssize_t m, int act=0, float alpha=0.0,
                  float beta=0.0, float[::1] work=None, Py_ssize_t slots=1, weights=None,
-                 pool_hw=None):
+                 pool_hw=None, weight_scale=None):
         if m not in (2, 4):
             raise ValueError("ConvWinogradStep: m must be 2 or 4")
         self.pool = pool_hw is not None
@@ -268,6 +272,10 @@ cdef class ConvWinogradStep(Step):
         self.w = weights if weights is not None else np.zeros((1, 1, 1, 1), np.float32)
         if self.has_w and shape4(self.w) != (self.g.c_out, self.g.c_in, 3, 3):
             raise ValueError("ConvWinogradStep: weights shape")
+        self.has_scale = weight_scale is not None
+        self.w_scale = weight_scale if weight_scale is not None else np.ones(1, np.float64)
+        if self.has_scale and (not self.has_w or self.w_scale.shape[0] != self.g.c_out):
+            raise ValueError("ConvWinogradStep: weight_scale needs the weights and c_out values")
         self.xf = np.asarray(x).reshape(self.g.n * self.g.c_in, self.g.h_in * self.g.w_in)
         self.up, self.out = up, out
         self.bias = bias if bias is not None else np.zeros(1, np.float32)
@@ -361,9 +369,12 @@ cdef class ConvWinogradStep(Step):
 
     cdef float direct_at(self, Py_ssize_t b, Py_ssize_t co, Py_ssize_t oh,
                          Py_ssize_t ow) noexcept nogil:
-        """out[b, co, oh, ow] before residual and activation, by the direct sum (bias added)."""
+        """out[b, co, oh, ow] before residual and activation, by the direct sum (bias added;
+        the weights scaled by w_scale[co], once, after the sum). The sum is in double: values
+        the transforms overflowed on are large, and a float sum could overflow before the
+        scale brings it back."""
         cdef Py_ssize_t ci, kh, kw, ih, iw
-        cdef float acc = self.bias[co] if self.g.has_bias else 0.0
+        cdef double acc = 0.0
         cdef const float *xc
         for ci in range(self.g.c_in):
             xc = &self.xf[b * self.g.c_in + ci, 0]
@@ -374,8 +385,12 @@ cdef class ConvWinogradStep(Step):
                 for kw in range(3):
                     iw = ow - self.g.pad_left + kw
                     if iw >= 0 and iw < self.g.w_in:
-                        acc = acc + self.w[co, ci, kh, kw] * xc[ih * self.g.w_in + iw]
-        return acc
+                        acc = acc + <double>self.w[co, ci, kh, kw] * xc[ih * self.g.w_in + iw]
+        if self.has_scale:
+            acc = acc * self.w_scale[co]
+        if self.g.has_bias:
+            acc = acc + self.bias[co]
+        return <float>acc
 
     cdef void pool_store(self, const Lanes *ln, Py_ssize_t co, const float *y,
                          float *pb) noexcept nogil:

@@ -65,6 +65,7 @@ def tuned_graph(graph: Graph, spec: HeadSpec, weights, biases, labels=None) -> G
             wname = g.add_initializer(f"{node.name}_weight", stored)
             bname = g.add_initializer(f"{node.name}_bias", b)
             node.inputs = [node.inputs[0], wname, bname]
+            node.attrs.pop("weight_scale", None)   # the trained weights are the scaled ones
     g.metadata = dict(graph.metadata)
     if labels is None:
         g.metadata.pop("labels", None)

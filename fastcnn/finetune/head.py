@@ -20,6 +20,7 @@ import numpy as np
 from fastcnn.errors import FineTuneError
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.infer import infer_graph
+from fastcnn.ir.weights import conv_weights
 from fastcnn.passes.analysis import specimen_types
 from fastcnn.passes.fusion import ACTIVATION_DEFAULTS, ACTIVATION_PARAMS
 
@@ -253,7 +254,8 @@ def _conv_head_at(view, value):
         act = (node.attrs["activation"], float(node.attrs.get("activation_alpha", 0.0)),
                float(node.attrs.get("activation_beta", 0.0)))
     n, c = w.shape[:2]
-    weight = np.ascontiguousarray(np.asarray(w, np.float32).reshape(n, c).T)
+    w = conv_weights(np.asarray(w, np.float32), node.attrs.get("weight_scale"))   # a folded BN's
+    weight = np.ascontiguousarray(w.reshape(n, c).T)
     bias = np.zeros(n, np.float32)
     if len(node.inputs) > 2 and node.inputs[2]:
         b = view.const(node.inputs[2])

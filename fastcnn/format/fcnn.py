@@ -32,7 +32,9 @@ import zlib
 import numpy as np
 
 from fastcnn.errors import ModelFileError
+from fastcnn.format.mapping import MappedFile
 from fastcnn.ir.graph import DTYPES, ITEMSIZE, Graph, Node, TensorSpec
+from fastcnn.ir.weights import without_weight_scales
 
 MAGIC = b"FCNN\x00\r\n\x1a"
 TRAILER_MAGIC = b"FCNNCRC\x00"
@@ -71,6 +73,9 @@ def save(graph: Graph, path: str) -> None:
 
     Raises ModelFileError when the graph holds something .fcnn cannot store or the file cannot
     be written; the file at `path`, if any, is then left as it was."""
+    # a Conv's weight_scale is applied here: the file holds the weights the layer computes
+    # with, read in place when it is loaded
+    graph = without_weight_scales(graph)
     labels = graph.metadata.get("labels")
     if labels is not None and not _is_str_list(labels):
         raise ModelFileError(f"{path}: metadata 'labels' must be a list of strings, got {labels!r:.80}")
@@ -162,39 +167,6 @@ def _umask() -> int:
 
 
 # ----------------------------------------------------------------------------- reading
-class MappedFile:
-    """Keeps a model file's read-only mapping alive while its arrays are in use."""
-
-    def __init__(self, f, mm):
-        self._f = f
-        self._mm = mm
-
-    def release_pages(self):
-        """Let the kernel drop this process's resident pages of the file (they stay in the
-        page cache): after planning, most weights live on in packed copies (Winograd, GEMM
-        panels), and the ones still read in place come back on first use. Linux only; a no-op
-        elsewhere."""
-        mm = self._mm
-        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-            try:
-                mm.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):
-                pass
-
-    def close(self):
-        mm, self._mm = self._mm, None
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                # Arrays still view the mapping (the caller kept references): it is unmapped
-                # when the last of them goes away.
-                pass
-        f, self._f = self._f, None
-        if f is not None:
-            f.close()
-
-
 _LITTLE_ENDIAN = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}  # the file's byte order
 
 

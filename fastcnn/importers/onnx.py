@@ -122,9 +122,10 @@ def _attr_value(ctx, node, a):
 
 
 def _tensor_to_array(ctx, tensor, what, file_raw=None) -> np.ndarray:
-    """The array of a TensorProto, read-only, owning its memory (no view into the message or
-    the file). file_raw: its raw_data, a view of the mapped file, where the message was
-    parsed without it (`import_file`)."""
+    """The array of a TensorProto, read-only. file_raw: its raw_data, a view of the mapped
+    file, where the message was parsed without it (`import_file`): the array then views the
+    file where its values are the file's bytes (little-endian, a dtype fastcnn keeps), like a
+    .fcnn file's weights; otherwise it owns its memory (no view into the message)."""
     if tensor.data_type not in ONNX_DTYPES:
         raise UnsupportedOpError(f"{ctx.where}: {what}: tensor element type {tensor.data_type} "
                                  f"is not supported")
@@ -165,8 +166,6 @@ def _tensor_to_array(ctx, tensor, what, file_raw=None) -> np.ndarray:
         arr = arr.astype(np.float32)
     if arr.dtype in (np.uint16, np.uint32, np.uint64):
         arr = arr.astype(np.int64)
-    if file_raw is not None and not arr.flags.owndata:
-        arr = arr.copy()   # the one copy out of the file (where no conversion made one)
     arr.setflags(write=False)
     return arr
 
@@ -698,14 +697,7 @@ def import_model(model, where: str = "model", raw_data=None) -> Graph:
         if not t.name:
             raise ModelFileError(f"{where}: an initializer has no name")
         raw = raw_data.of(i) if raw_data is not None else None
-        try:
-            ctx.initializers[t.name] = _tensor_to_array(ctx, t, f"initializer '{t.name}'", raw)
-        finally:
-            if raw is not None:
-                try:
-                    raw.release()   # the mapping closes after the import
-                except BufferError:
-                    pass            # an error's traceback still holds a view: it goes with it
+        ctx.initializers[t.name] = _tensor_to_array(ctx, t, f"initializer '{t.name}'", raw)
         ctx._names.add(t.name)
     for t in g.sparse_initializer:
         raise UnsupportedOpError(f"{where}: sparse initializers are not supported")
@@ -753,13 +745,26 @@ def import_model(model, where: str = "model", raw_data=None) -> Graph:
 
 
 def import_file(path: str) -> Graph:
-    """Read an .onnx file into a Graph. Raises ModelFileError for unreadable files.
+    """Read an .onnx file into a Graph (`import_file_mapped`; the arrays that view the file
+    keep its mapping alive). Raises ModelFileError for unreadable files."""
+    graph, mapped = import_file_mapped(path)
+    if mapped is not None:
+        mapped.close()   # unmapped when the last array viewing it goes
+    return graph
+
+
+def import_file_mapped(path: str):
+    """Read an .onnx file into a Graph: (graph, MappedFile or None).
 
     The file is mapped, and parsed with protobuf without the initializers' raw_data
-    (`onnx_wire.split_raw_data`); each weight is copied once, from the mapping, into its
-    array. A file whose wire data that walk refuses is parsed whole by `onnx.load`, as before
-    (its error names the problem)."""
+    (`onnx_wire.split_raw_data`); each weight is an array viewing its bytes in the mapping
+    (`_tensor_to_array`), as a .fcnn file's are: nothing is copied, and the weights the
+    planner packs need not stay resident (`MappedFile.release_pages`). A file whose wire data
+    that walk refuses is parsed whole by `onnx.load`, as before (its error names the problem);
+    its arrays are then copies and the MappedFile None. The file must not change while its
+    graph is in use (a mapped .fcnn the same)."""
     import mmap
+    from fastcnn.format.mapping import MappedFile
     from fastcnn.importers import onnx_schema
     schema = onnx_schema.messages()   # before the file: a missing onnx package is no file error
     try:
@@ -774,6 +779,7 @@ def import_file(path: str) -> Graph:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError):
         pass   # not a regular file (a pipe, /dev/stdin): onnx.load reads it
+    resources = MappedFile(None, mapped) if mapped is not None else None
     try:
         try:
             model, raw_data = _parse_file(schema, path, mapped)
@@ -782,13 +788,15 @@ def import_file(path: str) -> Graph:
                                  f"{str(e)[:200]})") from None
         if not model.HasField("graph"):
             raise ModelFileError(f"{path}: the ONNX file has no graph")
-        return import_model(model, path, raw_data)
-    finally:
-        if mapped is not None:
-            try:
-                mapped.close()   # every array is a copy (`_tensor_to_array`)
-            except BufferError:
-                pass             # a view in an error's traceback: unmapped when it goes
+        graph = import_model(model, path, raw_data)
+    except BaseException:
+        if resources is not None:
+            resources.close()
+        raise
+    if raw_data is None and resources is not None:
+        resources.close()   # parsed by onnx.load: nothing views the file
+        resources = None
+    return graph, resources
 
 
 def _parse_file(schema, path: str, mapped):

@@ -50,7 +50,9 @@ def _reduce(doc):
 
 OPS = {
     # --- convolution and dense
-    "Conv": OpSpec(shapes.conv, None, inputs=(2, 4), attrs=_CONV,
+    # weight_scale: the weights are W * weight_scale[c] per output channel c (a folded
+    # BatchNormalization: passes/batchnorm.py), applied when the weights are packed
+    "Conv": OpSpec(shapes.conv, None, inputs=(2, 4), attrs={**_CONV, "weight_scale": Attr("floats", [])},
                    doc="1-D/2-D, any stride, dilation, padding, groups/depthwise; fused bias, "
                        "activation and residual add"),
     "ConvTranspose": OpSpec(shapes.conv_transpose, None, inputs=(2, 3), attrs=_CONV_TRANSPOSE,

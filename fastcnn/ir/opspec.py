@@ -59,6 +59,12 @@ def _plain_ints(value) -> bool:
             and all(type(v) is int and _INT64_MIN <= v < _INT64_END for v in value))
 
 
+def _plain_floats(value) -> bool:
+    """A list of Python floats within MAX_ATTR_LIST (a Conv's weight_scale: one per output
+    channel), checked in one pass."""
+    return type(value) is list and len(value) <= MAX_ATTR_LIST and all(type(v) is float for v in value)
+
+
 def _check_attr(node: Node, name: str, kind: str, value, where: str):
     # the plain JSON cases first: resolve_attrs runs for every node at every load
     if kind == "int" and type(value) is int and _INT64_MIN <= value < _INT64_END:
@@ -66,6 +72,8 @@ def _check_attr(node: Node, name: str, kind: str, value, where: str):
     if kind == "float" and type(value) is float:
         return value
     if kind == "ints" and _plain_ints(value):
+        return list(value)
+    if kind == "floats" and _plain_floats(value):
         return list(value)
 
     def bad(expect):

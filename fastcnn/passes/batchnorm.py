@@ -3,6 +3,7 @@ or Gemm, so the normalisation costs nothing at run time.
 
 Conv W (c_out, ...), B (c_out,) followed by BN with s = scale / sqrt(var + eps):
     W' = W * s[:, None, None, None],   B' = (B - mean) * s + bias
+(for a Conv, W stays and s goes into its weight_scale attribute: ir/weights.py)
 Gemm (y = A @ B' + C over columns) followed by BN over axis 1 of (N, n): same per column.
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastcnn.ir.graph import Graph
+from fastcnn.ir.opspec import MAX_ATTR_LIST
+from fastcnn.ir.weights import scaled as _scaled
 from fastcnn.passes.analysis import single_consumer
 
 
@@ -53,25 +56,19 @@ def _out_channels(g, node):
     return w.shape[0] if node.attrs.get("transB", 0) else w.shape[1]
 
 
-def _scaled(w, per, alpha=1.0) -> np.ndarray:
-    """w * per (* alpha), per broadcasting over w, as a new float32 array: products in float64,
-    rounded once. numpy casts block by block, with no float64 copy of w (ResNet-18's folding
-    took 1.5x as long with one); an alpha other than 1 (a Gemm's) is applied in float64 too."""
-    if alpha != 1.0:
-        return (np.multiply(w, per, dtype=np.float64) * alpha).astype(np.float32)
-    out = np.empty(np.broadcast_shapes(w.shape, per.shape), np.float32)
-    np.multiply(w, per, out=out, dtype=np.float64, casting="same_kind")
-    return out
-
-
 def _apply(g, node, scale, shift, used):
     """Replace node's weights/bias by scale*W and scale*B + shift (per output channel); used:
     the graph's names (Graph.used_names), kept up to date."""
     w = np.asarray(g.initializers[node.inputs[1]])
     c = scale.shape[0]
+    w2 = None   # a Conv keeps its weights: the scale is applied when they are packed
     if node.op in ("Conv", "ConvTranspose"):
-        if node.op == "Conv":
+        if node.op == "Conv" and c > MAX_ATTR_LIST:   # too long for an attribute: scaled now
             w2 = _scaled(w, scale.reshape((c,) + (1,) * (w.ndim - 1)))
+        elif node.op == "Conv":
+            old = node.attrs.get("weight_scale")
+            node.attrs["weight_scale"] = [float(v) for v in
+                                          (scale * np.asarray(old, np.float64) if old else scale)]
         else:  # W (c_in, c_out/group, k...): output channel gi*cog + j is W[group gi rows, j]
             group = node.attrs.get("group", 1)
             cig, cog = w.shape[0] // group, w.shape[1]
@@ -89,7 +86,7 @@ def _apply(g, node, scale, shift, used):
         b2 = np.broadcast_to(cb, np.broadcast_shapes(cb.shape, (c,))) * scale + shift
         node.attrs["alpha"] = 1.0
         node.attrs["beta"] = 1.0
-    wn = g.add_initializer(f"{node.name}_w_folded", w2, used)
+    wn = node.inputs[1] if w2 is None else g.add_initializer(f"{node.name}_w_folded", w2, used)
     bn = g.add_initializer(f"{node.name}_b_folded", np.ascontiguousarray(b2, dtype=np.float32), used)
     node.inputs = [node.inputs[0], wn, bn]
 

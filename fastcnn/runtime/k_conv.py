@@ -38,6 +38,7 @@ from fastcnn._kernels import conv as conv_kernels
 from fastcnn._kernels import blocked, conv_dw, conv_gemm, conv_tile, conv_vec, winograd
 from fastcnn._kernels.gemm import k_block, pack_bt_panels
 from fastcnn.ir.geometry import window_geometry
+from fastcnn.ir.weights import conv_weights
 from fastcnn.runtime.k_dense import scratch_slots
 from fastcnn.runtime.k_eltwise import activation_code
 from fastcnn.runtime.prepare import Prepared
@@ -239,7 +240,7 @@ def choose_algorithm(cp) -> str:
 # ----------------------------------------------------------------------------- binders
 def _bind_direct(p, cp, w4, bias):
     def bind(x, y, res, scratch):
-        return conv_kernels.ConvDirectStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+        return conv_kernels.ConvDirectStep(x, w4.kept(), bias, res, y, cp["strides"], cp["pads"][:2],
                                            cp["dilations"], cp["group"], cp["act"], cp["alpha"],
                                            cp["beta"])
     return bind, 0
@@ -270,7 +271,7 @@ def _bind_vecdirect(p, cp, w4, bias):
                                         cp["group"])
 
     def bind(x, y, res, scratch):
-        return conv_vec.ConvVecStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+        return conv_vec.ConvVecStep(x, w4.kept(), bias, res, y, cp["strides"], cp["pads"][:2],
                                     cp["dilations"], cp["group"], cp["act"], cp["alpha"],
                                     cp["beta"], scratch[:size], slots)
     return bind, size
@@ -309,7 +310,7 @@ def _bind_depthwise(p, cp, w4, bias):
     size = slots * conv_dw.depthwise_scratch(*geo)
 
     def bind(x, y, res, scratch):
-        return conv_dw.ConvDepthwiseStep(x, w4(), bias, res, y, cp["strides"], cp["pads"][:2],
+        return conv_dw.ConvDepthwiseStep(x, w4.kept(), bias, res, y, cp["strides"], cp["pads"][:2],
                                          cp["dilations"], cp["act"], cp["alpha"], cp["beta"],
                                          scratch[:size], slots)
     return bind, size
@@ -324,9 +325,12 @@ def _winograd_binder(m):
         pool_hw = cp["y4"][2:] if pool else None
 
         def bind(x, y, res, scratch):
+            # the step keeps the weights as read and their scale, to recompute the outputs
+            # its transforms made non-finite: no scaled copy stays beside the packed one
+            w, scale = w4.unscaled()
             return winograd.ConvWinogradStep(x, up, bias, res, y, cp["pads"][:2], m, cp["act"],
                                              cp["alpha"], cp["beta"], scratch[:size], slots,
-                                             w4(), pool_hw)
+                                             w, pool_hw, scale)
         return bind, size
     return make
 
@@ -471,8 +475,8 @@ def _prepare_to_blocked(p, cp):
 
         return Prepared(bind, scratch=size, flops=conv_flops(cp),
                         notes={"algorithm": "tile_to_blocked"})
-    wp = p.cached("to_blocked_panels",
-                  lambda: conv_gemm.pack_blocked_out(p.const_f32(1).reshape(cp["w4"])))
+    w4, _ = _weights(p, cp)
+    wp = p.cached("to_blocked_panels", lambda: conv_gemm.pack_blocked_out(w4()))
     b16 = (p.cached("blocked_bias16", lambda: blocked.pad_bias16(p.const_f32(2), c_out))
            if p.const(2) is not None else None)
     slots = scratch_slots(p)
@@ -487,13 +491,37 @@ def _prepare_to_blocked(p, cp):
     return Prepared(bind, scratch=size, flops=conv_flops(cp), notes={"algorithm": "gemm_to_blocked"})
 
 
+class _ConvWeights:
+    """A conv's weights as contiguous (c_out, c_in/group, k_h, k_w) float32 arrays, its
+    weight_scale applied (ir/weights.py).
+
+    w4():          for packing: with a scale, a new array each call, dropped once packed
+                   (the packed copy is cached), so scaled weights never stay beside it.
+    w4.kept():     for steps that read the weights at run time: one array per model.
+    w4.unscaled(): (weights as the graph holds them, scale (c_out,) float64 or None)."""
+
+    def __init__(self, p, cp):
+        self._p, self._shape = p, cp["w4"]
+        scale = p.attrs.get("weight_scale")
+        self._scale = np.asarray(scale, np.float64) if scale else None
+
+    def unscaled(self):
+        p, shape = self._p, self._shape
+        return p.cached("w4_unscaled", lambda: np.ascontiguousarray(p.const_f32(1).reshape(shape))), \
+            self._scale
+
+    def __call__(self):
+        w, scale = self.unscaled()
+        return w if scale is None else conv_weights(w, scale)
+
+    def kept(self):
+        return self._p.cached("w4", self) if self._scale is not None else self.unscaled()[0]
+
+
 def _weights(p, cp):
-    """(w4, bias): a function giving the weights as a contiguous (c_out, c_in/group, k_h, k_w)
-    array (made once per model, on first use), and the bias (c_out,) or None."""
-    def w4():
-        return p.cached("w4", lambda: np.ascontiguousarray(p.const_f32(1).reshape(cp["w4"])))
+    """(w4, bias): the weights (_ConvWeights) and the bias (c_out,) or None."""
     bias = p.cached("bias", lambda: p.const_f32(2)) if p.const(2) is not None else None
-    return w4, bias
+    return _ConvWeights(p, cp), bias
 
 
 def prepare_conv(p):

@@ -155,6 +155,32 @@ def test_squeezenet_style_conv1x1_global_pool(act):
         fastcnn.FineTuner(model, train_layers=2)
 
 
+def test_conv1x1_head_with_a_folded_batchnorm():
+    """1x1 Conv -> BatchNormalization -> GlobalAveragePool: the pass leaves the conv's weights
+    and gives it the BN's scale (weight_scale); the head trains the scaled weights, and the
+    tuned graph's conv holds them, with no scale left to apply twice."""
+    rng = np.random.default_rng(14)
+    nodes = [("Conv", ["x", "Wc", "Bc"], ["c"], {"pads": [1, 1, 1, 1]}), ("Relu", ["c"], ["r"]),
+             ("Conv", ["r", "W1", "B1"], ["k"]),
+             ("BatchNormalization", ["k", "g", "b", "m", "v"], ["n"], {"epsilon": 1e-3}),
+             ("GlobalAveragePool", ["n"], ["gp"]), ("Flatten", ["gp"], ["f"]), ("Softmax", ["f"], ["p"])]
+    inits = {"Wc": rnd(rng, 6, 3, 3, 3), "Bc": rnd(rng, 6), "W1": rnd(rng, 4, 6, 1, 1),
+             "B1": rnd(rng, 4), "g": rnd(rng, 4) + 2.0, "b": rnd(rng, 4), "m": rnd(rng, 4),
+             "v": np.abs(rnd(rng, 4)) + 0.5}
+    model = ir_model(nodes, {"x": (None, 3, 5, 3)}, ["p"], inits)
+    head = next(n for n in model.graph.nodes if n.name == "conv2")
+    s = inits["g"].astype(np.float64) / np.sqrt(inits["v"].astype(np.float64) + 1e-3)
+    assert np.allclose(head.attrs["weight_scale"], s)
+    layer = find_head(model.graph).layers[0]
+    want = (inits["W1"].reshape(4, 6) * s[:, None]).T
+    np.testing.assert_allclose(layer.weight, want, rtol=1e-6)
+    x = rnd(rng, 5, 3, 5, 3, scale=1.0)
+    tuner = check_head(model, x, rng, tail_softmax=True)   # predict runs the tuned graph
+    tuned = next(n for n in tuner.model.graph.nodes if n.name == "conv2")
+    assert "weight_scale" not in tuned.attrs
+    check_head(model, x, rng, tail_softmax=True, num_classes=6)
+
+
 def test_user_named_head_and_its_errors():
     rng = np.random.default_rng(5)
     nodes = [("Gemm", ["x", "W1", "B1"], ["h"], {}), ("Relu", ["h"], ["r"]),

@@ -112,6 +112,33 @@ def test_onnx_to_fcnn_round_trip_is_bit_identical(onnx_path, fcnn_path):
         assert [(t.name, t.shape) for t in b.outputs] == [("y", (None, 4))]
 
 
+def test_folded_batchnorm_is_stored_as_the_weights_it_computes_with(tmp_path):
+    """Conv -> BatchNormalization from ONNX: in memory the conv keeps the file's weights and a
+    weight_scale; the .fcnn file stores the scaled weights once (no weight_scale, not the
+    unscaled ones beside them), and runs bit for bit like the .onnx model on 1 and 2 threads."""
+    from onnx import helper
+    rng = np.random.default_rng(8)
+    inits = {"w": rng.standard_normal((6, 3, 3, 3)).astype(np.float32),
+             "g": rng.uniform(0.5, 2, 6).astype(np.float32), "b": rng.standard_normal(6).astype(np.float32),
+             "m": rng.standard_normal(6).astype(np.float32), "v": rng.uniform(0.2, 2, 6).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["n"], name="bn"),
+             helper.make_node("Relu", ["n"], ["y"], name="relu")]
+    src = save_onnx(onnx_model(nodes, {"x": (None, 3, 12, 10)}, {"y": None}, inits), str(tmp_path))
+    dst = tmp_path / "m.fcnn"
+    fastcnn.convert(src, dst)
+    _, header, _ = parts(dst)
+    conv = next(n for n in header["graph"]["nodes"] if n["name"] == "conv")
+    assert "weight_scale" not in conv.get("attrs", {})
+    weights = [t for t in header["tensors"] if t["shape"] == [6, 3, 3, 3]]
+    assert len(weights) == 1
+    x = {"x": rng.standard_normal((3, 3, 12, 10)).astype(np.float32)}
+    for threads in (1, 2):
+        with fastcnn.load(src, num_threads=threads) as a, fastcnn.load(dst, num_threads=threads) as b:
+            assert a.graph.nodes[0].attrs["weight_scale"]
+            assert np.array_equal(a.run(None, x)[0], b.run(None, x)[0])
+
+
 def test_model_save_round_trip_and_resave_is_byte_identical(onnx_path, tmp_path):
     x = feed(np.random.default_rng(2), n=5)
     first, second = tmp_path / "one.fcnn", tmp_path / "two.fcnn"

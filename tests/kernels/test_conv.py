@@ -240,6 +240,43 @@ def test_winograd_nonfinite_stays_in_receptive_field(m, threads):
     assert_close(got[finite], ref[finite], f"F({m},3) finite outputs")
 
 
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_with_a_weight_scale_recomputes_from_the_weights_as_read(m):
+    """A conv whose weights are W * s per output channel (a folded BatchNormalization: the plan
+    keeps W and s, not the product): the step gets U of the scaled weights, and recomputes the
+    outputs its transforms made non-finite from W and s; those match a direct conv with the
+    scaled weights, and with s all ones the bits equal the step given the weights alone."""
+    case = Case(2, 5, 11, 13, 7, (3, 3), pads=(1, 1, 1, 1))
+    x, wt, b, _ = case.data(33)
+    scale = np.random.default_rng(34).uniform(-3.0, 3.0, 7)      # signs flip some channels
+    x[0, 2, 4, 6] = np.nan
+    x[1, 0, 0, 12] = np.inf
+    x[1, 3, 9, 1] = 3e38                                          # overflows in the transforms
+    scaled = (wt.astype(np.float64) * scale[:, None, None, None]).astype(np.float32)
+
+    def step_out(up, weights, weight_scale):
+        out = np.full(case.out_shape, np.nan, np.float32)
+        work = np.full(winograd.winograd_scratch(m, 5, 7), np.nan, np.float32)
+        winograd.ConvWinogradStep(x, up, b, None, out, (1, 1), m, 0, 0.0, 0.0, work, 1, weights,
+                                  None, weight_scale)()
+        return out
+
+    got = step_out(winograd.winograd_weights(scaled, m), wt, scale)
+    with np.errstate(over="ignore"):
+        ref = case.reference(x, scaled, b).astype(np.float32)   # beyond float32's range: Inf
+    for test in (np.isnan, np.isposinf, np.isneginf):
+        assert np.array_equal(test(got), test(ref)), test.__name__
+    assert (~np.isfinite(ref)).sum() > 0
+    finite = np.isfinite(ref)
+    assert_close(got[finite], ref[finite], f"F({m},3) with a weight scale")
+    up = winograd.winograd_weights(wt, m)
+    assert np.array_equal(step_out(up, wt, np.ones(7)), step_out(up, wt, None), equal_nan=True)
+    with pytest.raises(ValueError, match="weight_scale"):
+        step_out(up, wt, np.ones(6))
+    with pytest.raises(ValueError, match="weight_scale"):
+        step_out(up, None, np.ones(7))
+
+
 def test_winograd_weight_transform():
     """G w G^T then the input/output transforms reproduce a 1-D correlation exactly in float64."""
     for m, mats in winograd.WINOGRAD_MATRICES.items():

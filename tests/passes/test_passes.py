@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_close, ir_model, rand
+from fastcnn.errors import GraphError
 from fastcnn.ir.graph import Graph, Node, TensorSpec
 from fastcnn.model import Model
 from fastcnn.passes import (PIPELINE, fold_batchnorm, fold_constants, fuse_activation,
@@ -90,6 +91,56 @@ def test_fold_a_chain_of_affines_into_each_conv():
     opt = fold_batchnorm(g).check()
     assert [n.op for n in opt.nodes] == ["Conv", "Relu", "Conv", "Identity"]
     assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+
+
+def test_folded_conv_keeps_its_weights_and_a_scale():
+    """Conv -> BN -> Mul: the conv keeps its weight array (no scaled copy made in the pass) and
+    carries the product of the scales, per output channel, in float64 (weight_scale); the
+    graph with the scales applied to the weights (.fcnn writes that) computes the same."""
+    from fastcnn.ir.weights import without_weight_scales
+    c = 4
+    inits = {"w": rand(RNG, c, 3, 3, 3), "k": rand(RNG, 1, c, 1, 1), **bn_params(c, "bn")}
+    g = graph([("Conv", ["x", "w"], ["c"], {"pads": [1, 1, 1, 1]}),
+               ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["n"], {"epsilon": 1e-3}),
+               ("Mul", ["n", "k"], ["y"], {})], {"x": (2, 3, 6, 5)}, ["y"], inits)
+    opt = fold_batchnorm(g).check()
+    conv, = opt.nodes
+    assert opt.initializers[conv.inputs[1]] is inits["w"]
+    f64 = {k: v.astype(np.float64) for k, v in inits.items()}
+    want = f64["bn_s"] / np.sqrt(f64["bn_v"] + 1e-3) * f64["k"].reshape(c)
+    assert np.allclose(conv.attrs["weight_scale"], want, rtol=1e-15, atol=0)
+    x = rand(RNG, 2, 3, 6, 5)
+    assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+    plain = without_weight_scales(opt)
+    pconv, = plain.nodes
+    assert "weight_scale" not in pconv.attrs and "weight_scale" in conv.attrs   # a copy
+    assert "w" not in plain.initializers                                          # not kept twice
+    assert np.array_equal(plain.initializers[pconv.inputs[1]],
+                          (f64["w"] * want[:, None, None, None]).astype(np.float32))
+    assert np.array_equal(run(plain, {"x": x})[0], run(opt, {"x": x})[0])
+
+
+def test_a_conv_with_more_channels_than_an_attribute_holds_is_scaled_in_the_pass():
+    """4097 output channels: one weight_scale value each would pass MAX_ATTR_LIST, so the pass
+    scales the weights itself (a new array, no attribute); the output is the same."""
+    from fastcnn.ir.opspec import MAX_ATTR_LIST
+    c = MAX_ATTR_LIST + 1
+    inits = {"w": rand(RNG, c, 2, 1, 1), **bn_params(c, "bn")}
+    g = graph([("Conv", ["x", "w"], ["c"], {}),
+               ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {})],
+              {"x": (1, 2, 2, 1)}, ["y"], inits)
+    opt = fold_batchnorm(g).check()
+    conv, = opt.nodes
+    assert "weight_scale" not in conv.attrs and conv.inputs[1] != "w"
+    x = rand(RNG, 1, 2, 2, 1)
+    assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+
+
+def test_a_weight_scale_of_another_length_is_refused():
+    g = graph([("Conv", ["x", "w"], ["y"], {"weight_scale": [1.0, 2.0]})], {"x": (1, 3, 5, 5)},
+              ["y"], {"w": rand(RNG, 4, 3, 3, 3)})
+    with pytest.raises(GraphError, match="weight_scale has 2 values; expected one per output channel"):
+        Model(g)
 
 
 @pytest.mark.parametrize("short", ["bn_b", "bn_m", "bn_v"])

@@ -101,3 +101,50 @@ def test_batch_parts_run_on_plans_that_reuse(monkeypatch):
     assert whole.arena_bytes > whole.reused_bytes
     m1 = ir_model(nodes, {"x": (None, 16, 128, 128)}, [out], inits, num_threads=1)
     assert np.array_equal(got, np.concatenate([m1(x[:1]), m1(x[1:])]))
+
+
+def test_scaled_weights_stay_only_where_a_step_reads_them():
+    """Convs followed by BatchNormalization (weights scaled per output channel when packed,
+    ir/weights.py): a conv whose kernel packs its weights (Winograd, tile, GEMM panels) keeps
+    no scaled copy beside the packed one; a step that reads weights while it runs (a depthwise
+    conv's) keeps one, the scaled weights. Outputs as without the passes, batch 1 and 4."""
+    from fastcnn._kernels import conv as direct, conv_dw, conv_vec
+    from fastcnn.ir.weights import conv_weights
+    from fastcnn.runtime.plan import graph_nodes
+    rng = np.random.default_rng(12)
+
+    def bn(name, c):
+        return {f"{name}_g": rand(rng, c, lo=0.5, hi=1.5), f"{name}_b": rand(rng, c),
+                f"{name}_m": rand(rng, c), f"{name}_v": rand(rng, c, lo=0.2, hi=2.0)}
+
+    nodes = [("Conv", ["x", "w1"], ["c1"], {"pads": [1, 1, 1, 1]}),
+             ("BatchNormalization", ["c1", "a_g", "a_b", "a_m", "a_v"], ["n1"], {}),
+             ("Relu", ["n1"], ["r1"], {}),
+             ("Conv", ["r1", "wd"], ["c2"], {"pads": [1, 1, 1, 1], "group": 16}),
+             ("BatchNormalization", ["c2", "d_g", "d_b", "d_m", "d_v"], ["n2"], {}),
+             ("Conv", ["n2", "w3"], ["c3"], {}),
+             ("BatchNormalization", ["c3", "p_g", "p_b", "p_m", "p_v"], ["y"], {})]
+    inits = {"w1": rand(rng, 16, 16, 3, 3), "wd": rand(rng, 16, 1, 3, 3), "w3": rand(rng, 8, 16, 1, 1),
+             **bn("a", 16), **bn("d", 16), **bn("p", 8)}
+    for threads in (1, 2):
+        model = ir_model(nodes, {"x": (None, 16, 12, 12)}, ["y"], inits, num_threads=threads)
+        plain = ir_model(nodes, {"x": (None, 16, 12, 12)}, ["y"], inits, passes=False)
+        for n in (1, 4):
+            x = rand(rng, n, 16, 12, 12)
+            assert_close(model.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
+        convs = {nd.name: nd for nd in model.graph.nodes if nd.op == "Conv"}
+        assert all(nd.attrs.get("weight_scale") for nd in convs.values())
+        readers = set()   # convs run by steps that read their weights while running
+        for plans in model._plans.values():
+            for plan in plans:
+                for step, node in zip(plan.steps, plan.step_nodes):
+                    if isinstance(step, (direct.ConvDirectStep, conv_vec.ConvVecStep,
+                                         conv_dw.ConvDepthwiseStep)):
+                        readers.update(nd.name for nd in graph_nodes(node))
+        kept = {key[0] for key in model._cache if key[-1] == "w4"}
+        assert kept == readers & set(convs)
+        for name in kept:
+            nd = convs[name]
+            want = conv_weights(model.graph.initializers[nd.inputs[1]], nd.attrs["weight_scale"])
+            assert np.array_equal(model._cache[(name, "w4")], want)
+        assert set(convs) - kept   # the 3x3 and the 1x1 conv pack theirs
