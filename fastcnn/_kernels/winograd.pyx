@@ -19,6 +19,7 @@ phase by phase (input channels, GEMM panels, output channels). Every value is co
 way in any block and thread: results are bit-identical whatever the thread count.
 """
 from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.simd cimport *
@@ -220,7 +221,8 @@ cdef class ConvWinogradStep(Step):
     up: U packed (a*a, ceil(c_out/6), c_in, 6) from `winograd_weights`; bias (c_out,) or None;
     residual like out or None; out (n, c_out, h_out, w_out); work: at least
     slots * `winograd_scratch(m, c_in, c_out)` floats. weights (c_out, c_in, 3, 3), or None:
-    outputs the transforms made non-finite are recomputed from them directly; weight_scale
+    outputs the transforms made non-finite are recomputed from them directly (they need not
+    be aligned: read bytewise); weight_scale
     (c_out,) float64 or None: the conv's weights are weights * weight_scale[co] (up is made
     from the scaled ones), for a conv whose scaled weights are not kept (ir/weights.py).
 
@@ -375,6 +377,7 @@ cdef class ConvWinogradStep(Step):
         scale brings it back."""
         cdef Py_ssize_t ci, kh, kw, ih, iw
         cdef double acc = 0.0
+        cdef float wv
         cdef const float *xc
         for ci in range(self.g.c_in):
             xc = &self.xf[b * self.g.c_in + ci, 0]
@@ -385,7 +388,10 @@ cdef class ConvWinogradStep(Step):
                 for kw in range(3):
                     iw = ow - self.g.pad_left + kw
                     if iw >= 0 and iw < self.g.w_in:
-                        acc = acc + <double>self.w[co, ci, kh, kw] * xc[ih * self.g.w_in + iw]
+                        # weights viewing an .onnx file may start anywhere (protobuf places
+                        # raw_data at any byte): read each as bytes
+                        memcpy(&wv, <const char *>&self.w[co, ci, kh, kw], sizeof(float))
+                        acc = acc + <double>wv * xc[ih * self.g.w_in + iw]
         if self.has_scale:
             acc = acc * self.w_scale[co]
         if self.g.has_bias:

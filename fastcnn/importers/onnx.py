@@ -675,6 +675,22 @@ def _check_text(model, where: str) -> None:
             bad("a metadata entry", p.key)
 
 
+def _copy_misaligned(ctx) -> None:
+    """Arrays viewing the file at an offset that is not a multiple of their item size (protobuf
+    puts raw_data at any byte) become aligned copies, as C code may assume alignment when it
+    reads them; except Conv weights (input 1 of Conv nodes only): those reach C code only
+    through k_conv's _ConvWeights, which scales or copies them into aligned arrays for packing,
+    and the Winograd step's recompute, which reads them bytewise. So the weights of a CNN stay
+    in the file (no copy beside their packed form) while the rest is safe for any kernel."""
+    conv_weights = {n.inputs[1] for n in ctx.nodes if n.op == "Conv" and len(n.inputs) > 1}
+    other_use = {x for n in ctx.nodes for i, x in enumerate(n.inputs) if not (n.op == "Conv" and i == 1)}
+    for name, arr in ctx.initializers.items():
+        if not arr.flags.aligned and (name in other_use or name not in conv_weights):
+            copy = np.array(arr)   # a new, aligned array
+            copy.setflags(write=False)
+            ctx.initializers[name] = copy
+
+
 def import_model(model, where: str = "model", raw_data=None) -> Graph:
     """Convert an onnx.ModelProto into a Graph (not yet checked or optimised). raw_data: the
     initializers' raw bytes where `import_file` parsed the message without them (_RawData)."""
@@ -731,6 +747,7 @@ def import_model(model, where: str = "model", raw_data=None) -> Graph:
             # bad file, never a crash (converters trust the ONNX schema; the file may not).
             raise ModelFileError(f"{where}: node '{n.name}' ({n.op_type}): invalid attributes or "
                                  f"inputs ({type(e).__name__}: {str(e)[:200]})") from None
+    _copy_misaligned(ctx)
     outputs = [_value_spec(ctx, vi, False) for vi in g.output]
     metadata = {"producer": f"{model.producer_name} {model.producer_version}".strip(),
                 "source_format": "onnx", "onnx_opset": opset}

@@ -67,8 +67,8 @@ def _apply(g, node, scale, shift, used):
             w2 = _scaled(w, scale.reshape((c,) + (1,) * (w.ndim - 1)))
         elif node.op == "Conv":
             old = node.attrs.get("weight_scale")
-            node.attrs["weight_scale"] = [float(v) for v in
-                                          (scale * np.asarray(old, np.float64) if old else scale)]
+            node.attrs["weight_scale"] = (scale * np.asarray(old, np.float64) if old
+                                          else scale).tolist()   # Python floats
         else:  # W (c_in, c_out/group, k...): output channel gi*cog + j is W[group gi rows, j]
             group = node.attrs.get("group", 1)
             cig, cog = w.shape[0] // group, w.shape[1]
@@ -153,5 +153,5 @@ def _fold_consumer(g, node, used) -> bool:
         return False
     _apply(g, node, scale, shift, used)
     node.outputs = [nxt.outputs[0]]
-    g.nodes.remove(nxt)
+    g.nodes = [n for n in g.nodes if n is not nxt]   # by identity: Node's == compares fields
     return True

@@ -492,13 +492,16 @@ def _prepare_to_blocked(p, cp):
 
 
 class _ConvWeights:
-    """A conv's weights as contiguous (c_out, c_in/group, k_h, k_w) float32 arrays, its
-    weight_scale applied (ir/weights.py).
+    """A conv's weights as contiguous, aligned (c_out, c_in/group, k_h, k_w) float32 arrays,
+    its weight_scale applied (ir/weights.py).
 
-    w4():          for packing: with a scale, a new array each call, dropped once packed
-                   (the packed copy is cached), so scaled weights never stay beside it.
+    w4():          for packing: a new array each call where the weights are scaled (or the
+                   graph's are not aligned), dropped once packed (the packed copy is cached),
+                   so no second copy of the weights stays beside the packed one.
     w4.kept():     for steps that read the weights at run time: one array per model.
-    w4.unscaled(): (weights as the graph holds them, scale (c_out,) float64 or None)."""
+    w4.unscaled(): (weights as the graph holds them, scale (c_out,) float64 or None); the
+                   weights may view an .onnx file at any byte offset (importers/onnx.py):
+                   for numpy and readers that read them bytewise only."""
 
     def __init__(self, p, cp):
         self._p, self._shape = p, cp["w4"]
@@ -507,15 +510,15 @@ class _ConvWeights:
 
     def unscaled(self):
         p, shape = self._p, self._shape
-        return p.cached("w4_unscaled", lambda: np.ascontiguousarray(p.const_f32(1).reshape(shape))), \
+        return p.cached("w4_unscaled", lambda: np.ascontiguousarray(p.const(1), np.float32).reshape(shape)), \
             self._scale
 
     def __call__(self):
         w, scale = self.unscaled()
-        return w if scale is None else conv_weights(w, scale)
+        return np.require(w, requirements=("C", "A")) if scale is None else conv_weights(w, scale)
 
     def kept(self):
-        return self._p.cached("w4", self) if self._scale is not None else self.unscaled()[0]
+        return self._p.cached("w4", self)
 
 
 def _weights(p, cp):

@@ -146,8 +146,9 @@ def _write(tmp_path, name, data: bytes) -> str:
 
 def test_import_file_views_each_weight_in_the_file(tmp_path):
     """raw_data weights are read-only arrays viewing the mapped file (nothing copied, as from a
-    .fcnn file); a tensor in float_data is an array of its own. The values equal protobuf's
-    parse, after the file's pages are released, and after the file is deleted."""
+    .fcnn file) where they start at a multiple of their item size, or are Conv weights; others
+    are aligned copies; a tensor in float_data is an array of its own. The values equal
+    protobuf's parse, after the file's pages are released, and after the file is deleted."""
     import mmap
     model = _model(np.random.default_rng(4))
     path = _write(tmp_path, "m.onnx", model.SerializeToString())
@@ -162,11 +163,21 @@ def test_import_file_views_each_weight_in_the_file(tmp_path):
             assert not mine.flags.writeable, name
 
     check()
-    for name in ("w", "g", "shape"):
-        base = got.initializers[name]
-        while not isinstance(base, mmap.mmap):
+
+    def views_file(arr):
+        base = arr
+        while isinstance(base, (np.ndarray, memoryview)):
             base = base.base if isinstance(base, np.ndarray) else base.obj   # array, memoryview
-        assert not got.initializers[name].flags.owndata, name
+        return isinstance(base, mmap.mmap)
+
+    # the conv weight stays in the file wherever protobuf put it; any other array viewing the
+    # file is aligned to its item size (a misaligned one is copied: C code reads it)
+    assert views_file(got.initializers["w"])
+    misaligned = [k for k, v in got.initializers.items() if not v.flags.aligned]
+    assert set(misaligned) <= {"w"}
+    copied = [k for k in ("g", "shape") if not views_file(got.initializers[k])]
+    assert all(got.initializers[k].flags.aligned for k in copied)
+    assert copied, "expected one of the test's tensors at a misaligned offset"
     assert got.initializers["b"].flags.owndata          # float_data: decoded into its own array
     mapped.release_pages()
     check()
@@ -216,3 +227,52 @@ def test_weights_in_an_external_file_load_as_inline_ones(tmp_path):
     os.unlink(ext_dir / "weights.bin")
     with pytest.raises(fastcnn.ModelFileError, match="not a valid ONNX model"):
         fastcnn.load(str(ext_dir / "m.onnx"))
+
+
+@pytest.mark.parametrize("with_bn", [False, True])
+def test_conv_weights_at_a_misaligned_offset_run_in_every_conv_kernel(tmp_path, with_bn):
+    """A Conv's weights that protobuf placed at an odd byte offset stay a view of the file: the
+    kernels get aligned copies or scaled weights for packing, and the Winograd step reads them
+    bytewise to recompute outputs a NaN made non-finite. Outputs match numpy's conv (NaN where
+    a direct conv has them), for batch 1 and 4 (tile or GEMM, and Winograd) on 1 and 2 threads."""
+    from reference import conv2d
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    mean, var = rng.standard_normal(16).astype(np.float32), rng.uniform(0.2, 2, 16).astype(np.float32)
+    for pad in range(8):   # a name one byte longer moves the weights one byte
+        name = "w" + "x" * pad
+        nodes = [helper.make_node("Conv", ["x", name], ["c"], pads=[1, 1, 1, 1])]
+        inits = [numpy_helper.from_array(w, name)]
+        if with_bn:
+            nodes.append(helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"]))
+            inits += [numpy_helper.from_array(a, k) for k, a in
+                      (("g", gamma), ("b", beta), ("m", mean), ("v", var))]
+        else:
+            nodes.append(helper.make_node("Identity", ["c"], ["y"]))
+        graph = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16, 12, 12])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        path = _write(tmp_path, f"m{pad}.onnx", model.SerializeToString())
+        g, mapped = onnx_importer.import_file_mapped(path)
+        if g.initializers[name].ctypes.data % 4:
+            break
+        mapped.close()
+    else:
+        pytest.fail("no name length put the weights at a misaligned offset")
+    mapped.close()
+    for n in (1, 4):
+        x = rng.standard_normal((n, 16, 12, 12)).astype(np.float32)
+        x[n - 1, 3, 5, 7] = np.nan
+        want = conv2d(x, w, None, pads=(1, 1, 1, 1))
+        if with_bn:
+            s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + 1e-5)
+            want = (want - mean.reshape(1, -1, 1, 1)) * s.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1)
+        for threads in (1, 2):
+            model = fastcnn.load(path, num_threads=threads)
+            got = model.run(None, {"x": x})[0]
+            kinds = {type(s).__name__ for s in model.plan_for([x.shape]).steps}
+            assert kinds == ({"ConvTileStep"} if n == 1 else {"ConvWinogradStep"})
+            assert np.array_equal(np.isnan(got), np.isnan(want))
+            ok = np.isfinite(want)
+            assert np.abs(got[ok] - want[ok]).max() <= 1e-4 + 1e-3 * np.abs(want[ok]).max()
