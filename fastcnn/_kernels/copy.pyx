@@ -1,5 +1,6 @@
 """Data movement: one strided copy kernel serves Transpose, Slice, Concat, Split, Expand, Tile,
-DepthToSpace/SpaceToDepth and Pad; plus fill and gather.
+DepthToSpace/SpaceToDepth and Pad; plus fill and gather, and `scale_rows` (a copy of a conv's
+weights scaled per output channel, made while planning).
 
 The Python side expresses each op as "iterate over `shape` (up to 8 dims), read
 src[src_offset + i . src_strides], write dst[dst_offset + i . dst_strides]" with element strides
@@ -7,6 +8,9 @@ src[src_offset + i . src_strides], write dst[dst_offset + i . dst_strides]" with
 address touched lies inside both buffers.
 """
 from cython.parallel cimport prange
+from libc.string cimport memcpy
+
+import numpy as np
 
 from fastcnn._kernels.step cimport Step
 
@@ -130,3 +134,32 @@ cdef class GatherStep(Step):
                 d = (o * n + j) * self.inner
                 for i in range(self.inner):
                     self.out[d + i] = self.src[s + i]
+
+
+def scale_rows(src, const double[::1] scale):
+    """A new (rows, cols) float32 array: out[i, j] = float(double(src[i, j]) * scale[i]), the
+    product numpy's float64 multiply rounds once (ir/weights.scaled), a conv's weights
+    (c_out, c_in/group * k_h * k_w) scaled per output channel. src: a C-contiguous
+    (rows, cols) float32 array that may start at any byte (weights viewing an .onnx file):
+    read bytewise. One pass, no float64 copy (numpy's casting multiply took 28 ms for
+    ResNet-18's 45 MB)."""
+    if src.dtype != np.float32 or src.ndim != 2 or not src.flags.c_contiguous:
+        raise ValueError("scale_rows: src must be a C-contiguous 2-D float32 array")
+    cdef Py_ssize_t rows = src.shape[0], cols = src.shape[1], i, j
+    if scale.shape[0] != rows:
+        raise ValueError("scale_rows: one scale per row")
+    out = np.empty((rows, cols), np.float32)
+    if rows == 0 or cols == 0:
+        return out
+    cdef const unsigned char[::1] raw = src.reshape(-1).view(np.uint8)
+    cdef float[:, ::1] o = out
+    cdef const unsigned char *p = &raw[0]
+    cdef float v
+    cdef double s
+    with nogil:
+        for i in range(rows):
+            s = scale[i]
+            for j in range(cols):
+                memcpy(&v, p + (i * cols + j) * sizeof(float), sizeof(float))
+                o[i, j] = <float>(<double>v * s)
+    return out

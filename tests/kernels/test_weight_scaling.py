@@ -1,0 +1,45 @@
+"""copy.scale_rows (a conv's weights scaled per output channel while planning) and
+ir/weights.conv_weights, which uses it: the bits numpy's float64 multiply rounded once gives,
+for weights at any byte offset (viewing an .onnx file), including Inf, NaN, subnormals and
+products beyond float32's range."""
+import numpy as np
+import pytest
+
+from fastcnn._kernels.copy import scale_rows
+from fastcnn.ir.weights import conv_weights, scaled
+
+
+def _at_offset(a, offset):
+    """A read-only array equal to `a` whose data starts `offset` bytes into a buffer."""
+    buf = bytearray(offset) + a.tobytes()
+    return np.frombuffer(memoryview(bytes(buf)), a.dtype, a.size, offset).reshape(a.shape)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(7, 3, 3, 3), (1, 1, 1, 1), (33, 5, 1, 1), (6, 1, 5, 5)])
+def test_scaled_weights_are_numpys_float64_products(offset, shape):
+    rng = np.random.default_rng(sum(shape) + offset)
+    w = rng.standard_normal(shape).astype(np.float32)
+    flat = w.reshape(-1)
+    flat[:5] = [np.inf, -np.inf, np.nan, 1e-45, 3e38][:flat.size]
+    s = rng.uniform(-4.0, 4.0, shape[0])
+    s[0] = 1e-300 if shape[0] > 1 else s[0]
+    src = _at_offset(w, offset)
+    assert src.ctypes.data % 4 == offset % 4
+    with np.errstate(all="ignore"):
+        want = scaled(w, s.reshape((-1,) + (1,) * (w.ndim - 1)))
+    got = conv_weights(src, list(s))
+    assert got.dtype == np.float32 and got.shape == shape and got.flags.c_contiguous
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(scale_rows(src.reshape(shape[0], -1), s).reshape(shape), want, equal_nan=True)
+
+
+def test_scale_rows_refuses_what_it_cannot_read():
+    w = np.ones((4, 6), np.float32)
+    with pytest.raises(ValueError, match="one scale per row"):
+        scale_rows(w, np.ones(3))
+    for bad in (w.astype(np.float64), w[:, ::2], w.reshape(-1)):
+        with pytest.raises(ValueError, match="C-contiguous 2-D float32"):
+            scale_rows(bad, np.ones(4))
+    assert scale_rows(np.ones((0, 6), np.float32), np.ones(0)).shape == (0, 6)
+    assert conv_weights(w, []) is w
