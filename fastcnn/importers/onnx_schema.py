@@ -39,8 +39,9 @@ def messages():
     """A module with ONNX's message classes (ModelProto, TensorProto, ...): the onnx package
     itself once something imported it, else its schema module run alone."""
     global _schema
-    if "onnx" in sys.modules:
-        return sys.modules["onnx"]
+    package = sys.modules.get("onnx")
+    if getattr(package, "ModelProto", None) is not None:   # imported (not still importing)
+        return package
     with _lock:
         if _schema is None:
             _schema = _load_schema_alone()

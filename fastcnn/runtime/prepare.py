@@ -59,8 +59,9 @@ class PrepareContext:
         return v
 
     def const_f32(self, i):
-        """Input i as a C-contiguous float32 array (constants are validated float32 already)."""
-        return np.ascontiguousarray(self.in_consts[i], dtype=np.float32)
+        """Input i as a C-contiguous, aligned float32 array (constants are validated float32
+        already; one viewing an .onnx file at an odd offset is copied: kernels read it)."""
+        return np.require(self.in_consts[i], np.float32, ("C", "A"))
 
 
 @dataclass
