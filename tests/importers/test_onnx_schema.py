@@ -2,21 +2,17 @@
 package is not imported unless a file needs one of its helpers), and gets the same graphs as a
 process that imported onnx; a missing or unusable schema module falls back to the package."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import fastcnn
+from helpers import fastcnn_env, run_isolated
 from fastcnn.importers import onnx as onnx_importer
 from fastcnn.importers import onnx_schema
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The child loads each file, runs it on a fixed input and reports whether onnx was imported
 # after each load, and every initializer and output as lists.
@@ -26,7 +22,7 @@ import numpy as np
 import fastcnn
 from fastcnn.importers import onnx as onnx_importer
 out = []
-for path in sys.argv[1:]:
+for path in PATHS:
     g = onnx_importer.import_file(path)
     m = fastcnn.load(path)
     x = np.linspace(-1, 1, 48, dtype=np.float32).reshape(1, 3, 4, 4)
@@ -57,10 +53,10 @@ def _model(rng, typed_bias: bool):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def _child(paths, **env):
-    run = subprocess.run([sys.executable, "-c", CHILD, *map(str, paths)], capture_output=True,
-                         text=True, timeout=120, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ROOT, **env})
+def _child(paths, cwd, **env):
+    """CHILD in a fresh interpreter (the fastcnn under test, cwd outside the checkout)."""
+    run = run_isolated(f"PATHS = {[str(p) for p in paths]!r}\n" + CHILD, cwd,
+                       env={**fastcnn_env(), **env})
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -83,7 +79,7 @@ def test_a_fresh_process_reads_onnx_without_the_onnx_package(tmp_path, impl):
     raw.write_bytes(_model(np.random.default_rng(0), False).SerializeToString())
     typed.write_bytes(_model(np.random.default_rng(1), True).SerializeToString())
     env = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": impl} if impl else {}
-    got = _child([raw, typed, raw], **env)
+    got = _child([raw, typed, raw], tmp_path, **env)
     assert [r["onnx_imported"] for r in got] == [False, True, True]
     for r, path in zip(got, (raw, typed, raw)):
         inits, y = _here(path)
@@ -101,7 +97,7 @@ def test_external_data_loads_in_a_fresh_process(tmp_path):
     ext_dir.mkdir()
     onnx.save_model(model, str(ext_dir / "m.onnx"), save_as_external_data=True,
                     all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
-    got = _child([ext_dir / "m.onnx"])[0]
+    got = _child([ext_dir / "m.onnx"], tmp_path)[0]
     assert got["onnx_imported"]
     inits, y = _here(inline)
     assert got["inits"] == inits and got["y"] == y
