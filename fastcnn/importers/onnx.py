@@ -21,6 +21,7 @@ from fastcnn.ir.graph import Graph, Node, TensorSpec
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
                7: "int64", 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64"}
 SUPPORTED_OPSETS = range(1, 23)
+EXTERNAL = 1   # TensorProto.DataLocation: the tensor's bytes are in another file
 
 
 class ImportContext:
@@ -129,7 +130,7 @@ def _tensor_to_array(ctx, tensor, what, file_raw=None) -> np.ndarray:
     if tensor.data_type not in ONNX_DTYPES:
         raise UnsupportedOpError(f"{ctx.where}: {what}: tensor element type {tensor.data_type} "
                                  f"is not supported")
-    if tensor.data_location == 1:  # EXTERNAL, must have been loaded by onnx.load
+    if tensor.data_location == EXTERNAL:  # must have been loaded by onnx's helper
         raise ModelFileError(f"{ctx.where}: {what}: external tensor data was not found next to the model")
     dims = list(tensor.dims)
     if any(d < 0 for d in dims):
@@ -834,9 +835,6 @@ def _parse_file(schema, path: str, mapped):
                     model, os.path.dirname(path) or ".")
             return model, _RawData(mapped, spans)
     return onnx_schema.require_onnx().load(path), None
-
-
-EXTERNAL = 1   # TensorProto.DataLocation: the tensor's bytes are in another file
 
 
 def _all_tensors(model):

@@ -12,7 +12,7 @@ import numpy as np
 
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.opspec import MAX_ATTR_LIST
-from fastcnn.ir.weights import scaled as _scaled
+from fastcnn.ir.weights import conv_weights, scaled as _scaled
 from fastcnn.passes.analysis import single_consumer
 
 
@@ -64,7 +64,7 @@ def _apply(g, node, scale, shift, used):
     w2 = None   # a Conv keeps its weights: the scale is applied when they are packed
     if node.op in ("Conv", "ConvTranspose"):
         if node.op == "Conv" and c > MAX_ATTR_LIST:   # too long for an attribute: scaled now
-            w2 = _scaled(w, scale.reshape((c,) + (1,) * (w.ndim - 1)))
+            w2 = conv_weights(w, scale)
         elif node.op == "Conv":
             old = node.attrs.get("weight_scale")
             node.attrs["weight_scale"] = (scale * np.asarray(old, np.float64) if old
