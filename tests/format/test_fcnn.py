@@ -22,6 +22,7 @@ from fastcnn.format import fcnn
 from fastcnn.ir.graph import Graph, Node, TensorSpec
 
 from helpers import onnx_model, save_onnx
+from reference import conv2d
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED_ONNX = MODELS / "lenet5_digits.onnx"
@@ -133,10 +134,20 @@ def test_folded_batchnorm_is_stored_as_the_weights_it_computes_with(tmp_path):
     weights = [t for t in header["tensors"] if t["shape"] == [6, 3, 3, 3]]
     assert len(weights) == 1
     x = {"x": rng.standard_normal((3, 3, 12, 10)).astype(np.float32)}
+    # numpy: the conv, then the BatchNormalization (epsilon 1e-5), then Relu
+    f64 = {k: v.astype(np.float64) for k, v in inits.items()}
+    c = conv2d(x["x"], inits["w"], None, pads=(1, 1, 1, 1))
+    per = lambda v: v.reshape(1, -1, 1, 1)   # noqa: E731
+    want = np.maximum((c - per(f64["m"])) / np.sqrt(per(f64["v"]) + 1e-5) * per(f64["g"]) + per(f64["b"]), 0)
+    stored = np.frombuffer(parts(dst)[2], np.float32, 6 * 27, weights[0]["offset"])   # absolute
+    s = f64["g"] / np.sqrt(f64["v"] + 1e-5)
+    assert np.array_equal(stored, (f64["w"] * s[:, None, None, None]).astype(np.float32).reshape(-1))
     for threads in (1, 2):
         with fastcnn.load(src, num_threads=threads) as a, fastcnn.load(dst, num_threads=threads) as b:
             assert a.graph.nodes[0].attrs["weight_scale"]
-            assert np.array_equal(a.run(None, x)[0], b.run(None, x)[0])
+            ya = a.run(None, x)[0]
+            assert np.array_equal(ya, b.run(None, x)[0])
+            assert np.abs(ya - want).max() <= 1e-4 + 1e-3 * np.abs(want).max()
 
 
 def test_model_save_round_trip_and_resave_is_byte_identical(onnx_path, tmp_path):

@@ -1,5 +1,6 @@
-"""copy.scale_rows (a conv's weights scaled per output channel while planning) and
-ir/weights.conv_weights, which uses it: the bits numpy's float64 multiply rounded once gives,
+"""copy.scale_rows (a conv's weights scaled per output channel while planning),
+ir/weights.conv_weights, which uses it, and ir/weights.scaled, its numpy fallback: the bits of
+float64 products rounded once to float32, computed in the test with numpy alone,
 for weights at any byte offset (viewing an .onnx file), including Inf, NaN, subnormals and
 products beyond float32's range."""
 import numpy as np
@@ -26,8 +27,9 @@ def test_scaled_weights_are_numpys_float64_products(offset, shape):
     s[0] = 1e-300 if shape[0] > 1 else s[0]
     src = _at_offset(w, offset)
     assert src.ctypes.data % 4 == offset % 4
-    with np.errstate(all="ignore"):
-        want = scaled(w, s.reshape((-1,) + (1,) * (w.ndim - 1)))
+    with np.errstate(all="ignore"):   # numpy alone: float64 products, one rounding to float32
+        want = (w.astype(np.float64) * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+        assert np.array_equal(scaled(w, s.reshape((-1,) + (1,) * (w.ndim - 1))), want, equal_nan=True)
     got = conv_weights(src, list(s))
     assert got.dtype == np.float32 and got.shape == shape and got.flags.c_contiguous
     assert np.array_equal(got, want, equal_nan=True)
