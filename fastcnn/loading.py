@@ -95,12 +95,16 @@ def convert(src, dst, *, passes: bool = True, metadata: dict | None = None) -> N
     """
     from fastcnn.format import fcnn
     from fastcnn.passes import run_pipeline
+    from fastcnn.passes.analysis import specimens_or_none
 
     graph, resources = read_graph(src)
     try:
         graph.check()
         if passes:
             graph = run_pipeline(graph)
+        # a file that would not load is refused here, not written: the passes infer types only
+        # when they have something to change, so this is the graph's check
+        specimens_or_none(graph)
         if metadata:
             graph.metadata.update(metadata)
         fcnn.save(graph, os.fspath(dst))

@@ -20,6 +20,8 @@ GROWTH_ALLOWANCE = 1 << 16
 def fold_constants(graph: Graph) -> Graph:
     from fastcnn.ir.ops import OPS
 
+    if not _may_fold(graph, OPS):
+        return graph.copy()
     specimens = specimens_or_none(graph)
     if specimens is None:
         return graph.copy()
@@ -53,3 +55,19 @@ def fold_constants(graph: Graph) -> Graph:
             static.add(o)
     g.nodes = keep
     return g
+
+
+def _may_fold(graph: Graph, ops) -> bool:
+    """Whether some node may fold: a folding op whose inputs are all initializers, or one that
+    folds on types (Shape, Size). A node's inputs become static only when a node before it
+    folds, so when no node qualifies on the initializers alone none folds at all, and the two
+    specimen inferences (most of this pass's time on a CNN without shape arithmetic) are not
+    needed."""
+    static = graph.initializers
+    for node in graph.nodes:
+        spec = ops.get(node.op)
+        if spec is None or spec.fold is None:
+            continue
+        if spec.fold_on_types or all(x in static for x in node.inputs if x):
+            return True
+    return False

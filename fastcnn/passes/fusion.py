@@ -27,29 +27,36 @@ def fuse_residual_add(graph: Graph) -> Graph:
     """Conv (no activation, no residual yet) whose only consumer is Add(conv, z) with z of the
     same shape, z computed before the Conv: z becomes the Conv's 4th input."""
     g = graph.copy()
-    specimens = specimens_or_none(g)
-    if specimens is None:
-        return g
-    a, b = specimens
     order = {}
     for i, n in enumerate(g.nodes):
         for o in n.outputs:
             order[o] = i
     inits = set(g.initializers)
-    remove = set()
+    candidates = []   # (conv, add, z): the structure fits; the shapes are checked below
+    taken = set()
     for i, node in enumerate(g.nodes):
         if node.op != "Conv" or node.attrs.get("activation") or len(node.inputs) > 3:
             continue
         nxt = single_consumer(g, node.outputs[0])
-        if nxt is None or nxt.op != "Add" or len(nxt.inputs) != 2 or id(nxt) in remove:
+        if nxt is None or nxt.op != "Add" or len(nxt.inputs) != 2 or id(nxt) in taken:
             continue
         z = nxt.inputs[1] if nxt.inputs[0] == node.outputs[0] else nxt.inputs[0]
         if z == node.outputs[0] or z in inits:
             continue
+        if order.get(z, -1) >= i:  # z must exist before the conv runs
+            continue
+        candidates.append((node, nxt, z))
+        taken.add(id(nxt))
+    if not candidates:
+        return g   # no inference needed (LeNet-5, plain conv stacks)
+    specimens = specimens_or_none(g)
+    if specimens is None:
+        return g
+    a, b = specimens
+    remove = set()
+    for node, nxt, z in candidates:
         y = node.outputs[0]
         if a.types[z] != a.types[y] or b.types[z] != b.types[y]:
-            continue
-        if order.get(z, -1) >= i:  # z must exist before the conv runs
             continue
         node.inputs = list(node.inputs) + [""] * (3 - len(node.inputs)) + [z]
         node.outputs = [nxt.outputs[0]]

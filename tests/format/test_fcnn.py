@@ -666,3 +666,21 @@ def test_header_nesting_check_counts_brackets_outside_strings_only():
         raw = json.dumps(v, ensure_ascii=bool(rng.integers(0, 2))).encode()
         d = _depth(v)
         assert fcnn.json_nests_within(raw, d) and not fcnn.json_nests_within(raw, d - 1), raw
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_convert_refuses_a_graph_that_would_not_load(tmp_path, passes):
+    """A Conv whose weights do not match its input's channels: no pass has anything to change
+    in it (nothing folds, no residual Add), so the passes infer no types; convert checks the
+    graph itself and writes no file, with the error loading would give."""
+    from onnx import helper
+    w = np.ones((4, 5, 3, 3), np.float32)   # 5 input channels; the input has 3
+    model = onnx_model([helper.make_node("Conv", ["x", "w"], ["y"])], {"x": (1, 3, 8, 8)}, ["y"], {"w": w})
+    src = save_onnx(model, tmp_path)
+    with pytest.raises(GraphError) as loading:
+        fastcnn.load(src)
+    with pytest.raises(GraphError) as converting:
+        fastcnn.convert(src, tmp_path / "m.fcnn", passes=passes)
+    assert str(converting.value) == str(loading.value)
+    assert "channels" in str(converting.value)
+    assert not (tmp_path / "m.fcnn").exists()
