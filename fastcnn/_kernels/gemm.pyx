@@ -17,6 +17,7 @@ element is computed the same way whatever the thread count: results are bit-iden
 """
 cimport cython
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.step cimport Step
@@ -26,6 +27,10 @@ from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, Epilogue, uk
                                        ukernel_1x16, pack_b_edge)
 
 import numpy as np
+
+# columns of W^T packed at a time by pack_bt_panels (64 output lines of 64 bytes: 4 KiB of L1)
+cdef enum:
+    PACK_QB = 64
 
 
 cdef void sgemm_rows(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
@@ -374,19 +379,53 @@ def pack_b_panels(b):
     return np.ascontiguousarray(padded.reshape(k, np_, NR).transpose(1, 0, 2))
 
 
-def pack_bt_panels(bt):
+def pack_bt_panels(bt, scale=None):
     """pack_b_panels(bt.T) for B given transposed, bt (n, k) (conv and dense weights W (c_out,
-    c_in) are B^T), in one pass over bt's rows: panels (ceil(n/16), k, 16), columns zero-padded."""
-    cdef const float[:, ::1] w = np.ascontiguousarray(bt, np.float32)
-    cdef Py_ssize_t n = w.shape[0], k = w.shape[1], np_ = (n + NR - 1) // NR, j, q, t, r
-    out = np.zeros((np_, k, NR), np.float32)
+    c_in) are B^T): panels (ceil(n/16), k, 16), columns past n zero.
+
+    bt: float32, C-contiguous, starting at any byte (weights viewing an .onnx file are read in
+    place, bytewise); anything else is converted first. scale: None, or (n,) float64 applied
+    per row as it is packed, each product rounded once from double (the bits of
+    ir/weights.conv_weights: a folded BatchNorm's weights, with no scaled copy in between)."""
+    if not (isinstance(bt, np.ndarray) and bt.dtype == np.float32 and bt.ndim == 2
+            and bt.flags.c_contiguous):
+        bt = np.ascontiguousarray(bt, np.float32)
+        if bt.ndim != 2:
+            raise ValueError("pack_bt_panels: bt must be 2-D (n, k)")
+    cdef Py_ssize_t n = bt.shape[0], k = bt.shape[1], np_ = (n + NR - 1) // NR
+    cdef const double[::1] sc
+    cdef bint scaled = scale is not None
+    if scaled:
+        sc = np.ascontiguousarray(scale, np.float64).reshape(-1)
+        if sc.shape[0] != n:
+            raise ValueError(f"pack_bt_panels: {sc.shape[0]} scale values for {n} rows")
+    out = np.empty((np_, k, NR), np.float32)
+    if n == 0 or k == 0:
+        return out
+    cdef const unsigned char[::1] raw = bt.reshape(-1).view(np.uint8)
+    cdef const unsigned char *src = &raw[0]
     cdef float[:, :, ::1] o = out
+    cdef Py_ssize_t j, q, q0, q1, t, r, rows
+    cdef float v
+    cdef double s
     with nogil:
         for j in range(np_):
-            for t in range(min(NR, n - j * NR)):
-                r = j * NR + t
-                for q in range(k):
-                    o[j, q, t] = w[r, q]
+            rows = min(NR, n - j * NR)
+            # PACK_QB columns at a time: the PACK_QB output lines (16 floats each) stay in L1
+            # while the panel's rows fill them, and each row is read sequentially
+            q0 = 0
+            while q0 < k:
+                q1 = min(k, q0 + PACK_QB)
+                for t in range(rows):
+                    r = j * NR + t
+                    s = sc[r] if scaled else 1.0
+                    for q in range(q0, q1):
+                        memcpy(&v, src + (r * k + q) * sizeof(float), sizeof(float))
+                        o[j, q, t] = <float>(<double>v * s) if scaled else v
+                for t in range(rows, NR):
+                    for q in range(q0, q1):
+                        o[j, q, t] = 0.0
+                q0 = q1
     return out
 
 

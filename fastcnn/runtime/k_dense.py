@@ -38,6 +38,10 @@ def prepare_gemm(p):
 
     def make_wp():
         # panels from W as stored: B^T (n, k) with transB (PyTorch's Linear), else B (k, n)
+        if a["transB"] and alpha == 1.0:
+            # read in place, at any byte offset (a classifier's weights viewing an .onnx file:
+            # MobileNetV2's 5 MB, not copied to align them first)
+            return gemm_kernels.pack_bt_panels(p.const(1))
         w = p.const_f32(1)
         w = w * np.float32(alpha) if alpha != 1.0 else w
         if a["transB"]:

@@ -45,3 +45,46 @@ def test_scale_rows_refuses_what_it_cannot_read():
             scale_rows(bad, np.ones(4))
     assert scale_rows(np.ones((0, 6), np.float32), np.ones(0)).shape == (0, 6)
     assert conv_weights(w, []) is w
+
+
+def _numpy_panels(m):
+    """(n, k) -> (ceil(n/16), k, 16): column t of panel j is row 16j+t of m, zero past n."""
+    n, k = m.shape
+    padded = np.zeros((-(-n // 16) * 16, k), np.float32)
+    padded[:n] = m
+    return padded.reshape(-1, 16, k).transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3])
+@pytest.mark.parametrize("n,k", [(1, 1), (16, 64), (17, 65), (33, 130), (96, 24), (5, 200)])
+def test_pack_bt_panels_scales_as_it_packs(offset, n, k):
+    """gemm.pack_bt_panels with a scale packs the float64 products rounded once (numpy in the
+    test), reading weights at any byte offset in place; without one it packs them as stored.
+    k spans several of its 64-column blocks; n leaves a partial last panel."""
+    from fastcnn._kernels.gemm import pack_bt_panels
+    rng = np.random.default_rng(n * 1000 + k + offset)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    flat = w.reshape(-1)
+    flat[1:6] = [np.inf, -np.inf, np.nan, 1e-45, 3e38][:flat.size - 1]
+    s = rng.uniform(-4.0, 4.0, n)
+    s[-1] = 1e-300 if n > 1 else s[-1]
+    src = _at_offset(w, offset)
+    assert src.ctypes.data % 4 == offset % 4
+    with np.errstate(all="ignore"):
+        want = (w.astype(np.float64) * s[:, None]).astype(np.float32)
+    got = pack_bt_panels(src, s)
+    assert got.shape == (-(-n // 16), k, 16) and got.flags.c_contiguous
+    assert np.array_equal(got, _numpy_panels(want), equal_nan=True)
+    assert np.array_equal(pack_bt_panels(src), _numpy_panels(w), equal_nan=True)
+    # the conv path: the panels of conv_weights' scaled array are the same bits
+    assert np.array_equal(got, pack_bt_panels(conv_weights(src.reshape(n, k, 1, 1), list(s)).reshape(n, k)),
+                          equal_nan=True)
+
+
+def test_pack_bt_panels_refuses_a_wrong_scale():
+    from fastcnn._kernels.gemm import pack_bt_panels
+    with pytest.raises(ValueError, match="3 scale values for 4 rows"):
+        pack_bt_panels(np.ones((4, 6), np.float32), np.ones(3))
+    with pytest.raises(ValueError, match="2-D"):
+        pack_bt_panels(np.ones(6, np.float32))
+    assert pack_bt_panels(np.ones((0, 6), np.float32), np.ones(0)).shape == (0, 6, 16)
