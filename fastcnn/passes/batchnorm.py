@@ -56,6 +56,25 @@ def _out_channels(g, node):
     return w.shape[0] if node.attrs.get("transB", 0) else w.shape[1]
 
 
+def _well_formed(g, node, c) -> bool:
+    """Whether what folding reads of node fits its c output channels: the bias, a
+    ConvTranspose's group, a weight_scale already there. The passes may run before any type
+    inference (they infer only when they need types), so a graph that does not fit is left as
+    it is, for type inference to refuse naming the tensor or attribute at fault."""
+    b_in = node.inputs[2] if len(node.inputs) > 2 else ""
+    b = np.shape(_const(g, b_in)) if b_in else None
+    if node.op == "Gemm":
+        # C broadcasts over (M, N): a scalar, (N,), (1, N), (M, N), with N == c or 1
+        return b is None or (len(b) <= 2 and (len(b) == 0 or b[-1] in (1, c)))
+    if b is not None and b != (c,):
+        return False
+    if node.op == "ConvTranspose":
+        group = node.attrs.get("group", 1)
+        return group >= 1 and _const(g, node.inputs[1]).shape[0] % group == 0
+    old = node.attrs.get("weight_scale")
+    return not old or len(old) == c
+
+
 def _apply(g, node, scale, shift, used):
     """Replace node's weights/bias by scale*W and scale*B + shift (per output channel); used:
     the graph's names (Graph.used_names), kept up to date."""
@@ -118,7 +137,7 @@ def _fold_consumer(g, node, used) -> bool:
     if nxt is None:
         return False
     c = _out_channels(g, node)
-    if c is None:
+    if c is None or not _well_formed(g, node, c):
         return False
     rank = 2 if node.op == "Gemm" else None
     scale = shift = None

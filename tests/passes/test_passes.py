@@ -1,4 +1,6 @@
 """Every pass is checked by running the graph before and after it on the same input."""
+import re
+
 import numpy as np
 import pytest
 
@@ -158,6 +160,49 @@ def test_bn_with_a_parameter_of_another_length_is_left_to_inference(short):
     assert [n.op for n in fold_batchnorm(g).nodes] == ["Conv", "BatchNormalization"]
     with pytest.raises(fastcnn.FastCNNError, match="batchnormalization1"):
         Model(run_pipeline(g))
+
+
+BAD_LAYERS = {
+    # name: (layer op, attrs, weights, bias or None, BN channels, input shape, what inference says)
+    "conv bias too long": ("Conv", {}, (4, 3, 3, 3), (5,), 4, (1, 3, 6, 6), "bias 'b' has shape [5]; expected [4]"),
+    "conv bias 2-D": ("Conv", {}, (4, 3, 3, 3), (4, 1), 4, (1, 3, 6, 6), "bias 'b' has shape [4, 1]; expected [4]"),
+    "gemm C of other columns": ("Gemm", {"transB": 1}, (4, 3), (3,), 4, (2, 3), "cannot be broadcast"),
+    "convT group 0": ("ConvTranspose", {"group": 0}, (3, 4, 3, 3), None, 0, (1, 3, 6, 6), "group must be >= 1"),
+    "convT group not dividing": ("ConvTranspose", {"group": 2}, (3, 4, 3, 3), None, 8, (1, 3, 6, 6),
+                                 "not divisible"),
+    "conv weight_scale of other length": ("Conv", {"weight_scale": [1.0, 2.0]}, (4, 3, 3, 3), None, 4,
+                                          (1, 3, 6, 6), "weight_scale has 2 values"),
+}
+
+
+@pytest.mark.parametrize("dynamic_hw", [False, True])
+@pytest.mark.parametrize("case", sorted(BAD_LAYERS))
+def test_bn_after_a_layer_that_does_not_fit_is_left_to_inference(case, dynamic_hw):
+    """A conv or dense layer whose bias, group or weight_scale does not fit its output channels
+    (a bad file), followed by a BatchNormalization: the passes may run before any type inference
+    (nothing to fold or fuse here), so the fold must leave the pair alone (it was a numpy error,
+    not a FastCNNError, inside the pass); inference then refuses it naming the original tensor
+    or attribute. With dynamic height and width that happens at the first run."""
+    import fastcnn
+    op, attrs, w_shape, b_shape, c, x_shape, message = BAD_LAYERS[case]
+    inits = {"w": rand(RNG, *w_shape), **bn_params(c, "bn")} if c else \
+        {"w": rand(RNG, *w_shape), **{k: np.zeros(0, np.float32) for k in bn_params(1, "bn")}}
+    ins = ["x", "w"]
+    if b_shape is not None:
+        inits["b"] = rand(RNG, *b_shape)
+        ins.append("b")
+    g = graph([(op, ins, ["c"], attrs),
+               ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {})],
+              {"x": x_shape}, ["y"], inits)
+    assert [n.op for n in fold_batchnorm(g).nodes] == [op, "BatchNormalization"]
+    if dynamic_hw and len(x_shape) == 4:
+        g.inputs = [TensorSpec("x", (None, x_shape[1], None, None))]
+        model = Model(run_pipeline(g))
+        with pytest.raises(fastcnn.FastCNNError, match=re.escape(message)):
+            model.run(None, {"x": rand(RNG, *x_shape)})
+    else:
+        with pytest.raises(fastcnn.FastCNNError, match=re.escape(message)):
+            Model(run_pipeline(g))
 
 
 def test_bn_after_a_dense_layer_with_1d_weights_is_left_to_inference():
