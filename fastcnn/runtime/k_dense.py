@@ -38,15 +38,15 @@ def prepare_gemm(p):
 
     def make_wp():
         # panels from W as stored: B^T (n, k) with transB (PyTorch's Linear), else B (k, n)
-        if a["transB"] and alpha == 1.0:
-            # read in place, at any byte offset (a classifier's weights viewing an .onnx file:
-            # MobileNetV2's 5 MB, not copied to align them first)
-            return gemm_kernels.pack_bt_panels(p.const(1))
-        w = p.const_f32(1)
-        w = w * np.float32(alpha) if alpha != 1.0 else w
+        alpha32 = np.float32(alpha)
         if a["transB"]:
-            return gemm_kernels.pack_bt_panels(w)
-        return gemm_kernels.pack_b_panels(w)
+            # read in place, at any byte offset (a classifier's weights viewing an .onnx file:
+            # MobileNetV2's 5 MB, not copied to align them first); alpha applied as they are
+            # packed: the float32 alpha times a float32 weight is exact in float64, so rounding
+            # it once gives the bits of the float32 product w * alpha32
+            return gemm_kernels.pack_bt_panels(p.const(1), None if alpha == 1.0 else np.full(n, alpha32))
+        w = p.const_f32(1)
+        return gemm_kernels.pack_b_panels(w * alpha32 if alpha != 1.0 else w)
 
     wp = p.cached(("panels", alpha, a["transB"]), make_wp)
     bias, addend_const, addend_runtime = None, None, False

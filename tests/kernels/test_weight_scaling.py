@@ -88,3 +88,19 @@ def test_pack_bt_panels_refuses_a_wrong_scale():
     with pytest.raises(ValueError, match="2-D"):
         pack_bt_panels(np.ones(6, np.float32))
     assert pack_bt_panels(np.ones((0, 6), np.float32), np.ones(0)).shape == (0, 6, 16)
+
+
+@pytest.mark.parametrize("alpha", [0.7, 1e-30, 3.0e30, -2.5])
+def test_pack_bt_panels_with_a_float32_scale_gives_the_float32_products(alpha):
+    """A Gemm's alpha is applied while packing as a float64 scale holding the float32 alpha:
+    the product of two float32 values is exact in float64, so the packed bits are those of
+    numpy's float32 w * alpha32 (k_dense packs B^T that way), subnormals and overflow included."""
+    from fastcnn._kernels.gemm import pack_bt_panels
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((21, 70)).astype(np.float32)
+    w.reshape(-1)[:6] = [np.inf, -np.inf, np.nan, 1e-45, 3e38, -1e-38]
+    a32 = np.float32(alpha)
+    with np.errstate(all="ignore"):
+        want = w * a32
+    got = pack_bt_panels(_at_offset(w, 2), np.full(21, a32))
+    assert np.array_equal(got, _numpy_panels(want), equal_nan=True)
