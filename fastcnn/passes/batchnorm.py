@@ -13,7 +13,7 @@ import numpy as np
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.opspec import MAX_ATTR_LIST
 from fastcnn.ir.weights import conv_weights, scaled as _scaled
-from fastcnn.passes.analysis import single_consumer
+from fastcnn.passes.analysis import readers_index, single_consumer
 
 
 def _const(g, name):
@@ -115,16 +115,17 @@ def fold_batchnorm(graph: Graph) -> Graph:
     Add or Sub folded into the conv or dense layer before it (module docstring)."""
     g = graph.copy()
     used = g.used_names()   # gathered once: two new names per fold
-    i = 0
-    while i < len(g.nodes):
-        # a node that took its consumer in is tried again (a BatchNormalization, then a Mul);
-        # the consumer came after it in the node order, so index i stays this node
-        if not _fold_consumer(g, g.nodes[i], used):
-            i += 1
+    readers = readers_index(g)
+    folded = set()          # ids of the consumers taken in, dropped from the graph at the end
+    for node in g.nodes:
+        # a node that took its consumer in is tried again (a BatchNormalization, then a Mul)
+        while id(node) not in folded and _fold_consumer(g, node, used, readers, folded):
+            pass
+    g.nodes = [n for n in g.nodes if id(n) not in folded]
     return g
 
 
-def _fold_consumer(g, node, used) -> bool:
+def _fold_consumer(g, node, used, readers, folded) -> bool:
     """Fold the only consumer of node's output into node when node is a conv or dense layer
     with constant weights and the consumer a BatchNormalization or a constant per-channel Mul,
     Add or Sub; returns whether it did."""
@@ -133,7 +134,7 @@ def _fold_consumer(g, node, used) -> bool:
     if _const(g, node.inputs[1]) is None or (len(node.inputs) > 2 and node.inputs[2]
                                              and _const(g, node.inputs[2]) is None):
         return False
-    nxt = single_consumer(g, node.outputs[0])
+    nxt = single_consumer(g, node.outputs[0], readers)
     if nxt is None:
         return False
     c = _out_channels(g, node)
@@ -172,5 +173,8 @@ def _fold_consumer(g, node, used) -> bool:
         return False
     _apply(g, node, scale, shift, used)
     node.outputs = [nxt.outputs[0]]
-    g.nodes = [n for n in g.nodes if n is not nxt]   # by identity: Node's == compares fields
+    folded.add(id(nxt))
+    for x in set(nxt.inputs):   # nxt reads nothing any more (by identity: Node's == compares fields)
+        if x:
+            readers[x] = [r for r in readers[x] if r is not nxt]
     return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.shapes import FUSABLE_ACTIVATIONS
-from fastcnn.passes.analysis import single_consumer, specimens_or_none
+from fastcnn.passes.analysis import readers_index, single_consumer, specimens_or_none
 
 # activation op -> (attribute giving activation_alpha, attribute giving activation_beta, defaults)
 ACTIVATION_PARAMS = {
@@ -34,10 +34,11 @@ def fuse_residual_add(graph: Graph) -> Graph:
     inits = set(g.initializers)
     candidates = []   # (conv, add, z): the structure fits; the shapes are checked below
     taken = set()
+    readers = readers_index(g)
     for i, node in enumerate(g.nodes):
         if node.op != "Conv" or node.attrs.get("activation") or len(node.inputs) > 3:
             continue
-        nxt = single_consumer(g, node.outputs[0])
+        nxt = single_consumer(g, node.outputs[0], readers)
         if nxt is None or nxt.op != "Add" or len(nxt.inputs) != 2 or id(nxt) in taken:
             continue
         z = nxt.inputs[1] if nxt.inputs[0] == node.outputs[0] else nxt.inputs[0]
@@ -69,10 +70,13 @@ def fuse_activation(graph: Graph) -> Graph:
     """Conv/ConvTranspose/Gemm without an activation whose only consumer is a fusable activation."""
     g = graph.copy()
     remove = set()
+    # rewiring below moves an activation's output to its producer and drops the activation at
+    # the end: who reads each value does not change, so the index stays right
+    readers = readers_index(g)
     for node in g.nodes:
         if node.op not in EPILOGUE_OPS or node.attrs.get("activation"):
             continue
-        nxt = single_consumer(g, node.outputs[0])
+        nxt = single_consumer(g, node.outputs[0], readers)
         if nxt is None or nxt.op not in ACTIVATION_PARAMS or nxt.op not in FUSABLE_ACTIVATIONS:
             continue
         pa, pb = ACTIVATION_PARAMS[nxt.op]

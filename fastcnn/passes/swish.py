@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastcnn.ir.graph import Graph, Node
-from fastcnn.passes.analysis import single_consumer
+from fastcnn.passes.analysis import readers_index, single_consumer
 
 
 def _scalar(graph: Graph, name: str):
@@ -79,7 +79,7 @@ PATTERNS = [
 ]
 
 
-def _match(graph, producers, x, y, steps):
+def _match(graph, producers, readers, x, y, steps):
     """Nodes of the chain computing y from x (Mul's other operand), and collected parameters."""
     chain, params, value = [], {}, y
     for step in steps:
@@ -89,7 +89,7 @@ def _match(graph, producers, x, y, steps):
         got = step(graph, node)
         if got is None:
             return None
-        nxt = single_consumer(graph, value)
+        nxt = single_consumer(graph, value, readers)
         if nxt is None:
             return None
         chain.append(node)
@@ -101,6 +101,7 @@ def _match(graph, producers, x, y, steps):
 def fuse_swish(graph: Graph) -> Graph:
     g = graph.copy()
     producers = {o: n for n in g.nodes for o in n.outputs if o}
+    readers = readers_index(g)   # nodes are replaced only at the end
     removed, replaced = set(), {}
     for mul in g.nodes:
         if mul.op != "Mul" or len(mul.inputs) != 2 or id(mul) in removed:
@@ -110,7 +111,7 @@ def fuse_swish(graph: Graph) -> Graph:
                 continue
             hit = None
             for fused, steps in PATTERNS:
-                found = _match(g, producers, x, y, steps)
+                found = _match(g, producers, readers, x, y, steps)
                 if found is not None and not any(id(n) in removed for n in found[0]):
                     hit = fused, found
                     break

@@ -341,3 +341,24 @@ def test_fold_batchnorm_into_conv_transpose(group):
     opt = fold_batchnorm(g).check()
     assert [n.op for n in opt.nodes] == ["ConvTranspose"]
     assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
+
+
+def test_single_consumer_with_the_readers_index_answers_as_the_scan():
+    """A value read once by one node, twice by one node (Add(x, x)), by two nodes, by none, and
+    a graph output read by a node: the index lookup and the scan of all nodes agree, and the
+    answers are the expected ones (written out here)."""
+    from fastcnn.passes.analysis import readers_index, single_consumer
+    g = graph([("Relu", ["x"], ["a"], {}),
+               ("Add", ["a", "a"], ["b"], {}),        # a: read twice by one node
+               ("Relu", ["b"], ["c"], {}),
+               ("Sigmoid", ["b"], ["d"], {}),         # b: read by two nodes
+               ("Relu", ["c"], ["e"], {}),            # c: read once
+               ("Tanh", ["d"], ["f"], {})],           # d: read once, and a graph output
+              {"x": (1, 4)}, ["e", "f", "d"], {})
+    readers = readers_index(g)
+    want = {"x": "relu0", "a": None, "b": None, "c": "relu4", "d": None, "e": None, "f": None}
+    for value, name in want.items():
+        scanned = single_consumer(g, value)
+        indexed = single_consumer(g, value, readers)
+        assert scanned is indexed
+        assert (scanned.name if scanned is not None else None) == name, value
