@@ -49,11 +49,13 @@ cdef enum:
     POOL_PAIRS = 3      # with a pool: conv row pairs per chunk (6 rows: whole 6-pixel tiles)
 
 
-def pack_tile_weights(w):
+def pack_tile_weights(w, scale=None):
     """w (c_out, c_in, k_h, k_w) -> (ceil(c_out/16), K, 16): W^T in 16-channel panels, the
-    channels past c_out zero (gemm.pack_bt_panels of the (c_out, K) matrix)."""
+    channels past c_out zero (gemm.pack_bt_panels of the (c_out, K) matrix; the blocked
+    pointwise step reads the same layout). w may view a model file at any byte offset; scale:
+    None or (c_out,) float64, a folded BatchNormalization's, applied as the weights are packed."""
     w = np.ascontiguousarray(w, np.float32)
-    return pack_bt_panels(w.reshape(w.shape[0], -1))
+    return pack_bt_panels(w.reshape(w.shape[0], -1), scale)
 
 
 cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp) noexcept nogil:

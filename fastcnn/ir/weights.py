@@ -3,9 +3,10 @@
 A Conv's `weight_scale` attribute (one value per output channel, from passes/batchnorm.py) says
 its weights are W * weight_scale[c]: the graph keeps W as it was read (for an .onnx file, the
 file's own bytes, mapped) and the scaled weights are made where they are packed, a layer at a
-time, and dropped once packed; packers into 16-channel panels (gemm.pack_bt_panels: 1x1 and
-tile convs) apply the scale as they pack, with the same rounding, and make no scaled copy. Scaling every layer at once in the pass held a second copy of
-all the weights beside the packed ones (ResNet-18: 45 MiB of 200 at its peak).
+time, and dropped once packed; the packer into 16-channel panels (conv_tile.pack_tile_weights:
+1x1 and tile convs) applies the scale as it packs, with the same rounding, and makes no scaled
+copy. Scaling every layer at once in the pass held a second copy of all the weights beside the
+packed ones (ResNet-18: 45 MiB of 200 at its peak).
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from fastcnn._kernels import conv as conv_kernels
 from fastcnn._kernels import blocked, conv_dw, conv_gemm, conv_tile, conv_vec, winograd
-from fastcnn._kernels.gemm import k_block, pack_bt_panels
+from fastcnn._kernels.gemm import k_block
 from fastcnn.ir.geometry import window_geometry
 from fastcnn.ir.weights import conv_weights
 from fastcnn.runtime.k_dense import scratch_slots
@@ -498,8 +498,8 @@ class _ConvWeights:
     w4():          for packing: a new array each call where the weights are scaled (or the
                    graph's are not aligned), dropped once packed (the packed copy is cached),
                    so no second copy of the weights stays beside the packed one.
-    w4.panels():   W^T in 16-channel panels (gemm.pack_bt_panels of the (c_out, K) matrix),
-                   scaled as they are packed, from the weights as the graph holds them.
+    w4.panels():   W^T in 16-channel panels (conv_tile.pack_tile_weights), scaled as they
+                   are packed, from the weights as the graph holds them.
     w4.kept():     for steps that read the weights at run time: one array per model.
     w4.unscaled(): (weights as the graph holds them, scale (c_out,) float64 or None); the
                    weights may view an .onnx file at any byte offset (importers/onnx.py):
@@ -523,7 +523,7 @@ class _ConvWeights:
         # the weights are read in place (bytewise) and scaled while packed: neither an aligned
         # nor a scaled copy of them is made (MobileNetV2's 1x1 convs: 8.5 MB less to write)
         w, scale = self.unscaled()
-        return pack_bt_panels(w.reshape(w.shape[0], -1), scale)
+        return conv_tile.pack_tile_weights(w, scale)
 
     def kept(self):
         return self._p.cached("w4", self)
