@@ -76,9 +76,12 @@ def test_pack_bt_panels_scales_as_it_packs(offset, n, k):
     assert got.shape == (-(-n // 16), k, 16) and got.flags.c_contiguous
     assert np.array_equal(got, _numpy_panels(want), equal_nan=True)
     assert np.array_equal(pack_bt_panels(src), _numpy_panels(w), equal_nan=True)
-    # the conv path: the panels of conv_weights' scaled array are the same bits
+    # the conv path: the panels of conv_weights' scaled array are the same bits, and the conv
+    # packer the planner calls (conv_tile.pack_tile_weights) passes the scale through
     assert np.array_equal(got, pack_bt_panels(conv_weights(src.reshape(n, k, 1, 1), list(s)).reshape(n, k)),
                           equal_nan=True)
+    from fastcnn._kernels.conv_tile import pack_tile_weights
+    assert np.array_equal(pack_tile_weights(src.reshape(n, k, 1, 1), s), got, equal_nan=True)
 
 
 def test_pack_bt_panels_refuses_a_wrong_scale():
