@@ -109,7 +109,6 @@ def test_scaled_weights_stay_only_where_a_step_reads_them():
     no scaled copy beside the packed one; a step that reads weights while it runs (a depthwise
     conv's) keeps one, the scaled weights. Outputs as without the passes, batch 1 and 4."""
     from fastcnn._kernels import conv as direct, conv_dw, conv_vec
-    from fastcnn.ir.weights import conv_weights
     from fastcnn.runtime.plan import graph_nodes
     rng = np.random.default_rng(12)
 
@@ -144,7 +143,12 @@ def test_scaled_weights_stay_only_where_a_step_reads_them():
         kept = {key[0] for key in model._cache if key[-1] == "w4"}
         assert kept == readers & set(convs)
         for name in kept:
-            nd = convs[name]
-            want = conv_weights(model.graph.initializers[nd.inputs[1]], nd.attrs["weight_scale"])
+            # numpy in the test: the weights as given times gamma / sqrt(var + eps) of the
+            # conv's BatchNormalization, float64 products rounded once
+            w_name, bn_name = {"conv0": ("w1", "a"), "conv3": ("wd", "d"), "conv5": ("w3", "p")}[name]
+            w = inits[w_name].astype(np.float64)
+            s = inits[f"{bn_name}_g"].astype(np.float64) / np.sqrt(inits[f"{bn_name}_v"].astype(np.float64) + 1e-5)
+            want = (w * s[:, None, None, None]).astype(np.float32)
             assert np.array_equal(model._cache[(name, "w4")], want)
+        assert kept, "the depthwise conv's step reads its weights while it runs"
         assert set(convs) - kept   # the 3x3 and the 1x1 conv pack theirs
