@@ -40,10 +40,11 @@ def prepare_gemm(p):
         # panels from W as stored: B^T (n, k) with transB (PyTorch's Linear), else B (k, n)
         alpha32 = np.float32(alpha)
         if a["transB"]:
-            # read in place, at any byte offset (a classifier's weights viewing an .onnx file:
-            # MobileNetV2's 5 MB, not copied to align them first); alpha applied as they are
-            # packed: the float32 alpha times a float32 weight is exact in float64, so rounding
-            # it once gives the bits of the float32 product w * alpha32
+            # read as the graph holds them (bytewise: any byte offset) with alpha applied as
+            # they are packed, so no scaled temporary is made: the float32 alpha times a
+            # float32 weight is exact in float64, so rounding it once gives the bits of the
+            # float32 product w * alpha32. (A Gemm's weights at an odd offset in an .onnx
+            # file were already copied at import: importers/onnx._copy_misaligned.)
             return gemm_kernels.pack_bt_panels(p.const(1), None if alpha == 1.0 else np.full(n, alpha32))
         w = p.const_f32(1)
         return gemm_kernels.pack_b_panels(w * alpha32 if alpha != 1.0 else w)
