@@ -679,17 +679,24 @@ def _check_text(model, where: str) -> None:
 def _copy_misaligned(ctx) -> None:
     """Arrays viewing the file at an offset that is not a multiple of their item size (protobuf
     puts raw_data at any byte) become aligned copies, as C code may assume alignment when it
-    reads them; except Conv weights (input 1 of Conv nodes only): those reach C code only
-    through k_conv's _ConvWeights, which scales or copies them into aligned arrays for packing,
-    and the Winograd step's recompute, which reads them bytewise. So the weights of a CNN stay
-    in the file (no copy beside their packed form) while the rest is safe for any kernel."""
-    conv_weights = {n.inputs[1] for n in ctx.nodes if n.op == "Conv" and len(n.inputs) > 1}
-    other_use = {x for n in ctx.nodes for i, x in enumerate(n.inputs) if not (n.op == "Conv" and i == 1)}
+    reads them; except the weights of Conv and Gemm nodes (their input 1, read by no other
+    input): those reach C code only through packers that read them bytewise (k_conv's
+    _ConvWeights, the Gemm's pack_bt_panels with transB) or through aligned copies
+    (PrepareContext.const_f32, conv_weights), and the Winograd step's recompute reads Conv
+    weights bytewise. So the weights of a CNN and of its classifier stay in the file (no copy
+    beside their packed form) while the rest is safe for any kernel."""
+    weights = {n.inputs[1] for n in ctx.nodes if n.op in WEIGHTS_READ_BYTEWISE and len(n.inputs) > 1}
+    other_use = {x for n in ctx.nodes for i, x in enumerate(n.inputs)
+                 if not (n.op in WEIGHTS_READ_BYTEWISE and i == 1)}
     for name, arr in ctx.initializers.items():
-        if not arr.flags.aligned and (name in other_use or name not in conv_weights):
+        if not arr.flags.aligned and (name in other_use or name not in weights):
             copy = np.array(arr)   # a new, aligned array
             copy.setflags(write=False)
             ctx.initializers[name] = copy
+
+
+# ops whose input 1 (weights) may stay at any byte offset (_copy_misaligned)
+WEIGHTS_READ_BYTEWISE = ("Conv", "Gemm")
 
 
 def import_model(model, where: str = "model", raw_data=None) -> Graph:

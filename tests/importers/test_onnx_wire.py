@@ -146,8 +146,8 @@ def _write(tmp_path, name, data: bytes) -> str:
 
 def test_import_file_views_each_weight_in_the_file(tmp_path):
     """raw_data weights are read-only arrays viewing the mapped file (nothing copied, as from a
-    .fcnn file) where they start at a multiple of their item size, or are Conv weights; others
-    are aligned copies; a tensor in float_data is an array of its own. The values equal
+    .fcnn file) where they start at a multiple of their item size, or are Conv or Gemm weights;
+    others are aligned copies; a tensor in float_data is an array of its own. The values equal
     protobuf's parse, after the file's pages are released, and after the file is deleted."""
     import mmap
     model = _model(np.random.default_rng(4))
@@ -170,14 +170,13 @@ def test_import_file_views_each_weight_in_the_file(tmp_path):
             base = base.base if isinstance(base, np.ndarray) else base.obj   # array, memoryview
         return isinstance(base, mmap.mmap)
 
-    # the conv weight stays in the file wherever protobuf put it; any other array viewing the
-    # file is aligned to its item size (a misaligned one is copied: C code reads it)
-    assert views_file(got.initializers["w"])
+    # the Conv and Gemm weights stay in the file wherever protobuf put them; any other array
+    # viewing the file is aligned to its item size (a misaligned one is copied: C code reads it)
+    assert views_file(got.initializers["w"]) and views_file(got.initializers["g"])
     misaligned = [k for k, v in got.initializers.items() if not v.flags.aligned]
-    assert set(misaligned) <= {"w"}
-    copied = [k for k in ("g", "shape") if not views_file(got.initializers[k])]
-    assert all(got.initializers[k].flags.aligned for k in copied)
-    assert copied, "expected one of the test's tensors at a misaligned offset"
+    assert set(misaligned) <= {"w", "g"}
+    assert not views_file(got.initializers["shape"]), "expected the shape at a misaligned offset"
+    assert got.initializers["shape"].flags.aligned
     assert got.initializers["b"].flags.owndata          # float_data: decoded into its own array
     mapped.release_pages()
     check()
@@ -276,3 +275,46 @@ def test_conv_weights_at_a_misaligned_offset_run_in_every_conv_kernel(tmp_path, 
             assert np.array_equal(np.isnan(got), np.isnan(want))
             ok = np.isfinite(want)
             assert np.abs(got[ok] - want[ok]).max() <= 1e-4 + 1e-3 * np.abs(want[ok]).max()
+
+
+@pytest.mark.parametrize("trans_b,alpha", [(1, 1.0), (1, 0.75), (0, 1.0), (0, 0.75)])
+def test_gemm_weights_at_a_misaligned_offset_stay_in_the_file_and_run(tmp_path, trans_b, alpha):
+    """A Gemm's weights that protobuf placed at an odd byte offset stay a view of the file (no
+    aligned copy at import): with transB they are packed bytewise, without it from an aligned
+    copy. Outputs match numpy's alpha * x @ B' + C for batch 1 and 3 on 1 and 2 threads; the
+    weights also reach fine-tuning, whose head starts from the same layer."""
+    import mmap
+    rng = np.random.default_rng(12)
+    k, n = 37, 21
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    c = rng.standard_normal(n).astype(np.float32)
+    for pad in range(8):   # a name one byte longer moves the weights one byte
+        name = "b" + "x" * pad
+        node = helper.make_node("Gemm", ["x", name, "c"], ["y"], transB=trans_b, alpha=alpha)
+        graph = helper.make_graph([node], "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+                                  [numpy_helper.from_array(b, name), numpy_helper.from_array(c, "c")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        path = _write(tmp_path, f"m{pad}.onnx", model.SerializeToString())
+        g, mapped = onnx_importer.import_file_mapped(path)
+        if g.initializers[name].ctypes.data % 4:
+            break
+        mapped.close()
+    else:
+        pytest.fail("no name length put the weights at a misaligned offset")
+    base = g.initializers[name]
+    while isinstance(base, (np.ndarray, memoryview)):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    assert isinstance(base, mmap.mmap)      # not copied
+    from fastcnn.finetune.head import find_head
+    head = find_head(g).layers[-1]          # the training layout (k, n), an aligned array
+    assert head.weight.flags.aligned and head.weight.shape == (k, n)
+    assert np.array_equal(head.weight, (b.T if trans_b else b) * np.float32(alpha))
+    mapped.close()
+    want_b = (b.T if trans_b else b).astype(np.float64)
+    for rows in (1, 3):
+        x = rng.standard_normal((rows, k)).astype(np.float32)
+        want = alpha * (x.astype(np.float64) @ want_b) + c
+        for threads in (1, 2):
+            got = fastcnn.load(path, num_threads=threads).run(None, {"x": x})[0]
+            assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
