@@ -228,6 +228,19 @@ def test_weights_in_an_external_file_load_as_inline_ones(tmp_path):
         fastcnn.load(str(ext_dir / "m.onnx"))
 
 
+def _with_misaligned_weights(tmp_path, prefix, make):
+    """(path, graph, name): the model make(name) written with the weights `name` at an odd
+    byte offset in the file (a name one byte longer moves them one byte), and imported."""
+    for pad in range(8):
+        name = prefix + "x" * pad
+        path = _write(tmp_path, f"m{pad}.onnx", make(name).SerializeToString())
+        g, mapped = onnx_importer.import_file_mapped(path)
+        mapped.close()      # the arrays keep the mapping
+        if g.initializers[name].ctypes.data % 4:
+            return path, g, name
+    pytest.fail("no name length put the weights at a misaligned offset")
+
+
 @pytest.mark.parametrize("with_bn", [False, True])
 def test_conv_weights_at_a_misaligned_offset_run_in_every_conv_kernel(tmp_path, with_bn):
     """A Conv's weights that protobuf placed at an odd byte offset stay a view of the file: the
@@ -239,8 +252,8 @@ def test_conv_weights_at_a_misaligned_offset_run_in_every_conv_kernel(tmp_path, 
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     gamma, beta = rng.uniform(0.5, 2, 16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
     mean, var = rng.standard_normal(16).astype(np.float32), rng.uniform(0.2, 2, 16).astype(np.float32)
-    for pad in range(8):   # a name one byte longer moves the weights one byte
-        name = "w" + "x" * pad
+
+    def make(name):
         nodes = [helper.make_node("Conv", ["x", name], ["c"], pads=[1, 1, 1, 1])]
         inits = [numpy_helper.from_array(w, name)]
         if with_bn:
@@ -251,15 +264,9 @@ def test_conv_weights_at_a_misaligned_offset_run_in_every_conv_kernel(tmp_path, 
             nodes.append(helper.make_node("Identity", ["c"], ["y"]))
         graph = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 16, 12, 12])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        path = _write(tmp_path, f"m{pad}.onnx", model.SerializeToString())
-        g, mapped = onnx_importer.import_file_mapped(path)
-        if g.initializers[name].ctypes.data % 4:
-            break
-        mapped.close()
-    else:
-        pytest.fail("no name length put the weights at a misaligned offset")
-    mapped.close()
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    path, _, _ = _with_misaligned_weights(tmp_path, "w", make)
     for n in (1, 4):
         x = rng.standard_normal((n, 16, 12, 12)).astype(np.float32)
         x[n - 1, 3, 5, 7] = np.nan
@@ -288,20 +295,14 @@ def test_gemm_weights_at_a_misaligned_offset_stay_in_the_file_and_run(tmp_path, 
     k, n = 37, 21
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
     c = rng.standard_normal(n).astype(np.float32)
-    for pad in range(8):   # a name one byte longer moves the weights one byte
-        name = "b" + "x" * pad
+    def make(name):
         node = helper.make_node("Gemm", ["x", name, "c"], ["y"], transB=trans_b, alpha=alpha)
         graph = helper.make_graph([node], "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
                                   [numpy_helper.from_array(b, name), numpy_helper.from_array(c, "c")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        path = _write(tmp_path, f"m{pad}.onnx", model.SerializeToString())
-        g, mapped = onnx_importer.import_file_mapped(path)
-        if g.initializers[name].ctypes.data % 4:
-            break
-        mapped.close()
-    else:
-        pytest.fail("no name length put the weights at a misaligned offset")
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    path, g, name = _with_misaligned_weights(tmp_path, "b", make)
     base = g.initializers[name]
     while isinstance(base, (np.ndarray, memoryview)):
         base = base.base if isinstance(base, np.ndarray) else base.obj
@@ -310,7 +311,6 @@ def test_gemm_weights_at_a_misaligned_offset_stay_in_the_file_and_run(tmp_path, 
     head = find_head(g).layers[-1]          # the training layout (k, n), an aligned array
     assert head.weight.flags.aligned and head.weight.shape == (k, n)
     assert np.array_equal(head.weight, (b.T if trans_b else b) * np.float32(alpha))
-    mapped.close()
     want_b = (b.T if trans_b else b).astype(np.float64)
     for rows in (1, 3):
         x = rng.standard_normal((rows, k)).astype(np.float32)
