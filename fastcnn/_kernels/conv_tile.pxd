@@ -14,6 +14,7 @@ cdef class ConvTileStep(Step):
     cdef ConvGeom g
     cdef Py_ssize_t K, panels, hp, wp, hw, tiles, slot_size, slots
     cdef bint padded, panel_outer, blocked_out
+    cdef readonly bint channels_last
     cdef readonly bint stream
     cdef readonly bint pool
     cdef readonly bint rows_only

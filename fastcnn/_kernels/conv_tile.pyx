@@ -10,6 +10,10 @@ strided convs (ResNet-18's stride-2 3x3 and 1x1 convs), up to K = 4608.
     tile:   acc[u, 0:16] = bias[j0:j0+16] + sum_k x_pad[base[p0+u] + off[k]] * wt[k, j0:j0+16]
             for u < 6 (pixels p0..p0+5), the K terms in order
 
+    channels-last (a padded image of 8 channels or more, `tile_channels_last`): the copy is
+    (hp, wp, c_in), base[p] as above times c_in, off[k] = (kh*dil_h*wp + kw*dil_w)*c_in + ci
+    for k = (kh*k_w + kw)*c_in + ci, and the weights are packed in that order of K.
+
 Each K step is two weight loads, six broadcasts of input values and twelve FMAs, as in the GEMM
 micro-kernel. A last panel of at most 8 channels (LeNet's 6, a 24-channel layer's second panel)
 runs 12-pixel x 8-channel tiles instead: one weight load, twelve broadcasts, twelve FMAs.
@@ -47,15 +51,36 @@ cdef enum:
     MIN_RANGE_TILES = 8    # tiles in a task's range at least, when one image is split
     PANEL_OUTER_BYTES = 131072   # weights beyond this: panel-outer loop
     POOL_PAIRS = 3      # with a pool: conv row pairs per chunk (6 rows: whole 6-pixel tiles)
+    CHANNELS_LAST_MIN = 8   # input channels at least for a channels-last copy
 
 
-def pack_tile_weights(w, scale=None):
+def pack_tile_weights(w, scale=None, bint channels_last=False):
     """w (c_out, c_in, k_h, k_w) -> (ceil(c_out/16), K, 16): W^T in 16-channel panels, the
     channels past c_out zero (gemm.pack_bt_panels of the (c_out, K) matrix; the blocked
-    pointwise step reads the same layout). w may view a model file at any byte offset; scale:
-    None or (c_out,) float64, a folded BatchNormalization's, applied as the weights are packed."""
+    pointwise step reads the same layout), K in the order (ci, kh, kw), or (kh, kw, ci) for a
+    step that reads a channels-last copy (`tile_channels_last`). w may view a model file at
+    any byte offset; scale: None or (c_out,) float64, a folded BatchNormalization's, applied
+    as the weights are packed."""
+    if channels_last:
+        w = np.asarray(w).transpose(0, 2, 3, 1)
     w = np.ascontiguousarray(w, np.float32)
     return pack_bt_panels(w.reshape(w.shape[0], -1), scale)
+
+
+def tile_channels_last(x_shape, w_shape, out_shape, strides, pads, dilations):
+    """Whether ConvTileStep should copy the image channels-last, (hp, wp, c_in), rather than
+    as planes: when it copies the image anyway (the conv reads padding) and a tap's channels
+    fill a vector (c_in >= 8). A 6-pixel tile then reads each window row as one run of
+    k_w * c_in floats in the order of K, which the prefetchers follow; as planes it reads a
+    few floats from each of c_in * k_h rows. ResNet-18's stride-2 3x3 convs at batch 1, in
+    the model (bench/profile_model.py, two alternations): 8-16% faster each on 1 thread, 4-8%
+    on 2. Unpadded convs read the image in place (a 1x1 stride-2 conv copied channels-last
+    was slower: 34 -> 25 GFLOP/s), the 3-channel stems have runs of 3 floats."""
+    cdef ConvGeom g = make_geom(tuple(x_shape), tuple(w_shape), tuple(out_shape), strides, pads,
+                                dilations, 1, 0, 0.0, 0.0, False, False)
+    cdef Py_ssize_t hp, wp
+    padded_extent(&g, &hp, &wp)
+    return (hp != g.h_in or wp != g.w_in) and g.c_in >= CHANNELS_LAST_MIN
 
 
 cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp) noexcept nogil:
@@ -216,9 +241,11 @@ cdef inline void tile_step(ConvTileStep self, const float *src, float *t, float 
 
 cdef class ConvTileStep(Step):
     """Direct group-1 conv in 6x16 register tiles (module docstring). x (n, c_in, h_in, w_in);
-    wt: `pack_tile_weights(w)` (ceil(c_out/16), K, 16); bias (c_out,) or None; residual like out
-    or None; out (n, c_out, h_out, w_out), NCHW, or NCHW8c when blocked_out (c_out % 8 == 0,
-    no residual); work: at least slots * `tile_scratch(...)` floats (None when that is 0).
+    wt: `pack_tile_weights(w, scale, channels_last)` (ceil(c_out/16), K, 16); bias (c_out,) or
+    None; residual like out or None; out (n, c_out, h_out, w_out), NCHW, or NCHW8c when
+    blocked_out (c_out % 8 == 0, no residual); work: at least slots * `tile_scratch(...)`
+    floats (None when that is 0). channels_last: the padded copy is (hp, wp, c_in) and wt's K
+    in the order (kh, kw, ci) (only for a conv that reads padding; `tile_channels_last`).
     stream: non-temporal stores for a blocked output (ignored unless out is 32-byte aligned;
     the `stream` attribute tells whether it is on).
 
@@ -244,8 +271,8 @@ cdef class ConvTileStep(Step):
                  float[:, :, :, ::1] out, strides, pads, dilations, Py_ssize_t k_h,
                  Py_ssize_t k_w, int act=0, float alpha=0.0, float beta=0.0,
                  float[::1] work=None, Py_ssize_t slots=1, bint blocked_out=False,
-                 bint stream=False, pool_hw=None, rows_of=None):
-        cdef Py_ssize_t c_out, oh, ow, ci, kh, kw
+                 bint stream=False, pool_hw=None, rows_of=None, bint channels_last=False):
+        cdef Py_ssize_t c_out, oh, ow, ci, kh, kw, c_in = x.shape[1]
         self.rows_only = out is None
         if self.rows_only:
             if (rows_of is None or len(rows_of) != 4 or rows_of[1] % TC or residual is not None
@@ -294,20 +321,30 @@ cdef class ConvTileStep(Step):
         self.panel_outer = self.K * self.panels * TC * 4 > PANEL_OUTER_BYTES
         self.fin = finish_kind(act, alpha, beta)
         self.padded = self.hp != self.g.h_in or self.wp != self.g.w_in
+        if channels_last and not self.padded:
+            raise ValueError("ConvTileStep: a channels-last copy is made only of a padded image")
+        self.channels_last = channels_last
+        c_step = c_in if channels_last else 1     # floats from one pixel to the next
         self.hw = self.g.h_out * self.g.w_out
         self.tiles = (self.hw + TP - 1) // TP
-        # base[pixel]: where its window starts in the padded image; off[(ci, kh, kw)]: each
-        # tap's offset from there (plain loops: numpy's meshgrid cost ~80 us per step at load)
+        # base[pixel]: where its window starts in the padded image; off[k]: each tap's offset
+        # from there, k = (ci, kh, kw), or (kh, kw, ci) channels-last (plain loops: numpy's
+        # meshgrid cost ~80 us per step at load)
         self.base = np.empty(self.hw, np.intp)
         self.off = np.empty(self.K, np.intp)
         for oh in range(self.g.h_out):
             for ow in range(self.g.w_out):
-                self.base[oh * self.g.w_out + ow] = oh * self.g.stride_h * self.wp + ow * self.g.stride_w
+                self.base[oh * self.g.w_out + ow] = (oh * self.g.stride_h * self.wp
+                                                     + ow * self.g.stride_w) * c_step
         for ci in range(self.g.c_in):
             for kh in range(k_h):
                 for kw in range(k_w):
-                    self.off[(ci * k_h + kh) * k_w + kw] = ((ci * self.hp + kh * self.g.dil_h) * self.wp
-                                                            + kw * self.g.dil_w)
+                    if channels_last:
+                        self.off[(kh * k_w + kw) * c_in + ci] = ((kh * self.g.dil_h * self.wp
+                                                                  + kw * self.g.dil_w) * c_in + ci)
+                    else:
+                        self.off[(ci * k_h + kh) * k_w + kw] = ((ci * self.hp + kh * self.g.dil_h) * self.wp
+                                                                + kw * self.g.dil_w)
         self.pad_size = whole_lines(self.g.c_in * self.hp * self.wp) if self.padded else 0
         self.slot_size = self.pad_size + (whole_lines(2 * POOL_PAIRS * self.g.w_out * TC)
                                           if self.pool else 0)
@@ -321,17 +358,46 @@ cdef class ConvTileStep(Step):
 
     cdef void pad_image(self, Py_ssize_t img, float *xp, Py_ssize_t pr0,
                         Py_ssize_t pr1) noexcept nogil:
-        """Rows [pr0, pr1) of xp (c_in, hp, wp) = image img of x at (pad_top, pad_left), zeros
-        around it (a task splitting one image pads only the rows its tiles read: at batch 1
-        on 2 threads every task copied the whole image, and the stem ran slower than on 1)."""
+        """Rows [pr0, pr1) of xp (c_in, hp, wp), or (hp, wp, c_in) channels-last, = image img
+        of x at (pad_top, pad_left), zeros around it (a task splitting one image pads only the
+        rows its tiles read: at batch 1 on 2 threads every task copied the whole image, and
+        the stem ran slower than on 1)."""
         cdef ConvGeom *g = &self.g
         cdef Py_ssize_t ci, r, c, wp = self.wp, right = wp - g.pad_left - g.w_in
-        cdef Py_ssize_t z0, z1, r0, r1
+        cdef Py_ssize_t z0, z1, r0, r1, c_in = g.c_in, plane = g.h_in * g.w_in
         cdef float *d
         cdef const float *xs
         # padded rows [pr0, pr1): zero rows above the image, image rows, zero rows below
         r0 = max(pr0, g.pad_top)
         r1 = min(pr1, g.pad_top + g.h_in)
+        if self.channels_last:
+            z1 = min(pr1, g.pad_top)
+            if z1 > pr0:
+                vf8_zero_fill(xp + pr0 * wp * c_in, (z1 - pr0) * wp * c_in)
+            z0 = max(pr0, g.pad_top + g.h_in)
+            if pr1 > z0:
+                vf8_zero_fill(xp + z0 * wp * c_in, (pr1 - z0) * wp * c_in)
+            for r in range(r0, r1):
+                # row r: pixels of c_in floats; 8 channels x 8 pixels transposed at a time
+                d = xp + r * wp * c_in
+                vf8_zero_fill(d, g.pad_left * c_in)
+                vf8_zero_fill(d + (g.pad_left + g.w_in) * c_in, right * c_in)
+                d = d + g.pad_left * c_in
+                xs = &self.x[img, 0, r - g.pad_top, 0]
+                z0 = 0
+                while z0 + 8 <= c_in:
+                    c = 0
+                    while c + 8 <= g.w_in:
+                        vf8_transpose8(xs + z0 * plane + c, plane, d + c * c_in + z0, c_in)
+                        c = c + 8
+                    for c in range(c, g.w_in):
+                        for z1 in range(8):
+                            d[c * c_in + z0 + z1] = xs[(z0 + z1) * plane + c]
+                    z0 = z0 + 8
+                for ci in range(z0, c_in):
+                    for c in range(g.w_in):
+                        d[c * c_in + ci] = xs[ci * plane + c]
+            return
         for ci in range(g.c_in):
             d = xp + ci * self.hp * wp
             z1 = min(pr1, g.pad_top)
@@ -571,8 +637,10 @@ def conv2d_tile(x, w, bias, out, strides=(1, 1), pads=(0, 0), dilations=(1, 1), 
     padded copy must write every float it reads."""
     slots = max(1, num_threads)
     size = tile_scratch(x.shape, w.shape, out.shape, strides, pads, dilations)
-    s = ConvTileStep(x, pack_tile_weights(w), bias, residual, out, strides, pads, dilations,
-                     w.shape[2], w.shape[3], act, alpha, beta,
-                     np.full(size * slots, np.nan, np.float32) if size else None, slots)
+    cl = tile_channels_last(x.shape, w.shape, out.shape, strides, pads, dilations)
+    s = ConvTileStep(x, pack_tile_weights(w, None, cl), bias, residual, out, strides, pads,
+                     dilations, w.shape[2], w.shape[3], act, alpha, beta,
+                     np.full(size * slots, np.nan, np.float32) if size else None, slots,
+                     channels_last=cl)
     s.num_threads = num_threads
     s()

@@ -282,10 +282,11 @@ def _bind_tile(p, cp, w4, bias, blocked_out=False, pool=False, rows=False):
     into the NCHW output of a 2x2 stride-2 max pool of its output (ConvPoolNode), or (rows)
     as the row producer of a DepthwiseProjectNode's stem (no output, no scratch of its own:
     the size returned is then the padded image's floats per thread, which its user holds)."""
-    wt = p.cached("tile_panels", w4.panels)
+    geom = (cp["x4"], cp["w4"], cp["y4"], cp["strides"], cp["pads"][:2], cp["dilations"])
+    channels_last = conv_tile.tile_channels_last(*geom)
+    wt = p.cached(("tile_panels", channels_last), lambda: w4.panels(channels_last))
     slots = 1 if rows else scratch_slots(p)
-    size = slots * conv_tile.tile_scratch(cp["x4"], cp["w4"], cp["y4"], cp["strides"],
-                                          cp["pads"][:2], cp["dilations"], pool)
+    size = slots * conv_tile.tile_scratch(*geom, pool)
     k_h, k_w = cp["kernel"]
     stream = blocked_out and _stream_output(cp)
     pool_hw = cp["y4"][2:] if pool else None
@@ -294,11 +295,12 @@ def _bind_tile(p, cp, w4, bias, blocked_out=False, pool=False, rows=False):
         if rows:
             return conv_tile.ConvTileStep(x, wt, bias, None, None, cp["strides"], cp["pads"][:2],
                                           cp["dilations"], k_h, k_w, cp["act"], cp["alpha"],
-                                          cp["beta"], rows_of=cp["y4"])
+                                          cp["beta"], rows_of=cp["y4"],
+                                          channels_last=channels_last)
         return conv_tile.ConvTileStep(x, wt, bias, res, y, cp["strides"], cp["pads"][:2],
                                       cp["dilations"], k_h, k_w, cp["act"], cp["alpha"],
                                       cp["beta"], scratch[:size] if size else None, slots,
-                                      blocked_out, stream, pool_hw)
+                                      blocked_out, stream, pool_hw, channels_last=channels_last)
     return bind, size
 
 
@@ -498,8 +500,9 @@ class _ConvWeights:
     w4():          for packing: a new array each call where the weights are scaled (or the
                    graph's are not aligned), dropped once packed (the packed copy is cached),
                    so no second copy of the weights stays beside the packed one.
-    w4.panels():   W^T in 16-channel panels (conv_tile.pack_tile_weights), scaled as they
-                   are packed, from the weights as the graph holds them.
+    w4.panels(channels_last=False): W^T in 16-channel panels (conv_tile.pack_tile_weights),
+                   scaled as they are packed, from the weights as the graph holds them; K in
+                   the order (kh, kw, ci) for a channels-last tile step.
     w4.kept():     for steps that read the weights at run time: one array per model.
     w4.unscaled(): (weights as the graph holds them, scale (c_out,) float64 or None); the
                    weights may view an .onnx file at any byte offset (importers/onnx.py):
@@ -519,11 +522,12 @@ class _ConvWeights:
         w, scale = self.unscaled()
         return np.require(w, requirements=("C", "A")) if scale is None else conv_weights(w, scale)
 
-    def panels(self):
+    def panels(self, channels_last=False):
         # the weights are read in place (bytewise) and scaled while packed: neither an aligned
-        # nor a scaled copy of them is made (MobileNetV2's 1x1 convs: 8.5 MB less to write)
+        # nor a scaled copy of them is made (MobileNetV2's 1x1 convs: 8.5 MB less to write;
+        # reordered for a channels-last tile step, they are copied once in that order)
         w, scale = self.unscaled()
-        return conv_tile.pack_tile_weights(w, scale)
+        return conv_tile.pack_tile_weights(w, scale, channels_last)
 
     def kept(self):
         return self._p.cached("w4", self)

@@ -102,6 +102,7 @@ CASES = [
     Case(1, 64, 17, 23, 40, (3, 3), pads=(1, 1, 1, 1)),                 # Winograd-sized
     Case(2, 5, 12, 31, 6, (3, 3), pads=(3, 0, 2, 5)),                   # pads beyond the 3x3
     Case(1, 3, 30, 30, 16, (7, 7), (2, 2), (3, 3, 3, 3)),               # ResNet stem shape
+    Case(2, 16, 9, 13, 20, (2, 3), (3, 2), (4, 5, 3, 4), (2, 1)),       # 16 channels, pad > kernel
     Case(1, 4, 6, 5, 8, (3, 3), (1, 1), (0, 0, 0, 0), (2, 2)),          # dilation
     Case(2, 8, 20, 45, 8, (3, 3), pads=(1, 1, 1, 1), group=8),          # depthwise s1, wide rows
     Case(1, 3, 9, 62, 3, (3, 3), pads=(1, 0, 1, 0), group=3),           # rows of 32 + 28 outputs
@@ -356,6 +357,86 @@ def test_tile_ranges_of_one_image_on_two_threads():
     assert_close(first, np.maximum(case.reference(x, wt, b, res), 0))
     for _ in range(20):
         assert np.array_equal(run_algorithm("tile", case, x, wt, b, res, "Relu", threads=2), first)
+
+
+# padded convs of 8 channels or more: the tile step copies the image channels-last
+CHANNELS_LAST_CASES = [
+    Case(1, 64, 28, 28, 128, (3, 3), (2, 2), (1, 1, 1, 1)),          # ResNet's stride 2
+    Case(2, 13, 11, 9, 21, (3, 3), pads=(0, 2, 1, 0)),              # 8 + 5 channels, 16 + 5 out
+    Case(1, 16, 9, 13, 24, (2, 3), (3, 2), (4, 5, 3, 4), (2, 1)),   # pads, stride > kernel, dilation
+    Case(3, 9, 25, 19, 10, (5, 5), (2, 2), (2, 2, 2, 2)),           # 9 channels, batch 3
+    Case(1, 8, 1, 17, 16, (1, 3), pads=(0, 1, 0, 1)),               # one row
+    Case(2, 8, 10, 12, 16, (3, 3), (1, 1), (2, 2, 2, 2), (1, 2)),   # dilated along w
+]
+
+
+def _tile_step_run(case, x, wt, b, res, channels_last, threads, blocked=False):
+    """ConvTileStep with ReLU into a NaN-filled output, its scratch NaN-filled too (in a plan
+    it holds other steps' data); returns the output, NCHW (a blocked one is reordered)."""
+    out = np.full(case.out_shape, np.nan, np.float32)
+    slots = max(1, threads)
+    size = conv_tile.tile_scratch(x.shape, wt.shape, out.shape, case.strides, case.pads[:2],
+                                  case.dilations)
+    step = conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(wt, None, channels_last), b,
+                                  None if blocked else res, out, case.strides, case.pads[:2],
+                                  case.dilations, case.k[0], case.k[1], ACT_CODES["Relu"], 0.0,
+                                  0.0, np.full(size * slots, np.nan, np.float32), slots,
+                                  blocked, channels_last=channels_last)
+    assert step.channels_last == channels_last
+    step.num_threads = threads
+    step()
+    if blocked:   # (n, c/8, h, w, 8) -> (n, c, h, w)
+        n, c, h, w = out.shape
+        out = out.reshape(n, c // 8, h, w, 8).transpose(0, 1, 4, 2, 3).reshape(n, c, h, w)
+    return out
+
+
+@pytest.mark.parametrize("case", CHANNELS_LAST_CASES, ids=repr)
+def test_tile_channels_last_matches_reference(case, threads):
+    """The channels-last copy (K in the order kh, kw, ci) gives the numpy conv, with a residual
+    and into a blocked output, as the planes do; the planner's rule picks it for these convs."""
+    x, wt, b, res = case.data(seed=zlib.crc32(repr(case).encode()), residual=True)
+    assert conv_tile.tile_channels_last(x.shape, wt.shape, case.out_shape, case.strides,
+                                        case.pads[:2], case.dilations)
+    want = np.maximum(case.reference(x, wt, b, res), 0)
+    for channels_last in (True, False):
+        got = _tile_step_run(case, x, wt, b, res, channels_last, threads)
+        assert_close(got, want, f"channels_last={channels_last}")
+    if case.c_out % 8 == 0:
+        got = _tile_step_run(case, x, wt, b, None, True, threads, blocked=True)
+        assert_close(got, np.maximum(case.reference(x, wt, b), 0), "blocked")
+    one = _tile_step_run(case, x, wt, b, res, True, 1)
+    assert np.array_equal(_tile_step_run(case, x, wt, b, res, True, 2), one)
+
+
+def test_tile_channels_last_rule_and_refusal():
+    """Channels-last only where the image is copied anyway (padding read) with 8 channels or
+    more: not the 3-channel stem, not an unpadded conv (read in place), which refuses it."""
+    rule = conv_tile.tile_channels_last
+    assert rule((1, 64, 56, 56), (128, 64, 3, 3), (1, 128, 28, 28), (2, 2), (1, 1), (1, 1))
+    assert not rule((1, 3, 224, 224), (64, 3, 7, 7), (1, 64, 112, 112), (2, 2), (3, 3), (1, 1))
+    assert not rule((1, 64, 56, 56), (128, 64, 1, 1), (1, 128, 28, 28), (2, 2), (0, 0), (1, 1))
+    assert not rule((1, 7, 9, 9), (8, 7, 3, 3), (1, 8, 9, 9), (1, 1), (1, 1), (1, 1))
+    # no padding, but the windows read past the image's right edge (stride 2 over 8 columns)
+    assert rule((1, 8, 3, 8), (8, 8, 1, 3), (1, 8, 3, 4), (1, 2), (0, 0), (1, 1))
+    x = np.zeros((1, 16, 6, 6), np.float32)
+    w = np.zeros((16, 16, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="channels-last"):
+        conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(w, None, True), None, None,
+                               np.zeros((1, 16, 4, 4), np.float32), (1, 1), (0, 0), (1, 1), 3, 3,
+                               channels_last=True)
+
+
+def test_pack_tile_weights_channels_last_order():
+    """Channels-last panels hold W (c_out, kh, kw, ci) flattened: the weight of tap (kh, kw)
+    and input channel ci at K index (kh * k_w + kw) * c_in + ci, channel j of panel j // 16."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((21, 5, 2, 3)).astype(np.float32)
+    got = conv_tile.pack_tile_weights(w, None, True)
+    assert got.shape == (2, 30, 16)
+    for j, ci, kh, kw in ((0, 0, 0, 0), (3, 4, 1, 2), (20, 2, 0, 1), (17, 4, 1, 0)):
+        assert got[j // 16, (kh * 3 + kw) * 5 + ci, j % 16] == w[j, ci, kh, kw]
+    assert not got[1, :, 5:].any()     # channels past 21: zero
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if applies("depthwise", c)], ids=repr)

@@ -155,17 +155,21 @@ def _tile_data(case):
     return x, wt, rand(RNG, c_out)
 
 
-def _tile_run(x, wt, b, case, act, threads, pool=True):
-    """ConvTileStep pooled (NCHW output) or, without pool, storing blocked; returns NCHW."""
+def _tile_run(x, wt, b, case, act, threads, pool=True, channels_last=None):
+    """ConvTileStep pooled (NCHW output) or, without pool, storing blocked; returns NCHW.
+    channels_last: None for the planner's rule (conv_tile.tile_channels_last)."""
     n, c_in, c_out, h, w, k, s, p = case
     conv = _tile_conv_shape(case)
+    if channels_last is None:
+        channels_last = ct.tile_channels_last(x.shape, wt.shape, conv, (s, s), p[:2], (1, 1))
     slots = max(1, threads)
     size = ct.tile_scratch(x.shape, wt.shape, conv, (s, s), p[:2], (1, 1), pool)
     out = np.full((n, c_out, conv[2] // 2, conv[3] // 2) if pool else conv, np.nan, np.float32)
-    step = ct.ConvTileStep(x, ct.pack_tile_weights(wt), b, None, out, (s, s), p[:2], (1, 1), k,
-                           k, ACT_CODES[act[0]], act[1], act[2],
+    step = ct.ConvTileStep(x, ct.pack_tile_weights(wt, None, channels_last), b, None, out,
+                           (s, s), p[:2], (1, 1), k, k, ACT_CODES[act[0]], act[1], act[2],
                            np.full(size * slots, np.nan, np.float32) if size else None, slots,
-                           not pool, False, conv[2:] if pool else None)
+                           not pool, False, conv[2:] if pool else None,
+                           channels_last=channels_last)
     step.num_threads = threads
     step()
     return out
@@ -180,6 +184,8 @@ def test_tile_conv_pool_matches_numpy(case, act, threads):
     got = _tile_run(x, wt, b, case, act, threads)
     assert got.shape == ref.shape
     assert_close(got, ref)
+    if c_in >= 8 and any(p):   # the planes too, where the rule picks the channels-last copy
+        assert_close(_tile_run(x, wt, b, case, act, threads, channels_last=False), ref)
 
 
 def _tile_apart(x, wt, b, case, act, threads):

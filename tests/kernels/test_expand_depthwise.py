@@ -341,6 +341,8 @@ STEM = [
     (1, 2, 9, 14, 3, 1, (0, 0, 0, 0), 16, 1, 8),      # no padding: the stem reads x in place
     (3, 4, 11, 8, 5, 1, (2, 1, 2, 3), 32, 1, 40),     # 5x5, asymmetric pads, batch 3
     (1, 3, 6, 6, 3, 3, (4, 4, 4, 4), 16, 1, 16),      # stem pads beyond its kernel, stride > kernel
+    (2, 8, 13, 11, 3, 2, (1, 1, 1, 1), 16, 1, 16),    # 8 channels: a channels-last copy
+    (1, 12, 10, 19, 3, 1, (1, 2, 1, 0), 32, 2, 8),    # 8 + 4 channels, rows of 8 + 8 + 3
 ]
 
 
@@ -350,9 +352,11 @@ def _stem_step(x, ws, bs, wd, bd, wp, bp, res, case, threads, slots=None, out=No
     n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
     e_shape, d_shape = _stem_parts_shapes(case)
     slots = slots or max(1, threads)
-    stem = conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(ws), bs, None, None, (ss, ss),
-                                  sp[:2], (1, 1), k, k, ACT_CODES["Relu"], 0.0, 0.0,
-                                  rows_of=e_shape)
+    cl = conv_tile.tile_channels_last(x.shape, ws.shape, e_shape, (ss, ss), sp[:2], (1, 1))
+    assert cl == (cx >= 8)
+    stem = conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(ws, None, cl), bs, None, None,
+                                  (ss, ss), sp[:2], (1, 1), k, k, ACT_CODES["Relu"], 0.0, 0.0,
+                                  rows_of=e_shape, channels_last=cl)
     pad = conv_tile.tile_scratch(x.shape, ws.shape, e_shape, (ss, ss), sp[:2], (1, 1))
     assert pad == stem.pad_size
     work = np.full(slots * bk.expand_depthwise_scratch(e_shape, d_shape, (ds, ds), (1, 1), True,
@@ -401,17 +405,19 @@ def test_stem_depthwise_project_matches_numpy(case, threads):
 
 @pytest.mark.parametrize("case", STEM, ids=lambda c: str(c))
 def test_stem_depthwise_project_bit_identical_to_the_three_steps(case):
-    """The bits of ConvTileStep storing blocked, DepthwiseBlockedStep and PointwiseBlockedStep,
-    for 1, 2 and 3 threads (image rows split: border stem rows computed twice)."""
+    """The bits of ConvTileStep storing blocked (in the same layout, planes or channels-last),
+    DepthwiseBlockedStep and PointwiseBlockedStep, for 1, 2 and 3 threads (image rows split:
+    border stem rows computed twice)."""
     n, cx, hx, wx, k, ss, sp, c, ds, c_out = case
     e_shape, d_shape = _stem_parts_shapes(case)
     x, ws, bs, wd, bd, wp, bp, res = _stem_weights(case)
     e = np.zeros(e_shape, np.float32)
-    conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(ws), bs, None, e, (ss, ss), sp[:2],
-                           (1, 1), k, k, ACT_CODES["Relu"], 0.0, 0.0,
+    cl = conv_tile.tile_channels_last(x.shape, ws.shape, e_shape, (ss, ss), sp[:2], (1, 1))
+    conv_tile.ConvTileStep(x, conv_tile.pack_tile_weights(ws, None, cl), bs, None, e, (ss, ss),
+                           sp[:2], (1, 1), k, k, ACT_CODES["Relu"], 0.0, 0.0,
                            np.zeros(max(1, conv_tile.tile_scratch(x.shape, ws.shape, e_shape,
                                                                   (ss, ss), sp[:2], (1, 1))),
-                                    np.float32), 1, True)()
+                                    np.float32), 1, True, channels_last=cl)()
     d = np.zeros(int(np.prod(d_shape)), np.float32)
     work = np.zeros(bk.depthwise_blocked_scratch(e_shape, d_shape, (3, 3), (ds, ds), (1, 1),
                                                  (1, 1)), np.float32)

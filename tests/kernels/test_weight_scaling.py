@@ -82,6 +82,13 @@ def test_pack_bt_panels_scales_as_it_packs(offset, n, k):
                           equal_nan=True)
     from fastcnn._kernels.conv_tile import pack_tile_weights
     assert np.array_equal(pack_tile_weights(src.reshape(n, k, 1, 1), s), got, equal_nan=True)
+    # channels-last K order (kh, kw, ci): the panels of the transposed weights, the same scale
+    if k % 6 == 0:
+        w4 = src.reshape(n, k // 6, 2, 3)
+        with np.errstate(all="ignore"):
+            want_cl = _numpy_panels((w4.transpose(0, 2, 3, 1).reshape(n, k).astype(np.float64)
+                                     * s.reshape(n, 1)).astype(np.float32))
+        assert np.array_equal(pack_tile_weights(w4, s, True), want_cl, equal_nan=True)
 
 
 def test_pack_bt_panels_refuses_a_wrong_scale():
