@@ -63,10 +63,12 @@ DIRECT_MACS_PER_CYCLE = 0.7
 TILE_CYCLES_PER_K = 6.3          # tile: one K step of a 6x16 tile (12 FMAs, 9 loads)
 TILE_CYCLES_PER_STORE = 80.0     # tile: two 8x8 transposes and 16 row stores per tile
 TILE_COPY_CYCLES_PER_FLOAT = 1.0 # tile: the zero-padded copy of an image, per task
-TILE_STRIDED_IN_PLACE = 2.0      # tile: K steps of an unpadded strided conv, which reads x in
-                                 # place: each step a new plane, half of each line used
-                                 # (ResNet-18's 1x1 stride-2 convs took 1.8-2x the cycles of
-                                 # TILE_CYCLES_PER_K; the GEMM conv runs them 5-25% faster)
+TILE_STRIDED_IN_PLACE = 2.0      # tile: K steps of an unpadded strided 1x1 conv, which reads
+                                 # x in place: each step a new plane, half of each line used
+                                 # (ResNet-18's downsample convs took 1.8-2x the cycles of
+                                 # TILE_CYCLES_PER_K in the model; the GEMM conv runs them 5-25%
+                                 # faster there). Not for larger kernels: their steps walk a
+                                 # row (3x3 stride 2 or 3 alone: the tile 3-50% faster)
 TILE_MAX_K = 4608                # tile: a 16-channel weight panel of K floats stays in L2
                                  # (512 x 3x3: every ResNet-18 conv; ResNet-18 b1 and b16 2%
                                  # faster than with the GEMM above K = 512)
@@ -183,7 +185,7 @@ def _cost_tile(cp):
     half = c_out % 16 and c_out % 16 <= 8       # a last panel of <= 8 channels: 12x8 tiles
     padded = any(cp["pads"]) * n * c_in * (h_in + k_h) * (w_in + k_w)
     per_k = TILE_CYCLES_PER_K
-    if not padded and cp["strides"] != (1, 1):
+    if not padded and cp["strides"] != (1, 1) and (k_h, k_w) == (1, 1):
         per_k *= TILE_STRIDED_IN_PLACE
     return ((tiles * panels + _ceil(tiles, 2) * half) * (k * per_k + TILE_CYCLES_PER_STORE)
             + padded * TILE_COPY_CYCLES_PER_FLOAT)
