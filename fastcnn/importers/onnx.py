@@ -676,6 +676,10 @@ def _check_text(model, where: str) -> None:
             bad("a metadata entry", p.key)
 
 
+# ops whose input 1 (weights) may stay at any byte offset (_copy_misaligned)
+WEIGHTS_READ_BYTEWISE = ("Conv", "Gemm")
+
+
 def _copy_misaligned(ctx) -> None:
     """Arrays viewing the file at an offset that is not a multiple of their item size (protobuf
     puts raw_data at any byte) become aligned copies, as C code may assume alignment when it
@@ -693,10 +697,6 @@ def _copy_misaligned(ctx) -> None:
             copy = np.array(arr)   # a new, aligned array
             copy.setflags(write=False)
             ctx.initializers[name] = copy
-
-
-# ops whose input 1 (weights) may stay at any byte offset (_copy_misaligned)
-WEIGHTS_READ_BYTEWISE = ("Conv", "Gemm")
 
 
 def import_model(model, where: str = "model", raw_data=None) -> Graph:
