@@ -67,6 +67,18 @@ def pack_tile_weights(w, scale=None, bint channels_last=False):
     return pack_bt_panels(w.reshape(w.shape[0], -1), scale)
 
 
+cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp) noexcept nogil:
+    """Rows and columns of the padded image the outputs read (padding past the input included)."""
+    hp[0] = max(g.pad_top + g.h_in, (g.h_out - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1)
+    wp[0] = max(g.pad_left + g.w_in, (g.w_out - 1) * g.stride_w + (g.k_w - 1) * g.dil_w + 1)
+
+
+cdef inline bint reads_padding(const ConvGeom *g, Py_ssize_t hp, Py_ssize_t wp) noexcept nogil:
+    """Whether the outputs read past the image ((hp, wp) from padded_extent): the step then
+    reads a zero-padded copy of it (in planes or channels-last), else the image in place."""
+    return hp != g.h_in or wp != g.w_in
+
+
 def tile_channels_last(x_shape, w_shape, out_shape, strides, pads, dilations):
     """Whether ConvTileStep should copy the image channels-last, (hp, wp, c_in), rather than
     as planes: when it copies the image anyway (the conv reads padding) and a tap's channels
@@ -80,13 +92,7 @@ def tile_channels_last(x_shape, w_shape, out_shape, strides, pads, dilations):
                                 dilations, 1, 0, 0.0, 0.0, False, False)
     cdef Py_ssize_t hp, wp
     padded_extent(&g, &hp, &wp)
-    return (hp != g.h_in or wp != g.w_in) and g.c_in >= CHANNELS_LAST_MIN
-
-
-cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp) noexcept nogil:
-    """Rows and columns of the padded image the outputs read (padding past the input included)."""
-    hp[0] = max(g.pad_top + g.h_in, (g.h_out - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1)
-    wp[0] = max(g.pad_left + g.w_in, (g.w_out - 1) * g.stride_w + (g.k_w - 1) * g.dil_w + 1)
+    return reads_padding(&g, hp, wp) and g.c_in >= CHANNELS_LAST_MIN
 
 
 def tile_scratch(x_shape, w_shape, out_shape, strides, pads, dilations, bint pool=False):
@@ -98,7 +104,7 @@ def tile_scratch(x_shape, w_shape, out_shape, strides, pads, dilations, bint poo
     cdef Py_ssize_t hp, wp
     padded_extent(&g, &hp, &wp)
     rows = whole_lines(2 * POOL_PAIRS * g.w_out * TC) if pool else 0
-    if hp == g.h_in and wp == g.w_in:
+    if not reads_padding(&g, hp, wp):
         return rows
     # in Python integers: padding from an absurd dilation makes the product overflow
     # Py_ssize_t (a fuzzed file: 3 x 2e9 x 2e9), and a wrapped size got past the memory limit
@@ -320,7 +326,7 @@ cdef class ConvTileStep(Step):
         # by panel instead (one panel stays in L2 while the task's tiles pass over it)
         self.panel_outer = self.K * self.panels * TC * 4 > PANEL_OUTER_BYTES
         self.fin = finish_kind(act, alpha, beta)
-        self.padded = self.hp != self.g.h_in or self.wp != self.g.w_in
+        self.padded = reads_padding(&self.g, self.hp, self.wp)
         if channels_last and not self.padded:
             raise ValueError("ConvTileStep: a channels-last copy is made only of a padded image")
         self.channels_last = channels_last
