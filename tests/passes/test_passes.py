@@ -297,6 +297,23 @@ def test_fold_constants_and_dynamic_shape_subgraph():
         assert_close(m(x), x.reshape(batch, 2) * np.array([3.0, 4.0], np.float32))
 
 
+def test_fold_constants_folds_a_shape_chain_with_no_constant_only_node():
+    """Static shapes: Shape(x) folds on types, and the Slice and Concat after it then fold,
+    though no node starts with initializers alone (the pass's pre-check must see Shape)."""
+    inits = {"zero": np.array([0], np.int64), "one": np.array([1], np.int64),
+             "minus1": np.array([-1], np.int64)}
+    nodes = [("Shape", ["x"], ["s"], {}),
+             ("Slice", ["s", "zero", "one"], ["n"], {}),
+             ("Concat", ["n", "minus1"], ["shape"], {"axis": 0}),
+             ("Reshape", ["x", "shape"], ["y"], {})]
+    g = graph(nodes, {"x": (3, 2, 2)}, ["y"], inits)
+    opt = fold_constants(g).check()
+    assert [n.op for n in opt.nodes] == ["Reshape"]
+    assert np.array_equal(opt.initializers[opt.nodes[0].inputs[1]], [3, -1])
+    x = rand(RNG, 3, 2, 2)
+    assert np.array_equal(run(opt, {"x": x})[0], x.reshape(3, 4))
+
+
 def test_identity_and_dropout_removed_even_before_outputs():
     inits = {"w": rand(RNG, 3, 3)}
     g = graph([("Identity", ["x"], ["i"], {}), ("MatMul", ["i", "w"], ["m"], {}),
