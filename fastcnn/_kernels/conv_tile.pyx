@@ -51,6 +51,7 @@ cdef enum:
     MIN_RANGE_TILES = 8    # tiles in a task's range at least, when one image is split
     PANEL_OUTER_BYTES = 131072   # weights beyond this: panel-outer loop
     POOL_PAIRS = 3      # with a pool: conv row pairs per chunk (6 rows: whole 6-pixel tiles)
+    PREFETCH_AHEAD = 16     # NCHW store: floats ahead in each channel row to prefetch (a line)
     CHANNELS_LAST_MIN = 8   # input channels at least for a channels-last copy
 
 
@@ -492,6 +493,11 @@ cdef class ConvTileStep(Step):
         vf8_transpose8(t, ldt, rows, 8)
         for j in range(nc):
             oj = o + j * hw
+            # a tile writes a few floats into each of 16 planes: ask for each plane's next line
+            # now, or the stores wait for it when the next tile gets there (a 7x7 stride-2
+            # 3->64 stem storing NCHW: 14% faster on 1 and 2 threads; ResNet-18's stride-2 3x3
+            # convs 1-4%). A hint past the end of out does not fault.
+            prefetch_line(oj + PREFETCH_AHEAD)
             v = vf8_load(rows + j * 8)
             if r != NULL:
                 if vec:
