@@ -439,6 +439,17 @@ cdef class ConvWinogradStep(Step):
         # activation and a finiteness test per value were a third of the edge CNN's 64->128
         # layer at 8x8, a fifth of ResNet-18's 64->64 at 56x56)
         for co in range(co0, co1):
+            if co + 1 < co1 and not self.pool:
+                # the next channel's rows of these tiles, asked for now: each channel's tiles
+                # write m rows of a new plane, and the stores waited for those lines
+                # (ResNet-18's 56x56 convs 3-7% faster, 28x28 2-5%; the model 2%)
+                l = 0
+                while l < ln.count:     # a line holds the rows of 16 // m tiles side by side
+                    oh = ln.ih[l] + g.pad_top
+                    ow = ln.iw[l] + g.pad_left
+                    for i in range(min(m, g.h_out - oh)):
+                        prefetch_line(&self.out[ln.img[l], co + 1, oh + i, ow])
+                    l = l + 16 // m
             output_transform(mm + co * NR, self.mrows * NR, tmp, y, self.a,
                              self.bias[co] if g.has_bias else 0.0)
             if self.fin != FIN_SCALAR:
