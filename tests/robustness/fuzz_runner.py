@@ -53,7 +53,9 @@ def _inputs_for(model, rng):
             n *= d
         if n * 4 > ACTIVATION_LIMIT:
             return None
-        feeds[t.name] = rng.standard_normal(shape).astype(np.float32)
+        # float32 drawn directly: a float64 draw and its cast (3x the input) counted against
+        # the file's memory bound as if fastcnn had allocated them
+        feeds[t.name] = rng.standard_normal(shape, dtype=np.float32)
     return feeds
 
 
