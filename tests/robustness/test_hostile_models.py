@@ -337,6 +337,22 @@ def test_hostile_fcnn(case, runner, tmp_path):
     _check(runner, tmp_path / "m.fcnn", data, kind, text)
 
 
+def test_runner_counts_fastcnn_not_its_own_inputs(runner, tmp_path):
+    """A small file whose unused input is large runs within the file's memory bound: the
+    runner's own input (32 MB here, float32) is allowed for by the bound, and a float64 draw
+    cast to float32 (96 MB at once) was counted as fastcnn's (a 614-byte fuzzed file: 112 MB
+    against 96). fastcnn's share: the batch-1 and batch-2 plans' arenas, 16 + 32 MB."""
+    b = np.linspace(-1, 1, 12, dtype=np.float32)
+    data = onnx_bytes([N("Reshape", ["b", "shape"], ["r"]), N("Softmax", ["r"], ["y"], axis=1)],
+                      {"x": [None, 1048576, 4]}, ["y"],
+                      inits={"b": b, "shape": np.array([-1, 12], np.int64)})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    res = runner.run(str(path), trace=True)
+    assert res.outcome == "ok", f"{res.kind}: {res.detail}"
+    assert res.peak <= fuzz_runner.memory_bound(len(data))
+
+
 def test_bad_checksum_is_refused_with_a_message_saying_so(runner, tmp_path):
     data = bytearray(FCNN_CASES["valid (control)"][0])
     data[-40] ^= 0x10  # a weight byte
