@@ -152,3 +152,34 @@ def test_scaled_weights_stay_only_where_a_step_reads_them():
             assert np.array_equal(model._cache[(name, "w4")], want)
         assert kept, "the depthwise conv's step reads its weights while it runs"
         assert set(convs) - kept   # the 3x3 and the 1x1 conv pack theirs
+
+
+def test_inputs_no_step_reads_take_no_arena_space():
+    """An input no node reads, and one read only by a Shape the planner folds, are validated
+    when fed but get no place in the arena: the arena is the used input's and the output's."""
+    rng = np.random.default_rng(7)
+    nodes = [("Shape", ["big"], ["s"], {}), ("Reshape", ["x", "s2"], ["flat"], {}),
+             ("Sigmoid", ["flat"], ["y"], {}), ("Gather", ["s", "zero"], ["n"], {})]
+    m = ir_model(nodes, {"x": (3, 4, 5), "big": (3, 1000, 64), "unused": (2, 4096, 16)}, ["y", "n"],
+                 {"s2": np.array([3, 20], np.int64), "zero": np.array(0, np.int64)})
+    plan = m.plan_for()
+    assert plan.input_views["unused"] is None and plan.input_views["big"] is None
+    used = 3 * 4 * 5 * 4
+    assert plan.arena_bytes <= 2 * (used + 64) and plan.naive_bytes <= 3 * used   # x, its view, y
+    x = rand(rng, 3, 4, 5)
+    y, n = m.run(None, {"x": x, "big": rand(rng, 3, 1000, 64), "unused": rand(rng, 2, 4096, 16)})
+    assert_close(y, 1 / (1 + np.exp(-x.reshape(3, 20).astype(np.float64))))
+    assert int(n) == 3
+    # still validated: a wrong shape for an input nothing reads is the caller's error
+    from fastcnn.errors import InputError
+    with pytest.raises(InputError, match="unused"):
+        m.run(None, {"x": x, "big": rand(rng, 3, 1000, 64), "unused": rand(rng, 2, 4096, 15)})
+
+
+def test_an_input_that_is_an_output_keeps_its_place():
+    rng = np.random.default_rng(8)
+    m = ir_model([("Relu", ["x"], ["y"], {})], {"x": (2, 3), "z": (4, 5)}, ["y", "z"])
+    assert m.plan_for().input_views["z"] is not None
+    x, z = rand(rng, 2, 3), rand(rng, 4, 5)
+    y, z_out = m.run(None, {"x": x, "z": z})
+    assert_close(y, np.maximum(x, 0)) and np.testing.assert_array_equal(z_out, z)
