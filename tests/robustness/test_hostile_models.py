@@ -341,7 +341,7 @@ def test_runner_counts_fastcnn_not_its_own_inputs(runner, tmp_path):
     """A small file whose unused input is large runs within the file's memory bound: the
     runner's own input (32 MB here, float32) is allowed for by the bound, and a float64 draw
     cast to float32 (96 MB at once) was counted as fastcnn's (a 614-byte fuzzed file: 112 MB
-    against 96). fastcnn's share: the batch-1 and batch-2 plans' arenas, 16 + 32 MB."""
+    against 96). The input is read by no node: fastcnn's plans give it no arena space."""
     b = np.linspace(-1, 1, 12, dtype=np.float32)
     data = onnx_bytes([N("Reshape", ["b", "shape"], ["r"]), N("Softmax", ["r"], ["y"], axis=1)],
                       {"x": [None, 1048576, 4]}, ["y"],
