@@ -589,9 +589,13 @@ cdef enum:
     TRANSFORM_Q = 48    # TRANSFORM_CB * MR
 
 
-cdef void transform_panel(const float[:, :, :, ::1] w, const double[:, ::1] g,
+cdef void transform_panel(const unsigned char *w, Py_ssize_t c_out, Py_ssize_t c_in,
+                          const double *scale, const double[:, ::1] g,
                           float[:, :, :, ::1] packed, Py_ssize_t p, Py_ssize_t a) noexcept nogil:
     """packed[:, p] = G w[6p : 6p+6] G^T (float64 sums, rounded once), rows past c_out zero.
+    w: the bytes of (c_out, c_in, 3, 3) float32 weights at any byte offset (read bytewise);
+    scale: NULL or c_out values, each weight then float32(w * scale[o]) before the transform
+    (the bits of the scaled copy `ir.weights.conv_weights` makes).
     packed[pos, p] is one contiguous run over (input channel, panel row) pairs, so the
     transform works on chunks of 8 channels x 6 rows = 48 pairs with the pair innermost:
     every loop below runs over q in [0, nq) and vectorises (a scalar loop per pair was ~5x
@@ -600,7 +604,8 @@ cdef void transform_panel(const float[:, :, :, ::1] w, const double[:, ::1] g,
     cdef double t[6][3][TRANSFORM_Q]  # t[i][l] = sum_k G[i, k] wt[k*3 + l]
     cdef double g0, g1, g2
     cdef float* dst
-    cdef Py_ssize_t r, o, c, c0, cb, nc, nq, q, i, j, k, l, c_out = w.shape[0], c_in = w.shape[1]
+    cdef float v[9]
+    cdef Py_ssize_t r, o, c, c0, cb, nc, nq, q, i, j, k, l
     for cb in range((c_in + TRANSFORM_CB - 1) // TRANSFORM_CB):
         c0 = cb * TRANSFORM_CB
         nc = min(TRANSFORM_CB, c_in - c0)
@@ -609,9 +614,16 @@ cdef void transform_panel(const float[:, :, :, ::1] w, const double[:, ::1] g,
             for r in range(MR):
                 o = p * MR + r
                 q = c * MR + r
-                for k in range(3):
-                    for l in range(3):
-                        wt[k * 3 + l][q] = w[o, c0 + c, k, l] if o < c_out else 0.0
+                if o < c_out:
+                    memcpy(v, w + ((o * c_in + c0 + c) * 9) * sizeof(float), 9 * sizeof(float))
+                    if scale != NULL:
+                        for k in range(9):
+                            v[k] = <float>(<double>v[k] * scale[o])
+                    for k in range(9):
+                        wt[k][q] = v[k]
+                else:
+                    for k in range(9):
+                        wt[k][q] = 0.0
         for i in range(a):                   # t = G w  (a x 3 per pair)
             g0 = g[i, 0]
             g1 = g[i, 1]
@@ -629,24 +641,43 @@ cdef void transform_panel(const float[:, :, :, ::1] w, const double[:, ::1] g,
                     dst[q] = <float>(t[i][0][q] * g0 + t[i][1][q] * g1 + t[i][2][q] * g2)
 
 
-def winograd_weights(w, Py_ssize_t m, int num_threads=1):
+def winograd_weights(w, Py_ssize_t m, int num_threads=1, scale=None):
     """U = G w G^T for w (c_out, c_in, 3, 3), packed as micro-kernel row panels per position:
     (a*a, ceil(c_out/6), c_in, 6), pos = row*a + column of the transformed a x a tile.
     Sums in float64, rounded once; 6-channel panels are split over `num_threads` threads
-    (ResNet-18's 85 MB of transformed weights: about 20 ms, against 600 ms for a float64 einsum)."""
-    cdef Py_ssize_t a = m + 2, p, mp
+    (ResNet-18's 85 MB of transformed weights: about 20 ms, against 600 ms for a float64 einsum).
+    w: float32, C-contiguous, at any byte offset (weights viewing an .onnx file are read in
+    place, bytewise); anything else is converted first. scale: None, or (c_out,) float64 (a
+    folded BatchNormalization's) applied to each weight, rounded to float32, before the
+    transform: the bits of transforming `ir.weights.conv_weights(w, scale)`, with no scaled
+    copy of the weights in between."""
+    cdef Py_ssize_t a = m + 2, p, mp, c_out, c_in
     G = np.ascontiguousarray(WINOGRAD_MATRICES[m]["G"], np.float64)
-    cdef const float[:, :, :, ::1] wv = np.ascontiguousarray(w, np.float32)
+    if not (isinstance(w, np.ndarray) and w.dtype == np.float32 and w.flags.c_contiguous):
+        w = np.ascontiguousarray(w, np.float32)
     cdef const double[:, ::1] gv = G
-    if wv.shape[2] != 3 or wv.shape[3] != 3 or G.shape[0] != a:
+    if w.ndim != 4 or w.shape[2] != 3 or w.shape[3] != 3 or G.shape[0] != a:
         raise ValueError("winograd_weights: 3x3 weights and m = 2 or 4")
-    mp = (wv.shape[0] + MR - 1) // MR
-    packed = np.empty((a * a, mp, wv.shape[1], MR), np.float32)
+    c_out, c_in = w.shape[0], w.shape[1]
+    cdef const double[::1] sc
+    cdef const double *scp = NULL
+    if scale is not None:
+        sc = np.ascontiguousarray(scale, np.float64).reshape(-1)
+        if sc.shape[0] != c_out:
+            raise ValueError(f"winograd_weights: {sc.shape[0]} scale values for {c_out} channels")
+        if c_out:
+            scp = &sc[0]
+    mp = (c_out + MR - 1) // MR
+    packed = np.empty((a * a, mp, c_in, MR), np.float32)
+    if c_out == 0 or c_in == 0:
+        return packed
+    cdef const unsigned char[::1] raw = w.reshape(-1).view(np.uint8)
+    cdef const unsigned char *src = &raw[0]
     cdef float[:, :, :, ::1] pv = packed
     cdef int nt = max(1, min(num_threads, <int>mp))
     with nogil:
         for p in prange(mp, num_threads=nt, schedule="dynamic"):
-            transform_panel(wv, gv, pv, p, a)
+            transform_panel(src, c_out, c_in, scp, gv, pv, p, a)
     return packed
 
 

@@ -330,7 +330,13 @@ def _bind_depthwise(p, cp, w4, bias):
 def _winograd_binder(m):
     def make(p, cp, w4, bias, pool=False):
         """pool: y is the output of a 2x2 stride-2 max pool of the conv's (ConvPoolNode)."""
-        up = p.cached(("winograd", m), lambda: winograd.winograd_weights(w4(), m, p.num_threads))
+        def transformed():
+            # scaled as they are transformed, from the weights as the graph holds them (read
+            # in place, bytewise): no scaled copy of them is made (ResNet-18: 38 MB to write)
+            w, scale = w4.unscaled()
+            return winograd.winograd_weights(w, m, p.num_threads, scale)
+
+        up = p.cached(("winograd", m), transformed)
         slots = scratch_slots(p)
         size = slots * winograd.winograd_scratch(m, cp["x4"][1], cp["y4"][1])
         pool_hw = cp["y4"][2:] if pool else None

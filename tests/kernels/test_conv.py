@@ -278,6 +278,34 @@ def test_winograd_with_a_weight_scale_recomputes_from_the_weights_as_read(m):
         step_out(up, None, np.ones(7))
 
 
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_weights_scale_as_they_transform_from_any_byte(m):
+    """winograd_weights(w, scale) from weights at an odd byte offset (an .onnx file's, read in
+    place) has the bits of transforming the scaled copy conv_weights makes; without a scale,
+    those of an aligned copy; and U = G (w * s) G^T within float32 rounding of a float64 einsum.
+    13 output channels: two full 6-row panels and one of a single row."""
+    from fastcnn.ir.weights import conv_weights
+    rng = np.random.default_rng(41)
+    w = rng.standard_normal((13, 11, 3, 3)).astype(np.float32)
+    scale = rng.uniform(-2.0, 2.0, 13)
+    buf = np.zeros(w.nbytes + 3, np.uint8)
+    buf[3:] = w.reshape(-1).view(np.uint8)
+    odd = buf[3:].view(np.float32).reshape(w.shape)
+    assert not odd.flags.aligned
+    got = winograd.winograd_weights(odd, m, 2, scale)
+    assert np.array_equal(got, winograd.winograd_weights(conv_weights(w, scale), m))
+    assert np.array_equal(winograd.winograd_weights(odd, m), winograd.winograd_weights(w.copy(), m))
+    g = np.array(winograd.WINOGRAD_MATRICES[m]["G"], np.float64)
+    ws = w.astype(np.float64) * scale[:, None, None, None]
+    u = np.einsum("ik,ockl,jl->ijoc", g, ws, g).reshape((m + 2) ** 2, 13, 11)
+    a = (m + 2) ** 2
+    unpacked = got.transpose(0, 1, 3, 2).reshape(a, -1, 11)[:, :13]
+    assert np.allclose(unpacked, u, rtol=1e-5, atol=1e-5)
+    assert not got[:, 2, :, 1:].any()   # the last panel's rows past c_out are zero
+    with pytest.raises(ValueError, match="scale values"):
+        winograd.winograd_weights(w, m, 1, scale[:12])
+
+
 def test_winograd_weight_transform():
     """G w G^T then the input/output transforms reproduce a 1-D correlation exactly in float64."""
     for m, mats in winograd.WINOGRAD_MATRICES.items():
