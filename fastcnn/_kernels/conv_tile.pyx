@@ -62,10 +62,14 @@ def pack_tile_weights(w, scale=None, bint channels_last=False):
     step that reads a channels-last copy (`tile_channels_last`). w may view a model file at
     any byte offset; scale: None or (c_out,) float64, a folded BatchNormalization's, applied
     as the weights are packed."""
+    w = np.asarray(w)
+    cols = None
     if channels_last:
-        w = np.asarray(w).transpose(0, 2, 3, 1)
-    w = np.ascontiguousarray(w, np.float32)
-    return pack_bt_panels(w.reshape(w.shape[0], -1), scale)
+        # packed column (kh, kw, ci) reads column (ci, kh, kw) of the weights as they are
+        c_in, k_h, k_w = w.shape[1:]
+        cols = np.arange(c_in * k_h * k_w, dtype=np.int64).reshape(c_in, k_h, k_w)
+        cols = cols.transpose(1, 2, 0).reshape(-1)
+    return pack_bt_panels(w.reshape(w.shape[0], -1), scale, cols)
 
 
 cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp) noexcept nogil:

@@ -379,14 +379,16 @@ def pack_b_panels(b):
     return np.ascontiguousarray(padded.reshape(k, np_, NR).transpose(1, 0, 2))
 
 
-def pack_bt_panels(bt, scale=None):
+def pack_bt_panels(bt, scale=None, cols=None):
     """pack_b_panels(bt.T) for B given transposed, bt (n, k) (conv and dense weights W (c_out,
     c_in) are B^T): panels (ceil(n/16), k, 16), columns past n zero.
 
     bt: float32, C-contiguous, starting at any byte (weights viewing an .onnx file are read in
     place, bytewise); anything else is converted first. scale: None, or (n,) float64 applied
     per row as it is packed, each product rounded once from double (the bits of
-    ir/weights.conv_weights: a folded BatchNorm's weights, with no scaled copy in between)."""
+    ir/weights.conv_weights: a folded BatchNorm's weights, with no scaled copy in between).
+    cols: None, or (k,) int64, a permutation of range(k): packed column q is bt's column
+    cols[q] (a conv's K reordered for a channels-last step, with no reordered copy)."""
     if not (isinstance(bt, np.ndarray) and bt.dtype == np.float32 and bt.ndim == 2
             and bt.flags.c_contiguous):
         bt = np.ascontiguousarray(bt, np.float32)
@@ -399,6 +401,12 @@ def pack_bt_panels(bt, scale=None):
         sc = np.ascontiguousarray(scale, np.float64).reshape(-1)
         if sc.shape[0] != n:
             raise ValueError(f"pack_bt_panels: {sc.shape[0]} scale values for {n} rows")
+    cdef const long long[::1] cv
+    cdef bint permuted = cols is not None
+    if permuted:
+        cv = np.ascontiguousarray(cols, np.int64).reshape(-1)
+        if cv.shape[0] != k or not np.array_equal(np.sort(cv), np.arange(k)):
+            raise ValueError(f"pack_bt_panels: cols must be a permutation of range({k})")
     out = np.empty((np_, k, NR), np.float32)
     if n == 0 or k == 0:
         return out
@@ -420,7 +428,8 @@ def pack_bt_panels(bt, scale=None):
                     r = j * NR + t
                     s = sc[r] if scaled else 1.0
                     for q in range(q0, q1):
-                        memcpy(&v, src + (r * k + q) * sizeof(float), sizeof(float))
+                        memcpy(&v, src + (r * k + (cv[q] if permuted else q)) * sizeof(float),
+                               sizeof(float))
                         o[j, q, t] = <float>(<double>v * s) if scaled else v
                 for t in range(rows, NR):
                     for q in range(q0, q1):

@@ -98,6 +98,9 @@ def test_pack_bt_panels_refuses_a_wrong_scale():
     with pytest.raises(ValueError, match="2-D"):
         pack_bt_panels(np.ones(6, np.float32))
     assert pack_bt_panels(np.ones((0, 6), np.float32), np.ones(0)).shape == (0, 6, 16)
+    for cols in ([0, 1, 2, 3, 4, 4], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 6], [-1, 1, 2, 3, 4, 5]):
+        with pytest.raises(ValueError, match="permutation of range"):   # read out of bounds
+            pack_bt_panels(np.ones((4, 6), np.float32), None, np.array(cols))
 
 
 @pytest.mark.parametrize("alpha", [0.7, 1e-30, 3.0e30, -2.5])
