@@ -149,3 +149,87 @@ def test_very_many_objects_are_refused(monkeypatch):
     monkeypatch.setattr(hdf5_check, "MAX_OBJECTS", 20)
     with pytest.raises(ModelFileError, match="more than 20 objects"):
         check_global_heaps(buf, "m.h5")
+
+
+def _references(buf: bytes, start: int, objects: dict):
+    """(offset of the length, index) of each reference to the collection at start: its 8-byte
+    address followed by the index of one of its objects."""
+    out, at = [], buf.find(start.to_bytes(8, "little"), 4)
+    while at != -1:
+        index = struct.unpack_from("<I", buf, at + 8)[0]
+        if index in objects:
+            out.append((at - 4, index))
+        at = buf.find(start.to_bytes(8, "little"), at + 1)
+    return out
+
+
+def test_a_variable_length_value_longer_than_its_object_is_refused(tmp_path):
+    """The fuzzed file's defect (a 23 KB file; the HDF5 library allocated and touched 2 GB for
+    its version string before it compared sizes): a reference whose length exceeds the object
+    it names is refused before h5py opens the file. In Keras files as written, every
+    reference's length is its object's size."""
+    good = _keras_h5(tmp_path)
+    start = good.index(b"GCOL")
+    objects = {index: size for _, index, size in _objects(good, start) if index}
+    refs = _references(good, start, objects)
+    assert len(refs) >= 2
+    assert all(struct.unpack_from("<I", good, at)[0] == objects[index] for at, index in refs)
+    at, index = refs[-1]
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, at, 0x80000000 + objects[index])
+    with pytest.raises(ModelFileError, match=f"variable-length value at byte {at} claims "
+                                             f"{0x80000000 + objects[index]} items of object "
+                                             f"{index} of the global heap collection at byte "
+                                             f"{start}, which holds {objects[index]} bytes"):
+        check_global_heaps(bytes(bad), "bad.h5")
+    path = _write(tmp_path, "bad.h5", bad)
+    child = run_isolated(f"""
+        import resource, fastcnn
+        try:
+            fastcnn.load({path!r})
+        except fastcnn.ModelFileError as e:
+            print("refused:", e)
+        print("peak MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """, tmp_path, timeout=60)
+    assert child.returncode == 0 and "refused:" in child.stdout, child.stdout + child.stderr
+    assert int(child.stdout.split("peak MiB")[1]) < 500, child.stdout
+    # one item less than the object holds (a sequence of wider elements) is not refused here
+    ok = bytearray(good)
+    struct.pack_into("<I", ok, at, objects[index] - 1)
+    check_global_heaps(bytes(ok), "m.h5")
+
+
+@pytest.mark.parametrize("version,length_size", [(0, 8), (2, 4)])
+def test_references_are_found_by_the_superblocks_size_of_offsets(version, length_size):
+    """A reference (4-byte length, 8-byte collection address, 4-byte index) after the
+    collection: its length is checked against the object's size; bytes that match the address
+    but name no object of the collection are left alone."""
+    sb = _superblock(version, length_size)
+    col = _collection([(1, b"config"), (2, b"2.13.1")], length_size)
+    start = len(sb)
+    ref = lambda length, index: struct.pack("<I", length) + start.to_bytes(8, "little") \
+        + struct.pack("<I", index)
+    check_global_heaps(sb + col + ref(6, 2) + ref(1 << 31, 7), "m.h5")   # index 7: no object
+    with pytest.raises(ModelFileError, match="claims 7 items of object 2"):
+        check_global_heaps(sb + col + ref(6, 1) + ref(7, 2), "m.h5")
+
+
+@pytest.mark.parametrize("find_collections", [0, 100])
+def test_many_collections_are_checked_in_one_pass_alike(monkeypatch, find_collections):
+    """Past FIND_COLLECTIONS collections the references are found in one numpy pass over the
+    file (a file of many 4 KB collections would otherwise be scanned once per collection):
+    both ways accept the same file and refuse the same reference, at any byte alignment."""
+    monkeypatch.setattr(hdf5_check, "FIND_COLLECTIONS", find_collections)
+    sb = _superblock(0, 8)
+    blob, starts = sb, []
+    for k in range(12):
+        starts.append(len(blob))
+        blob += _collection([(1, b"x" * (k + 1)), (2, b"yy")]) + b"\1" * (k % 5)  # odd offsets
+    ref = lambda length, start, index: struct.pack("<I", length) + start.to_bytes(8, "little") \
+        + struct.pack("<I", index)
+    good = blob + b"\0" * 3 + b"".join(ref(k + 1, s, 1) + ref(2, s, 2) for k, s in enumerate(starts))
+    check_global_heaps(good, "m.h5")
+    bad = good + b"\0" + ref(12, starts[9], 1)    # object 1 of collection 9 holds 10 bytes
+    with pytest.raises(ModelFileError, match=f"claims 12 items of object 1 of the global heap "
+                                             f"collection at byte {starts[9]}, which holds 10"):
+        check_global_heaps(bad, "m.h5")

@@ -12,10 +12,20 @@ Layout (HDF5 file format specification, "Global Heap"): "GCOL", version 1, 3 res
 the collection size (the file's "size of lengths" bytes, from the superblock), then objects:
 index (2 bytes), reference count (2), reserved (4), size (size of lengths), data padded to 8
 bytes; an object of index 0 is the free space, its size counting its own header.
+
+A variable-length value in an attribute or dataset refers to its object as: its length (4
+bytes: bytes of a string, elements of a sequence), the collection's address ("size of offsets"
+bytes) and the object's index (4 bytes). The library allocates that length before it reads the
+object and compares their sizes (a fuzzed 23 KB file whose version string claimed 2 GB: 2 GB
+resident, then an error). So each collection's address is looked for in the file, and where
+the 4 bytes after it name one of its objects, the length before it must not exceed that
+object's size (a string's length is its size; a sequence's, its size over the element size).
 """
 from __future__ import annotations
 
 import struct
+
+import numpy as np
 
 from fastcnn.errors import ModelFileError
 
@@ -26,20 +36,21 @@ COLLECTION_SIGNATURE = b"GCOL"
 MAX_OBJECTS = 1_000_000
 
 
-def _size_of_lengths(buf) -> int | None:
-    """The superblock's "size of lengths" (bytes of a length field), or None where buf has no
-    superblock this check reads (then the library refuses or reads the file on its own)."""
+def _field_sizes(buf) -> tuple | None:
+    """The superblock's (size of offsets, size of lengths): bytes of an address and of a length
+    field; None where buf has no superblock this check reads (then the library refuses or reads
+    the file on its own)."""
     at = 0
     while at + 16 <= len(buf):
         if buf[at:at + 8] == HDF5_SIGNATURE:
             version = buf[at + 8]
             if version in (0, 1):
-                size = buf[at + 14]
+                sizes = buf[at + 13], buf[at + 14]
             elif version in (2, 3):
-                size = buf[at + 10]
+                sizes = buf[at + 9], buf[at + 10]
             else:
                 return None
-            return size if size in (2, 4, 8) else None
+            return sizes if all(v in (2, 4, 8) for v in sizes) else None
         at = 512 if at == 0 else at * 2   # the superblock's possible places (after a user block)
     return None
 
@@ -51,14 +62,17 @@ def _read_length(buf, at: int, size: int) -> int:
 def check_global_heaps(buf, where: str) -> None:
     """Walk every global heap collection of the HDF5 file in `buf` (bytes or a mapped file) as
     the HDF5 library does; raise ModelFileError naming `where` and the offset when one would
-    loop (a free-space object of size 0) or an object runs past its collection."""
-    length_size = _size_of_lengths(buf)
-    if length_size is None:
+    loop (a free-space object of size 0) or an object runs past its collection, or where a
+    variable-length value claims more than the object it refers to holds."""
+    sizes = _field_sizes(buf)
+    if sizes is None:
         return
+    offset_size, length_size = sizes
     header = 8 + length_size          # signature, version, reserved, collection size
     object_header = 8 + length_size   # index, references, reserved, object size
     end_of_file = len(buf)
     budget = [MAX_OBJECTS]
+    collections = {}                  # start -> {object index: size}
     start = buf.find(COLLECTION_SIGNATURE)
     while start != -1:
         fields_end = start + header
@@ -67,18 +81,74 @@ def check_global_heaps(buf, where: str) -> None:
             size = _read_length(buf, start + 8, length_size)
             end = start + size
             if header < size and end <= end_of_file:   # else the library refuses it itself
-                _walk(buf, start, fields_end, end, object_header, length_size, where, budget)
+                collections[start] = _walk(buf, start, fields_end, end, object_header,
+                                           length_size, where, budget)
         start = buf.find(COLLECTION_SIGNATURE, start + 1)
+    if len(collections) <= FIND_COLLECTIONS:
+        for start in collections:
+            address = start.to_bytes(offset_size, "little")
+            at = buf.find(address, 4)
+            while at != -1:
+                _check_reference(buf, at, start, collections, offset_size, where)
+                at = buf.find(address, at + 1)
+    elif collections:
+        for at, start in _addresses_in(buf, sorted(collections), offset_size):
+            _check_reference(buf, at, start, collections, offset_size, where)
 
 
-def _walk(buf, start, p, end, object_header, length_size, where, budget) -> None:
+# Collections whose references are looked for one at a time (bytes.find over the file each);
+# more (a few hundred in a hostile file of 4 KB collections) are found in one numpy pass
+FIND_COLLECTIONS = 8
+
+
+def _addresses_in(buf, starts, offset_size):
+    """(position, value) of every place in buf from byte 4 on whose offset_size bytes, read as
+    a little-endian integer, are one of the sorted `starts`: one pass per byte alignment."""
+    values = np.asarray(starts, np.uint64)
+    kind = {2: "<u2", 4: "<u4", 8: "<u8"}[offset_size]
+    found = []
+    for shift in range(offset_size):
+        count = (len(buf) - shift) // offset_size
+        if count <= 0:
+            continue
+        words = np.frombuffer(buf, kind, count, shift).astype(np.uint64)
+        slot = np.minimum(np.searchsorted(values, words), len(values) - 1)
+        for i in np.flatnonzero(values[slot] == words):
+            at = shift + int(i) * offset_size
+            if at >= 4:
+                found.append((at, int(words[i])))
+    return sorted(found)
+
+
+def _check_reference(buf, at, start, collections, offset_size, where) -> None:
+    """The address of the collection at `start` is at byte `at`: where the 4 bytes after it
+    are the index of one of its objects, refuse a length (the 4 bytes before) beyond the
+    object's size. Other bytes that match the address are followed by an index of this
+    collection only by chance, and a real reference never fails the test."""
+    if at + offset_size + 4 > len(buf):
+        return
+    index = int.from_bytes(buf[at + offset_size:at + offset_size + 4], "little")
+    size = collections[start].get(index)
+    if size is None:
+        return
+    length = int.from_bytes(buf[at - 4:at], "little")
+    if length > size:
+        raise ModelFileError(
+            f"{where}: corrupt HDF5 file: the variable-length value at byte {at - 4} claims "
+            f"{length} items of object {index} of the global heap collection at byte {start}, "
+            f"which holds {size} bytes")
+
+
+def _walk(buf, start, p, end, object_header, length_size, where, budget) -> dict:
+    """Walk one collection; returns its objects' sizes by index (not the free space)."""
+    objects = {}
     while p < end:
         budget[0] -= 1
         if budget[0] < 0:
             raise ModelFileError(f"{where}: corrupt HDF5 file: more than {MAX_OBJECTS} objects "
                                  f"in its global heap collections")
         if p + object_header > end:
-            return   # too small for an object: the library takes it as free space
+            return objects   # too small for an object: the library takes it as free space
         index = struct.unpack_from("<H", buf, p)[0]
         size = _read_length(buf, p + 8, length_size)
         need = object_header + (size + 7) // 8 * 8 if index > 0 else size
@@ -92,4 +162,7 @@ def _walk(buf, start, p, end, object_header, length_size, where, budget) -> None
                 f"{where}: corrupt HDF5 file: object {index} of the global heap collection at "
                 f"byte {start} needs {need} bytes at byte {p}, past the collection's end at "
                 f"byte {end}")
+        if index > 0:
+            objects[index] = size
         p += need
+    return objects
