@@ -233,3 +233,30 @@ def test_many_collections_are_checked_in_one_pass_alike(monkeypatch, find_collec
     with pytest.raises(ModelFileError, match=f"claims 12 items of object 1 of the global heap "
                                              f"collection at byte {starts[9]}, which holds 10"):
         check_global_heaps(bad, "m.h5")
+
+
+def test_the_one_pass_search_works_in_blocks(monkeypatch):
+    """Blocks of PASS_WORDS words: an address across a block boundary at every alignment is
+    found, as by bytes.find."""
+    monkeypatch.setattr(hdf5_check, "PASS_WORDS", 3)   # 24 bytes a block
+    rng = np.random.default_rng(3)
+    buf = bytearray(rng.integers(0, 256, 400, dtype=np.uint8).tobytes())
+    starts = [4096, 70000]
+    for at in (4, 13, 30, 47, 100, 161, 250, 264, 331, 377):   # every alignment mod 8
+        buf[at:at + 8] = starts[at % 2].to_bytes(8, "little")
+    want = sorted((at, v) for v in starts for at in range(4, len(buf) - 7)
+                  if buf[at:at + 8] == v.to_bytes(8, "little"))
+    assert hdf5_check._addresses_in(bytes(buf), starts, 8) == want and len(want) >= 10
+
+
+def test_an_unusual_size_of_offsets_still_gets_the_walk():
+    """A superblock whose size of offsets is not 2, 4 or 8: references are not looked for, the
+    collections are still walked."""
+    sb = bytearray(_superblock(0, 8))
+    sb[13] = 16
+    bad = bytearray(bytes(sb) + _collection([(1, b"config")]))
+    start = bad.index(b"GCOL")
+    free_at = start + 16 + 16 + 8
+    bad[free_at + 8:free_at + 16] = bytes(8)
+    with pytest.raises(ModelFileError, match="size 0"):
+        check_global_heaps(bytes(bad), "m.h5")

@@ -37,9 +37,9 @@ MAX_OBJECTS = 1_000_000
 
 
 def _field_sizes(buf) -> tuple | None:
-    """The superblock's (size of offsets, size of lengths): bytes of an address and of a length
-    field; None where buf has no superblock this check reads (then the library refuses or reads
-    the file on its own)."""
+    """The superblock's (size of offsets, size of lengths): bytes of an address (None unless
+    2, 4 or 8: references are then not checked) and of a length field; None where buf has no
+    superblock this check reads (then the library refuses or reads the file on its own)."""
     at = 0
     while at + 16 <= len(buf):
         if buf[at:at + 8] == HDF5_SIGNATURE:
@@ -50,7 +50,9 @@ def _field_sizes(buf) -> tuple | None:
                 sizes = buf[at + 9], buf[at + 10]
             else:
                 return None
-            return sizes if all(v in (2, 4, 8) for v in sizes) else None
+            if sizes[1] not in (2, 4, 8):
+                return None
+            return (sizes[0] if sizes[0] in (2, 4, 8) else None), sizes[1]
         at = 512 if at == 0 else at * 2   # the superblock's possible places (after a user block)
     return None
 
@@ -84,6 +86,8 @@ def check_global_heaps(buf, where: str) -> None:
                 collections[start] = _walk(buf, start, fields_end, end, object_header,
                                            length_size, where, budget)
         start = buf.find(COLLECTION_SIGNATURE, start + 1)
+    if offset_size is None:
+        return
     if len(collections) <= FIND_COLLECTIONS:
         for start in collections:
             address = start.to_bytes(offset_size, "little")
@@ -99,24 +103,27 @@ def check_global_heaps(buf, where: str) -> None:
 # Collections whose references are looked for one at a time (bytes.find over the file each);
 # more (a few hundred in a hostile file of 4 KB collections) are found in one numpy pass
 FIND_COLLECTIONS = 8
+# Words compared at a time in that pass: its temporaries stay a few MB for any file size
+PASS_WORDS = 1 << 18
 
 
 def _addresses_in(buf, starts, offset_size):
     """(position, value) of every place in buf from byte 4 on whose offset_size bytes, read as
-    a little-endian integer, are one of the sorted `starts`: one pass per byte alignment."""
+    a little-endian integer, are one of the sorted `starts`: one pass per byte alignment, in
+    blocks of PASS_WORDS words."""
     values = np.asarray(starts, np.uint64)
     kind = {2: "<u2", 4: "<u4", 8: "<u8"}[offset_size]
     found = []
     for shift in range(offset_size):
         count = (len(buf) - shift) // offset_size
-        if count <= 0:
-            continue
-        words = np.frombuffer(buf, kind, count, shift).astype(np.uint64)
-        slot = np.minimum(np.searchsorted(values, words), len(values) - 1)
-        for i in np.flatnonzero(values[slot] == words):
-            at = shift + int(i) * offset_size
-            if at >= 4:
-                found.append((at, int(words[i])))
+        for first in range(0, max(count, 0), PASS_WORDS):
+            n = min(PASS_WORDS, count - first)
+            words = np.frombuffer(buf, kind, n, shift + first * offset_size).astype(np.uint64)
+            slot = np.minimum(np.searchsorted(values, words), len(values) - 1)
+            for i in np.flatnonzero(values[slot] == words):
+                at = shift + (first + int(i)) * offset_size
+                if at >= 4:
+                    found.append((at, int(words[i])))
     return sorted(found)
 
 
