@@ -151,6 +151,24 @@ def test_very_many_objects_are_refused(monkeypatch):
         check_global_heaps(buf, "m.h5")
 
 
+def _refused_here_and_in_a_child(tmp_path, bad, match):
+    """check_global_heaps refuses `bad` with a message matching `match`; loading it in a child
+    process ends in a ModelFileError with a peak RSS under 500 MiB."""
+    with pytest.raises(ModelFileError, match=match):
+        check_global_heaps(bytes(bad), "bad.h5")
+    path = _write(tmp_path, "bad.h5", bad)
+    child = run_isolated(f"""
+        import resource, fastcnn
+        try:
+            fastcnn.load({path!r})
+        except fastcnn.ModelFileError as e:
+            print("refused:", e)
+        print("peak MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """, tmp_path, timeout=60)
+    assert child.returncode == 0 and "refused:" in child.stdout, child.stdout + child.stderr
+    assert int(child.stdout.split("peak MiB")[1]) < 500, child.stdout
+
+
 def _references(buf: bytes, start: int, objects: dict):
     """(offset of the length, index) of each reference to the collection at start: its 8-byte
     address followed by the index of one of its objects."""
@@ -177,22 +195,10 @@ def test_a_variable_length_value_longer_than_its_object_is_refused(tmp_path):
     at, index = refs[-1]
     bad = bytearray(good)
     struct.pack_into("<I", bad, at, 0x80000000 + objects[index])
-    with pytest.raises(ModelFileError, match=f"variable-length value at byte {at} claims "
-                                             f"{0x80000000 + objects[index]} items of object "
-                                             f"{index} of the global heap collection at byte "
-                                             f"{start}, which holds {objects[index]} bytes"):
-        check_global_heaps(bytes(bad), "bad.h5")
-    path = _write(tmp_path, "bad.h5", bad)
-    child = run_isolated(f"""
-        import resource, fastcnn
-        try:
-            fastcnn.load({path!r})
-        except fastcnn.ModelFileError as e:
-            print("refused:", e)
-        print("peak MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
-        """, tmp_path, timeout=60)
-    assert child.returncode == 0 and "refused:" in child.stdout, child.stdout + child.stderr
-    assert int(child.stdout.split("peak MiB")[1]) < 500, child.stdout
+    _refused_here_and_in_a_child(tmp_path, bad, f"variable-length value at byte {at} claims "
+                                                f"{0x80000000 + objects[index]} items of object "
+                                                f"{index} of the global heap collection at byte "
+                                                f"{start}, which holds {objects[index]} bytes")
     # one item less than the object holds (a sequence of wider elements) is not refused here
     ok = bytearray(good)
     struct.pack_into("<I", ok, at, objects[index] - 1)
@@ -260,3 +266,86 @@ def test_an_unusual_size_of_offsets_still_gets_the_walk():
     bad[free_at + 8:free_at + 16] = bytes(8)
     with pytest.raises(ModelFileError, match="size 0"):
         check_global_heaps(bytes(bad), "m.h5")
+
+
+@pytest.mark.parametrize("where_to", ["elsewhere", "missing index"])
+def test_a_read_attribute_whose_values_claim_more_than_the_file_is_refused(tmp_path, where_to):
+    """A reference that names no object of a collection is allocated for by the HDF5 library
+    all the same (2 GB resident for these files before the check): the attributes the importer
+    reads are found by name and their variable-length values' lengths bounded by the file."""
+    good = _keras_h5(tmp_path)
+    start = good.index(b"GCOL")
+    objects = {index: size for _, index, size in _objects(good, start) if index}
+    version_at = good.index(b"keras_version\0")
+    at = min((a for a, _ in _references(good, start, objects) if a > version_at))
+    bad = bytearray(good)
+    struct.pack_into("<I", bad, at, 0x80000006)
+    if where_to == "elsewhere":
+        bad[at + 4:at + 12] = (start + 16).to_bytes(8, "little")
+    else:
+        struct.pack_into("<I", bad, at + 12, 999)
+    _refused_here_and_in_a_child(tmp_path, bad, f"attribute 'keras_version' \\(at byte "
+                                                f"{version_at - 8}\\) holds 1 variable-length "
+                                                f"value\\(s\\) claiming 2147483654 bytes, more "
+                                                f"than the file's {len(good)}")
+
+
+def _attribute(version, name, lengths, string=True, ds_version=1, datatype_class=9):
+    """An attribute message (versions 1-3) of variable-length values with these lengths, each
+    referring to object 1 of a collection at byte 4096 (8-byte offsets and lengths)."""
+    pad = (lambda b: b.ljust((len(b) + 7) // 8 * 8, b"\0")) if version == 1 else (lambda b: b)
+    name = name + b"\0"
+    base = struct.pack("<BBBBI", 0x10, 0, 0, 0, 1)                    # a 1-byte fixed type
+    datatype = struct.pack("<BBBBI", 0x10 | datatype_class, 1 if string else 0, 0, 0, 16) + base
+    n = len(lengths)
+    if ds_version == 1:
+        dataspace = struct.pack("<BBBBI", 1, 1, 0, 0, 0) + struct.pack("<Q", n)
+    else:
+        dataspace = struct.pack("<BBBB", 2, 1, 0, 1) + struct.pack("<Q", n)
+    header = struct.pack("<BBHHH", version, 0, len(name), len(datatype), len(dataspace))
+    if version == 3:
+        header += b"\0"
+    data = b"".join(struct.pack("<IQI", length, 4096, 1) for length in lengths)
+    return header + pad(name) + pad(datatype) + pad(dataspace) + data
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("ds_version", [1, 2])
+@pytest.mark.parametrize("name", [b"keras_version", b"model_config", b"weight_names", b"weight_names12"])
+def test_read_attributes_are_found_in_every_message_layout(version, ds_version, name):
+    sb = _superblock(0, 8)
+    filler = b"\0" * 256
+    ok = sb + filler + _attribute(version, name, [300, 300], ds_version=ds_version) + filler
+    assert 600 <= len(ok) < 1100
+    check_global_heaps(ok, "m.h5")   # 600 bytes claimed: within the file
+    bad = sb + filler + _attribute(version, name, [700, 400], ds_version=ds_version) + filler
+    with pytest.raises(ModelFileError, match=f"attribute '{name.decode()}' .* 2 variable-length "
+                                             f"value\\(s\\) claiming 1100 bytes"):
+        check_global_heaps(bad, "m.h5")
+
+
+def test_other_attributes_and_fixed_types_are_left_to_the_library():
+    """Only the attributes the importer reads, and only variable-length ones, are checked."""
+    sb = _superblock(0, 8)
+    huge = [1 << 31]
+    check_global_heaps(sb + _attribute(1, b"backend", huge) + b"\0" * 64, "m.h5")
+    check_global_heaps(sb + _attribute(1, b"keras_version", huge, datatype_class=3) + b"\0" * 64,
+                       "m.h5")
+    check_global_heaps(sb + _attribute(1, b"weight_namesX", huge) + b"\0" * 64, "m.h5")
+
+
+def test_read_attributes_lists_every_attribute_the_importer_reads(tmp_path, monkeypatch):
+    """READ_ATTRIBUTES must name what keras/__init__.py reads: record the attribute reads of a
+    load through h5py (digits of Keras' chunked names stripped)."""
+    import h5py
+    read = set()
+    original = h5py.AttributeManager.__getitem__
+
+    def recording(self, name):
+        read.add(name.rstrip("0123456789"))
+        return original(self, name)
+
+    monkeypatch.setattr(h5py.AttributeManager, "__getitem__", recording)
+    fastcnn.load(_write(tmp_path, "m.h5", _keras_h5(tmp_path)))
+    assert {"model_config", "weight_names"} <= read   # what this file has to be read
+    assert {n.encode() for n in read} <= set(hdf5_check.READ_ATTRIBUTES), read

@@ -20,6 +20,13 @@ object and compares their sizes (a fuzzed 23 KB file whose version string claime
 resident, then an error). So each collection's address is looked for in the file, and where
 the 4 bytes after it name one of its objects, the length before it must not exceed that
 object's size (a string's length is its size; a sequence's, its size over the element size).
+A reference to something else (no collection there, an index it lacks) is allocated for all
+the same before the library finds out, so the attributes the importer reads (READ_ATTRIBUTES)
+are found by name too: where one holds variable-length values, their lengths together must
+not claim more bytes than the file has (each value of a file as written is an object of its
+own). Attribute message layout ("Attribute Message", versions 1-3): version, flags, name size,
+datatype size, dataspace size (2 bytes each), [name encoding], then the name, the datatype and
+the dataspace (each padded to 8 bytes in version 1) and the data.
 """
 from __future__ import annotations
 
@@ -88,6 +95,7 @@ def check_global_heaps(buf, where: str) -> None:
         start = buf.find(COLLECTION_SIGNATURE, start + 1)
     if offset_size is None:
         return
+    _check_read_attributes(buf, offset_size, length_size, where)
     if len(collections) <= FIND_COLLECTIONS:
         for start in collections:
             address = start.to_bytes(offset_size, "little")
@@ -173,3 +181,80 @@ def _walk(buf, start, p, end, object_header, length_size, where, budget) -> dict
             objects[index] = size
         p += need
     return objects
+
+
+# The attributes the Keras importer reads (keras/__init__.py), by name: "weight_names" also in
+# Keras' chunked form weight_names0, weight_names1, ...
+READ_ATTRIBUTES = (b"model_config", b"keras_version", b"weight_names")
+VLEN_CLASS = 9
+
+
+def _check_read_attributes(buf, offset_size, length_size, where) -> None:
+    """Find each attribute message named in READ_ATTRIBUTES and refuse one whose
+    variable-length values claim more bytes, together, than the file holds."""
+    for base in READ_ATTRIBUTES:
+        at = buf.find(base)
+        while at != -1:
+            end = at + len(base)
+            if base == b"weight_names":
+                while end < len(buf) and 48 <= buf[end] <= 57:   # chunk digits
+                    end += 1
+            if end < len(buf) and buf[end] == 0:
+                _check_attribute(buf, at, end + 1 - at, offset_size, length_size, where)
+            at = buf.find(base, at + 1)
+
+
+def _u16(buf, at) -> int:
+    return int.from_bytes(buf[at:at + 2], "little")
+
+
+def _check_attribute(buf, name_at, name_size, offset_size, length_size, where) -> None:
+    """The attribute message whose name (name_size bytes with its NUL) is at name_at, if the
+    bytes before it are the header of one (version 1 or 2 eight bytes before, 3 nine)."""
+    for header, versions in ((name_at - 8, (1, 2)), (name_at - 9, (3,))):
+        if header < 0 or buf[header] not in versions or _u16(buf, header + 2) != name_size:
+            continue
+        padded = buf[header] == 1
+        pad = (lambda n: (n + 7) // 8 * 8) if padded else (lambda n: n)
+        dt_at = name_at + pad(name_size)
+        ds_at = dt_at + pad(_u16(buf, header + 4))
+        data_at = ds_at + pad(_u16(buf, header + 6))
+        if data_at > len(buf) or dt_at + 16 > len(buf) or buf[dt_at] & 0x0F != VLEN_CLASS:
+            continue
+        count = _elements(buf, ds_at, length_size)
+        stride = 4 + offset_size + 4       # length, collection address, object index
+        if count is None or count == 0 or data_at + count * stride > len(buf):
+            continue   # no values, or more than the message holds: the library refuses it
+        string = buf[dt_at + 1] & 0x0F == 1
+        item = 1 if string else max(1, int.from_bytes(buf[dt_at + 12:dt_at + 16], "little"))
+        lengths = np.ndarray((count,), "<u4", buf, data_at, (stride,))
+        claimed = int(lengths.sum(dtype=np.uint64)) * item
+        if claimed > len(buf):
+            name = bytes(buf[name_at:name_at + name_size - 1]).decode("ascii", "replace")
+            raise ModelFileError(
+                f"{where}: corrupt HDF5 file: attribute '{name}' (at byte {header}) holds "
+                f"{count} variable-length value(s) claiming {claimed} bytes, more than the "
+                f"file's {len(buf)}")
+
+
+def _elements(buf, at, length_size) -> int | None:
+    """Elements of the dataspace message at `at` (versions 1 and 2), or None if unreadable."""
+    if at + 8 > len(buf):
+        return None
+    version, rank = buf[at], buf[at + 1]
+    if version == 1:
+        dims_at = at + 8
+    elif version == 2:
+        kind = buf[at + 3]
+        if kind in (0, 2):
+            return 1 if kind == 0 else 0   # scalar, null
+        dims_at = at + 4
+    else:
+        return None
+    if dims_at + rank * length_size > len(buf):
+        return None
+    count = 1
+    for i in range(rank):
+        count *= int.from_bytes(buf[dims_at + i * length_size:dims_at + (i + 1) * length_size],
+                                "little")
+    return count
