@@ -26,7 +26,9 @@ are found by name too: where one holds variable-length values, their lengths tog
 not claim more bytes than the file has (each value of a file as written is an object of its
 own). Attribute message layout ("Attribute Message", versions 1-3): version, flags, name size,
 datatype size, dataspace size (2 bytes each), [name encoding], then the name, the datatype and
-the dataspace (each padded to 8 bytes in version 1) and the data.
+the dataspace (each padded to 8 bytes in version 1) and the data. Not seen by these checks: an
+attribute whose datatype is a shared (committed) one or whose messages sit in a filtered
+(compressed) heap; Keras writes neither.
 """
 from __future__ import annotations
 
