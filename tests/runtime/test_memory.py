@@ -182,4 +182,5 @@ def test_an_input_that_is_an_output_keeps_its_place():
     assert m.plan_for().input_views["z"] is not None
     x, z = rand(rng, 2, 3), rand(rng, 4, 5)
     y, z_out = m.run(None, {"x": x, "z": z})
-    assert_close(y, np.maximum(x, 0)) and np.testing.assert_array_equal(z_out, z)
+    assert_close(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(z_out, z)
