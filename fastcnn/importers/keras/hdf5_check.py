@@ -67,14 +67,16 @@ def _field_sizes(buf) -> tuple | None:
 
 
 def _read_length(buf, at: int, size: int) -> int:
+    """The little-endian unsigned integer of `size` bytes at `at`."""
     return int.from_bytes(buf[at:at + size], "little")
 
 
 def check_global_heaps(buf, where: str) -> None:
     """Walk every global heap collection of the HDF5 file in `buf` (bytes or a mapped file) as
     the HDF5 library does; raise ModelFileError naming `where` and the offset when one would
-    loop (a free-space object of size 0) or an object runs past its collection, or where a
-    variable-length value claims more than the object it refers to holds."""
+    loop (a free-space object of size 0) or an object runs past its collection, where a
+    variable-length value claims more than the object it refers to holds, or where an
+    attribute the importer reads (READ_ATTRIBUTES) claims more bytes than the file has."""
     sizes = _field_sizes(buf)
     if sizes is None:
         return
@@ -144,11 +146,11 @@ def _check_reference(buf, at, start, collections, offset_size, where) -> None:
     collection only by chance, and a real reference never fails the test."""
     if at + offset_size + 4 > len(buf):
         return
-    index = int.from_bytes(buf[at + offset_size:at + offset_size + 4], "little")
+    index = _read_length(buf, at + offset_size, 4)
     size = collections[start].get(index)
     if size is None:
         return
-    length = int.from_bytes(buf[at - 4:at], "little")
+    length = _read_length(buf, at - 4, 4)
     if length > size:
         raise ModelFileError(
             f"{where}: corrupt HDF5 file: the variable-length value at byte {at - 4} claims "
@@ -185,9 +187,10 @@ def _walk(buf, start, p, end, object_header, length_size, where, budget) -> dict
     return objects
 
 
-# The attributes the Keras importer reads (keras/__init__.py), by name: "weight_names" also in
-# Keras' chunked form weight_names0, weight_names1, ...
+# The attributes the Keras importer reads (keras/__init__.py), by name; CHUNKED ones also in
+# Keras' chunked form (weight_names0, weight_names1, ...: keras/__init__._attr_list)
 READ_ATTRIBUTES = (b"model_config", b"keras_version", b"weight_names")
+CHUNKED = (b"weight_names",)
 VLEN_CLASS = 9
 
 
@@ -198,7 +201,7 @@ def _check_read_attributes(buf, offset_size, length_size, where) -> None:
         at = buf.find(base)
         while at != -1:
             end = at + len(base)
-            if base == b"weight_names":
+            if base in CHUNKED:
                 while end < len(buf) and 48 <= buf[end] <= 57:   # chunk digits
                     end += 1
             if end < len(buf) and buf[end] == 0:
@@ -206,21 +209,17 @@ def _check_read_attributes(buf, offset_size, length_size, where) -> None:
             at = buf.find(base, at + 1)
 
 
-def _u16(buf, at) -> int:
-    return int.from_bytes(buf[at:at + 2], "little")
-
-
 def _check_attribute(buf, name_at, name_size, offset_size, length_size, where) -> None:
     """The attribute message whose name (name_size bytes with its NUL) is at name_at, if the
     bytes before it are the header of one (version 1 or 2 eight bytes before, 3 nine)."""
     for header, versions in ((name_at - 8, (1, 2)), (name_at - 9, (3,))):
-        if header < 0 or buf[header] not in versions or _u16(buf, header + 2) != name_size:
+        if header < 0 or buf[header] not in versions or _read_length(buf, header + 2, 2) != name_size:
             continue
         padded = buf[header] == 1
         pad = (lambda n: (n + 7) // 8 * 8) if padded else (lambda n: n)
         dt_at = name_at + pad(name_size)
-        ds_at = dt_at + pad(_u16(buf, header + 4))
-        data_at = ds_at + pad(_u16(buf, header + 6))
+        ds_at = dt_at + pad(_read_length(buf, header + 4, 2))
+        data_at = ds_at + pad(_read_length(buf, header + 6, 2))
         if data_at > len(buf) or dt_at + 16 > len(buf) or buf[dt_at] & 0x0F != VLEN_CLASS:
             continue
         count = _elements(buf, ds_at, length_size)
@@ -228,7 +227,7 @@ def _check_attribute(buf, name_at, name_size, offset_size, length_size, where) -
         if count is None or count == 0 or data_at + count * stride > len(buf):
             continue   # no values, or more than the message holds: the library refuses it
         string = buf[dt_at + 1] & 0x0F == 1
-        item = 1 if string else max(1, int.from_bytes(buf[dt_at + 12:dt_at + 16], "little"))
+        item = 1 if string else max(1, _read_length(buf, dt_at + 12, 4))
         lengths = np.ndarray((count,), "<u4", buf, data_at, (stride,))
         claimed = int(lengths.sum(dtype=np.uint64)) * item
         if claimed > len(buf):
@@ -257,6 +256,5 @@ def _elements(buf, at, length_size) -> int | None:
         return None
     count = 1
     for i in range(rank):
-        count *= int.from_bytes(buf[dims_at + i * length_size:dims_at + (i + 1) * length_size],
-                                "little")
+        count *= _read_length(buf, dims_at + i * length_size, length_size)
     return count
