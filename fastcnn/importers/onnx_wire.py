@@ -64,19 +64,31 @@ def _fields(buf, start: int, end: int, budget: list):
         if budget[0] < 0:
             raise WireError(f"more than {MAX_FIELDS} fields")
         key_at = pos
-        key, pos = _varint(buf, pos, end)
+        # keys and most lengths are one byte: read those inline (a call per varint was a
+        # third of the walk)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos, end)
         field, wire = key >> 3, key & 7
         if field == 0:
             raise WireError("field number 0")
-        if wire == 0:
+        if wire == LEN:
+            if pos >= end:
+                raise WireError("truncated varint")
+            n = buf[pos]
+            if n < 0x80:
+                pos += 1
+            else:
+                n, pos = _varint(buf, pos, end)
+            value_end = pos + n
+        elif wire == 0:
             _, value_end = _varint(buf, pos, end)
         elif wire == 1:
             value_end = pos + 8
         elif wire == 5:
             value_end = pos + 4
-        elif wire == LEN:
-            n, pos = _varint(buf, pos, end)
-            value_end = pos + n
         else:
             raise WireError(f"wire type {wire}")
         if value_end > end:
