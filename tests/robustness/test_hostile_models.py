@@ -182,6 +182,24 @@ ONNX_CASES.update({
 })
 
 
+def _not_utf8(text: bytes) -> bytes:
+    """A Relu -> Conv model with every occurrence of `text` (a name that occurs nowhere else in
+    the file) made invalid UTF-8, its length kept: protobuf hands such a string out as bytes."""
+    data = onnx_bytes([N("Relu", ["x_input"], ["r_out"], name="relu_node"),
+                       N("Conv", ["r_out", "w_init"], ["y"], name="conv_node", kernel_shape=[3, 3])],
+                      {"x_input": [1, 3, 8, 8]}, ["y"], {"w_init": W33})
+    assert data.count(text) >= 1
+    return data.replace(text, text[:1] + b"\xff" + text[2:])
+
+
+ONNX_CASES.update({
+    f"non-UTF-8 {what}": (_not_utf8(text), "ModelFileError", f"{what} b'{text[:1].decode()}\\xff")
+    for text, what in ((b"relu_node", "a node name"), (b"Relu", "an operator type"),
+                       (b"r_out", "a tensor name of node 'relu_node'"), (b"w_init", "an initializer name"),
+                       (b"kernel_shape", "an attribute name of node 'conv_node'"),
+                       (b"x_input", "a graph input/output name"))})
+
+
 # ----------------------------------------------------------------------------- .fcnn
 def fcnn_file(header: dict, data: bytes = b"") -> bytes:
     """A .fcnn file around `header` and a tensor region `data` (offsets in the header's table are
