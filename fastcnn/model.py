@@ -19,6 +19,7 @@ from fastcnn.ir.graph import Graph, TensorSpec, ValueType
 from fastcnn.ir.infer import infer_graph
 from fastcnn.runtime import batch_split
 from fastcnn.runtime.plan import Plan, build_plan
+from fastcnn.runtime.weight_pool import WeightPool
 
 MAX_CACHED_SHAPES = 8
 _F32 = np.dtype(np.float32)
@@ -68,6 +69,7 @@ class Model:
         self._graph = graph
         self._threads = config.check_threads(num_threads) if num_threads is not None else config.default_threads()
         self._cache = {}
+        self._weight_pool = WeightPool()   # memory of the packed weights in _cache
         self._plans = OrderedDict()  # shape key -> list[Plan]
         self._empty = {}             # shape key with an empty batch -> output arrays
         self._splits = {}            # (shape key, threads) -> batch_split.Runs, or None
@@ -293,7 +295,7 @@ class Model:
         else:
             inferred = self._infer(key, limit)
         return build_plan(g, inferred, threads, self._cache, limit,
-                          getattr(self._resources, "release_pages", None))
+                          getattr(self._resources, "release_pages", None), self._weight_pool)
 
     def run(self, output_names, input_feed, run_options=None) -> list:
         """Run the model. output_names: None for all outputs, or a list of output names.
@@ -536,6 +538,7 @@ class Model:
             self._closed = True
             self._plans.clear()
             self._cache.clear()
+            self._weight_pool.release()
             self._empty.clear()
             self._splits.clear()
             res, self._resources = self._resources, None

@@ -379,7 +379,24 @@ def pack_b_panels(b):
     return np.ascontiguousarray(padded.reshape(k, np_, NR).transpose(1, 0, 2))
 
 
-def pack_bt_panels(bt, scale=None, cols=None):
+def packed_array(shape, alloc=None):
+    """A new float32 array of `shape` for a packer to fill: np.empty, or alloc(shape) where the
+    packer is given an allocator (a model's runtime.weight_pool.WeightPool). What alloc returns
+    is checked to be a writeable, C-contiguous float32 array of that shape: packers write it
+    without bounds checks."""
+    shape = tuple(shape)
+    if alloc is None:
+        return np.empty(shape, np.float32)
+    out = alloc(shape)
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == shape
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"packed_array: the allocator returned "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}, "
+                         f"not a writeable C-contiguous float32 array of shape {shape}")
+    return out
+
+
+def pack_bt_panels(bt, scale=None, cols=None, alloc=None):
     """pack_b_panels(bt.T) for B given transposed, bt (n, k) (conv and dense weights W (c_out,
     c_in) are B^T): panels (ceil(n/16), k, 16), columns past n zero.
 
@@ -388,7 +405,8 @@ def pack_bt_panels(bt, scale=None, cols=None):
     per row as it is packed, each product rounded once from double (the bits of
     ir/weights.conv_weights: a folded BatchNorm's weights, with no scaled copy in between).
     cols: None, or (k,) int64, a permutation of range(k): packed column q is bt's column
-    cols[q] (a conv's K reordered for a channels-last step, with no reordered copy)."""
+    cols[q] (a conv's K reordered for a channels-last step, with no reordered copy).
+    alloc: where the panels' memory comes from (`packed_array`)."""
     if not (isinstance(bt, np.ndarray) and bt.dtype == np.float32 and bt.ndim == 2
             and bt.flags.c_contiguous):
         bt = np.ascontiguousarray(bt, np.float32)
@@ -407,7 +425,7 @@ def pack_bt_panels(bt, scale=None, cols=None):
         cv = np.ascontiguousarray(cols, np.int64).reshape(-1)
         if cv.shape[0] != k or not np.array_equal(np.sort(cv), np.arange(k)):
             raise ValueError(f"pack_bt_panels: cols must be a permutation of range({k})")
-    out = np.empty((np_, k, NR), np.float32)
+    out = packed_array((np_, k, NR), alloc)
     if n == 0 or k == 0:
         return out
     cdef const unsigned char[::1] raw = bt.reshape(-1).view(np.uint8)

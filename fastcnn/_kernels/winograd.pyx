@@ -30,6 +30,8 @@ from fastcnn._kernels.convgeom cimport ConvGeom, make_geom, check_geom, shape4
 
 import numpy as np
 
+from fastcnn._kernels.gemm import packed_array
+
 
 # Transform matrices (Lavin & Gray 2015), points 0, +-1, +-2 (F(4,3)) and 0, +-1 (F(2,3)).
 WINOGRAD_MATRICES = {
@@ -641,7 +643,7 @@ cdef void transform_panel(const unsigned char *w, Py_ssize_t c_out, Py_ssize_t c
                     dst[q] = <float>(t[i][0][q] * g0 + t[i][1][q] * g1 + t[i][2][q] * g2)
 
 
-def winograd_weights(w, Py_ssize_t m, int num_threads=1, scale=None):
+def winograd_weights(w, Py_ssize_t m, int num_threads=1, scale=None, alloc=None):
     """U = G w G^T for w (c_out, c_in, 3, 3), packed as micro-kernel row panels per position:
     (a*a, ceil(c_out/6), c_in, 6), pos = row*a + column of the transformed a x a tile.
     Sums in float64, rounded once; 6-channel panels are split over `num_threads` threads
@@ -650,7 +652,7 @@ def winograd_weights(w, Py_ssize_t m, int num_threads=1, scale=None):
     place, bytewise); anything else is converted first. scale: None, or (c_out,) float64 (a
     folded BatchNormalization's) applied to each weight, rounded to float32, before the
     transform: the bits of transforming `ir.weights.conv_weights(w, scale)`, with no scaled
-    copy of the weights in between."""
+    copy of the weights in between. alloc: where U's memory comes from (gemm.packed_array)."""
     cdef Py_ssize_t a = m + 2, p, mp, c_out, c_in
     G = np.ascontiguousarray(WINOGRAD_MATRICES[m]["G"], np.float64)
     if not (isinstance(w, np.ndarray) and w.dtype == np.float32 and w.flags.c_contiguous):
@@ -668,7 +670,7 @@ def winograd_weights(w, Py_ssize_t m, int num_threads=1, scale=None):
         if c_out:
             scp = &sc[0]
     mp = (c_out + MR - 1) // MR
-    packed = np.empty((a * a, mp, c_in, MR), np.float32)
+    packed = packed_array((a * a, mp, c_in, MR), alloc)
     if c_out == 0 or c_in == 0:
         return packed
     cdef const unsigned char[::1] raw = w.reshape(-1).view(np.uint8)

@@ -334,7 +334,7 @@ def _winograd_binder(m):
             # scaled as they are transformed, from the weights as the graph holds them (read
             # in place, bytewise): no scaled copy of them is made (ResNet-18: 38 MB to write)
             w, scale = w4.unscaled()
-            return winograd.winograd_weights(w, m, p.num_threads, scale)
+            return winograd.winograd_weights(w, m, p.num_threads, scale, p.alloc)
 
         up = p.cached(("winograd", m), transformed)
         slots = scratch_slots(p)
@@ -542,7 +542,7 @@ class _ConvWeights:
         # nor a scaled copy of them is made (MobileNetV2's 1x1 convs: 8.5 MB less to write;
         # reordered for a channels-last tile step, they are copied once in that order)
         w, scale = self.unscaled()
-        return conv_tile.pack_tile_weights(w, scale, channels_last)
+        return conv_tile.pack_tile_weights(w, scale, channels_last, self._p.alloc)
 
     def kept(self):
         return self._p.cached("w4", self)

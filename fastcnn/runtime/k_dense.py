@@ -45,7 +45,8 @@ def prepare_gemm(p):
             # float32 weight is exact in float64, so rounding it once gives the bits of the
             # float32 product w * alpha32. The weights may view an .onnx file at an odd
             # offset (importers/onnx._copy_misaligned): the packer reads them bytewise.
-            return gemm_kernels.pack_bt_panels(p.const(1), None if alpha == 1.0 else np.full(n, alpha32))
+            return gemm_kernels.pack_bt_panels(p.const(1), None if alpha == 1.0 else np.full(n, alpha32),
+                                               alloc=p.alloc)
         w = p.const_f32(1)
         return gemm_kernels.pack_b_panels(w * alpha32 if alpha != 1.0 else w)
 

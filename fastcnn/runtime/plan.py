@@ -150,8 +150,10 @@ RELEASE_EVERY_BYTES = 8 << 20
 
 
 def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
-               memory_limit: int, release_weights=None) -> Plan:
+               memory_limit: int, release_weights=None, weight_pool=None) -> Plan:
     """Prepare every runtime node of `graph` (already checked and inferred for concrete shapes).
+    cache and weight_pool: the model's packed weights, and the memory they are packed into
+    (runtime/weight_pool.py; None: np.empty).
     release_weights: None, or called after each node is prepared to drop the model file's
     resident pages (a mapped .fcnn): packing copies most weights (Winograd, GEMM panels), and
     without this the originals would stay resident beside the copies, all at once (ResNet-18:
@@ -188,7 +190,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
                               [consts.get(x) if x else None for x in node.inputs],
                               num_threads, cache, where,
                               [bool(x) and x in blocked for x in node.inputs],
-                              [bool(o) and o in blocked for o in node.outputs])
+                              [bool(o) and o in blocked for o in node.outputs], weight_pool)
 
     preps = []
     touched = 0   # bytes of constants read since the file's pages were last released

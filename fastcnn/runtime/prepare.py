@@ -21,7 +21,8 @@ class PrepareContext:
     inputs), in_consts (numpy arrays for inputs known while planning, else None), num_threads,
     cache (dict shared by every plan of one model: packed weights live here), where (file name),
     in_blocked / out_blocked (per input / output: stored NCHW8c, see runtime/blocking.py; only
-    ops with a layout rule ever see True)."""
+    ops with a layout rule ever see True), weight_pool (the model's runtime.weight_pool.WeightPool,
+    or None): packers allocate the weights they pack with `alloc`."""
 
     node: object
     attrs: dict
@@ -33,6 +34,13 @@ class PrepareContext:
     where: str = ""
     in_blocked: list = field(default_factory=list)
     out_blocked: list = field(default_factory=list)
+    weight_pool: object = None
+
+    @property
+    def alloc(self):
+        """The allocator to give a packer (`gemm.packed_array`): the model's weight pool's, or
+        None for np.empty."""
+        return self.weight_pool.empty if self.weight_pool is not None else None
 
     def blocked_in(self, i) -> bool:
         return i < len(self.in_blocked) and self.in_blocked[i]
