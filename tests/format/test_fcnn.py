@@ -684,3 +684,13 @@ def test_convert_refuses_a_graph_that_would_not_load(tmp_path, passes):
     assert str(converting.value) == str(loading.value)
     assert "channels" in str(converting.value)
     assert not (tmp_path / "m.fcnn").exists()
+
+
+def test_the_shipped_example_records_the_current_pipeline():
+    """models/lenet5_digits.fcnn names the pass pipeline of this fastcnn, so loading it skips
+    the passes (README's first command loads it). A change to the pipeline makes it stale:
+    regenerate it with models/train_lenet_digits.py (or fastcnn.convert from the .onnx beside
+    it, with its labels and preprocessing metadata)."""
+    import fastcnn.passes as passes_mod
+    shipped = Path(__file__).resolve().parents[2] / "models" / "lenet5_digits.fcnn"
+    assert parts(str(shipped))[1].get("passes") == passes_mod.PIPELINE_ID
