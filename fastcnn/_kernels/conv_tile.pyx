@@ -55,13 +55,14 @@ cdef enum:
     CHANNELS_LAST_MIN = 8   # input channels at least for a channels-last copy
 
 
-def pack_tile_weights(w, scale=None, bint channels_last=False, alloc=None):
+def pack_tile_weights(w, scale=None, bint channels_last=False, alloc=None, int num_threads=1):
     """w (c_out, c_in, k_h, k_w) -> (ceil(c_out/16), K, 16): W^T in 16-channel panels, the
     channels past c_out zero (gemm.pack_bt_panels of the (c_out, K) matrix; the blocked
     pointwise step reads the same layout), K in the order (ci, kh, kw), or (kh, kw, ci) for a
     step that reads a channels-last copy (`tile_channels_last`). w may view a model file at
     any byte offset; scale: None or (c_out,) float64, a folded BatchNormalization's, applied
-    as the weights are packed. alloc: where the panels' memory comes from (gemm.packed_array)."""
+    as the weights are packed. alloc: where the panels' memory comes from (gemm.packed_array);
+    num_threads: threads that may pack (gemm.pack_bt_panels)."""
     w = np.asarray(w)
     cols = None
     if channels_last:
@@ -69,7 +70,7 @@ def pack_tile_weights(w, scale=None, bint channels_last=False, alloc=None):
         c_in, k_h, k_w = w.shape[1:]
         cols = np.arange(c_in * k_h * k_w, dtype=np.int64).reshape(c_in, k_h, k_w)
         cols = cols.transpose(1, 2, 0).reshape(-1)
-    return pack_bt_panels(w.reshape(w.shape[0], -1), scale, cols, alloc)
+    return pack_bt_panels(w.reshape(w.shape[0], -1), scale, cols, alloc, num_threads)
 
 
 cdef inline void padded_extent(const ConvGeom *g, Py_ssize_t *hp, Py_ssize_t *wp) noexcept nogil:

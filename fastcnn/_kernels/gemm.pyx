@@ -31,6 +31,9 @@ import numpy as np
 # columns of W^T packed at a time by pack_bt_panels (64 output lines of 64 bytes: 4 KiB of L1)
 cdef enum:
     PACK_QB = 64
+    # panel columns (16 floats each) a packing thread gets at least (256 KB of panels): less is
+    # not worth a thread's start
+    PACK_MIN_COLUMNS_PER_THREAD = 4096
 
 
 cdef void sgemm_rows(const float *a, Py_ssize_t lda, const float *b, Py_ssize_t ldb,
@@ -396,7 +399,14 @@ def packed_array(shape, alloc=None):
     return out
 
 
-def pack_bt_panels(bt, scale=None, cols=None, alloc=None):
+cdef inline float _load_f32(const unsigned char *p) noexcept nogil:
+    """The float32 at p, at any byte alignment."""
+    cdef float v
+    memcpy(&v, p, sizeof(float))
+    return v
+
+
+def pack_bt_panels(bt, scale=None, cols=None, alloc=None, int num_threads=1):
     """pack_b_panels(bt.T) for B given transposed, bt (n, k) (conv and dense weights W (c_out,
     c_in) are B^T): panels (ceil(n/16), k, 16), columns past n zero.
 
@@ -406,7 +416,8 @@ def pack_bt_panels(bt, scale=None, cols=None, alloc=None):
     ir/weights.conv_weights: a folded BatchNorm's weights, with no scaled copy in between).
     cols: None, or (k,) int64, a permutation of range(k): packed column q is bt's column
     cols[q] (a conv's K reordered for a channels-last step, with no reordered copy).
-    alloc: where the panels' memory comes from (`packed_array`)."""
+    alloc: where the panels' memory comes from (`packed_array`). num_threads: panels are
+    packed on up to this many threads (each panel by one: the same bits for any count)."""
     if not (isinstance(bt, np.ndarray) and bt.dtype == np.float32 and bt.ndim == 2
             and bt.flags.c_contiguous):
         bt = np.ascontiguousarray(bt, np.float32)
@@ -434,8 +445,10 @@ def pack_bt_panels(bt, scale=None, cols=None, alloc=None):
     cdef Py_ssize_t j, q, q0, q1, t, r, rows
     cdef float v
     cdef double s
+    # a thread per panel range once there is enough to share (a panel is k * 64 bytes)
+    cdef int nt = max(1, min(num_threads, <int>(np_ * k // PACK_MIN_COLUMNS_PER_THREAD)))
     with nogil:
-        for j in range(np_):
+        for j in prange(np_, num_threads=nt, schedule="static"):
             rows = min(NR, n - j * NR)
             # PACK_QB columns at a time: the PACK_QB output lines (16 floats each) stay in L1
             # while the panel's rows fill them, and each row is read sequentially
@@ -446,8 +459,8 @@ def pack_bt_panels(bt, scale=None, cols=None, alloc=None):
                     r = j * NR + t
                     s = sc[r] if scaled else 1.0
                     for q in range(q0, q1):
-                        memcpy(&v, src + (r * k + (cv[q] if permuted else q)) * sizeof(float),
-                               sizeof(float))
+                        # assigned, not written through &v: a private variable of the thread
+                        v = _load_f32(src + (r * k + (cv[q] if permuted else q)) * sizeof(float))
                         o[j, q, t] = <float>(<double>v * s) if scaled else v
                 for t in range(rows, NR):
                     for q in range(q0, q1):

@@ -542,7 +542,8 @@ class _ConvWeights:
         # nor a scaled copy of them is made (MobileNetV2's 1x1 convs: 8.5 MB less to write;
         # reordered for a channels-last tile step, they are copied once in that order)
         w, scale = self.unscaled()
-        return conv_tile.pack_tile_weights(w, scale, channels_last, self._p.alloc)
+        return conv_tile.pack_tile_weights(w, scale, channels_last, self._p.alloc,
+                                           self._p.num_threads)
 
     def kept(self):
         return self._p.cached("w4", self)

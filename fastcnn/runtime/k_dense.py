@@ -46,7 +46,7 @@ def prepare_gemm(p):
             # float32 product w * alpha32. The weights may view an .onnx file at an odd
             # offset (importers/onnx._copy_misaligned): the packer reads them bytewise.
             return gemm_kernels.pack_bt_panels(p.const(1), None if alpha == 1.0 else np.full(n, alpha32),
-                                               alloc=p.alloc)
+                                               alloc=p.alloc, num_threads=p.num_threads)
         w = p.const_f32(1)
         return gemm_kernels.pack_b_panels(w * alpha32 if alpha != 1.0 else w)
 

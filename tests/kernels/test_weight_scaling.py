@@ -91,6 +91,26 @@ def test_pack_bt_panels_scales_as_it_packs(offset, n, k):
         assert np.array_equal(pack_tile_weights(w4, s, True), want_cl, equal_nan=True)
 
 
+@pytest.mark.parametrize("n,k", [(1000, 300), (33, 4100), (17, 8200)])
+def test_pack_bt_panels_on_two_threads(n, k):
+    """Panels shared out over two threads (enough of them: 256 KB a thread at least), scaled,
+    with the columns permuted, from an odd byte offset: numpy's panels, the same bits as on one
+    thread; pack_tile_weights passes the thread count through."""
+    from fastcnn._kernels.conv_tile import pack_tile_weights
+    from fastcnn._kernels.gemm import pack_bt_panels
+    rng = np.random.default_rng(n + k)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    s = rng.uniform(-4.0, 4.0, n)
+    cols = rng.permutation(k)
+    src = _at_offset(w, 1)
+    want = _numpy_panels((w[:, cols].astype(np.float64) * s[:, None]).astype(np.float32))
+    got = pack_bt_panels(src, s, cols, num_threads=2)
+    assert np.array_equal(got, want)
+    assert np.array_equal(pack_bt_panels(src, s, cols, num_threads=1), want)
+    assert np.array_equal(pack_tile_weights(src.reshape(n, k, 1, 1), s, False, None, 2),
+                          _numpy_panels((w.astype(np.float64) * s[:, None]).astype(np.float32)))
+
+
 def test_pack_bt_panels_refuses_a_wrong_scale():
     from fastcnn._kernels.gemm import pack_bt_panels
     with pytest.raises(ValueError, match="3 scale values for 4 rows"):
