@@ -61,7 +61,7 @@ class Settings:
     warmup_seconds: float = 0.3
     min_rounds: int = 3
     max_row_seconds: float = 180.0
-    load_reps: int = 5
+    load_reps: int = 9
     peak_seconds: float = 1.5
     quiet_wait: float = 30.0
     quiet_threshold: float = 25.0
@@ -304,20 +304,30 @@ def row_line(r) -> str:
             f"ratio {r['ms']['fastcnn'] / r['ms']['ort']:.2f}  diff {r['diff']:.2g} {flag}")
 
 
-def median_seconds(fn, reps: int) -> float:
-    """Median wall time of `fn()` over `reps` calls after one untimed call; closes what it returns."""
-    fn()  # warm file cache and lazy imports
-    times = []
-    for _ in range(reps):
-        gc.collect()
-        t0 = time.perf_counter()
-        obj = fn()
-        times.append(time.perf_counter() - t0)
+def median_seconds(fns: dict, reps: int) -> dict:
+    """label -> median wall time of `fn()` over `reps` calls, for each fn of `fns`, after one
+    untimed call of each; the calls take turns (the order rotating each round, as the inference
+    rows do), so a minute of the machine's slower state falls on every engine alike. Closes
+    what each call returns."""
+    labels = list(fns)
+    for label in labels:
+        obj = fns[label]()   # warm file cache and lazy imports
         close = getattr(obj, "close", None)
         if close:
             close()
         del obj
-    return float(np.median(times))
+    times = {label: [] for label in labels}
+    for r in range(reps):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            gc.collect()
+            t0 = time.perf_counter()
+            obj = fns[label]()
+            times[label].append(time.perf_counter() - t0)
+            close = getattr(obj, "close", None)
+            if close:
+                close()
+            del obj
+    return {label: float(np.median(v)) for label, v in times.items()}
 
 
 def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, log) -> dict:
@@ -329,11 +339,11 @@ def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, log) ->
     t0 = time.perf_counter()
     fastcnn.convert(path, fcnn_path)
     convert_s = time.perf_counter() - t0
-    load = {
-        "fastcnn (.onnx)": median_seconds(lambda: fastcnn.load(path, num_threads=threads), s.load_reps),
-        "fastcnn (.fcnn)": median_seconds(lambda: fastcnn.load(fcnn_path, num_threads=threads), s.load_reps),
-        "ort": median_seconds(lambda: ort_session(path, threads, True), s.load_reps),
-    }
+    load = median_seconds({
+        "fastcnn (.onnx)": lambda: fastcnn.load(path, num_threads=threads),
+        "fastcnn (.fcnn)": lambda: fastcnn.load(fcnn_path, num_threads=threads),
+        "ort": lambda: ort_session(path, threads, True),
+    }, s.load_reps)
     shape = ",".join(map(str, zoo.input_shape(name, 1)))
     rss = {}
     for label, engine, p in (("fastcnn (.onnx)", "fastcnn", path), ("fastcnn (.fcnn)", "fastcnn", fcnn_path),
