@@ -15,6 +15,8 @@ is wrong with it.
 """
 from __future__ import annotations
 
+from fastcnn._kernels.wire import scan_fields
+
 GRAPH_FIELD = 7         # ModelProto.graph
 INITIALIZER_FIELD = 5   # GraphProto.initializer
 RAW_DATA_FIELD = 9      # TensorProto.raw_data
@@ -29,22 +31,6 @@ class WireError(ValueError):
     """The bytes are not the protobuf wire format this module walks."""
 
 
-def _varint(buf, pos: int, end: int) -> tuple:
-    """(value, position after it) of the varint at buf[pos] (at most 10 bytes, before end)."""
-    value = shift = 0
-    while True:
-        if pos >= end:
-            raise WireError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-        if shift >= 70:
-            raise WireError("varint longer than 10 bytes")
-
-
 def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while value >= 0x80:
@@ -54,47 +40,17 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _fields(buf, start: int, end: int, budget: list):
+def _fields(buf, start: int, end: int, budget: list) -> list:
     """Each field of the message in buf[start:end] as (field number, wire type, start of the
     field's key, start of its value, end of its value); a length-delimited value's start is
-    after its length. budget: [fields the walk may still visit], shared by the whole walk."""
-    pos = start
-    while pos < end:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise WireError(f"more than {MAX_FIELDS} fields")
-        key_at = pos
-        # keys and most lengths are one byte: read those inline (a call per varint was a
-        # third of the walk)
-        key = buf[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _varint(buf, pos, end)
-        field, wire = key >> 3, key & 7
-        if field == 0:
-            raise WireError("field number 0")
-        if wire == LEN:
-            if pos >= end:
-                raise WireError("truncated varint")
-            n = buf[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _varint(buf, pos, end)
-            value_end = pos + n
-        elif wire == 0:
-            _, value_end = _varint(buf, pos, end)
-        elif wire == 1:
-            value_end = pos + 8
-        elif wire == 5:
-            value_end = pos + 4
-        else:
-            raise WireError(f"wire type {wire}")
-        if value_end > end:
-            raise WireError("a field runs past the end of its message")
-        yield field, wire, key_at, pos, value_end
-        pos = value_end
+    after its length (_kernels/wire.scan_fields: a Python loop over MobileNetV2's 2,240
+    fields was 2 ms). budget: [fields the walk may still visit], shared by the whole walk."""
+    fields, error = scan_fields(buf, start, end, budget[0])
+    budget[0] -= len(fields)
+    if error is not None:
+        raise WireError(f"more than {MAX_FIELDS} fields" if error == "more than the field budget"
+                        else error)
+    return fields
 
 
 def _field(number: int, payload: bytes) -> bytes:

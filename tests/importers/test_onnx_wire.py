@@ -318,3 +318,38 @@ def test_gemm_weights_at_a_misaligned_offset_stay_in_the_file_and_run(tmp_path, 
         for threads in (1, 2):
             got = fastcnn.load(path, num_threads=threads).run(None, {"x": x})[0]
             assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_scan_fields_checks_every_position_and_length():
+    """The C field scanner on hand-made messages: each wire type's field, then a varint running
+    past the end, one of 11 bytes, one beyond 64 bits, a length near 2^64 (compared before it is
+    added), fixed-size values cut short, field number 0, wire types 3/4/6/7, a range outside
+    the buffer, and the budget."""
+    from fastcnn._kernels.wire import scan_fields
+    msg = b"\x08\x96\x01" + b"\x11" + bytes(8) + b"\x1a\x03abc" + b"\x25" + bytes(4)
+    fields, err = scan_fields(msg, 0, len(msg), 10)
+    assert err is None
+    assert fields == [(1, 0, 0, 1, 3), (2, 1, 3, 4, 12), (3, 2, 12, 14, 17), (4, 5, 17, 18, 22)]
+    assert scan_fields(msg, 3, 12, 10) == ([(2, 1, 3, 4, 12)], None)
+    assert scan_fields(msg, 5, 5, 10) == ([], None)
+    cases = {
+        b"\x08\x96": "truncated varint",
+        b"\x08" + b"\x80" * 9 + b"\x81\x01": "varint longer than 10 bytes",
+        b"\x08" + b"\xff" * 9 + b"\x02": "varint beyond 64 bits",
+        b"\x1a" + b"\xff" * 9 + b"\x01": "a field runs past the end",
+        b"\x1a\x04abc": "a field runs past the end",
+        b"\x11" + bytes(7): "a field runs past the end",
+        b"\x25" + bytes(3): "a field runs past the end",
+        b"\x02\x00": "field number 0",
+    }
+    for wire in (3, 4, 6, 7):
+        cases[bytes([8 | wire, 0])] = f"wire type {wire}"
+    for data, want in cases.items():
+        fields, err = scan_fields(b"\x08\x01" + data, 0, 2 + len(data), 10)
+        assert err is not None and err.startswith(want), (data, err)
+        assert fields == [(1, 0, 0, 1, 2)], "the fields before the error are listed"
+    assert scan_fields(b"\x08\x01" + b"\x08\x9f" + b"\x01", 0, 4, 10)[1] == "truncated varint"
+    for start, end in ((0, 23), (-1, 5), (6, 5)):
+        assert scan_fields(msg, start, end, 10) == ([], "a message outside the buffer")
+    fields, err = scan_fields(msg, 0, len(msg), 2)
+    assert len(fields) == 2 and err == "more than the field budget"
