@@ -69,7 +69,8 @@ class Model:
         self._graph = graph
         self._threads = config.check_threads(num_threads) if num_threads is not None else config.default_threads()
         self._cache = {}
-        self._weight_pool = WeightPool()   # memory of the packed weights in _cache
+        # memory of the packed weights in _cache
+        self._weight_pool = WeightPool(sum(a.nbytes for a in graph.initializers.values()))
         self._plans = OrderedDict()  # shape key -> list[Plan]
         self._empty = {}             # shape key with an empty batch -> output arrays
         self._splits = {}            # (shape key, threads) -> batch_split.Runs, or None

@@ -10,8 +10,10 @@ The pool reserves address space in chunks, advises it, and hands out 64-byte-ali
 it; pages are backed only as they are written. A chunk is unmapped when the pool and the last
 array viewing it are gone (numpy keeps the mapping alive through each array's base).
 
-Cost: the last, partly written huge page of each chunk (at most 2 MB of resident memory).
-Where the system has no THP, the advice is ignored and the pool behaves like np.empty.
+Cost: the last, partly written huge page of each chunk (at most 2 MB of resident memory), so a
+model whose weights are smaller than MIN_MODEL_BYTES packs into malloc's memory instead (the
+edge CNN's 0.4 MB: a 2 MB page cost it 2 MB of memory and 2% of its load time). Where the system
+has no THP, the advice is ignored and the pool behaves like np.empty.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 HUGE_PAGE = 2 << 20
 CHUNK_BYTES = 64 << 20         # address space reserved at a time (a larger array gets its own)
 MIN_POOLED_BYTES = 256 << 10   # smaller arrays come from malloc, whose heap reuses freed memory
+MIN_MODEL_BYTES = 4 << 20      # a model with fewer bytes of weights gets no pool
 ALIGN = 64
 
 # MAP_PRIVATE: a shared anonymous mapping is shmem, which THP's "madvise" mode leaves alone
@@ -39,15 +42,18 @@ class WeightPool:
     than what a chunk has left would waste is filled by later, smaller ones). Thread-safe: plans
     for two input shapes may be built at the same time."""
 
-    def __init__(self):
+    def __init__(self, model_bytes: int | None = None):
+        """model_bytes: the size of the model's weights as stored, when known: below
+        MIN_MODEL_BYTES every array comes from np.empty."""
         self._lock = threading.Lock()
         self._chunks = []   # [uint8 array over a chunk, from a 2 MB boundary; bytes handed out]
+        self._enabled = HUGE_PAGES_ADVISABLE and (model_bytes is None or model_bytes >= MIN_MODEL_BYTES)
 
     def empty(self, shape, dtype=np.float32) -> np.ndarray:
         """An uninitialised, C-contiguous, writeable array of `shape` (as np.empty)."""
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes < MIN_POOLED_BYTES or not HUGE_PAGES_ADVISABLE:
+        if nbytes < MIN_POOLED_BYTES or not self._enabled:
             return np.empty(shape, dtype)
         with self._lock:
             entry = next((e for e in self._chunks if e[1] + nbytes <= e[0].size), None)

@@ -49,6 +49,25 @@ def test_arrays_are_apart_aligned_and_first_fit(monkeypatch):
 
 
 @pooled
+def test_a_small_model_gets_no_pool(monkeypatch):
+    """Below MIN_MODEL_BYTES of weights every array comes from np.empty (a 2 MB page would cost
+    more than the faults it saves); at it, arrays of MIN_POOLED_BYTES and more are pooled. A
+    model's pool is sized by its initializers."""
+    small = WeightPool(weight_pool.MIN_MODEL_BYTES - 1)
+    a = small.empty((MIN_POOLED_BYTES,))
+    assert not small._chunks and a.shape == (MIN_POOLED_BYTES,)
+    big = WeightPool(weight_pool.MIN_MODEL_BYTES)
+    big.empty((MIN_POOLED_BYTES,))
+    assert len(big._chunks) == 1
+    monkeypatch.setattr(weight_pool, "MIN_POOLED_BYTES", 0)
+    rng = np.random.default_rng(1)
+    model = ir_model([("Conv", ["x", "w"], ["y"], {})], {"x": (1, 64, 8, 8)}, ["y"],
+                     {"w": rand(rng, 64, 64, 1, 1)})
+    model.run(None, {"x": rand(rng, 1, 64, 8, 8)})
+    assert not model._weight_pool._chunks, "16 KB of weights: no pool"
+
+
+@pooled
 def test_chunks_are_advised_for_huge_pages():
     """The kernel records the advice on the chunk's mapping (VmFlags 'hg' in smaps): whether it
     backs it with huge pages is the system's choice."""
@@ -131,6 +150,7 @@ def test_a_model_packed_into_the_pool_computes_as_the_reference(monkeypatch, thr
     folded BatchNormalization, a 1x1 conv, a stride-2 tile conv and a dense layer, against numpy
     written here, batch 1 and 3."""
     monkeypatch.setattr(weight_pool, "MIN_POOLED_BYTES", 0)
+    monkeypatch.setattr(weight_pool, "MIN_MODEL_BYTES", 0)
     rng = np.random.default_rng(5)
     c = 24
     inits = {"w1": rand(rng, c, 8, 3, 3), "g": rand(rng, c, lo=0.5, hi=1.5), "b": rand(rng, c),
