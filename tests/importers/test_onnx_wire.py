@@ -353,3 +353,54 @@ def test_scan_fields_checks_every_position_and_length():
         assert scan_fields(msg, start, end, 10) == ([], "a message outside the buffer")
     fields, err = scan_fields(msg, 0, len(msg), 2)
     assert len(fields) == 2 and err == "more than the field budget"
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_batchnorm_parameters_at_a_misaligned_offset(tmp_path, shared):
+    """A BatchNormalization's parameters that protobuf placed at an odd byte offset stay views
+    of the file (only numpy reads them, as float64 copies), unless another op reads one too
+    (shared: an Add after the BN, whose kernel gets an aligned copy); folded into the conv and
+    unfolded (passes off, after a Relu) the outputs match numpy's."""
+    from reference import conv2d
+    rng = np.random.default_rng(12)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 8).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    mean, var = rng.standard_normal(8).astype(np.float32), rng.uniform(0.2, 2, 8).astype(np.float32)
+
+    def make(name):
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                 helper.make_node("BatchNormalization", ["c", name, "b", "m", "v"], ["n"])]
+        nodes.append(helper.make_node("Add", ["n", name + "_4d"], ["y"]) if shared
+                     else helper.make_node("Relu", ["n"], ["y"]))
+        inits = [numpy_helper.from_array(a, k) for k, a in
+                 (("w", w), (name, gamma), ("b", beta), ("m", mean), ("v", var))]
+        if shared:   # the same bytes as a (1, 8, 1, 1) tensor: a Reshape of the BN's gamma
+            nodes.insert(0, helper.make_node("Reshape", [name, "shape4"], [name + "_4d"]))
+            inits.append(numpy_helper.from_array(np.array([1, 8, 1, 1], np.int64), "shape4"))
+        graph = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4, 6, 6])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+    for pad in range(8):   # a name one byte longer moves the weights after it one byte
+        name = "gamma" + "x" * pad
+        buf = make(name).SerializeToString()
+        if buf.find(gamma.tobytes()) % 4:
+            break
+    else:
+        pytest.fail("no name length put gamma at a misaligned offset")
+    path = _write(tmp_path, "m.onnx", buf)
+    g, mapped = onnx_importer.import_file_mapped(path)
+    mapped.close()      # the arrays keep the mapping
+    import mmap
+    base = g.initializers[name]
+    while isinstance(base, (np.ndarray, memoryview)):
+        base = base.base if isinstance(base, np.ndarray) else base.obj
+    assert isinstance(base, mmap.mmap) != shared, "a view of the file unless another op reads it"
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    s = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + 1e-5)
+    n = (conv2d(x, w, None, pads=(1, 1, 1, 1)) - mean.reshape(1, -1, 1, 1)) * s.reshape(1, -1, 1, 1) \
+        + beta.reshape(1, -1, 1, 1)
+    want = n + gamma.reshape(1, -1, 1, 1) if shared else np.maximum(n, 0)
+    for passes in (True, False):
+        got = fastcnn.load(path, passes=passes).run(None, {"x": x})[0]
+        assert np.abs(got - want).max() <= 1e-4 + 1e-3 * np.abs(want).max()
