@@ -16,6 +16,10 @@ from fastcnn.ir.weights import conv_weights, scaled as _scaled
 from fastcnn.passes.analysis import readers_index, single_consumer
 
 
+# the consumers folded into a conv or dense layer
+FOLDABLE = ("BatchNormalization", "Mul", "Add", "Sub")
+
+
 def _const(g, name):
     return g.initializers.get(name) if name else None
 
@@ -112,7 +116,10 @@ def _apply(g, node, scale, shift, used):
 
 def fold_batchnorm(graph: Graph) -> Graph:
     """A copy of `graph` with every foldable BatchNormalization and constant per-channel Mul,
-    Add or Sub folded into the conv or dense layer before it (module docstring)."""
+    Add or Sub folded into the conv or dense layer before it (module docstring); the graph
+    itself when there is none."""
+    if not any(n.op in FOLDABLE for n in graph.nodes):
+        return graph
     g = graph.copy()
     used = g.used_names()   # gathered once: two new names per fold
     readers = readers_index(g)
@@ -121,6 +128,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
         # a node that took its consumer in is tried again (a BatchNormalization, then a Mul)
         while id(node) not in folded and _fold_consumer(g, node, used, readers, folded):
             pass
+    if not folded:
+        return graph
     g.nodes = [n for n in g.nodes if id(n) not in folded]
     return g
 

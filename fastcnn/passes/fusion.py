@@ -26,19 +26,19 @@ EPILOGUE_OPS = ("Conv", "ConvTranspose", "Gemm")
 def fuse_residual_add(graph: Graph) -> Graph:
     """Conv (no activation, no residual yet) whose only consumer is Add(conv, z) with z of the
     same shape, z computed before the Conv: z becomes the Conv's 4th input."""
-    g = graph.copy()
     order = {}
-    for i, n in enumerate(g.nodes):
+    for i, n in enumerate(graph.nodes):
         for o in n.outputs:
             order[o] = i
-    inits = set(g.initializers)
-    candidates = []   # (conv, add, z): the structure fits; the shapes are checked below
+    inits = set(graph.initializers)
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    candidates = []   # (conv index, add index, z): the structure fits; the shapes are checked below
     taken = set()
-    readers = readers_index(g)
-    for i, node in enumerate(g.nodes):
+    readers = readers_index(graph)
+    for i, node in enumerate(graph.nodes):
         if node.op != "Conv" or node.attrs.get("activation") or len(node.inputs) > 3:
             continue
-        nxt = single_consumer(g, node.outputs[0], readers)
+        nxt = single_consumer(graph, node.outputs[0], readers)
         if nxt is None or nxt.op != "Add" or len(nxt.inputs) != 2 or id(nxt) in taken:
             continue
         z = nxt.inputs[1] if nxt.inputs[0] == node.outputs[0] else nxt.inputs[0]
@@ -46,28 +46,34 @@ def fuse_residual_add(graph: Graph) -> Graph:
             continue
         if order.get(z, -1) >= i:  # z must exist before the conv runs
             continue
-        candidates.append((node, nxt, z))
+        candidates.append((i, index[id(nxt)], z))
         taken.add(id(nxt))
     if not candidates:
-        return g   # no inference needed (LeNet-5, plain conv stacks)
-    specimens = specimens_or_none(g)
+        return graph   # no inference needed (LeNet-5, plain conv stacks)
+    specimens = specimens_or_none(graph)
     if specimens is None:
-        return g
+        return graph
     a, b = specimens
+    g = graph.copy()
     remove = set()
-    for node, nxt, z in candidates:
+    for i, k, z in candidates:
+        node, nxt = g.nodes[i], g.nodes[k]
         y = node.outputs[0]
         if a.types[z] != a.types[y] or b.types[z] != b.types[y]:
             continue
         node.inputs = list(node.inputs) + [""] * (3 - len(node.inputs)) + [z]
         node.outputs = [nxt.outputs[0]]
-        remove.add(id(nxt))
-    g.nodes = [n for n in g.nodes if id(n) not in remove]
+        remove.add(k)
+    if not remove:
+        return graph
+    g.nodes = [n for i, n in enumerate(g.nodes) if i not in remove]
     return g
 
 
 def fuse_activation(graph: Graph) -> Graph:
     """Conv/ConvTranspose/Gemm without an activation whose only consumer is a fusable activation."""
+    if not any(n.op in ACTIVATION_PARAMS for n in graph.nodes):
+        return graph
     g = graph.copy()
     remove = set()
     # rewiring below moves an activation's output to its producer and drops the activation at
@@ -87,5 +93,7 @@ def fuse_activation(graph: Graph) -> Graph:
             node.attrs["activation_beta"] = float(nxt.attrs.get(pb, ACTIVATION_DEFAULTS[(nxt.op, pb)]))
         node.outputs = [nxt.outputs[0]]
         remove.add(id(nxt))
+    if not remove:
+        return graph
     g.nodes = [n for n in g.nodes if id(n) not in remove]
     return g

@@ -5,6 +5,8 @@ from fastcnn.ir.graph import Graph
 
 
 def remove_identities(graph: Graph) -> Graph:
+    if not any(n.op in ("Identity", "Dropout") for n in graph.nodes):
+        return graph
     g = graph.copy()
     outputs = {t.name for t in g.outputs}
     inputs = {t.name for t in g.inputs}

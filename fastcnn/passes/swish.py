@@ -99,6 +99,8 @@ def _match(graph, producers, readers, x, y, steps):
 
 
 def fuse_swish(graph: Graph) -> Graph:
+    if not any(n.op == "Mul" for n in graph.nodes):
+        return graph
     g = graph.copy()
     producers = {o: n for n in g.nodes for o in n.outputs if o}
     readers = readers_index(g)   # nodes are replaced only at the end

@@ -85,9 +85,9 @@ def _fold_into_dense(g: Graph) -> bool:
 
 
 def fold_transposes(graph: Graph) -> Graph:
+    if not any(n.op == "Transpose" for n in graph.nodes):
+        return graph
     g = graph.copy()
-    if not any(n.op == "Transpose" for n in g.nodes):
-        return g
     a, _ = infer_specimens(g)
     ranks = {k: len(t.shape) for k, t in a.types.items()}
     while _compose_transposes(g, ranks) or _fold_into_dense(g):

@@ -379,3 +379,35 @@ def test_single_consumer_with_the_readers_index_answers_as_the_scan():
         indexed = single_consumer(g, value, readers)
         assert scanned is indexed
         assert (scanned.name if scanned is not None else None) == name, value
+
+
+def test_a_pass_with_nothing_to_do_returns_its_input_and_the_pipeline_a_new_graph():
+    """Each pass given a graph it has nothing to do on hands back the graph itself, unchanged;
+    one with work returns a changed copy and leaves its input as it was. run_pipeline works on
+    its own sorted copy: its result is never the caller's graph, and the caller's graph (here
+    with its nodes out of order, which the residual fusion's order test must not see) is not
+    touched, the result the same as from the sorted graph."""
+    from fastcnn.passes import fold_transposes, fuse_swish
+    plain = graph([("Relu", ["x"], ["y"], {})], {"x": (1, 4)}, ["y"], {})
+    for p in PIPELINE:
+        assert p(plain) is plain, p.__name__
+    assert [(n.op, n.inputs, n.outputs) for n in plain.nodes] == [("Relu", ["x"], ["y"])]
+    done = run_pipeline(plain)
+    assert done is not plain and plain.passes_applied is None
+
+    g = resnet_block()
+    step = g
+    for p in (fold_batchnorm, fuse_residual_add, fuse_activation, remove_dead_nodes):
+        before = [(n.op, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in step.nodes]
+        out = p(step)
+        assert out is not step, f"{p.__name__} has work on the block"
+        assert [(n.op, n.inputs, n.outputs, n.attrs) for n in step.nodes] == before, p.__name__
+        step = out.check()
+    shuffled = Graph("t", g.inputs, g.outputs, [n.copy() for n in reversed(g.nodes)], g.initializers)
+    order = [n.name for n in shuffled.nodes]
+    a, b = run_pipeline(g), run_pipeline(shuffled)
+    assert [n.name for n in shuffled.nodes] == order, "the caller's graph is not sorted in place"
+    assert [(n.op, n.inputs, n.outputs) for n in a.nodes] == [(n.op, n.inputs, n.outputs) for n in b.nodes]
+    assert [n.op for n in a.nodes] == ["Conv", "Conv"] and len(a.nodes[1].inputs) == 4
+    x = rand(RNG, 2, 5, 7, 6)
+    assert_close(run(b, {"x": x})[0], run(g, {"x": x})[0])
