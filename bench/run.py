@@ -304,29 +304,35 @@ def row_line(r) -> str:
             f"ratio {r['ms']['fastcnn'] / r['ms']['ort']:.2f}  diff {r['diff']:.2g} {flag}")
 
 
-def median_seconds(fns: dict, reps: int) -> dict:
-    """label -> median wall time of `fn()` over `reps` calls, for each fn of `fns`, after one
-    untimed call of each; the calls take turns (the order rotating each round, as the inference
-    rows do), so a minute of the machine's slower state falls on every engine alike. Closes
-    what each call returns."""
+def median_seconds(fns: dict, reps: int, block: int = 3) -> dict:
+    """label -> median wall time of `fn()` over `reps` calls (rounded up to whole blocks), for
+    each fn of `fns`. The engines take turns a block at a time, the order rotating each round,
+    so a minute of the machine's slower state falls on every engine alike; each block starts
+    with an untimed call, so every timed call follows a call of the same engine. Calls taking
+    turns one by one were unfair to onnxruntime: its ResNet-18 session creation right after a
+    fastcnn load took 135-166 ms against 68-90 after its own (26,800 page faults instead of
+    3,500: the memory its previous session freed had gone to fastcnn's load), fastcnn's 47-55 ms
+    either way (its packed weights go to fresh huge pages every time). Closes what each call
+    returns."""
     labels = list(fns)
-    for label in labels:
-        obj = fns[label]()   # warm file cache and lazy imports
+
+    def call(label, times=None):
+        gc.collect()
+        t0 = time.perf_counter()
+        obj = fns[label]()
+        if times is not None:
+            times.append(time.perf_counter() - t0)
         close = getattr(obj, "close", None)
         if close:
             close()
         del obj
+
     times = {label: [] for label in labels}
-    for r in range(reps):
+    for r in range(-(-reps // block)):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            gc.collect()
-            t0 = time.perf_counter()
-            obj = fns[label]()
-            times[label].append(time.perf_counter() - t0)
-            close = getattr(obj, "close", None)
-            if close:
-                close()
-            del obj
+            call(label)   # warm file cache, lazy imports, the engine's own memory
+            for _ in range(block):
+                call(label, times[label])
     return {label: float(np.median(v)) for label, v in times.items()}
 
 
