@@ -462,6 +462,9 @@ def conv_constant(ctx, node, attrs):
         ctx.fail(node, "Constant needs exactly one value attribute")
     (key, v), = attrs.items()
     if key in ("value",):
+        if not isinstance(v, np.ndarray):   # a value attribute of another type than TENSOR
+            ctx.fail(node, f"Constant's 'value' must be a tensor attribute, got {type(v).__name__} "
+                           f"{v!r:.40}")
         arr = v
     elif key == "value_float":
         arr = np.array(v, np.float32)

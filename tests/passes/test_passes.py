@@ -411,3 +411,19 @@ def test_a_pass_with_nothing_to_do_returns_its_input_and_the_pipeline_a_new_grap
     assert [n.op for n in a.nodes] == ["Conv", "Conv"] and len(a.nodes[1].inputs) == 4
     x = rand(RNG, 2, 5, 7, 6)
     assert_close(run(b, {"x": x})[0], run(g, {"x": x})[0])
+
+
+@pytest.mark.parametrize("bad", [np.array(["CRD"]), np.array([1 + 2j]), [1.0, 2.0]])
+def test_an_initializer_of_another_element_type_is_refused_before_the_passes(bad):
+    """check_structure (run_pipeline's first step) refuses an initializer that is not an array
+    of the IR's element types, naming it: the BatchNorm folding converts parameters to float64
+    before any type inference."""
+    from fastcnn.errors import UnsupportedOpError
+    c = 4
+    nodes = [("Conv", ["x", "w"], ["c"], {}),
+             ("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], {})]
+    ones = np.ones(c, np.float32)
+    g = graph(nodes, {"x": (1, 3, 5, 5)}, ["y"],
+              {"w": rand(RNG, c, 3, 3, 3), "s": bad, "b": ones, "m": ones, "v": ones})
+    with pytest.raises(UnsupportedOpError, match="initializer 's' has element type"):
+        run_pipeline(g)

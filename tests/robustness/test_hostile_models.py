@@ -192,6 +192,20 @@ def _not_utf8(text: bytes) -> bytes:
     return data.replace(text, text[:1] + b"\xff" + text[2:])
 
 
+def _string_constant_into_batchnorm():
+    """A Constant whose 'value' attribute is a string (not a tensor) feeding a BatchNormalization's
+    scale: a fuzz finding (seed 2507), where the string became an initializer and the BatchNorm
+    folding's float64 conversion raised a ValueError."""
+    nodes = [N("Constant", [], ["s"], name="const", value="CRD"),
+             N("Conv", ["x", "w"], ["c"], name="conv"),
+             N("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], name="bn")]
+    ones = np.ones(4, np.float32)
+    return onnx_bytes(nodes, X, ["y"], {"w": W33, "b": ones, "m": ones, "v": ones})
+
+
+ONNX_CASES["string Constant value into a BatchNorm"] = (
+    _string_constant_into_batchnorm(), "ModelFileError", "Constant's 'value' must be a tensor attribute")
+
 ONNX_CASES.update({
     f"non-UTF-8 {what}": (_not_utf8(text), "ModelFileError", f"{what} b'{text[:1].decode()}\\xff")
     for text, what in ((b"relu_node", "a node name"), (b"Relu", "an operator type"),
