@@ -8,11 +8,11 @@ src[src_offset + i . src_strides], write dst[dst_offset + i . dst_strides]" with
 address touched lies inside both buffers.
 """
 from cython.parallel cimport prange
-from libc.string cimport memcpy
 
 import numpy as np
 
 from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.unaligned cimport load_f32
 
 cdef enum:
     MAXD = 8
@@ -154,12 +154,10 @@ def scale_rows(src, const double[::1] scale):
     cdef const unsigned char[::1] raw = src.reshape(-1).view(np.uint8)
     cdef float[:, ::1] o = out
     cdef const unsigned char *p = &raw[0]
-    cdef float v
     cdef double s
     with nogil:
         for i in range(rows):
             s = scale[i]
             for j in range(cols):
-                memcpy(&v, p + (i * cols + j) * sizeof(float), sizeof(float))
-                o[i, j] = <float>(<double>v * s)
+                o[i, j] = <float>(<double>load_f32(p + (i * cols + j) * sizeof(float)) * s)
     return out

@@ -17,8 +17,9 @@ element is computed the same way whatever the thread count: results are bit-iden
 """
 cimport cython
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy
 from cython.parallel cimport prange, threadid
+
+from fastcnn._kernels.unaligned cimport load_f32
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport act_span
@@ -399,13 +400,6 @@ def packed_array(shape, alloc=None):
     return out
 
 
-cdef inline float _load_f32(const unsigned char *p) noexcept nogil:
-    """The float32 at p, at any byte alignment."""
-    cdef float v
-    memcpy(&v, p, sizeof(float))
-    return v
-
-
 def pack_bt_panels(bt, scale=None, cols=None, alloc=None, int num_threads=1):
     """pack_b_panels(bt.T) for B given transposed, bt (n, k) (conv and dense weights W (c_out,
     c_in) are B^T): panels (ceil(n/16), k, 16), columns past n zero.
@@ -459,8 +453,7 @@ def pack_bt_panels(bt, scale=None, cols=None, alloc=None, int num_threads=1):
                     r = j * NR + t
                     s = sc[r] if scaled else 1.0
                     for q in range(q0, q1):
-                        # assigned, not written through &v: a private variable of the thread
-                        v = _load_f32(src + (r * k + (cv[q] if permuted else q)) * sizeof(float))
+                        v = load_f32(src + (r * k + (cv[q] if permuted else q)) * sizeof(float))
                         o[j, q, t] = <float>(<double>v * s) if scaled else v
                 for t in range(rows, NR):
                     for q in range(q0, q1):

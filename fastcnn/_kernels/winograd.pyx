@@ -22,6 +22,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy
 
 from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.unaligned cimport load_f32
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_max_nan
 from fastcnn._kernels.ukernel cimport (MIN_MACS_PER_THREAD, MR, NR, ukernel_6x16, act_scalar,
@@ -379,7 +380,6 @@ cdef class ConvWinogradStep(Step):
         scale brings it back."""
         cdef Py_ssize_t ci, kh, kw, ih, iw
         cdef double acc = 0.0
-        cdef float wv
         cdef const float *xc
         for ci in range(self.g.c_in):
             xc = &self.xf[b * self.g.c_in + ci, 0]
@@ -392,8 +392,7 @@ cdef class ConvWinogradStep(Step):
                     if iw >= 0 and iw < self.g.w_in:
                         # weights viewing an .onnx file may start anywhere (protobuf places
                         # raw_data at any byte): read each as bytes
-                        memcpy(&wv, <const char *>&self.w[co, ci, kh, kw], sizeof(float))
-                        acc = acc + <double>wv * xc[ih * self.g.w_in + iw]
+                        acc = acc + <double>load_f32(&self.w[co, ci, kh, kw]) * xc[ih * self.g.w_in + iw]
         if self.has_scale:
             acc = acc * self.w_scale[co]
         if self.g.has_bias:
