@@ -14,7 +14,7 @@ import numpy as np
 
 from fastcnn import config
 from fastcnn.errors import FastCNNError, GraphError, ResourceLimitError, UnsupportedOpError
-from fastcnn.ir.graph import Graph, ValueType, dtype_name
+from fastcnn.ir.graph import DTYPES, Graph, ValueType, dtype_name
 from fastcnn.ir.opspec import NodeContext, resolve_attrs
 
 # Folded tensors larger than this stay runtime tensors (folding must not blow up memory).
@@ -33,6 +33,21 @@ class Inferred:
     types: dict
     consts: dict
     attrs: dict
+
+
+def initializer_type(where: str, name: str, arr) -> ValueType:
+    """The ValueType of an initializer; UnsupportedOpError naming it when it is not an array of
+    one of the IR's element types (DTYPES). Passes compute with initializers before any type
+    inference (BatchNorm folding converts them to float64), so check_structure asks too."""
+    dtype = dtype_name(arr.dtype) if isinstance(arr, np.ndarray) else None
+    if dtype not in _IR_DTYPES:
+        raise UnsupportedOpError(f"{where}: initializer '{name}' has element type "
+                                 f"{getattr(arr, 'dtype', type(arr).__name__)}; fastcnn tensors "
+                                 f"are {', '.join(DTYPES)}")
+    return ValueType(tuple(arr.shape), dtype)
+
+
+_IR_DTYPES = frozenset(DTYPES)
 
 
 def supported_ops_text() -> str:
@@ -60,7 +75,7 @@ def infer_graph(graph: Graph, input_types: dict, *, fold: bool = True,
         t = input_types[spec.name]
         types[spec.name] = ValueType(tuple(int(d) for d in t.shape), t.dtype)
     for name, arr in graph.initializers.items():
-        types[name] = ValueType(tuple(arr.shape), dtype_name(arr.dtype))
+        types[name] = initializer_type(where, name, arr)
         consts[name] = arr
 
     for node in graph.nodes:

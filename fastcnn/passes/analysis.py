@@ -2,8 +2,6 @@
 static (independent of the runtime inputs), and use counts."""
 from __future__ import annotations
 
-import numpy as np
-
 from fastcnn.ir.graph import Graph, ValueType
 from fastcnn.ir.infer import infer_graph
 
@@ -44,19 +42,13 @@ def check_structure(graph: Graph) -> None:
     output counts in range, attributes of the right kinds, initializers of the IR's element
     types. Raises like infer_graph."""
     from fastcnn.errors import GraphError, UnsupportedOpError
-    from fastcnn.ir.graph import DTYPES, dtype_name
-    from fastcnn.ir.infer import supported_ops_text
+    from fastcnn.ir.infer import initializer_type, supported_ops_text
     from fastcnn.ir.ops import OPS
     from fastcnn.ir.opspec import resolve_attrs
 
     where = graph.where()
-    # passes compute with initializers before any type inference (BatchNorm folding converts
-    # them to float64): one of another element type is refused here, not met as a numpy error
     for name, arr in graph.initializers.items():
-        if not isinstance(arr, np.ndarray) or dtype_name(arr.dtype) not in DTYPES:
-            raise UnsupportedOpError(f"{where}: initializer '{name}' has element type "
-                                     f"{getattr(arr, 'dtype', type(arr).__name__)}; fastcnn "
-                                     f"tensors are {', '.join(DTYPES)}")
+        initializer_type(where, name, arr)
     for node in graph.nodes:
         spec = OPS.get(node.op)
         if spec is None:

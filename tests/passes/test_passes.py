@@ -427,3 +427,15 @@ def test_an_initializer_of_another_element_type_is_refused_before_the_passes(bad
               {"w": rand(RNG, c, 3, 3, 3), "s": bad, "b": ones, "m": ones, "v": ones})
     with pytest.raises(UnsupportedOpError, match="initializer 's' has element type"):
         run_pipeline(g)
+
+
+@pytest.mark.parametrize("bad", [np.array(["CRD"]), np.array([1 + 2j])])
+def test_an_initializer_of_another_element_type_is_refused_without_the_passes(bad):
+    """Type inference refuses it the same way (ir.infer.initializer_type): a graph loaded with
+    the passes off, or a Model built from a graph directly, names the initializer too."""
+    from fastcnn.errors import UnsupportedOpError
+    ones = np.ones(4, np.float32)
+    g = graph([("Conv", ["x", "w"], ["c"], {}), ("Mul", ["c", "s"], ["y"], {})],
+              {"x": (1, 3, 5, 5)}, ["y"], {"w": rand(RNG, 4, 3, 3, 3), "s": bad})
+    with pytest.raises(UnsupportedOpError, match="initializer 's' has element type"):
+        Model(g)
