@@ -37,6 +37,9 @@ cdef inline int read_varint(const unsigned char *buf, Py_ssize_t *pos, Py_ssize_
         shift += 7
 
 
+# the error of a scan that would list more fields than its budget (callers name their limit)
+OVER_BUDGET = "more than the field budget"
+
 _VARINT_ERRORS = {1: "truncated varint", 2: "varint longer than 10 bytes",
                   3: "varint beyond 64 bits"}
 
@@ -47,7 +50,7 @@ def scan_fields(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end,
     wire type, start of the field's key, start of its value, end of its value), a length-
     delimited value's start being after its length; error is None, or what makes the bytes
     not the wire format (then fields holds those before it). At most `budget` fields are
-    listed: one more is the error 'more than the field budget'."""
+    listed: one more is the error OVER_BUDGET."""
     fields = []
     if start < 0 or end > buf.shape[0] or start > end:
         return fields, "a message outside the buffer"
@@ -59,7 +62,7 @@ def scan_fields(const unsigned char[::1] buf, Py_ssize_t start, Py_ssize_t end,
     cdef int err, wire
     while pos < end:
         if count >= budget:
-            return fields, "more than the field budget"
+            return fields, OVER_BUDGET
         key_at = pos
         err = read_varint(b, &pos, end, &key)
         if err:

@@ -15,7 +15,7 @@ is wrong with it.
 """
 from __future__ import annotations
 
-from fastcnn._kernels.wire import scan_fields
+from fastcnn._kernels.wire import OVER_BUDGET, scan_fields
 
 GRAPH_FIELD = 7         # ModelProto.graph
 INITIALIZER_FIELD = 5   # GraphProto.initializer
@@ -48,8 +48,7 @@ def _fields(buf, start: int, end: int, budget: list) -> list:
     fields, error = scan_fields(buf, start, end, budget[0])
     budget[0] -= len(fields)
     if error is not None:
-        raise WireError(f"more than {MAX_FIELDS} fields" if error == "more than the field budget"
-                        else error)
+        raise WireError(f"more than {MAX_FIELDS} fields" if error == OVER_BUDGET else error)
     return fields
 
 

@@ -16,8 +16,10 @@ from fastcnn.ir.weights import conv_weights, scaled as _scaled
 from fastcnn.passes.analysis import readers_index, single_consumer
 
 
-# the consumers folded into a conv or dense layer
-FOLDABLE = ("BatchNormalization", "Mul", "Add", "Sub")
+# the consumers folded into a conv or dense layer: BatchNormalization, and binary ops with a
+# constant per-channel operand
+AFFINE_OPS = ("Mul", "Add", "Sub")
+FOLDABLE = ("BatchNormalization",) + AFFINE_OPS
 
 
 def _const(g, name):
@@ -161,7 +163,7 @@ def _fold_consumer(g, node, used, readers, folded) -> bool:
         eps = nxt.attrs.get("epsilon", 1e-5)
         scale = gamma / np.sqrt(var + eps)
         shift = beta - mean * scale
-    elif nxt.op in ("Mul", "Add", "Sub") and len(nxt.inputs) == 2:
+    elif nxt.op in AFFINE_OPS and len(nxt.inputs) == 2:
         other = nxt.inputs[1] if nxt.inputs[0] == node.outputs[0] else nxt.inputs[0]
         if nxt.op == "Sub" and other == nxt.inputs[0]:
             return False  # const - conv: not a per-channel affine of the conv output
