@@ -400,6 +400,44 @@ def packed_array(shape, alloc=None):
     return out
 
 
+cdef void _pack_panel(const unsigned char *src, Py_ssize_t n, Py_ssize_t k, Py_ssize_t r0,
+                      const double *scale, const long long *cols, float *panel) noexcept nogil:
+    """Panel (k, NR) of pack_bt_panels from rows r0.. of bt (n, k), bt starting at any byte:
+    panel[q, t] = bt[r0 + t, cols[q] or q] * scale[r0 + t], rows past n zero. The branches are
+    decided once per row, so the common loops (no permutation) are plain strided copies."""
+    cdef Py_ssize_t rows = min(<Py_ssize_t>NR, n - r0), q0, q1, q, t
+    cdef const unsigned char *row
+    cdef double s
+    cdef float *line
+    # PACK_QB columns at a time: the PACK_QB output lines (16 floats each) stay in L1 while
+    # the panel's rows fill them, and each row is read sequentially
+    q0 = 0
+    while q0 < k:
+        q1 = min(k, q0 + PACK_QB)
+        for t in range(rows):
+            row = src + (r0 + t) * k * sizeof(float)
+            line = panel + t
+            if cols != NULL:
+                if scale != NULL:
+                    s = scale[r0 + t]
+                    for q in range(q0, q1):
+                        line[q * NR] = <float>(<double>load_f32(row + cols[q] * sizeof(float)) * s)
+                else:
+                    for q in range(q0, q1):
+                        line[q * NR] = load_f32(row + cols[q] * sizeof(float))
+            elif scale != NULL:
+                s = scale[r0 + t]
+                for q in range(q0, q1):
+                    line[q * NR] = <float>(<double>load_f32(row + q * sizeof(float)) * s)
+            else:
+                for q in range(q0, q1):
+                    line[q * NR] = load_f32(row + q * sizeof(float))
+        for t in range(rows, NR):
+            for q in range(q0, q1):
+                panel[q * NR + t] = 0.0
+        q0 = q1
+
+
 def pack_bt_panels(bt, scale=None, cols=None, alloc=None, int num_threads=1):
     """pack_b_panels(bt.T) for B given transposed, bt (n, k) (conv and dense weights W (c_out,
     c_in) are B^T): panels (ceil(n/16), k, 16), columns past n zero.
@@ -436,29 +474,14 @@ def pack_bt_panels(bt, scale=None, cols=None, alloc=None, int num_threads=1):
     cdef const unsigned char[::1] raw = bt.reshape(-1).view(np.uint8)
     cdef const unsigned char *src = &raw[0]
     cdef float[:, :, ::1] o = out
-    cdef Py_ssize_t j, q, q0, q1, t, r, rows
-    cdef float v
-    cdef double s
+    cdef const double *scp = &sc[0] if scaled else NULL
+    cdef const long long *cvp = &cv[0] if permuted else NULL
+    cdef Py_ssize_t j
     # a thread per panel range once there is enough to share (a panel is k * 64 bytes)
     cdef int nt = max(1, min(num_threads, <int>(np_ * k // PACK_MIN_COLUMNS_PER_THREAD)))
     with nogil:
         for j in prange(np_, num_threads=nt, schedule="static"):
-            rows = min(NR, n - j * NR)
-            # PACK_QB columns at a time: the PACK_QB output lines (16 floats each) stay in L1
-            # while the panel's rows fill them, and each row is read sequentially
-            q0 = 0
-            while q0 < k:
-                q1 = min(k, q0 + PACK_QB)
-                for t in range(rows):
-                    r = j * NR + t
-                    s = sc[r] if scaled else 1.0
-                    for q in range(q0, q1):
-                        v = load_f32(src + (r * k + (cv[q] if permuted else q)) * sizeof(float))
-                        o[j, q, t] = <float>(<double>v * s) if scaled else v
-                for t in range(rows, NR):
-                    for q in range(q0, q1):
-                        o[j, q, t] = 0.0
-                q0 = q1
+            _pack_panel(src, n, k, j * NR, scp, cvp, &o[j, 0, 0])
     return out
 
 

@@ -89,6 +89,9 @@ def test_pack_bt_panels_scales_as_it_packs(offset, n, k):
             want_cl = _numpy_panels((w4.transpose(0, 2, 3, 1).reshape(n, k).astype(np.float64)
                                      * s.reshape(n, 1)).astype(np.float32))
         assert np.array_equal(pack_tile_weights(w4, s, True), want_cl, equal_nan=True)
+        # and unscaled (the packer's permuted loop without a scale)
+        assert np.array_equal(pack_tile_weights(w4, None, True),
+                              _numpy_panels(w4.transpose(0, 2, 3, 1).reshape(n, k)), equal_nan=True)
 
 
 @pytest.mark.parametrize("n,k", [(1000, 300), (33, 4100), (17, 8200)])
