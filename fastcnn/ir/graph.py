@@ -92,8 +92,10 @@ class Node:
         return Node(self.op, self.name, list(self.inputs), list(self.outputs), dict(self.attrs))
 
     def to_json(self):
+        # a floats attribute may be a float64 array (ir/weights.frozen_scale): JSON has lists
+        attrs = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self.attrs.items()}
         return {"op": self.op, "name": self.name, "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "attrs": self.attrs}
+                "outputs": list(self.outputs), "attrs": attrs}
 
     def __repr__(self):
         return f"Node({self.op} {self.name!r}: {self.inputs} -> {self.outputs})"

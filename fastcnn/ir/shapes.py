@@ -63,8 +63,8 @@ def conv_geometry(ctx: NodeContext):
         ctx.const(2, "bias")
         if ctx.shape(2) != (c_out,):
             ctx.fail(f"bias '{ctx.name(2)}' has shape {list(ctx.shape(2))}; expected [{c_out}]")
-    scale = ctx.attrs.get("weight_scale") or ()
-    if scale and len(scale) != c_out:
+    scale = ctx.attrs.get("weight_scale")
+    if scale is not None and len(scale) and len(scale) != c_out:
         ctx.fail(f"weight_scale has {len(scale)} values; expected one per output channel ({c_out})")
     _check_activation(ctx)
     geo = window_geometry(ctx, x[2:], kernel, ctx.attrs["strides"], ctx.attrs["pads"],

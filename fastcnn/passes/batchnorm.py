@@ -12,7 +12,7 @@ import numpy as np
 
 from fastcnn.ir.graph import Graph
 from fastcnn.ir.opspec import MAX_ATTR_LIST
-from fastcnn.ir.weights import conv_weights, scaled as _scaled
+from fastcnn.ir.weights import conv_weights, frozen_scale, scaled as _scaled, weight_scale_of
 from fastcnn.passes.analysis import readers_index, single_consumer
 
 
@@ -77,8 +77,8 @@ def _well_formed(g, node, c) -> bool:
     if node.op == "ConvTranspose":
         group = node.attrs.get("group", 1)
         return group >= 1 and _const(g, node.inputs[1]).shape[0] % group == 0
-    old = node.attrs.get("weight_scale")
-    return not old or len(old) == c
+    old = weight_scale_of(node.attrs)
+    return old is None or len(old) == c
 
 
 def _apply(g, node, scale, shift, used):
@@ -91,9 +91,8 @@ def _apply(g, node, scale, shift, used):
         if node.op == "Conv" and c > MAX_ATTR_LIST:   # too long for an attribute: scaled now
             w2 = conv_weights(w, scale)
         elif node.op == "Conv":
-            old = node.attrs.get("weight_scale")
-            node.attrs["weight_scale"] = (scale * np.asarray(old, np.float64) if old
-                                          else scale).tolist()   # Python floats
+            old = weight_scale_of(node.attrs)
+            node.attrs["weight_scale"] = frozen_scale(scale if old is None else scale * old)
         else:  # W (c_in, c_out/group, k...): output channel gi*cog + j is W[group gi rows, j]
             group = node.attrs.get("group", 1)
             cig, cog = w.shape[0] // group, w.shape[1]

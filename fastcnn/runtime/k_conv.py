@@ -38,7 +38,7 @@ from fastcnn._kernels import conv as conv_kernels
 from fastcnn._kernels import blocked, conv_dw, conv_gemm, conv_tile, conv_vec, winograd
 from fastcnn._kernels.gemm import k_block
 from fastcnn.ir.geometry import window_geometry
-from fastcnn.ir.weights import conv_weights
+from fastcnn.ir.weights import conv_weights, weight_scale_of
 from fastcnn.runtime.k_dense import scratch_slots
 from fastcnn.runtime.k_eltwise import activation_code
 from fastcnn.runtime.prepare import Prepared
@@ -525,8 +525,7 @@ class _ConvWeights:
 
     def __init__(self, p, cp):
         self._p, self._shape = p, cp["w4"]
-        scale = p.attrs.get("weight_scale")
-        self._scale = np.asarray(scale, np.float64) if scale else None
+        self._scale = weight_scale_of(p.attrs)
 
     def unscaled(self):
         p, shape = self._p, self._shape

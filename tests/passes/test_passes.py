@@ -138,11 +138,45 @@ def test_a_conv_with_more_channels_than_an_attribute_holds_is_scaled_in_the_pass
     assert_close(run(opt, {"x": x})[0], run(g, {"x": x})[0])
 
 
-def test_a_weight_scale_of_another_length_is_refused():
-    g = graph([("Conv", ["x", "w"], ["y"], {"weight_scale": [1.0, 2.0]})], {"x": (1, 3, 5, 5)},
+@pytest.mark.parametrize("as_array", [False, True])
+def test_a_weight_scale_of_another_length_is_refused(as_array):
+    from fastcnn.ir.weights import frozen_scale
+    scale = frozen_scale([1.0, 2.0]) if as_array else [1.0, 2.0]
+    g = graph([("Conv", ["x", "w"], ["y"], {"weight_scale": scale})], {"x": (1, 3, 5, 5)},
               ["y"], {"w": rand(RNG, 4, 3, 3, 3)})
     with pytest.raises(GraphError, match="weight_scale has 2 values; expected one per output channel"):
         Model(g)
+
+
+def test_the_pass_writes_a_weight_scale_as_a_read_only_array():
+    """The BatchNorm pass stores a conv's scale as a read-only float64 array (not 17k Python
+    floats to check at every inference, MobileNetV2's); attribute checks take it as it is and
+    JSON gets a list. An array that could change, or of another type or rank, is refused like
+    any bad attribute, and a list (a file's, a hand-built graph's) still works."""
+    import json
+    c = 3
+    inits = {"w": rand(RNG, c, 2, 3, 3), **bn_params(c, "bn")}
+    g = graph([("Conv", ["x", "w"], ["c"], {"pads": [1, 1, 1, 1]}),
+               ("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["y"], {})],
+              {"x": (2, 2, 5, 4)}, ["y"], inits)
+    opt = fold_batchnorm(g).check()
+    conv, = opt.nodes
+    scale = conv.attrs["weight_scale"]
+    assert type(scale) is np.ndarray and scale.dtype == np.float64 and scale.shape == (c,)
+    assert not scale.flags.writeable
+    assert json.loads(json.dumps(conv.to_json()))["attrs"]["weight_scale"] == scale.tolist()
+    from fastcnn.ir.ops import OPS
+    from fastcnn.ir.opspec import resolve_attrs
+    assert resolve_attrs(conv, OPS["Conv"], "t")["weight_scale"] is scale
+    x = rand(RNG, 2, 2, 5, 4)
+    want = run(g, {"x": x})[0]
+    for ok in (scale, scale.tolist()):
+        conv.attrs["weight_scale"] = ok
+        assert_close(run(opt, {"x": x})[0], want)
+    for bad in (scale.copy(), scale.astype(np.float32), scale.reshape(1, c)):
+        conv.attrs["weight_scale"] = bad
+        with pytest.raises(GraphError, match="attribute 'weight_scale' must be"):
+            resolve_attrs(conv, OPS["Conv"], "t")
 
 
 @pytest.mark.parametrize("short", ["bn_b", "bn_m", "bn_v"])
