@@ -336,7 +336,7 @@ cdef class ConvTileStep(Step):
         if channels_last and not self.padded:
             raise ValueError("ConvTileStep: a channels-last copy is made only of a padded image")
         self.channels_last = channels_last
-        c_step = c_in if channels_last else 1     # floats from one pixel to the next
+        cdef Py_ssize_t c_step = c_in if channels_last else 1   # floats from one pixel to the next
         self.hw = self.g.h_out * self.g.w_out
         self.tiles = (self.hw + TP - 1) // TP
         # base[pixel]: where its window starts in the padded image; off[k]: each tap's offset
