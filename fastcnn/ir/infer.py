@@ -50,6 +50,11 @@ def initializer_type(where: str, name: str, arr) -> ValueType:
 _IR_DTYPES = frozenset(DTYPES)
 
 
+def _filled_bytes(t: ValueType) -> int:
+    """The bytes of t with every zero dimension taken as 1."""
+    return ValueType(tuple(d or 1 for d in t.shape), t.dtype).nbytes
+
+
 def supported_ops_text() -> str:
     from fastcnn.ir.ops import OPS
     return ", ".join(sorted(OPS))
@@ -121,6 +126,14 @@ def infer_graph(graph: Graph, input_types: dict, *, fold: bool = True,
                 raise ResourceLimitError(
                     f"{where}: node '{node.name}' ({node.op}): output '{name}' would need "
                     f"{t.nbytes:,} bytes ({t}), more than the memory limit of {limit:,} bytes "
+                    f"(fastcnn.set_memory_limit, FASTCNN_MEMORY_LIMIT)")
+            if 0 in t.shape and _filled_bytes(t) > limit:
+                # empty, but numpy cannot even describe the shape (its other dimensions
+                # multiply past what an array may hold): no view of the arena takes it
+                raise ResourceLimitError(
+                    f"{where}: node '{node.name}' ({node.op}): output '{name}' has the shape "
+                    f"{list(t.shape)}: empty, but its other dimensions would hold "
+                    f"{_filled_bytes(t):,} bytes, more than the memory limit of {limit:,} bytes "
                     f"(fastcnn.set_memory_limit, FASTCNN_MEMORY_LIMIT)")
             if name:
                 types[name] = t

@@ -112,6 +112,14 @@ ONNX_CASES = {
     "tile overflowing int64": (
         onnx_bytes([N("Tile", ["x", "r"], ["y"], name="t")], X, ["y"], {"r": i64(2 ** 62, 2 ** 62, 2 ** 62, 1)}),
         "ResourceLimitError", "memory limit"),
+    # empty (a zero dimension) yet too large for any array to describe: numpy refused the
+    # arena's view of it with a ValueError (fuzz finding, .fcnn seed 2602)
+    "tile empty but gigantic": (
+        onnx_bytes([N("Tile", ["x", "r"], ["y"], name="t")], X, ["y"], {"r": i64(0, 1, 2, 10 ** 18)}),
+        "ResourceLimitError", "empty, but its other dimensions"),
+    "expand empty but gigantic": (
+        onnx_bytes([N("Expand", ["x", "s"], ["y"], name="e")], X, ["y"], {"s": i64(0, 2 ** 40, 1, 1, 1)}),
+        "ResourceLimitError", "empty, but its other dimensions"),
     "range gigantic": (
         onnx_bytes([N("Range", ["a", "b", "c"], ["r"], name="rg"), N("Cast", ["r"], ["rf"], name="ca", to=1),
                     N("Add", ["x", "rf"], ["y"], name="add")], X, ["y"],
