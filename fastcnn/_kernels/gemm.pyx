@@ -17,6 +17,7 @@ element is computed the same way whatever the thread count: results are bit-iden
 """
 cimport cython
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
 from cython.parallel cimport prange, threadid
 
 from fastcnn._kernels.unaligned cimport load_f32
@@ -373,14 +374,39 @@ def pad_bias16(bias, Py_ssize_t c_out):
     return out
 
 
-def pack_b_panels(b):
-    """Pack B (k, n) for the micro-kernels: panels (ceil(n/16), k, 16), columns zero-padded."""
-    b = np.asarray(b, np.float32)
-    k, n = b.shape
-    np_ = (n + NR - 1) // NR
-    padded = np.zeros((k, np_ * NR), np.float32)
-    padded[:, :n] = b
-    return np.ascontiguousarray(padded.reshape(k, np_, NR).transpose(1, 0, 2))
+def pack_b_panels(b, alloc=None, int num_threads=1):
+    """Pack B (k, n) for the micro-kernels: panels (ceil(n/16), k, 16), columns past n zero
+    (panel j, row q holds B[q, 16j:16j+16]).
+
+    b: float32, C-contiguous, starting at any byte (weights viewing an .onnx file are read in
+    place, bytewise); anything else is converted first. alloc: where the panels' memory comes
+    from (`packed_array`). num_threads: panels are packed on up to this many threads (each
+    panel by one: the same bits for any count)."""
+    if not (isinstance(b, np.ndarray) and b.dtype == np.float32 and b.ndim == 2
+            and b.flags.c_contiguous):
+        b = np.ascontiguousarray(b, np.float32)
+        if b.ndim != 2:
+            raise ValueError("pack_b_panels: b must be 2-D (k, n)")
+    cdef Py_ssize_t k = b.shape[0], n = b.shape[1], np_ = (n + NR - 1) // NR
+    out = packed_array((np_, k, NR), alloc)
+    if n == 0 or k == 0:
+        return out
+    cdef const unsigned char[::1] raw = b.reshape(-1).view(np.uint8)
+    cdef const unsigned char *src = &raw[0]
+    cdef float[:, :, ::1] o = out
+    cdef Py_ssize_t j, q, cols
+    cdef float *panel
+    cdef int nt = max(1, min(num_threads, <int>(np_ * k // PACK_MIN_COLUMNS_PER_THREAD)))
+    with nogil:
+        for j in prange(np_, num_threads=nt, schedule="static"):
+            cols = min(<Py_ssize_t>NR, n - j * NR)
+            panel = &o[j, 0, 0]
+            # each row of the panel is one run of B's row: 64 bytes copied as they are
+            for q in range(k):
+                memcpy(panel + q * NR, src + (q * n + j * NR) * sizeof(float), cols * sizeof(float))
+                if cols < NR:
+                    memset(panel + q * NR + cols, 0, (NR - cols) * sizeof(float))
+    return out
 
 
 def packed_array(shape, alloc=None):

@@ -47,8 +47,9 @@ def prepare_gemm(p):
             # offset (importers/onnx._copy_misaligned): the packer reads them bytewise.
             return gemm_kernels.pack_bt_panels(p.const(1), None if alpha == 1.0 else np.full(n, alpha32),
                                                alloc=p.alloc, num_threads=p.num_threads)
-        w = p.const_f32(1)
-        return gemm_kernels.pack_b_panels(w * alpha32 if alpha != 1.0 else w)
+        # B is read in place too (bytewise); with an alpha, scaled first
+        w = p.const(1) if alpha == 1.0 else p.const_f32(1) * alpha32
+        return gemm_kernels.pack_b_panels(w, p.alloc, p.num_threads)
 
     wp = p.cached(("panels", alpha, a["transB"]), make_wp)
     bias, addend_const, addend_runtime = None, None, False
@@ -93,7 +94,9 @@ def prepare_matmul(p):
     batch = np.broadcast_shapes(a2[:-2], b2[:-2])
     flops = 2 * int(np.prod(batch, dtype=np.int64)) * m * n * k
     if p.const(1) is not None and len(b2) == 2:
-        wp = p.cached("panels", lambda: gemm_kernels.pack_b_panels(p.const_f32(1).reshape(k, n)))
+        # read in place, at any byte offset (gemm.pack_b_panels)
+        wp = p.cached("panels", lambda: gemm_kernels.pack_b_panels(np.asarray(p.const(1)).reshape(k, n),
+                                                                   p.alloc, p.num_threads))
         rows = int(np.prod(a2[:-1], dtype=np.int64))
 
         def bind(ins, outs, scratch):

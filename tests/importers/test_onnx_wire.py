@@ -287,8 +287,8 @@ def test_conv_weights_at_a_misaligned_offset_run_in_every_conv_kernel(tmp_path, 
 @pytest.mark.parametrize("trans_b,alpha", [(1, 1.0), (1, 0.75), (0, 1.0), (0, 0.75)])
 def test_gemm_weights_at_a_misaligned_offset_stay_in_the_file_and_run(tmp_path, trans_b, alpha):
     """A Gemm's weights that protobuf placed at an odd byte offset stay a view of the file (no
-    aligned copy at import): with transB they are packed bytewise, without it from an aligned
-    copy. Outputs match numpy's alpha * x @ B' + C for batch 1 and 3 on 1 and 2 threads; the
+    aligned copy at import): they are packed bytewise (without transB and with an alpha, from
+    a scaled copy). Outputs match numpy's alpha * x @ B' + C for batch 1 and 3 on 1 and 2 threads; the
     weights also reach fine-tuning, whose head starts from the same layer."""
     import mmap
     rng = np.random.default_rng(12)

@@ -47,6 +47,31 @@ def test_scale_rows_refuses_what_it_cannot_read():
     assert conv_weights(w, []) is w
 
 
+@pytest.mark.parametrize("offset", [0, 1, 2, 3])
+@pytest.mark.parametrize("k,n", [(1, 1), (3, 16), (5, 17), (64, 40), (300, 1000)])
+def test_pack_b_panels_reads_b_in_place(offset, k, n):
+    """gemm.pack_b_panels of B (k, n) (a MatMul's or a Gemm's without transB, Keras Dense
+    weights) read in place at any byte offset, on one and two threads: numpy's panels, B's
+    columns 16 at a time, zero past n (into memory that was not zero). (300, 1000) has enough
+    panels for two threads."""
+    from fastcnn._kernels.gemm import pack_b_panels
+    rng = np.random.default_rng(k * 1000 + n + offset)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    b.reshape(-1)[:3] = [np.nan, np.inf, 1e-45][:b.size]
+    src = _at_offset(b, offset)
+    assert src.ctypes.data % 4 == offset % 4
+    want = _numpy_panels(np.ascontiguousarray(b.T))
+    dirty = lambda shape: np.full(shape, 7.0, np.float32)   # noqa: E731 (the zeros are written)
+    for threads in (1, 2):
+        got = pack_b_panels(src, alloc=dirty, num_threads=threads)
+        assert got.shape == (-(-n // 16), k, 16) and got.flags.c_contiguous
+        assert np.array_equal(got, want, equal_nan=True)
+    for other in (np.asfortranarray(b), b.astype(np.float64), b.tolist()):   # converted first
+        assert np.array_equal(pack_b_panels(other), want, equal_nan=True)
+    with pytest.raises(ValueError, match="2-D"):
+        pack_b_panels(b.reshape(-1))
+
+
 def _numpy_panels(m):
     """(n, k) -> (ceil(n/16), k, 16): column t of panel j is row 16j+t of m, zero past n."""
     n, k = m.shape

@@ -103,8 +103,8 @@ def test_memory_lives_as_long_as_an_array_views_it():
 
 
 def test_packers_write_the_same_bits_into_pool_memory():
-    """pack_bt_panels (scaled, permuted columns) and winograd_weights into the pool's arrays:
-    the same bits as into np.empty's."""
+    """pack_bt_panels (scaled, permuted columns), pack_b_panels and winograd_weights into the
+    pool's arrays: the same bits as into np.empty's."""
     rng = np.random.default_rng(3)
     pool = WeightPool()
     bt = rand(rng, 1000, 300)
@@ -113,6 +113,8 @@ def test_packers_write_the_same_bits_into_pool_memory():
     want = gemm.pack_bt_panels(bt, scale, cols)
     got = gemm.pack_bt_panels(bt, scale, cols, alloc=pool.empty)
     assert np.array_equal(got, want) and got.nbytes >= MIN_POOLED_BYTES
+    b = rand(rng, 300, 1000)   # B (k, n), as a MatMul holds it
+    assert np.array_equal(gemm.pack_b_panels(b, alloc=pool.empty, num_threads=2), gemm.pack_b_panels(b))
     w = rand(rng, 64, 48, 3, 3)
     want = winograd.winograd_weights(w, 4, 2, scale[:64])
     got = winograd.winograd_weights(w, 4, 2, scale[:64], alloc=pool.empty)
@@ -142,6 +144,8 @@ def test_packers_refuse_an_allocator_returning_what_they_cannot_fill(bad):
         gemm.pack_bt_panels(bt, alloc=alloc)
     with pytest.raises(ValueError, match="not a writeable C-contiguous float32 array"):
         winograd.winograd_weights(np.ones((8, 4, 3, 3), np.float32), 2, alloc=alloc)
+    with pytest.raises(ValueError, match="not a writeable C-contiguous float32 array"):
+        gemm.pack_b_panels(bt, alloc=alloc)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
