@@ -374,6 +374,23 @@ def pad_bias16(bias, Py_ssize_t c_out):
     return out
 
 
+cdef inline int _pack_threads(int requested, Py_ssize_t panels, Py_ssize_t k) noexcept:
+    """Threads to pack `panels` panels of k rows on: one per panel range once there is enough
+    to share (a panel row is 64 bytes; PACK_MIN_COLUMNS_PER_THREAD rows a thread at least)."""
+    return <int>max(1, min(requested, panels * k // PACK_MIN_COLUMNS_PER_THREAD))
+
+
+def _packable(a, not_2d: str):
+    """a as the packers read it: a C-contiguous 2-D float32 array, a itself when it is one (at
+    any byte offset: read bytewise), else a converted copy; ValueError(not_2d) otherwise."""
+    if isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous:
+        return a
+    a = np.ascontiguousarray(a, np.float32)
+    if a.ndim != 2:
+        raise ValueError(not_2d)
+    return a
+
+
 def pack_b_panels(b, alloc=None, int num_threads=1):
     """Pack B (k, n) for the micro-kernels: panels (ceil(n/16), k, 16), columns past n zero
     (panel j, row q holds B[q, 16j:16j+16]).
@@ -382,11 +399,7 @@ def pack_b_panels(b, alloc=None, int num_threads=1):
     place, bytewise); anything else is converted first. alloc: where the panels' memory comes
     from (`packed_array`). num_threads: panels are packed on up to this many threads (each
     panel by one: the same bits for any count)."""
-    if not (isinstance(b, np.ndarray) and b.dtype == np.float32 and b.ndim == 2
-            and b.flags.c_contiguous):
-        b = np.ascontiguousarray(b, np.float32)
-        if b.ndim != 2:
-            raise ValueError("pack_b_panels: b must be 2-D (k, n)")
+    b = _packable(b, "pack_b_panels: b must be 2-D (k, n)")
     cdef Py_ssize_t k = b.shape[0], n = b.shape[1], np_ = (n + NR - 1) // NR
     out = packed_array((np_, k, NR), alloc)
     if n == 0 or k == 0:
@@ -396,7 +409,7 @@ def pack_b_panels(b, alloc=None, int num_threads=1):
     cdef float[:, :, ::1] o = out
     cdef Py_ssize_t j, q, cols
     cdef float *panel
-    cdef int nt = max(1, min(num_threads, <int>(np_ * k // PACK_MIN_COLUMNS_PER_THREAD)))
+    cdef int nt = _pack_threads(num_threads, np_, k)
     with nogil:
         for j in prange(np_, num_threads=nt, schedule="static"):
             cols = min(<Py_ssize_t>NR, n - j * NR)
@@ -476,11 +489,7 @@ def pack_bt_panels(bt, scale=None, cols=None, alloc=None, int num_threads=1):
     cols[q] (a conv's K reordered for a channels-last step, with no reordered copy).
     alloc: where the panels' memory comes from (`packed_array`). num_threads: panels are
     packed on up to this many threads (each panel by one: the same bits for any count)."""
-    if not (isinstance(bt, np.ndarray) and bt.dtype == np.float32 and bt.ndim == 2
-            and bt.flags.c_contiguous):
-        bt = np.ascontiguousarray(bt, np.float32)
-        if bt.ndim != 2:
-            raise ValueError("pack_bt_panels: bt must be 2-D (n, k)")
+    bt = _packable(bt, "pack_bt_panels: bt must be 2-D (n, k)")
     cdef Py_ssize_t n = bt.shape[0], k = bt.shape[1], np_ = (n + NR - 1) // NR
     cdef const double[::1] sc
     cdef bint scaled = scale is not None
@@ -503,8 +512,7 @@ def pack_bt_panels(bt, scale=None, cols=None, alloc=None, int num_threads=1):
     cdef const double *scp = &sc[0] if scaled else NULL
     cdef const long long *cvp = &cv[0] if permuted else NULL
     cdef Py_ssize_t j
-    # a thread per panel range once there is enough to share (a panel is k * 64 bytes)
-    cdef int nt = max(1, min(num_threads, <int>(np_ * k // PACK_MIN_COLUMNS_PER_THREAD)))
+    cdef int nt = _pack_threads(num_threads, np_, k)
     with nogil:
         for j in prange(np_, num_threads=nt, schedule="static"):
             _pack_panel(src, n, k, j * NR, scp, cvp, &o[j, 0, 0])
