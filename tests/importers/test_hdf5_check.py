@@ -324,6 +324,29 @@ def test_read_attributes_are_found_in_every_message_layout(version, ds_version, 
         check_global_heaps(bad, "m.h5")
 
 
+@pytest.mark.parametrize("kind", [2, 15])
+def test_a_read_attribute_of_an_unknown_variable_length_kind_is_refused(tmp_path, kind):
+    """A variable-length datatype is a sequence (0) or a string (1); the HDF5 library reading
+    model_config with kind 2 or 15 crashed the process (SIGSEGV; fuzz finding, .h5 seed 2608,
+    one byte changed). Refused before h5py opens the file; in a Keras file, in a child process
+    (a crash there fails the test without taking pytest down)."""
+    sb = _superblock(0, 8)
+    good = _attribute(1, b"model_config", [10])
+    bad = bytearray(good)
+    dt_at = 8 + 16   # after the header (8 bytes) and the name (padded to 16)
+    assert bad[dt_at] & 0x0F == 9 and bad[dt_at + 1] & 0x0F == 1
+    bad[dt_at + 1] = (bad[dt_at + 1] & 0xF0) | kind
+    check_global_heaps(sb + good + b"\0" * 64, "m.h5")
+    with pytest.raises(ModelFileError, match=f"attribute 'model_config' .* variable-length "
+                                             f"datatype of kind {kind}"):
+        check_global_heaps(sb + bytes(bad) + b"\0" * 64, "m.h5")
+    keras = bytearray(_keras_h5(tmp_path))
+    at = keras.index(b"model_config\0") + 16     # version-1 message: the name padded to 16
+    assert keras[at] & 0x0F == 9 and keras[at + 1] & 0x0F == 1
+    keras[at + 1] = (keras[at + 1] & 0xF0) | kind
+    _refused_here_and_in_a_child(tmp_path, keras, f"variable-length datatype of kind {kind}")
+
+
 def test_other_attributes_and_fixed_types_are_left_to_the_library():
     """Only the attributes the importer reads, and only variable-length ones, are checked."""
     sb = _superblock(0, 8)

@@ -26,9 +26,11 @@ are found by name too: where one holds variable-length values, their lengths tog
 not claim more bytes than the file has (each value of a file as written is an object of its
 own). Attribute message layout ("Attribute Message", versions 1-3): version, flags, name size,
 datatype size, dataspace size (2 bytes each), [name encoding], then the name, the datatype and
-the dataspace (each padded to 8 bytes in version 1) and the data. Not seen by these checks: an
-attribute whose datatype is a shared (committed) one or whose messages sit in a filtered
-(compressed) heap; Keras writes neither.
+the dataspace (each padded to 8 bytes in version 1) and the data. Such an attribute's
+variable-length datatype must also be of a kind HDF5 knows (a sequence or a string): the library
+reading one of another kind crashed the process (fuzzing: one byte of a Keras file's model_config
+datatype). Not seen by these checks: an attribute whose datatype is a shared (committed) one
+or whose messages sit in a filtered (compressed) heap; Keras writes neither.
 """
 from __future__ import annotations
 
@@ -192,6 +194,7 @@ def _walk(buf, start, p, end, object_header, length_size, where, budget) -> dict
 READ_ATTRIBUTES = (b"model_config", b"keras_version", b"weight_names")
 CHUNKED = (b"weight_names",)
 VLEN_CLASS = 9
+VLEN_KINDS = (0, 1)   # the datatype's type field: sequence, string
 
 
 def _check_read_attributes(buf, offset_size, length_size, where) -> None:
@@ -222,6 +225,15 @@ def _check_attribute(buf, name_at, name_size, offset_size, length_size, where) -
         data_at = ds_at + pad(_read_length(buf, header + 6, 2))
         if data_at > len(buf) or dt_at + 16 > len(buf) or buf[dt_at] & 0x0F != VLEN_CLASS:
             continue
+        kind = buf[dt_at + 1] & 0x0F
+        if kind not in VLEN_KINDS:
+            # neither a sequence nor a string: the HDF5 library reading it crashed the process
+            # (SIGSEGV; fuzz finding, .h5 seed 2608: one byte of model_config's datatype)
+            name = bytes(buf[name_at:name_at + name_size - 1]).decode("ascii", "replace")
+            raise ModelFileError(
+                f"{where}: corrupt HDF5 file: attribute '{name}' (at byte {header}) has a "
+                f"variable-length datatype of kind {kind}; HDF5 knows 0 (sequence) and 1 "
+                f"(string)")
         count = _elements(buf, ds_at, length_size)
         stride = 4 + offset_size + 4       # length, collection address, object index
         if count is None or count == 0 or data_at + count * stride > len(buf):
