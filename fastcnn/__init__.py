@@ -6,8 +6,8 @@
 """
 # fastcnn.config sets the OpenMP wait policy; it must be imported before any kernel module.
 from fastcnn.config import set_memory_limit, set_num_threads
-from fastcnn.errors import (FastCNNError, FineTuneError, GraphError, InputError, ModelFileError,
-                            ResourceLimitError, UnsupportedOp, UnsupportedOpError)
+from fastcnn.errors import (BatchFixedWarning, FastCNNError, FineTuneError, GraphError, InputError,
+                            ModelFileError, ResourceLimitError, UnsupportedOp, UnsupportedOpError)
 
 __version__ = "0.1.0"
 
@@ -42,5 +42,6 @@ def build_info() -> dict:
 __all__ = [
     "load", "convert", "Model", "build_info", "set_num_threads", "set_memory_limit",
     "FastCNNError", "ModelFileError", "UnsupportedOpError", "UnsupportedOp", "GraphError",
-    "InputError", "ResourceLimitError", "FineTuneError", "__version__", "FineTuner",
+    "InputError", "ResourceLimitError", "FineTuneError", "BatchFixedWarning", "__version__",
+    "FineTuner",
 ]

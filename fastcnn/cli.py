@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -335,6 +336,8 @@ def cmd_run(args) -> int:
         print(f"input: {args.input} {desc}; {_plural(model.num_threads, 'thread')}")
 
         step = args.batch if args.batch else n
+        if all(spec.shape and spec.shape[0] == 1 for spec in model.inputs):
+            step = 1   # a graph of batch 1 (exported so, or fixed so at load) takes a sample a call
         t0 = time.perf_counter()
         chunks = []
         for start in range(0, n, step):
@@ -622,11 +625,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line of the tool's own, not Python's source-line report."""
+    sys.stdout.flush()
+    print(f"fastcnn: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():   # restores the process's warning display after
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except FastCNNError as e:
         sys.stdout.flush()
         print(f"fastcnn: error: {e}", file=sys.stderr)

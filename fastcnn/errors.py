@@ -1,4 +1,4 @@
-"""The exceptions fastcnn raises. Every one is a `FastCNNError`.
+"""The exceptions fastcnn raises (every one a `FastCNNError`) and the warnings it gives.
 
 Messages name where the problem is (file, node, tensor) and give the expected and actual values,
 so a user can act on them without a debugger.
@@ -36,3 +36,8 @@ class ResourceLimitError(FastCNNError, MemoryError):
 
 class FineTuneError(FastCNNError, ValueError):
     """Fine-tuning cannot proceed (no trainable head found, bad labels, ...)."""
+
+
+class BatchFixedWarning(UserWarning):
+    """A model file declares a dynamic batch that its graph cannot run (it was exported with the
+    batch it was traced with baked in): fastcnn loaded it with the batch fixed to 1."""

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 
-from fastcnn.errors import ModelFileError
+from fastcnn.errors import BatchFixedWarning, FastCNNError, GraphError, ModelFileError
 
 FCNN_MAGIC = b"FCNN\x00\r\n\x1a"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -69,23 +70,68 @@ def load(path, num_threads=None, *, passes: bool = True, format: str | None = No
     each sample alone, and parts (or a batch) too large for the cache in chunks (`Model`);
     False runs every batch whole, its layers split over the threads.
     """
-    from fastcnn.model import Model
-    from fastcnn.passes import PIPELINE_ID, run_pipeline
-
     graph, resources = read_graph(path, format)
     try:
         graph.check()
-        # a .fcnn written from the current pipeline's output is optimized already (the passes
-        # are idempotent; skipping them saves ~20 ms on ResNet-18); Model checks its structure
-        # all the same (a full type inference, or check_structure when shapes are dynamic)
-        if passes and graph.passes_applied != PIPELINE_ID:
-            graph = run_pipeline(graph)
-        return Model(graph, num_threads=num_threads, split_batch=split_batch,
-                     _resources=resources)
+        return _with_batch_fallback(graph, lambda g: _model(g, passes, num_threads, split_batch,
+                                                            resources))
     except BaseException:
         if resources is not None:
             resources.close()
         raise
+
+
+def _model(graph, passes: bool, num_threads, split_batch: bool, resources):
+    """The Model of a checked, imported graph, after the passes unless `passes` is False."""
+    from fastcnn.model import Model
+    from fastcnn.passes import PIPELINE_ID, run_pipeline
+    # a .fcnn written from the current pipeline's output is optimized already (the passes
+    # are idempotent; skipping them saves ~20 ms on ResNet-18); Model checks its structure
+    # all the same (a full type inference, or check_structure when shapes are dynamic)
+    if passes and graph.passes_applied != PIPELINE_ID:
+        graph = run_pipeline(graph)
+    return Model(graph, num_threads=num_threads, split_batch=split_batch, _resources=resources)
+
+
+def _batch_one(graph):
+    """A copy of `graph` whose inputs with a dynamic first dimension (the batch) have it fixed
+    to 1, or None when no input has one."""
+    if not any(t.shape and t.shape[0] is None for t in graph.inputs):
+        return None
+    g = graph.copy()
+    for t in g.inputs:   # the copy's own TensorSpecs
+        if t.shape and t.shape[0] is None:
+            t.shape = (1,) + tuple(t.shape[1:])
+    return g
+
+
+def _with_batch_fallback(graph, make):
+    """make(graph); where that raises a GraphError and the graph declares a dynamic batch,
+    make(graph with the batch fixed to 1) if that works, with a BatchFixedWarning.
+
+    Exporters often declare a dynamic batch over a graph that only runs at the batch it was
+    traced with (a Reshape to [1, -1], a constant of the traced batch's shape). Loading checks
+    a dynamic batch at 1 and at 2 (the output shapes, the passes' rewrites), so such a graph
+    was refused for a batch the user never asked for; onnxruntime loads it and fails only
+    when run at another batch. A graph that does not run at batch 1 either keeps its error."""
+    try:
+        return make(graph)
+    except GraphError as e:
+        fixed = _batch_one(graph)
+        if fixed is None:
+            raise
+        try:
+            result = make(fixed)
+        except FastCNNError:
+            raise e from None
+        where = graph.where()
+        names = [f"'{t.name}'" for t in graph.inputs if t.shape and t.shape[0] is None]
+        inputs = f"input {names[0]} declares" if len(names) == 1 else f"inputs {', '.join(names)} declare"
+        reason = str(e).removeprefix(f"{where}: ")
+        warnings.warn(f"{where}: {inputs} a dynamic batch, but the graph does not "
+                      f"run at every batch ({reason}); the batch is fixed to 1 (run larger "
+                      f"batches one sample at a time)", BatchFixedWarning, stacklevel=3)
+        return result
 
 
 def convert(src, dst, *, passes: bool = True, metadata: dict | None = None) -> None:
@@ -97,14 +143,18 @@ def convert(src, dst, *, passes: bool = True, metadata: dict | None = None) -> N
     from fastcnn.passes import run_pipeline
     from fastcnn.passes.analysis import specimens_or_none
 
+    def optimized(g):
+        if passes:
+            g = run_pipeline(g)
+        # a file that would not load is refused here, not written: the passes infer types only
+        # when they have something to change, so this is the graph's check
+        specimens_or_none(g)
+        return g
+
     graph, resources = read_graph(src)
     try:
         graph.check()
-        if passes:
-            graph = run_pipeline(graph)
-        # a file that would not load is refused here, not written: the passes infer types only
-        # when they have something to change, so this is the graph's check
-        specimens_or_none(graph)
+        graph = _with_batch_fallback(graph, optimized)
         if metadata:
             graph.metadata.update(metadata)
         fcnn.save(graph, os.fspath(dst))

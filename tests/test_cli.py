@@ -86,6 +86,30 @@ def test_run_npy_without_labels_and_probability_outputs(run_cli, tmp_path):
     assert "ran 1 samples" in run_cli("run", FCNN, tmp_path / "one.npy").stdout
 
 
+def test_run_model_whose_batch_is_fixed_to_1(run_cli, tmp_path):
+    # a dynamic batch the graph cannot run (a Reshape to [1, -1] baked in by a tracer): load
+    # fixes it to 1 with a warning, printed as one line of the tool's; `run` then feeds the
+    # samples one at a time (it failed at load before; with a batch of 1 declared in the file,
+    # at the first call of 4 samples)
+    from helpers import onnx_model, save_onnx
+    helper = pytest.importorskip("onnx").helper
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["f"]),
+             helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    w = rng.standard_normal((3, 8)).astype(np.float32)
+    path = save_onnx(onnx_model(nodes, {"x": ("N", 2, 4)}, ["y"], {"s": np.array([1, -1], np.int64), "w": w}),
+                     str(tmp_path))
+    x = rng.standard_normal((4, 2, 4)).astype(np.float32)
+    np.save(tmp_path / "four.npy", x)
+    r = run_cli("run", path, tmp_path / "four.npy", "-k", "1")
+    assert r.stderr.startswith("fastcnn: warning: ") and "the batch is fixed to 1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "ran 4 samples" in r.stdout and "output 'y' [4, 3]" in r.stdout
+    best = (x.reshape(4, 8) @ w.T).argmax(1)
+    rows = re.findall(r"^\s+(\d)\s+(\d) \(", r.stdout, re.M)
+    assert [(int(i), int(c)) for i, c in rows] == list(enumerate(best))
+
+
 def test_probabilities_are_detected_not_softmaxed_twice():
     logits = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 5.0]], np.float32)
     probs, applied = cli.as_probabilities(logits)

@@ -1,6 +1,7 @@
 """ONNX importer: opset variants of the same op agree, initializers listed as inputs are weights,
 dynamic batch stays dynamic, unsupported ops/domains and bad files raise clear errors."""
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -137,6 +138,51 @@ def test_dim_param_and_unknown_dims_are_dynamic(tmp_path):
     m = fastcnn.load(save_onnx(model, str(tmp_path)))
     assert m.inputs[0].shape == (None, 3)
     assert m.run(None, {"x": -np.ones((4, 3), np.float32)})[0].tolist() == [[0, 0, 0]] * 4
+
+
+def _traced_batch_one(batch="N"):
+    """_small_cnn's layers as a tracer writes them when it bakes in the batch it traced with
+    (x.view(1, -1)) while the input still declares a dynamic batch."""
+    w = rand(RNG, 6, 3, 3, 3, lo=-0.3, hi=0.3)
+    fc = rand(RNG, 5, 6 * 5 * 6)
+    nodes = [N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]), N("Relu", ["c"], ["r"]),
+             N("Reshape", ["r", "s"], ["f"]), N("Gemm", ["f", "fc"], ["y"], transB=1)]
+    return onnx_model(nodes, {"x": (batch, 3, 9, 11)}, ["y"],
+                      {"w": w, "fc": fc, "s": np.array([1, -1], I64)}, opset=13)
+
+
+def test_dynamic_batch_the_graph_cannot_run_is_fixed_to_1(tmp_path):
+    # loading checks a dynamic batch at 1 and 2; this graph only runs at 1: it loaded with a
+    # GraphError about batch 2 (a batch nobody asked for), where onnxruntime loads it
+    model = _traced_batch_one()
+    path = save_onnx(model, str(tmp_path))
+    with pytest.warns(fastcnn.BatchFixedWarning, match=r"input 'x' declares a dynamic batch.*"
+                      r"\(Gemm\): inner dimensions differ: A \[1, 360\].*fixed to 1"):
+        m = fastcnn.load(path)
+    assert m.inputs[0].shape == (1, 3, 9, 11) and m.outputs[0].shape == (1, 5)
+    x = rand(RNG, 1, 3, 9, 11)
+    assert_close(m.run(None, {"x": x})[0], run_ort(model, {"x": x})[0])
+    with pytest.raises(fastcnn.InputError, match=r"shape \[2, 3, 9, 11\].*expected float32 \[1, 3, 9, 11\]"):
+        m.run(None, {"x": rand(RNG, 2, 3, 9, 11)})
+    # convert writes the graph with the batch fixed; that file loads without a warning
+    out = str(tmp_path / "fixed.fcnn")
+    with pytest.warns(fastcnn.BatchFixedWarning):
+        fastcnn.convert(path, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m2 = fastcnn.load(out)
+    assert m2.inputs[0].shape == (1, 3, 9, 11)
+    assert_close(m2.run(None, {"x": x})[0], run_ort(model, {"x": x})[0])
+
+
+def test_graph_that_runs_at_no_batch_keeps_its_error(tmp_path):
+    # Reshape to [7, -1] fails at batch 1 as at 2: the error is the graph's, with no warning
+    # and no fixed batch tried in its place
+    nodes = [N("Relu", ["x"], ["r"]), N("Reshape", ["r", "s"])]
+    model = onnx_model(nodes, {"x": ("N", 4)}, ["y"], {"s": np.array([7, -1], I64)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _load_error(model, tmp_path, fastcnn.GraphError, "cannot reshape [1, 4]")
 
 
 # ---------------------------------------------------------------------- errors
