@@ -89,8 +89,8 @@ def test_run_npy_without_labels_and_probability_outputs(run_cli, tmp_path):
 def test_run_model_whose_batch_is_fixed_to_1(run_cli, tmp_path):
     # a dynamic batch the graph cannot run (a Reshape to [1, -1] baked in by a tracer): load
     # fixes it to 1 with a warning, printed as one line of the tool's; `run` then feeds the
-    # samples one at a time (it failed at load before; with a batch of 1 declared in the file,
-    # at the first call of 4 samples)
+    # samples one at a time (it failed at load before; a file that declares batch 1 failed at
+    # the first call of 4 samples)
     from helpers import onnx_model, save_onnx
     helper = pytest.importorskip("onnx").helper
     rng = np.random.default_rng(5)
@@ -106,6 +106,13 @@ def test_run_model_whose_batch_is_fixed_to_1(run_cli, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
     assert "ran 4 samples" in r.stdout and "output 'y' [4, 3]" in r.stdout
     best = (x.reshape(4, 8) @ w.T).argmax(1)
+    rows = re.findall(r"^\s+(\d)\s+(\d) \(", r.stdout, re.M)
+    assert [(int(i), int(c)) for i, c in rows] == list(enumerate(best))
+    # a file that declares batch 1 itself (torch.onnx.export's default, a static shape) too
+    static = save_onnx(onnx_model(nodes, {"x": (1, 2, 4)}, ["y"], {"s": np.array([1, -1], np.int64), "w": w}),
+                       str(tmp_path))
+    r = run_cli("run", static, tmp_path / "four.npy", "-k", "1")
+    assert r.stderr == "" and "ran 4 samples" in r.stdout
     rows = re.findall(r"^\s+(\d)\s+(\d) \(", r.stdout, re.M)
     assert [(int(i), int(c)) for i, c in rows] == list(enumerate(best))
 
