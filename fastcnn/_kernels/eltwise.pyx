@@ -215,6 +215,120 @@ cdef void binary_kernel(const float *a, const float *b, float *out, Py_ssize_t *
         binary_rows(a + oa, b + ob, out + r * inner, inner, sa[5], sb[5], op)
 
 
+# ----------------------------------------------------------------------------- compare-select
+# Comparison codes of SelectStep (IEEE: every comparison with a NaN is false, as numpy's)
+cdef enum:
+    CMP_EQUAL = 0
+    CMP_LESS = 1
+    CMP_GREATER = 2
+    CMP_LESS_EQUAL = 3
+    CMP_GREATER_EQUAL = 4
+
+COMPARE_CODES = {"Equal": CMP_EQUAL, "Less": CMP_LESS, "Greater": CMP_GREATER,
+                 "LessOrEqual": CMP_LESS_EQUAL, "GreaterOrEqual": CMP_GREATER_EQUAL}
+
+
+cdef inline bint compare_op(float a, float b, int cmp) noexcept nogil:
+    if cmp == CMP_EQUAL:
+        return a == b
+    elif cmp == CMP_LESS:
+        return a < b
+    elif cmp == CMP_GREATER:
+        return a > b
+    elif cmp == CMP_LESS_EQUAL:
+        return a <= b
+    else:
+        return a >= b
+
+
+cdef class SelectStep(Step):
+    """out[idx] = x[idx] if a[idx] (cmp) b[idx] else y[idx], each input read at its own element
+    strides (0 on broadcast dims) over an output of up to 6 dims: ONNX Where whose condition is a
+    comparison of two float tensors, with no bool tensor in between.
+
+    inputs: (a, b, x, y) flat float32 buffers; shape: output dims, outermost first (padded with
+    leading 1s to 6); strides: one list per input. out is C-contiguous."""
+    cdef const float[::1] a
+    cdef const float[::1] b
+    cdef const float[::1] x
+    cdef const float[::1] y
+    cdef float[::1] out
+    cdef Py_ssize_t shape[6]
+    cdef Py_ssize_t st[4][6]
+    cdef int cmp
+
+    def __init__(self, const float[::1] a, const float[::1] b, const float[::1] x,
+                 const float[::1] y, float[::1] out, shape, strides, int cmp):
+        cdef int k, j, pad = 6 - len(shape)
+        cdef Py_ssize_t total = 1, last
+        cdef Py_ssize_t sizes[4]
+        if pad < 0:
+            raise ValueError("SelectStep: more than 6 dims")
+        if len(strides) != 4 or any(len(s) != len(shape) for s in strides):
+            raise ValueError("SelectStep: four stride lists as long as the shape")
+        if not CMP_EQUAL <= cmp <= CMP_GREATER_EQUAL:
+            raise ValueError(f"SelectStep: unknown comparison code {cmp}")
+        self.a, self.b, self.x, self.y, self.out, self.cmp = a, b, x, y, out, cmp
+        sizes[0], sizes[1], sizes[2], sizes[3] = a.shape[0], b.shape[0], x.shape[0], y.shape[0]
+        for k in range(6):
+            self.shape[k] = 1 if k < pad else shape[k - pad]
+            if self.shape[k] < 0:
+                raise ValueError("SelectStep: negative dim")
+            total *= self.shape[k]
+        if total != out.shape[0]:
+            raise ValueError(f"SelectStep: shape {list(shape)} has {total} elements, out has {out.shape[0]}")
+        # The kernel reads without bounds checks: every address it can touch must be inside.
+        for j in range(4):
+            last = 0
+            for k in range(6):
+                self.st[j][k] = 0 if k < pad else strides[j][k - pad]
+                if self.st[j][k] < 0:
+                    raise ValueError("SelectStep: negative stride")
+                last += (self.shape[k] - 1) * self.st[j][k]
+            if total and last >= sizes[j]:
+                raise ValueError("SelectStep: strides reach past an input buffer")
+
+    cdef void row(self, Py_ssize_t r) noexcept nogil:
+        """Output row r (the innermost dim); the five outer dims are flattened into rows."""
+        cdef Py_ssize_t rem = r, inner = self.shape[5]
+        cdef Py_ssize_t idx[5]
+        cdef Py_ssize_t off[4]
+        cdef int j, k
+        for k in range(4, -1, -1):
+            idx[k] = rem % self.shape[k]
+            rem = rem // self.shape[k]
+        for j in range(4):
+            off[j] = 0
+            for k in range(5):
+                off[j] += idx[k] * self.st[j][k]
+        select_row(&self.a[off[0]], &self.b[off[1]], &self.x[off[2]], &self.y[off[3]],
+                   &self.out[r * inner], inner, self.st[0][5], self.st[1][5], self.st[2][5],
+                   self.st[3][5], self.cmp)
+
+    cdef void run(self) noexcept nogil:
+        cdef Py_ssize_t rows = self.shape[0] * self.shape[1] * self.shape[2] * self.shape[3] * self.shape[4]
+        cdef Py_ssize_t r
+        cdef int nt
+        if self.out.shape[0] == 0:
+            return
+        nt = threads_for(rows * self.shape[5], self.num_threads)
+        for r in prange(rows, num_threads=nt, schedule="static"):
+            self.row(r)
+
+
+cdef void select_row(const float *a, const float *b, const float *x, const float *y, float *o,
+                     Py_ssize_t n, Py_ssize_t sa, Py_ssize_t sb, Py_ssize_t sx, Py_ssize_t sy,
+                     int cmp) noexcept nogil:
+    cdef Py_ssize_t i
+    if sa == 1 and sb == 0 and sx == 1:
+        # torch.where(x > c, x, f(x)) and its kind: a threshold on the tensor it keeps
+        for i in range(n):
+            o[i] = x[i] if compare_op(a[i], b[0], cmp) else y[i * sy]
+    else:
+        for i in range(n):
+            o[i] = x[i * sx] if compare_op(a[i * sa], b[i * sb], cmp) else y[i * sy]
+
+
 # ----------------------------------------------------------------------------- softmax
 cdef void softmax_kernel(const float *x, float *out, Py_ssize_t outer, Py_ssize_t length,
                          Py_ssize_t inner, bint log, int num_threads) noexcept nogil:

@@ -127,6 +127,9 @@ def logical_not(ctx, values):
 
 
 def where(ctx, values):
+    compare = ctx.attrs["compare"]
+    if compare:
+        return [np.where(COMPARE[compare](values[0], values[1]), values[2], values[3])]
     return [np.where(values[0], values[1], values[2])]
 
 

@@ -40,6 +40,10 @@ def _binary(doc, n=(2, 2)):
     return OpSpec(shapes.broadcast, fold.broadcast, inputs=n, doc=doc)
 
 
+RUNTIME_COMPARE_DOC = ("constant folding; at run time only as the condition of a Where, or cast to "
+                       "float32 (fused into a Where)")
+
+
 def _compare(doc):
     return OpSpec(shapes.compare, fold.compare, inputs=(2, 2), doc=doc)
 
@@ -138,16 +142,18 @@ OPS = {
     "Mean": _binary("variadic, broadcasting", (1, None)),
     "Max": _binary("variadic, broadcasting", (1, None)),
     "Min": _binary("variadic, broadcasting", (1, None)),
-    "Equal": _compare("constant folding only"),
-    "Less": _compare("constant folding only"),
-    "Greater": _compare("constant folding only"),
-    "LessOrEqual": _compare("constant folding only"),
-    "GreaterOrEqual": _compare("constant folding only"),
+    "Equal": _compare(RUNTIME_COMPARE_DOC),
+    "Less": _compare(RUNTIME_COMPARE_DOC),
+    "Greater": _compare(RUNTIME_COMPARE_DOC),
+    "LessOrEqual": _compare(RUNTIME_COMPARE_DOC),
+    "GreaterOrEqual": _compare(RUNTIME_COMPARE_DOC),
     "And": _compare("constant folding only"),
     "Or": _compare("constant folding only"),
     "Xor": _compare("constant folding only"),
     "Not": OpSpec(shapes.logical_not, fold.logical_not, doc="constant folding only"),
-    "Where": OpSpec(shapes.where, fold.where, inputs=(3, 3), doc="constant folding only"),
+    "Where": OpSpec(shapes.where, fold.where, inputs=(3, 4), attrs={"compare": Attr("str", "")},
+                    doc="constant folding; at run time when its condition is a comparison of float "
+                        "tensors (fused: `compare` and inputs a, b, x, y)"),
     # --- layout and data movement
     "Identity": OpSpec(shapes.identity, fold.identity, doc="removed"),
     "Dropout": OpSpec(shapes.dropout, fold.identity, inputs=(1, 3), outputs=(1, 2),

@@ -467,12 +467,33 @@ def compare(ctx: NodeContext):
     return [ValueType(broadcast_shapes(ctx, [ctx.shape(0), ctx.shape(1)]), "bool")]
 
 
+# Where's `compare` attribute: the comparison its condition was (passes/compare_where.py)
+WHERE_COMPARES = ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")
+
+
 def where(ctx: NodeContext):
-    if ctx.dtype(0) != "bool":
-        ctx.fail(f"condition '{ctx.name(0)}' must be bool, got {ctx.dtype(0)}")
-    if ctx.dtype(1) != ctx.dtype(2):
-        ctx.fail(f"X and Y have different dtypes {ctx.dtype(1)} and {ctx.dtype(2)}")
-    return [ValueType(broadcast_shapes(ctx, [ctx.shape(0), ctx.shape(1), ctx.shape(2)]), ctx.dtype(1))]
+    """ONNX Where (condition, X, Y); with `compare` set, Where (A, B, X, Y) whose condition is
+    A (compare) B, the comparison fused into it so no bool tensor exists at run time."""
+    compare = ctx.attrs["compare"]
+    if compare:
+        if compare not in WHERE_COMPARES:
+            ctx.fail(f"compare must be one of {', '.join(WHERE_COMPARES)}, got '{compare}'")
+        if ctx.n_inputs != 4:
+            ctx.fail(f"with compare '{compare}' Where takes 4 inputs (A, B, X, Y), got {ctx.n_inputs}")
+        if ctx.dtype(0) != ctx.dtype(1) or ctx.dtype(0) == "bool":
+            ctx.fail(f"A and B must be numbers of one dtype, got {ctx.dtype(0)} and {ctx.dtype(1)}")
+        selected = (2, 3)
+    else:
+        if ctx.n_inputs != 3:
+            ctx.fail(f"Where takes 3 inputs (condition, X, Y), got {ctx.n_inputs}")
+        if ctx.dtype(0) != "bool":
+            ctx.fail(f"condition '{ctx.name(0)}' must be bool, got {ctx.dtype(0)}")
+        selected = (1, 2)
+    x, y = selected
+    if ctx.dtype(x) != ctx.dtype(y):
+        ctx.fail(f"X and Y have different dtypes {ctx.dtype(x)} and {ctx.dtype(y)}")
+    shapes = [ctx.shape(i) for i in range(ctx.n_inputs)]
+    return [ValueType(broadcast_shapes(ctx, shapes), ctx.dtype(x))]
 
 
 def logical_not(ctx: NodeContext):

@@ -5,6 +5,7 @@ running the graph before and after."""
 from __future__ import annotations
 
 from fastcnn.passes.batchnorm import fold_batchnorm
+from fastcnn.passes.compare_where import fuse_compare_where
 from fastcnn.passes.constants import fold_constants
 from fastcnn.passes.dead_nodes import remove_dead_nodes
 from fastcnn.passes.fusion import fuse_activation, fuse_residual_add
@@ -16,6 +17,7 @@ PIPELINE = [
     fold_transposes,
     remove_identities,
     fold_constants,
+    fuse_compare_where,
     remove_dead_nodes,
     fold_batchnorm,
     fuse_swish,

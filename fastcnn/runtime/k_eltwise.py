@@ -1,11 +1,11 @@
 """prepare functions for elementwise ops: unary activations and math, broadcasting binary and
-variadic ops, PRelu, Softmax/LogSoftmax, float32 Cast."""
+variadic ops, PRelu, Softmax/LogSoftmax, float32 Cast, Where on a fused comparison."""
 from __future__ import annotations
 
 import numpy as np
 
 from fastcnn._kernels import eltwise
-from fastcnn.runtime.layout import broadcast_strides, collapse, flat
+from fastcnn.runtime.layout import broadcast_strides, c_strides, collapse, flat
 from fastcnn.runtime.prepare import Prepared
 
 # ONNX op -> (activation code name, alpha attr, beta attr)
@@ -55,7 +55,6 @@ def _binary_step(a, b, out, op_code):
     shape = out.shape
     sa = broadcast_strides(a.shape, shape)
     sb = broadcast_strides(b.shape, shape)
-    from fastcnn.runtime.layout import c_strides
     cshape, (csa, csb, _) = collapse(shape, sa, sb, c_strides(shape))
     if len(cshape) > 6:
         raise ValueError("broadcast over more than 6 non-mergeable dims")
@@ -94,6 +93,44 @@ def prepare_binary(p):
     # in place is safe for the first input when it already has the output's shape
     inplace = 0 if p.in_types[0].shape == p.out_types[0].shape and n_in <= 2 else None
     return Prepared(bind, inplace=inplace, flops=p.out_types[0].size * max(1, n_in - 1))
+
+
+def prepare_where(p):
+    """Where (A, B, X, Y) with `compare`: out = X where A (compare) B else Y, all four broadcast
+    to the output (passes/compare_where.py fuses a comparison in). Where (condition, X, Y) with
+    a constant condition (a mask known while planning) runs as condition > 0 on a float32 copy of
+    it. A bool condition computed at run time is refused before it gets here (every bool tensor
+    at run time is)."""
+    compare = p.attrs["compare"]
+    shape = p.out_types[0].shape
+    if len(shape) > 6:
+        p.unsupported("broadcasting over more than 6 dims")
+    mask = None
+    if compare and p.const(0) is not None and p.const(1) is not None:
+        # both compared tensors known (a comparison too large to fold): compared here, in their
+        # own dtype (int64 values past 2**24 would not survive float32)
+        from fastcnn.ir.fold import COMPARE
+        mask = COMPARE[compare](p.const(0), p.const(1))
+    elif not compare:
+        mask = p.const(0)
+        if mask is None:
+            p.unsupported("a condition computed at run time that is not a comparison of float tensors")
+    if mask is not None:
+        mask = np.asarray(mask, np.float32)
+        compare = "Greater"
+    code = eltwise.COMPARE_CODES[compare]
+
+    def bind(ins, outs, scratch):
+        if mask is not None:
+            operands = [mask, np.zeros((), np.float32)] + list(ins[-2:])
+        else:
+            operands = ins
+        arrs = [np.ascontiguousarray(x, np.float32) for x in operands]
+        cshape, strides = collapse(shape, *[broadcast_strides(a.shape, shape) for a in arrs],
+                                   c_strides(shape))
+        return eltwise.SelectStep(*[flat(a) for a in arrs], flat(outs[0]), cshape, strides[:4], code)
+
+    return Prepared(bind, flops=p.out_types[0].size)
 
 
 def prepare_softmax(p):

@@ -37,6 +37,7 @@ KERNELS = {
     "Sum": k_eltwise.prepare_binary,
     "Mean": k_eltwise.prepare_binary,
     "Max": k_eltwise.prepare_binary,
+    "Where": k_eltwise.prepare_where,
     "Min": k_eltwise.prepare_binary,
     "Identity": k_tensor.prepare_alias,
     "Dropout": k_tensor.prepare_alias,

@@ -373,6 +373,27 @@ def test_dead_nodes_removed():
     assert [n.op for n in opt.nodes] == ["Relu"] and not opt.initializers
 
 
+def test_fuse_compare_where_leaves_its_input_and_computes_the_same():
+    """Where over Not(Greater) and a Cast of the same Greater to float32 become fused Wheres
+    (x and y swapped for the Not); the input graph is unchanged, the comparison and the Not go
+    with the dead nodes, and the result is numpy's (the graph before cannot run: bool tensors)."""
+    from fastcnn.passes import fuse_compare_where
+    t = np.array([0.25, -1, 0, 2, np.nan], np.float32)
+    g = graph([("Greater", ["x", "t"], ["gt"], {}), ("Not", ["gt"], ["le"], {}),
+               ("Where", ["le", "x", "t"], ["a"], {}), ("Cast", ["gt"], ["m"], {"to": "float32"}),
+               ("Add", ["a", "m"], ["y"], {})], {"x": (3, 5)}, ["y"], {"t": t})
+    before = [(n.op, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in g.nodes]
+    opt = fuse_compare_where(g).check()
+    assert [(n.op, n.inputs, n.outputs, n.attrs) for n in g.nodes] == before
+    opt = remove_dead_nodes(opt).check()
+    assert [(n.op, n.attrs) for n in opt.nodes] == [("Where", {"compare": "Greater"})] * 2 + [("Add", {})]
+    assert opt.nodes[0].inputs[:2] == ["x", "t"] and opt.nodes[0].inputs[2:] == ["t", "x"]
+    x = rand(RNG, 3, 5)
+    x[0, :3] = [np.nan, 0.25, -1]
+    ref = np.where(~(x > t), x, t) + (x > t).astype(np.float32)
+    np.testing.assert_array_equal(run(opt, {"x": x})[0], ref)
+
+
 def test_passes_do_not_modify_their_input():
     g = resnet_block()
     snapshot = [(n.op, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in g.nodes]
