@@ -30,11 +30,12 @@ ATTR_NAMES = ["kernel_shape", "strides", "pads", "dilations", "group", "auto_pad
               "activation_alpha", "storage_order", "noop_with_empty_axes", "dtype", "approximate",
               "select_last_index", "fmod", "bias", "pieces", "scales", "sizes",
               "coordinate_transformation_mode", "output_padding", "output_shape",
-              "cubic_coeff_a", "exclude_outside", "extrapolation_value", "nearest_mode"]
+              "cubic_coeff_a", "exclude_outside", "extrapolation_value", "nearest_mode", "compare"]
 ONNX_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool",
             "GlobalMaxPool", "BatchNormalization", "InstanceNormalization", "LayerNormalization",
             "LRN", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Softmax", "LogSoftmax", "Exp",
-            "Log", "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Sum", "Max", "Equal", "Where", "Not",
+            "Log", "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Sum", "Max", "Equal", "Greater", "Less",
+            "LessOrEqual", "Where", "Not",
             "Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose",
             "Concat", "Split", "Slice", "Pad", "Expand", "Tile", "Gather", "DepthToSpace",
             "SpaceToDepth", "ReduceMean", "ReduceMax", "ReduceProd", "ArgMax", "Shape", "Size",
