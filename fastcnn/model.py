@@ -417,7 +417,7 @@ class Model:
         the chunks of runs.spans[j] one after the other, each on a single-threaded plan writing
         into slices of the outputs. Thread 0 is the calling thread."""
         _, first = self._get_plan(runs[0][0], single=True)
-        outs = [np.empty((runs.batch,) + v.shape[1:], np.float32) for v in first.outputs]
+        outs = [np.empty((runs.batch,) + v.shape[1:], v.dtype) for v in first.outputs]
         if all(len(spans) == 1 for spans in runs.spans) and \
                 self._run_one_chunk_each(feed, runs, first, outs):
             return outs

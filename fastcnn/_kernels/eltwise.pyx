@@ -7,6 +7,7 @@ input as (outer, axis_len, inner).
 cimport cython
 from cython.parallel cimport prange
 from libc.math cimport expf, logf, powf, INFINITY
+from libc.stdint cimport int64_t
 
 from fastcnn._kernels.step cimport Step
 from fastcnn._kernels.act cimport *
@@ -94,6 +95,23 @@ def unary(const float[::1] x, float[::1] out, int kind, float alpha=0.0, float b
     if x.shape[0]:
         with nogil:
             unary_kernel(&x[0], &out[0], x.shape[0], kind, alpha, beta, num_threads)
+
+
+cdef class IndexToFloatStep(Step):
+    """out = float32(x): the int64 indices an ArgMax or ArgMin computed at run time, cast
+    (exact below 2**24, as any float32). x, out: flat, C-contiguous, of one size."""
+    cdef const int64_t[::1] x
+    cdef float[::1] out
+
+    def __init__(self, const int64_t[::1] x, float[::1] out):
+        if x.shape[0] != out.shape[0]:
+            raise ValueError("IndexToFloatStep: x and out differ in size")
+        self.x, self.out = x, out
+
+    cdef void run(self) noexcept nogil:
+        cdef Py_ssize_t i
+        for i in range(self.out.shape[0]):
+            self.out[i] = <float>self.x[i]
 
 
 # ----------------------------------------------------------------------------- binary broadcast

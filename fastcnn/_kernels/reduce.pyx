@@ -9,6 +9,7 @@ planning).
 """
 from cython.parallel cimport prange
 from libc.math cimport expf, exp, log, sqrt, fabs, INFINITY, NAN
+from libc.stdint cimport int64_t
 
 from fastcnn._kernels.step cimport Step
 
@@ -262,3 +263,56 @@ cdef class ReduceStep(Step):
             xp = &self.x[0]
         reduce_kernel(xp, &self.out[0], self.outer, self.length, self.inner, self.kind,
                       self.num_threads)
+
+
+# ----------------------------------------------------------------------------- arg max / min
+cdef void arg_one(const float *x, int64_t *out, Py_ssize_t length, Py_ssize_t inner,
+                  bint is_max, bint last) noexcept nogil:
+    """out[0] = the index of the largest (is_max) or smallest of x[0], x[inner], ...,
+    x[(length-1)*inner]: the first of equal values, or the last one (`last`). A NaN ranks
+    above everything, as in numpy: the first NaN, or the last with `last`."""
+    cdef Py_ssize_t j, idx = 0
+    cdef float best = x[0], v
+    cdef bint nan = best != best
+    for j in range(1, length):
+        v = x[j * inner]
+        if nan:
+            if last and v != v:
+                idx = j
+        elif v != v:
+            nan = True
+            idx = j
+        elif (v > best if is_max else v < best) or (last and v == best):
+            best = v
+            idx = j
+    out[0] = idx
+
+
+cdef class ArgReduceStep(Step):
+    """out (outer, inner) int64 = argmax or argmin of x (outer, length, inner) float32 over the
+    middle axis; both flat and C-contiguous; length >= 1."""
+    cdef const float[::1] x
+    cdef int64_t[::1] out
+    cdef Py_ssize_t outer, length, inner
+    cdef bint is_max, last
+
+    def __init__(self, const float[::1] x, int64_t[::1] out, Py_ssize_t outer,
+                 Py_ssize_t length, Py_ssize_t inner, bint is_max, bint last=False):
+        if outer < 0 or length < 1 or inner < 0:
+            raise ValueError("ArgReduceStep: dims must be >= 0 and the reduced length >= 1")
+        if x.shape[0] != outer * length * inner or out.shape[0] != outer * inner:
+            raise ValueError("ArgReduceStep: sizes do not match")
+        self.x, self.out = x, out
+        self.outer, self.length, self.inner = outer, length, inner
+        self.is_max, self.last = is_max, last
+
+    cdef void run(self) noexcept nogil:
+        cdef Py_ssize_t t, total = self.outer * self.inner, o, i
+        cdef int nt = self.num_threads if total * self.length >= 32768 else 1
+        if total == 0:
+            return
+        for t in prange(total, num_threads=nt, schedule="static"):
+            o = t // self.inner
+            i = t % self.inner
+            arg_one(&self.x[o * self.length * self.inner + i], &self.out[t], self.length,
+                    self.inner, self.is_max, self.last)

@@ -44,6 +44,9 @@ RUNTIME_COMPARE_DOC = ("constant folding; at run time only as the condition of a
                        "float32 (fused into a Where)")
 
 
+ARG_DOC = "int64 output; at run time for a graph output, a Cast to float32 or a view of either"
+
+
 def _compare(doc):
     return OpSpec(shapes.compare, fold.compare, inputs=(2, 2), doc=doc)
 
@@ -192,10 +195,10 @@ OPS = {
     "ReduceLogSumExp": _reduce("any axes, keepdims"),
     "ArgMax": OpSpec(shapes.argreduce, fold.argreduce,
                      attrs={"axis": Attr("int", 0), "keepdims": Attr("int", 1),
-                            "select_last_index": Attr("int", 0)}, doc="int64 output"),
+                            "select_last_index": Attr("int", 0)}, doc=ARG_DOC),
     "ArgMin": OpSpec(shapes.argreduce, fold.argreduce,
                      attrs={"axis": Attr("int", 0), "keepdims": Attr("int", 1),
-                            "select_last_index": Attr("int", 0)}, doc="int64 output"),
+                            "select_last_index": Attr("int", 0)}, doc=ARG_DOC),
     # --- shape arithmetic (always folded while planning)
     "Shape": OpSpec(shapes.shape_of, fold.shape_of, fold_on_types=True,
                     attrs={"start": Attr("int", 0), "end": Attr("int", 2 ** 62)}, doc="folded"),

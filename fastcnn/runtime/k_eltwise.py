@@ -41,6 +41,11 @@ def prepare_unary(p):
         beta = float(p.attrs[b]) if b else 0.0
     if op == "Cast" and p.attrs["to"] != "float32":
         p.unsupported(f"casting to {p.attrs['to']} at run time")
+    if op == "Cast" and p.in_types[0].dtype == "int64":
+        # the indices of an ArgMax or ArgMin computed at run time (runtime/plan.py)
+        def bind_indices(ins, outs, scratch):
+            return eltwise.IndexToFloatStep(flat(ins[0]), flat(outs[0]))
+        return Prepared(bind_indices, flops=p.out_types[0].size)
 
     def bind(ins, outs, scratch):
         return eltwise.UnaryStep(flat(np.asarray(ins[0], np.float32)), flat(outs[0]), code, alpha, beta)

@@ -114,3 +114,20 @@ def prepare_maxout(p):
                                          reduce_kernels.REDUCE_CODES["MAX"])
 
     return Prepared(bind, flops=outer * k * inner)
+
+
+def prepare_argreduce(p):
+    """ArgMax / ArgMin at run time: an int64 tensor, which only a graph output may be (the
+    planner refuses a kernel that reads one). x viewed as (outer, length, inner) around the
+    axis; keepdims only changes the output's shape."""
+    shape = p.in_types[0].shape
+    axis = p.attrs["axis"] % len(shape)   # in range: checked by the shape function
+    outer, length, inner = product(shape[:axis]), shape[axis], product(shape[axis + 1:])
+    is_max = p.node.op == "ArgMax"
+    last = bool(p.attrs["select_last_index"])
+
+    def bind(ins, outs, scratch):
+        return reduce_kernels.ArgReduceStep(flat(ins[0]), flat(outs[0]), outer, length, inner,
+                                            is_max, last)
+
+    return Prepared(bind, flops=product(shape))

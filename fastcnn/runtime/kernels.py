@@ -19,6 +19,8 @@ KERNELS = {
     "LpPool": k_pool.prepare_pool,
     "StochasticPool": k_pool.prepare_pool,
     "Maxout": k_reduce.prepare_maxout,
+    "ArgMax": k_reduce.prepare_argreduce,
+    "ArgMin": k_reduce.prepare_argreduce,
     "GlobalAveragePool": k_pool.prepare_global_pool,
     "GlobalMaxPool": k_pool.prepare_global_pool,
     "GlobalLpPool": k_pool.prepare_global_pool,

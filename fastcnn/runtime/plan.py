@@ -147,6 +147,15 @@ def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: in
 # release_weights runs once this many bytes of constants were read (a madvise per node costs
 # ~0.3 ms on a 47 MB mapping; this bounds what stays resident beyond the packed copies)
 RELEASE_EVERY_BYTES = 8 << 20
+# ops whose int64 result may be computed at run time, for a graph output or a Cast to float32
+# to read (a classifier's or a segmentation net's class indices; argmax(...).float())
+RUNTIME_INDEX_OPS = ("ArgMax", "ArgMin")
+# ops that may read such indices: views of them (their kernels move no data)
+INDEX_VIEW_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+
+
+def _casts_to_float(node) -> bool:
+    return node.op == "Cast" and node.attrs.get("to") == "float32"
 
 
 def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
@@ -165,15 +174,31 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     types, consts = inferred.types, inferred.consts
     _check_lower_bound(graph, types, consts, memory_limit)
     run_nodes = []
+    indices = set()   # int64 tensors computed at run time (ArgMax, ArgMin)
     for node in graph.nodes:
         if not any(o and o not in consts for o in node.outputs):
             continue  # folded while planning
+        read = [x for x in node.inputs if x in indices]
+        if read and node.op in INDEX_VIEW_OPS and node.inputs[0] in indices:
+            indices.update(o for o in node.outputs if o)   # a view of them: int64 as well
+            run_nodes.append(node)
+            continue
+        if read and not _casts_to_float(node):
+            raise UnsupportedOpError(
+                f"{where}: node '{node.name}' ({node.op}) reads the int64 tensor '{read[0]}', "
+                f"computed at run time; fastcnn runs float32 tensors only (an ArgMax or ArgMin "
+                f"at run time can give a graph output, a Cast to float32 or a view of either)")
         for o in node.outputs:
-            if o and o not in consts and types[o].dtype != "float32":
-                raise UnsupportedOpError(
-                    f"{where}: node '{node.name}' ({node.op}) computes the {types[o].dtype} tensor "
-                    f"'{o}' at run time; fastcnn runs float32 tensors only (integer and bool "
-                    f"tensors must be computable while planning, from constants and shapes)")
+            if not o or o in consts or types[o].dtype == "float32":
+                continue
+            if node.op in RUNTIME_INDEX_OPS:
+                indices.add(o)
+                continue
+            raise UnsupportedOpError(
+                f"{where}: node '{node.name}' ({node.op}) computes the {types[o].dtype} tensor "
+                f"'{o}' at run time; fastcnn runs float32 tensors only (integer and bool "
+                f"tensors must be computable while planning, from constants and shapes; an "
+                f"ArgMax or ArgMin may give a graph output or a Cast to float32)")
         if node.op not in KERNELS:
             raise UnsupportedOpError(
                 f"{where}: node '{node.name}' ({node.op}) has inputs known only at run time, but "
@@ -274,7 +299,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     def view(v):
         t = types[v]
         off = group_offset[base[v]]
-        return arena[off:off + t.nbytes].view(np.float32).reshape(t.shape)
+        return arena[off:off + t.nbytes].view(np.int64 if v in indices else np.float32).reshape(t.shape)
 
     steps, step_nodes, flops = [], [], 0
     for node, prep in zip(run_nodes, preps):

@@ -10,7 +10,7 @@ from fastcnn.runtime.kernels import KERNELS
 # Ops that have a folder but no kernel: shape arithmetic and comparisons, evaluated while
 # planning only (a comparison of float tensors runs inside the Where it is fused into).
 FOLD_ONLY = {"Mod", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
-             "Not", "ArgMax", "ArgMin", "Shape", "Size", "ConstantOfShape", "Range", "NonZero"}
+             "Not", "Shape", "Size", "ConstantOfShape", "Range", "NonZero"}
 # Tested by the conv/dense developer's own suites (tests/runtime, tests/kernels), not here.
 TESTED_ELSEWHERE = {"Conv", "Gemm", "MatMul"}
 
