@@ -316,3 +316,100 @@ cdef class ArgReduceStep(Step):
             i = t % self.inner
             arg_one(&self.x[o * self.length * self.inner + i], &self.out[t], self.length,
                     self.inner, self.is_max, self.last)
+
+
+# ----------------------------------------------------------------------------- top k
+cdef inline bint topk_better(float a, int64_t ia, float b, int64_t ib, bint largest) noexcept nogil:
+    """Whether (a, at index ia) ranks before (b, at ib): NaN before every number (as ArgMax and
+    ArgMin pick it), then the larger (largest) or smaller value, then the lower index."""
+    cdef bint na = a != a, nb = b != b
+    if na or nb:
+        return na and (not nb or ia < ib)
+    if a != b:
+        return a > b if largest else a < b
+    return ia < ib
+
+
+cdef void topk_sift(float *v, int64_t *ix, Py_ssize_t s, Py_ssize_t at, Py_ssize_t n,
+                    bint largest) noexcept nogil:
+    """Sift entry `at` down a heap of n entries (stride s) whose root ranks last."""
+    cdef Py_ssize_t child, worst
+    cdef float tv
+    cdef int64_t ti
+    while True:
+        child = 2 * at + 1
+        if child >= n:
+            return
+        worst = child
+        if child + 1 < n and topk_better(v[worst * s], ix[worst * s], v[(child + 1) * s],
+                                         ix[(child + 1) * s], largest):
+            worst = child + 1
+        if not topk_better(v[at * s], ix[at * s], v[worst * s], ix[worst * s], largest):
+            return
+        tv, ti = v[at * s], ix[at * s]
+        v[at * s], ix[at * s] = v[worst * s], ix[worst * s]
+        v[worst * s], ix[worst * s] = tv, ti
+        at = worst
+
+
+cdef void topk_one(const float *x, float *v, int64_t *ix, Py_ssize_t length, Py_ssize_t k,
+                   Py_ssize_t s, bint largest) noexcept nogil:
+    """The k best of x[0], x[s], ..., x[(length-1)*s] into v and ix (stride s), best first:
+    a heap of k entries whose root ranks last replaces its root with each better element
+    (length log k), then is sorted in place."""
+    cdef Py_ssize_t j, n
+    cdef float tv
+    cdef int64_t ti
+    for j in range(k):
+        v[j * s] = x[j * s]
+        ix[j * s] = j
+    for j in range(k // 2 - 1, -1, -1):
+        topk_sift(v, ix, s, j, k, largest)
+    for j in range(k, length):
+        if topk_better(x[j * s], j, v[0], ix[0], largest):
+            v[0] = x[j * s]
+            ix[0] = j
+            topk_sift(v, ix, s, 0, k, largest)
+    # the entry that ranks last goes to the end, one at a time: best first
+    n = k
+    while n > 1:
+        n -= 1
+        tv, ti = v[0], ix[0]
+        v[0], ix[0] = v[n * s], ix[n * s]
+        v[n * s], ix[n * s] = tv, ti
+        topk_sift(v, ix, s, 0, n, largest)
+
+
+cdef class TopKStep(Step):
+    """values (outer, k, inner) float32 and indices (outer, k, inner) int64 = the k largest (or
+    smallest) of x (outer, length, inner) along the middle axis, best first; all flat and
+    C-contiguous; 0 <= k <= length."""
+    cdef const float[::1] x
+    cdef float[::1] values
+    cdef int64_t[::1] indices
+    cdef Py_ssize_t outer, length, inner, k
+    cdef bint largest
+
+    def __init__(self, const float[::1] x, float[::1] values, int64_t[::1] indices,
+                 Py_ssize_t outer, Py_ssize_t length, Py_ssize_t inner, Py_ssize_t k,
+                 bint largest):
+        if outer < 0 or inner < 0 or not 0 <= k <= length:
+            raise ValueError("TopKStep: dims must be >= 0 and 0 <= k <= length")
+        if x.shape[0] != outer * length * inner or values.shape[0] != outer * k * inner \
+                or indices.shape[0] != values.shape[0]:
+            raise ValueError("TopKStep: sizes do not match")
+        self.x, self.values, self.indices = x, values, indices
+        self.outer, self.length, self.inner, self.k = outer, length, inner, k
+        self.largest = largest
+
+    cdef void run(self) noexcept nogil:
+        cdef Py_ssize_t t, total = self.outer * self.inner, o, i, out_at
+        cdef int nt = self.num_threads if total * self.length >= 32768 else 1
+        if total == 0 or self.k == 0:
+            return
+        for t in prange(total, num_threads=nt, schedule="static"):
+            o = t // self.inner
+            i = t % self.inner
+            out_at = o * self.k * self.inner + i
+            topk_one(&self.x[o * self.length * self.inner + i], &self.values[out_at],
+                     &self.indices[out_at], self.length, self.k, self.inner, self.largest)

@@ -230,6 +230,15 @@ def conv_squeeze(ctx, node, attrs):
     ctx.emit(node.op_type, node.name, inputs, node.output)
 
 
+def conv_topk(ctx, node, attrs):
+    """TopK: before opset 10, k was an attribute (and largest/sorted did not exist)."""
+    inputs = list(node.input)
+    if "k" in attrs:
+        inputs = inputs[:1] + [ctx.add_const(f"{node.name}_k", np.array([attrs.pop("k")], np.int64))]
+    _check_known(ctx, node, attrs, ("axis", "largest", "sorted"))
+    ctx.emit("TopK", node.name, inputs, node.output, attrs)
+
+
 def conv_reduce(ctx, node, attrs):
     inputs = list(node.input)
     if "axes" in attrs:
@@ -622,6 +631,7 @@ CONVERTERS = {
     "ReduceMin": conv_reduce, "ReduceProd": conv_reduce, "ReduceL1": conv_reduce,
     "ReduceL2": conv_reduce, "ReduceSumSquare": conv_reduce, "ReduceLogSumExp": conv_reduce,
     "ArgMax": direct(known=("axis", "keepdims", "select_last_index")),
+    "TopK": conv_topk,
     "ArgMin": direct(known=("axis", "keepdims", "select_last_index")),
     "Shape": direct(known=("start", "end")),
     "Size": direct(),

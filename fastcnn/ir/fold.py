@@ -272,6 +272,27 @@ def argreduce(ctx, values):
     return [r.astype(np.int64)]
 
 
+def topk_order(x: np.ndarray, axis: int, largest: bool) -> np.ndarray:
+    """Indices sorting x along axis best first: largest (or smallest) values first, NaN before
+    every number (as ArgMax and ArgMin pick it), equal values in index order."""
+    nan = np.isnan(x) if x.dtype.kind == "f" else np.zeros(x.shape, bool)
+    key = np.where(nan, 0, x)
+    if largest:
+        key = -key if x.dtype.kind == "f" else np.invert(key) if x.dtype.kind in "iu" else ~key
+    # lexsort: the last key is the primary one; stable, so ties stay in index order
+    moved = [np.moveaxis(a, axis, -1) for a in (key, ~nan)]
+    order = np.lexsort((moved[0], moved[1]), axis=-1)
+    return np.moveaxis(order, -1, axis)
+
+
+def topk(ctx, values):
+    x = values[0]
+    axis = ctx.axis(ctx.attrs["axis"], x.ndim)
+    k = int(np.asarray(values[1]).reshape(-1)[0])
+    idx = np.take(topk_order(x, axis, bool(ctx.attrs["largest"])), np.arange(k), axis=axis)
+    return [np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)]
+
+
 def shape_of(ctx, values):
     shape = ctx.shape(0)
     n = shapes.shape_of(ctx)[0].shape[0]

@@ -199,6 +199,10 @@ OPS = {
     "ArgMin": OpSpec(shapes.argreduce, fold.argreduce,
                      attrs={"axis": Attr("int", 0), "keepdims": Attr("int", 1),
                             "select_last_index": Attr("int", 0)}, doc=ARG_DOC),
+    "TopK": OpSpec(shapes.topk, fold.topk, inputs=(2, 2), outputs=(2, 2),
+                   attrs={"axis": Attr("int", -1), "largest": Attr("int", 1), "sorted": Attr("int", 1)},
+                   doc="k constant; values, and int64 indices for a graph output, a Cast to float32 "
+                       "or a view; equal values in index order, NaN first"),
     # --- shape arithmetic (always folded while planning)
     "Shape": OpSpec(shapes.shape_of, fold.shape_of, fold_on_types=True,
                     attrs={"start": Attr("int", 0), "end": Attr("int", 2 ** 62)}, doc="folded"),

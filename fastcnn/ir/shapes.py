@@ -783,6 +783,22 @@ def argreduce(ctx: NodeContext):
     return [ValueType(out, "int64")]
 
 
+def topk(ctx: NodeContext):
+    """TopK (x, k): the k largest (or smallest) along an axis, values and int64 indices."""
+    x = ctx.shape(0)
+    if not x:
+        ctx.fail("input must have rank >= 1")
+    axis = ctx.axis(ctx.attrs["axis"], len(x))
+    k = ctx.const_ints(1, "k")
+    if len(k) != 1:
+        ctx.fail(f"k must hold one value, got {len(k)}")
+    k = k[0]
+    if not 0 <= k <= x[axis]:
+        ctx.fail(f"k={k} is out of range for an axis of {x[axis]}")
+    out = x[:axis] + (k,) + x[axis + 1:]
+    return [ValueType(out, ctx.dtype(0)), ValueType(out, "int64")]
+
+
 # ----------------------------------------------------------------------------- shape arithmetic
 def shape_of(ctx: NodeContext):
     r = ctx.rank(0)

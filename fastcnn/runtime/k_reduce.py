@@ -7,6 +7,8 @@ means, the max of maxes, log-sum-exp of log-sum-exps, sqrt of a sum of sums of s
 """
 from __future__ import annotations
 
+import numpy as np
+
 from fastcnn._kernels import reduce as reduce_kernels
 from fastcnn.ir.opspec import NodeContext, product
 from fastcnn.runtime.layout import flat
@@ -131,3 +133,24 @@ def prepare_argreduce(p):
                                             is_max, last)
 
     return Prepared(bind, flops=product(shape))
+
+
+def prepare_topk(p):
+    """TopK at run time (k constant): values float32, indices int64 (runtime/plan.py lets a
+    graph output, a Cast to float32 or a view read them). x viewed as (outer, length, inner)
+    around the axis; the result is sorted whatever `sorted` says (ONNX leaves the order free)."""
+    shape = p.in_types[0].shape
+    axis = p.attrs["axis"] % len(shape)   # in range: checked by the shape function
+    outer, length, inner = product(shape[:axis]), shape[axis], product(shape[axis + 1:])
+    k = p.out_types[0].shape[axis]
+    largest = bool(p.attrs["largest"])
+
+    def bind(ins, outs, scratch):
+        # an output nothing reads is not in the arena: the step writes into its own array
+        values = outs[0] if outs[0] is not None else np.empty(p.out_types[0].shape, np.float32)
+        indices = outs[1] if len(outs) > 1 and outs[1] is not None else \
+            np.empty(p.out_types[0].shape, np.int64)
+        return reduce_kernels.TopKStep(flat(ins[0]), flat(values), flat(indices), outer,
+                                       length, inner, k, largest)
+
+    return Prepared(bind, flops=product(shape) * max(1, k.bit_length()))

@@ -21,6 +21,7 @@ KERNELS = {
     "Maxout": k_reduce.prepare_maxout,
     "ArgMax": k_reduce.prepare_argreduce,
     "ArgMin": k_reduce.prepare_argreduce,
+    "TopK": k_reduce.prepare_topk,
     "GlobalAveragePool": k_pool.prepare_global_pool,
     "GlobalMaxPool": k_pool.prepare_global_pool,
     "GlobalLpPool": k_pool.prepare_global_pool,

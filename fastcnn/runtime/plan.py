@@ -149,7 +149,7 @@ def _check_lower_bound(graph: Graph, types: dict, consts: dict, memory_limit: in
 RELEASE_EVERY_BYTES = 8 << 20
 # ops whose int64 result may be computed at run time, for a graph output or a Cast to float32
 # to read (a classifier's or a segmentation net's class indices; argmax(...).float())
-RUNTIME_INDEX_OPS = ("ArgMax", "ArgMin")
+RUNTIME_INDEX_OPS = ("ArgMax", "ArgMin", "TopK")
 # ops that may read such indices: views of them (their kernels move no data)
 INDEX_VIEW_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 

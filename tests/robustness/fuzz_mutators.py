@@ -40,7 +40,7 @@ ONNX_OPS = ["Conv", "Gemm", "MatMul", "MaxPool", "AveragePool", "LpPool", "Globa
             "Concat", "Split", "Slice", "Pad", "Expand", "Tile", "Gather", "DepthToSpace",
             "SpaceToDepth", "ReduceMean", "ReduceMax", "ReduceProd", "ArgMax", "Shape", "Size",
             "Cast", "Constant", "ConstantOfShape", "Range", "NonZero", "Resize", "ConvTranspose",
-            "Upsample", "If", "Loop", "Scan", "NoSuchOp"]
+            "Upsample", "TopK", "If", "Loop", "Scan", "NoSuchOp"]
 
 
 def ir_ops() -> list:
