@@ -35,7 +35,7 @@ MIN_PART_FLOPS = 5_000_000
 
 # ops that keep the batch dimension's size and work along the axis their attribute `axis`
 # names: it must not be the batch (a LayerNormalization scale may broadcast over it)
-_AXIS_OP = frozenset(["Softmax", "LogSoftmax", "LayerNormalization"])
+_AXIS_OP = frozenset(["Softmax", "LogSoftmax", "LayerNormalization", "ArgMax", "ArgMin", "TopK"])
 # constant inputs that may differ between batch sizes (a target shape holding the batch); the
 # output's shape check covers them
 _SHAPE_INPUTS = frozenset([("Reshape", 1), ("Expand", 1)])
@@ -59,7 +59,7 @@ def _kinds():
         from fastcnn.runtime import (k_conv, k_deconv, k_dense, k_eltwise, k_norm, k_pool,
                                      k_reduce, k_resize, k_tensor)
         from fastcnn.runtime.kernels import KERNELS
-        by_prepare = {k_eltwise.prepare_binary: "broadcast"}
+        by_prepare = {k_eltwise.prepare_binary: "broadcast", k_eltwise.prepare_where: "broadcast"}
         for prep in (k_conv.prepare_conv, k_deconv.prepare_conv_transpose, k_pool.prepare_pool,
                      k_pool.prepare_global_pool, k_norm.prepare_batchnorm,
                      k_norm.prepare_instancenorm, k_norm.prepare_lrn, k_resize.prepare_resize,

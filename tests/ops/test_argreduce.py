@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastcnn
+from fastcnn.runtime import batch_split
 from helpers import rand, run_ort, save_onnx
 from oputil import node, run_op, with_specials
 
@@ -54,7 +55,7 @@ def _segmenter(tail, inits=None, y_type="int64"):
 
 
 @pytest.mark.parametrize("case", ["segmentation", "squeezed", "cast"])
-def test_as_exported_against_onnxruntime(case, tmp_path):
+def test_as_exported_against_onnxruntime(case, tmp_path, monkeypatch):
     if case == "segmentation":     # a segmentation map
         model = _segmenter([node("ArgMax", ["c"], ["y"], axis=1, keepdims=0)])
     elif case == "squeezed":       # keepdims, then a view
@@ -66,6 +67,8 @@ def test_as_exported_against_onnxruntime(case, tmp_path):
                             node("Cast", ["a"], ["y"], to=1)], y_type="float32")
     path = save_onnx(model, str(tmp_path))
     m = fastcnn.load(path, num_threads=2)
+    monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)   # a part per thread, however small
+    assert m._choose_split(((16, 3, 12, 10),), 2) is not None
     for batch in (1, 16, 0):   # 16 on two threads runs in parts; 0 runs nothing
         x = rand(RNG, batch, 3, 12, 10)
         got, want = m.run(None, {"x": x})[0], run_ort(model, {"x": x})[0]

@@ -124,11 +124,18 @@ def test_softplus_as_the_dynamo_exporter_writes_it(tmp_path):
     np.testing.assert_allclose(fastcnn.load(fcnn).run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
 
 
-def test_torch_where_leaky_and_not(tmp_path):
+def test_torch_where_leaky_and_not(tmp_path, monkeypatch):
     nodes = [node("Less", ["x", "zero"], ["lt"]), node("Not", ["lt"], ["ge"]),
              node("Mul", ["x", "slope"], ["m"]), node("Where", ["ge", "x", "m"], ["y"])]
     ops = _check_against_ort(tmp_path, nodes, _consts(zero=0.0, slope=0.1))
     assert "Less" not in ops and "Not" not in ops
+    # a batch split over two threads, one part each (the fused Where computes per sample)
+    from fastcnn.runtime import batch_split
+    monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)
+    m = fastcnn.load(str(tmp_path / [f for f in os.listdir(tmp_path) if f.endswith(".onnx")][0]), num_threads=2)
+    assert m._choose_split(((8, 6, 5, 4),), 2) is not None
+    x = rand(RNG, 8, 6, 5, 4, lo=-3, hi=3)
+    np.testing.assert_array_equal(m.run(None, {"x": x})[0], np.where(x >= 0, x, x * np.float32(0.1)))
 
 
 def test_comparison_cast_to_a_float_mask(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastcnn
+from fastcnn.runtime import batch_split
 from helpers import rand, run_ort, save_onnx
 from oputil import run_op
 
@@ -110,10 +111,12 @@ def _onnx_topk(opset, k, axis, largest, x_shape=("N", 6, 12), read_indices=None)
 
 @pytest.mark.parametrize("opset, k, axis, largest", [(13, 5, -1, 1), (13, 3, 1, 0), (11, 12, 2, 1),
                                                      (9, 4, 1, 1), (13, 0, -1, 1)])
-def test_against_onnxruntime(opset, k, axis, largest, tmp_path):
+def test_against_onnxruntime(opset, k, axis, largest, tmp_path, monkeypatch):
     model = _onnx_topk(opset, k, axis, largest)
     m = fastcnn.load(save_onnx(model, str(tmp_path)), num_threads=2)
-    for batch in (1, 16, 0):   # 16 on two threads runs in parts; 0 runs nothing
+    monkeypatch.setattr(batch_split, "MIN_PART_FLOPS", 0)   # a part per thread, however small
+    assert (m._choose_split(((16, 6, 12),), 2) is not None) == (axis != 0)
+    for batch in (1, 16, 0):   # 16 on two threads runs in parts (TopK not along the batch)
         x = np.round(rand(RNG, batch, 6, 12, lo=-4, hi=4))   # ties
         got, want = m.run(None, {"x": x}), run_ort(model, {"x": x})
         for g, w in zip(got, want):
