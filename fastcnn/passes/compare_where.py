@@ -28,14 +28,18 @@ def _frozen(value: float) -> np.ndarray:
     return v
 
 
-def _comparison(producers: dict, value: str):
-    """(a, b, negated) when `value` is a comparison of two values, through any number of
-    Not nodes; else None."""
+def _comparison(graph: Graph, producers: dict, value: str):
+    """(compare, a, b, negated) when `value` is a comparison of two values, through any number
+    of Not nodes; else None. producers: `graph.producers()`."""
+    def producer(name):
+        i = producers.get(name)
+        return graph.nodes[i] if i is not None else None
+
     negated = False
-    node = producers.get(value)
+    node = producer(value)
     while node is not None and node.op == "Not" and len(node.inputs) == 1:
         negated = not negated
-        node = producers.get(node.inputs[0])
+        node = producer(node.inputs[0])
     if node is None or node.op not in WHERE_COMPARES or len(node.inputs) != 2 or not all(node.inputs):
         return None
     return node.op, node.inputs[0], node.inputs[1], negated
@@ -44,13 +48,13 @@ def _comparison(producers: dict, value: str):
 def fuse_compare_where(graph: Graph) -> Graph:
     if not any(n.op in WHERE_COMPARES for n in graph.nodes):
         return graph
-    producers = {o: n for n in graph.nodes for o in n.outputs if o}
+    producers = graph.producers()
     targets = []
     for i, node in enumerate(graph.nodes):
         if node.op == "Where" and not node.attrs.get("compare") and len(node.inputs) == 3:
-            found = _comparison(producers, node.inputs[0])
+            found = _comparison(graph, producers, node.inputs[0])
         elif node.op == "Cast" and node.attrs.get("to") == "float32" and len(node.inputs) == 1:
-            found = _comparison(producers, node.inputs[0])
+            found = _comparison(graph, producers, node.inputs[0])
         else:
             continue
         if found is not None:

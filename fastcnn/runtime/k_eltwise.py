@@ -53,16 +53,21 @@ def prepare_unary(p):
     return Prepared(bind, inplace=0, flops=p.out_types[0].size)
 
 
+def _broadcast_walk(arrays, shape) -> tuple:
+    """(dims, per-array element strides) to read each C-contiguous array of `arrays` broadcast
+    to `shape`, with the dims every array walks contiguously merged (`layout.collapse`)."""
+    cshape, strides = collapse(shape, *[broadcast_strides(a.shape, shape) for a in arrays],
+                               c_strides(shape))
+    if len(cshape) > 6:
+        raise ValueError("broadcast over more than 6 non-mergeable dims")
+    return cshape, strides[:len(arrays)]
+
+
 def _binary_step(a, b, out, op_code):
     """A BinaryStep computing out = a (op) b with numpy broadcasting (a, b: arrays)."""
     a = np.ascontiguousarray(a, np.float32)
     b = np.ascontiguousarray(b, np.float32)
-    shape = out.shape
-    sa = broadcast_strides(a.shape, shape)
-    sb = broadcast_strides(b.shape, shape)
-    cshape, (csa, csb, _) = collapse(shape, sa, sb, c_strides(shape))
-    if len(cshape) > 6:
-        raise ValueError("broadcast over more than 6 non-mergeable dims")
+    cshape, (csa, csb) = _broadcast_walk((a, b), out.shape)
     return eltwise.BinaryStep(flat(a), flat(b), flat(out), cshape, csa, csb, op_code)
 
 
@@ -131,9 +136,8 @@ def prepare_where(p):
         else:
             operands = ins
         arrs = [np.ascontiguousarray(x, np.float32) for x in operands]
-        cshape, strides = collapse(shape, *[broadcast_strides(a.shape, shape) for a in arrs],
-                                   c_strides(shape))
-        return eltwise.SelectStep(*[flat(a) for a in arrs], flat(outs[0]), cshape, strides[:4], code)
+        cshape, strides = _broadcast_walk(arrs, shape)
+        return eltwise.SelectStep(*[flat(a) for a in arrs], flat(outs[0]), cshape, strides, code)
 
     return Prepared(bind, flops=p.out_types[0].size)
 

@@ -118,13 +118,18 @@ def prepare_maxout(p):
     return Prepared(bind, flops=outer * k * inner)
 
 
+def _around(shape, axis: int) -> tuple:
+    """(outer, length, inner): `shape` viewed as three dims around `axis`."""
+    return product(shape[:axis]), shape[axis], product(shape[axis + 1:])
+
+
 def prepare_argreduce(p):
-    """ArgMax / ArgMin at run time: an int64 tensor, which only a graph output may be (the
-    planner refuses a kernel that reads one). x viewed as (outer, length, inner) around the
-    axis; keepdims only changes the output's shape."""
+    """ArgMax / ArgMin at run time: an int64 tensor, which a graph output, a Cast to float32
+    or a view of either may read (runtime/plan.py refuses any other reader). x viewed as
+    (outer, length, inner) around the axis; keepdims only changes the output's shape."""
     shape = p.in_types[0].shape
     axis = p.attrs["axis"] % len(shape)   # in range: checked by the shape function
-    outer, length, inner = product(shape[:axis]), shape[axis], product(shape[axis + 1:])
+    outer, length, inner = _around(shape, axis)
     is_max = p.node.op == "ArgMax"
     last = bool(p.attrs["select_last_index"])
 
@@ -141,12 +146,12 @@ def prepare_topk(p):
     around the axis; the result is sorted whatever `sorted` says (ONNX leaves the order free)."""
     shape = p.in_types[0].shape
     axis = p.attrs["axis"] % len(shape)   # in range: checked by the shape function
-    outer, length, inner = product(shape[:axis]), shape[axis], product(shape[axis + 1:])
+    outer, length, inner = _around(shape, axis)
     k = p.out_types[0].shape[axis]
     largest = bool(p.attrs["largest"])
 
     def bind(ins, outs, scratch):
-        # an output nothing reads is not in the arena: the step writes into its own array
+        # an omitted output (an empty name) has no arena view: the step writes its own array
         values = outs[0] if outs[0] is not None else np.empty(p.out_types[0].shape, np.float32)
         indices = outs[1] if len(outs) > 1 and outs[1] is not None else \
             np.empty(p.out_types[0].shape, np.int64)

@@ -174,7 +174,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     types, consts = inferred.types, inferred.consts
     _check_lower_bound(graph, types, consts, memory_limit)
     run_nodes = []
-    indices = set()   # int64 tensors computed at run time (ArgMax, ArgMin)
+    indices = set()   # int64 tensors computed at run time (RUNTIME_INDEX_OPS and views of them)
     for node in graph.nodes:
         if not any(o and o not in consts for o in node.outputs):
             continue  # folded while planning
@@ -186,8 +186,8 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
         if read and not _casts_to_float(node):
             raise UnsupportedOpError(
                 f"{where}: node '{node.name}' ({node.op}) reads the int64 tensor '{read[0]}', "
-                f"computed at run time; fastcnn runs float32 tensors only (an ArgMax or ArgMin "
-                f"at run time can give a graph output, a Cast to float32 or a view of either)")
+                f"computed at run time; fastcnn runs float32 tensors only (an ArgMax, ArgMin or "
+                f"TopK index at run time can give a graph output, a Cast to float32 or a view of either)")
         for o in node.outputs:
             if not o or o in consts or types[o].dtype == "float32":
                 continue
@@ -198,7 +198,7 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
                 f"{where}: node '{node.name}' ({node.op}) computes the {types[o].dtype} tensor "
                 f"'{o}' at run time; fastcnn runs float32 tensors only (integer and bool "
                 f"tensors must be computable while planning, from constants and shapes; an "
-                f"ArgMax or ArgMin may give a graph output or a Cast to float32)")
+                f"ArgMax, ArgMin or TopK index may give a graph output or a Cast to float32)")
         if node.op not in KERNELS:
             raise UnsupportedOpError(
                 f"{where}: node '{node.name}' ({node.op}) has inputs known only at run time, but "
@@ -299,7 +299,9 @@ def build_plan(graph: Graph, inferred: Inferred, num_threads: int, cache: dict,
     def view(v):
         t = types[v]
         off = group_offset[base[v]]
-        return arena[off:off + t.nbytes].view(np.int64 if v in indices else np.float32).reshape(t.shape)
+        # float32, or int64 for the indices RUNTIME_INDEX_OPS compute (the only other dtype
+        # the checks above let run)
+        return arena[off:off + t.nbytes].view(t.dtype).reshape(t.shape)
 
     steps, step_nodes, flops = [], [], 0
     for node, prep in zip(run_nodes, preps):

@@ -75,7 +75,7 @@ def test_fused_where_attribute_errors(attrs, n_in, message):
         run_op("Where", feeds, attrs=attrs)
 
 
-def test_fused_where_fused_pair_of_shapes_that_do_not_broadcast():
+def test_fused_where_of_shapes_that_do_not_broadcast():
     with pytest.raises(fastcnn.GraphError, match=r"cannot be broadcast together"):
         run_op("Where", {"a": rand(RNG, 2, 3), "b": rand(RNG, 3), "p": rand(RNG, 4), "q": rand(RNG, 2, 3)},
                attrs={"compare": "Less"})
