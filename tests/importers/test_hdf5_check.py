@@ -19,6 +19,8 @@ from fastcnn.importers.keras.hdf5_check import check_global_heaps  # noqa: E402
 from helpers import run_isolated  # noqa: E402
 from keras_writer import Net  # noqa: E402
 
+TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def _keras_h5(tmp_path) -> bytes:
     net = Net("h5")
@@ -157,13 +159,16 @@ def _refused_here_and_in_a_child(tmp_path, bad, match):
     with pytest.raises(ModelFileError, match=match):
         check_global_heaps(bytes(bad), "bad.h5")
     path = _write(tmp_path, "bad.h5", bad)
+    # the child's own peak (VmHWM): ru_maxrss would carry this test process's peak over
     child = run_isolated(f"""
-        import resource, fastcnn
+        import sys, fastcnn
+        sys.path.insert(0, {os.path.join(TESTS_DIR, "robustness")!r})
+        from fuzz_runner import peak_rss_bytes
         try:
             fastcnn.load({path!r})
         except fastcnn.ModelFileError as e:
             print("refused:", e)
-        print("peak MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        print("peak MiB", peak_rss_bytes() // 2**20)
         """, tmp_path, timeout=60)
     assert child.returncode == 0 and "refused:" in child.stdout, child.stdout + child.stderr
     assert int(child.stdout.split("peak MiB")[1]) < 500, child.stdout

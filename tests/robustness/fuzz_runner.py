@@ -8,8 +8,8 @@ case as a finding and starts a new worker. Per case the worker reports:
   refuse a bad file) or "finding" (any other exception type, an empty message, or a memory
   bound exceeded);
 - peak Python-level allocation during the case (tracemalloc: numpy's buffers are traced too);
-- growth of the worker's peak RSS (ru_maxrss) beyond its baseline, which catches allocations
-  tracemalloc cannot see (protobuf, HDF5, mmap'd pages touched).
+- growth of the worker's peak RSS (`peak_rss_bytes`) beyond its baseline, which catches
+  allocations tracemalloc cannot see (protobuf, HDF5, mmap'd pages touched).
 
 The bound for a case is max(64 MB, 4 x file size) on top of the activation memory limit the
 worker sets (fastcnn.set_memory_limit(LIMIT)), so a file whose graph is valid but large is refused
@@ -33,6 +33,21 @@ MB = 1 << 20
 ACTIVATION_LIMIT = 32 * MB          # fastcnn.set_memory_limit in the worker
 ADDRESS_SPACE_HEADROOM = 3 << 30    # RLIMIT_AS above the worker's size after imports
 CASE_TIMEOUT = 30.0                 # seconds: a case taking longer is a hang
+
+
+def peak_rss_bytes() -> int:
+    """This process's resident-memory high-water mark. VmHWM from /proc/self/status where it
+    exists: it starts from zero in a new program, where ru_maxrss carries the parent's peak over
+    fork and exec (a worker started by a big test process would not see growth below that)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024   # kB
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def memory_bound(file_size: int) -> int:
@@ -166,13 +181,13 @@ def worker_main():
     if warm:
         run_case(warm)
     _set_address_space_limit()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss0 = peak_rss_bytes()
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not corrupt the protocol
     for line in sys.stdin:
         req = json.loads(line)
         res = run_case(req["path"], req.get("run", True), req.get("trace", True))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        rss = peak_rss_bytes()
         res["rss_growth"] = rss - rss0
         restart = False
         if rss - rss0 > memory_bound(res["size"]):
@@ -180,7 +195,7 @@ def worker_main():
                 res.update(outcome="finding", kind="RSSBound",
                            detail=f"peak RSS grew {(rss - rss0) / MB:.0f} MB for a {res['size']} "
                                   f"byte file; was: {res.get('detail', '')[:200]}")
-            restart = True  # ru_maxrss is a high-water mark: a fresh worker measures anew
+            restart = True  # the peak is a high-water mark: a fresh worker measures anew
         res["restart"] = restart
         out.write(json.dumps(res) + "\n")
         out.flush()
@@ -263,7 +278,7 @@ class Runner:
     def run(self, path: str, run: bool = True, trace: bool = True) -> Result:
         res = self._run(path, run, trace)
         if res.kind == "RSSBound" and not self.fresh:
-            # ru_maxrss only grows: confirm in a fresh worker that this case alone does it
+            # the peak only grows: confirm in a fresh worker that this case alone does it
             self._kill()
             res = self._run(path, run, trace)
         return res
