@@ -2,6 +2,9 @@
 
     python bench/peak_rss.py fastcnn bench/zoo/resnet18.onnx --shape 1,3,224,224 --threads 2
     python bench/peak_rss.py ort     bench/zoo/resnet18.onnx --shape 1,3,224,224 --threads 2
+    python bench/peak_rss.py openvino bench/zoo/resnet18.onnx --shape 1,3,224,224 --threads 2
+
+The engines: fastcnn, ort, and the others of bench/engines.py (openvino, torch) when installed.
 
 Prints one JSON line {"engine", "import_mib", "peak_mib"}: the process's resident-memory
 high-water mark after importing numpy and the engine, and after loading the model and running it
@@ -39,7 +42,7 @@ def maxrss_mib() -> float:
 def main(argv=None):
     """Command line: load, run once, print the memory high-water marks as JSON."""
     ap = argparse.ArgumentParser(description="peak RSS of load + one run")
-    ap.add_argument("engine", choices=("fastcnn", "ort"))
+    ap.add_argument("engine", choices=("fastcnn", "ort", "openvino", "torch"))
     ap.add_argument("path", help="model file (.onnx, or .fcnn for fastcnn)")
     ap.add_argument("--shape", required=True, help="input shape, comma separated, e.g. 1,3,224,224")
     ap.add_argument("--threads", type=int, default=1)
@@ -57,6 +60,13 @@ def main(argv=None):
         imported = maxrss_mib()
         model = fastcnn.load(args.path, num_threads=args.threads)
         y = model.run(None, {args.input: x})[0]
+    elif args.engine != "ort":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import engines
+        __import__(args.engine)   # the engine's own import counts as "after import", as ort's
+        imported = maxrss_mib()
+        runner = engines.open_engine(args.engine, args.path, args.threads, shape)
+        y = runner(x)
     else:
         import onnxruntime as ort
         imported = maxrss_mib()

@@ -1,8 +1,10 @@
-"""Benchmark fastcnn against onnxruntime on the zoo models, in one run, engines taking turns.
+"""Benchmark fastcnn against onnxruntime on the zoo models, in one run, engines taking turns;
+also OpenVINO and PyTorch when they are installed (bench/engines.py).
 
     python bench/run.py                                  # every model, batch 1 and 16, 1 and 2 threads
     python bench/run.py --models lenet5 edge_cnn --quick # smoke test, a few seconds
     python bench/run.py --models resnet18 --batches 1 --threads 2 --ort-spinning both
+    python bench/run.py --engines none                   # fastcnn and onnxruntime only
 
 Writes a Markdown report to bench/results/<date>_<time>.md (or --out) and prints it. See
 bench/README.md for what each column means. Exit status 1 when fastcnn's output differs from
@@ -33,6 +35,7 @@ from _paths import use_fastcnn  # noqa: E402
 
 use_fastcnn()
 
+import engines  # noqa: E402
 import zoo  # noqa: E402
 from flops import onnx_flops  # noqa: E402
 from matmul_peak import peak_in_subprocess  # noqa: E402
@@ -253,8 +256,21 @@ def max_abs_diff(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- rows
-def bench_model(name: str, batches, threads_list, s: Settings, ort_mode: str, log) -> list:
-    """Time fastcnn and onnxruntime on every (threads, batch) of one zoo model. Returns rows."""
+def open_others(others, name: str, path: str, threads: int, log) -> dict:
+    """engine -> Runner (bench/engines.py) of each engine in `others` that can run this model;
+    one that cannot is logged and left out."""
+    runners = {}
+    for eng in others:
+        try:
+            runners[eng] = engines.open_engine(eng, path, threads, zoo.input_shape(name, 1))
+        except engines.UnsupportedModel as e:
+            log(f"  ({eng} skipped on {name}: {e})")
+    return runners
+
+
+def bench_model(name: str, batches, threads_list, s: Settings, ort_mode: str, others, log) -> list:
+    """Time fastcnn, onnxruntime and the `others` (bench/engines.py names) on every
+    (threads, batch) of one zoo model. Returns rows."""
     import fastcnn
     path = zoo.ensure(name)
     flops_per_image = onnx_flops(path, zoo.input_shape(name, 1))
@@ -262,15 +278,19 @@ def bench_model(name: str, batches, threads_list, s: Settings, ort_mode: str, lo
     for threads in threads_list:
         fc = fastcnn.load(path, num_threads=threads)
         sessions = {eng: ort_session(path, threads, spin) for eng, spin in ort_variants(ort_mode)}
+        runners = open_others(others, name, path, threads, log)
         for batch in batches:
             feed = {zoo.INPUT_NAME: zoo.sample_input(name, batch)}
             fns = {"fastcnn": lambda: fc.run(None, feed)[0]}
             for eng, sess in sessions.items():
                 fns[eng] = (lambda sess: lambda: sess.run(None, feed)[0])(sess)
+            x = feed[zoo.INPUT_NAME]
+            for eng, runner in runners.items():
+                fns[eng] = (lambda runner: lambda: runner(x))(runner)
             if s.quiet_wait > 0:
-                waited, others = wait_for_quiet_machine(s.quiet_wait, s.quiet_threshold)
-                if others is not None and others >= s.quiet_threshold:
-                    log(f"  (machine still busy after {waited:.0f} s: others use {others:.0f}% of the CPUs)")
+                waited, busy = wait_for_quiet_machine(s.quiet_wait, s.quiet_threshold)
+                if busy is not None and busy >= s.quiet_threshold:
+                    log(f"  (machine still busy after {waited:.0f} s: others use {busy:.0f}% of the CPUs)")
             outputs, estimates = {}, {}
             for eng, fn in fns.items():
                 outputs[eng], estimates[eng] = warm_up(fn, s.warmup_seconds)
@@ -286,22 +306,40 @@ def bench_model(name: str, batches, threads_list, s: Settings, ort_mode: str, lo
                    "spin_down_ms": {k: float(np.median(t.spin_down)) * 1e3 if t.spin_down else None
                                     for k, t in timings.items()},
                    "others": load.others_percent(),
-                   "diff": max_abs_diff(outputs["fastcnn"], ref), "tol": tolerance(ref)}
+                   "diff": max_abs_diff(outputs["fastcnn"], ref), "tol": tolerance(ref),
+                   # the other engines checked as fastcnn is: a wrong output makes a time moot
+                   "other_diff": {k: max_abs_diff(outputs[k], ref) for k in runners}}
             row["ok"] = row["diff"] <= row["tol"]
             rows.append(row)
             log(row_line(row))
         fc.close()
-        del sessions
+        for runner in runners.values():
+            runner.close()
+        del sessions, runners
         gc.collect()
     return rows
+
+
+def best_other(r):
+    """(engine, median ms) of the fastest other engine (bench/engines.py) on row r whose output
+    matched onnxruntime's, or None."""
+    ok = [(r["ms"][k], k) for k, d in r.get("other_diff", {}).items() if d <= r["tol"]]
+    if not ok:
+        return None
+    ms, eng = min(ok)
+    return eng, ms
 
 
 def row_line(r) -> str:
     """One progress line for a finished row."""
     ms = "  ".join(f"{k} {fmt_ms(v)} ms" for k, v in r["ms"].items())
     flag = "ok" if r["ok"] else "FAIL"
+    best = best_other(r)
+    vs_best = f"  vs {best[0]} {r['ms']['fastcnn'] / best[1]:.2f}" if best else ""
+    wrong = "".join(f"  {k} WRONG OUTPUT (diff {d:.2g})" for k, d in r.get("other_diff", {}).items()
+                    if d > r["tol"])
     return (f"  {r['model']} batch {r['batch']} threads {r['threads']}: {ms}  "
-            f"ratio {r['ms']['fastcnn'] / r['ms']['ort']:.2f}  diff {r['diff']:.2g} {flag}")
+            f"ratio {r['ms']['fastcnn'] / r['ms']['ort']:.2f}{vs_best}  diff {r['diff']:.2g} {flag}{wrong}")
 
 
 def median_seconds(fns: dict, reps: int, block: int = 3) -> dict:
@@ -336,24 +374,34 @@ def median_seconds(fns: dict, reps: int, block: int = 3) -> dict:
     return {label: float(np.median(v)) for label, v in times.items()}
 
 
-def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, log) -> dict:
+def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, others, log) -> dict:
     """Load times (median of s.load_reps, warm file cache) and peak RSS of a fresh process that
-    loads the model and runs one image, for fastcnn from .onnx, fastcnn from .fcnn and ort."""
+    loads the model and runs one image, for fastcnn from .onnx, fastcnn from .fcnn, ort and
+    each engine of `others` that runs the model (loading it: preparing it for batch 1)."""
     import fastcnn
     path = zoo.ensure(name)
     fcnn_path = os.path.join(fcnn_dir, f"{name}.fcnn")
     t0 = time.perf_counter()
     fastcnn.convert(path, fcnn_path)
     convert_s = time.perf_counter() - t0
-    load = median_seconds({
+    shape1 = zoo.input_shape(name, 1)
+    loaders = {
         "fastcnn (.onnx)": lambda: fastcnn.load(path, num_threads=threads),
         "fastcnn (.fcnn)": lambda: fastcnn.load(fcnn_path, num_threads=threads),
         "ort": lambda: ort_session(path, threads, True),
-    }, s.load_reps)
-    shape = ",".join(map(str, zoo.input_shape(name, 1)))
+    }
+    for eng in others:
+        try:
+            engines.open_engine(eng, path, threads, shape1).close()
+        except engines.UnsupportedModel:
+            continue   # bench_model logged it
+        loaders[eng] = (lambda eng: lambda: engines.open_engine(eng, path, threads, shape1))(eng)
+    load = median_seconds(loaders, s.load_reps)
+    shape = ",".join(map(str, shape1))
     rss = {}
-    for label, engine, p in (("fastcnn (.onnx)", "fastcnn", path), ("fastcnn (.fcnn)", "fastcnn", fcnn_path),
-                             ("ort", "ort", path)):
+    for label in loaders:
+        engine, p = {"fastcnn (.onnx)": ("fastcnn", path),
+                     "fastcnn (.fcnn)": ("fastcnn", fcnn_path)}.get(label, (label, path))
         cmd = [sys.executable, os.path.join(BENCH_DIR, "peak_rss.py"), engine, p, "--shape", shape,
                "--threads", str(threads), "--input", zoo.INPUT_NAME]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
@@ -384,7 +432,7 @@ def fmt_rate(v: float) -> str:
     return f"{v:.3g}" if v < 1000 else f"{v:.0f}"
 
 
-def environment(ort_mode: str) -> list:
+def environment(ort_mode: str, others=()) -> list:
     """Lines describing the machine and software, for the report header."""
     import fastcnn
     import onnxruntime as ort
@@ -411,7 +459,14 @@ def environment(ort_mode: str) -> list:
         f"- onnxruntime {ort.__version__} (CPUExecutionProvider, intra_op_num_threads=N, "
         f"inter_op_num_threads=1, {spin}); numpy {np.__version__}; Python {platform.python_version()}",
         f"- environment: {env_vars or 'no thread variables set'}",
-    ]
+    ] + ([f"- other engines (bench/engines.py): " + "; ".join(
+        f"{engines.version(e)} ({OTHER_HOW[e]})" for e in others)] if others else [])
+
+
+OTHER_HOW = {"openvino": "CPU plugin on the .onnx file, compiled per input shape, LATENCY hint, "
+                         "1 stream, INFERENCE_NUM_THREADS=N, f32",
+             "torch": "eager, the graph as torch.nn modules, Conv-BN fused by torch.fx, "
+                      "inference_mode, set_num_threads(N)"}
 
 
 def _pair(a, b, fmt) -> str:
@@ -426,7 +481,9 @@ def timing_table(rows, peaks) -> list:
     """Markdown rows: medians and ratio first, then throughput, efficiency, correctness and
     the figures that say how much to trust the row (p10, spread, calls, spin-down, load)."""
     extra = [k for k in rows[0]["ms"] if k not in ("fastcnn", "ort")] if rows else []
+    with_others = any(r.get("other_diff") for r in rows)
     head = ["model", "batch", "thr", "fastcnn ms", "ort ms", *[f"{k} ms" for k in extra], "fastcnn/ort",
+            *(["fastcnn / best other"] if with_others else []),
             "img/s fastcnn / ort", "GFLOP/s fastcnn / ort", "% peak fastcnn / ort",
             "max diff (tol)", "p10 ms fastcnn / ort", "spread", "calls", "spin-down ms",
             "others' CPU"]
@@ -438,8 +495,12 @@ def timing_table(rows, peaks) -> list:
         pct = {k: 100 * v / peak if peak else None for k, v in gf.items()}
         check = f"{r['diff']:.1e} ({r['tol']:.1e})" if r["ok"] else \
             f"**FAIL {r['diff']:.2e} > {r['tol']:.1e}**"
+        check += "".join(f"; **{k} wrong: {d:.1e}**" for k, d in r.get("other_diff", {}).items()
+                         if d > r["tol"])
+        best = best_other(r)
+        vs_best = [f"{ms['fastcnn'] / best[1]:.2f} ({best[0]})" if best else "-"] if with_others else []
         cells = [r["model"], r["batch"], r["threads"], fmt_ms(ms["fastcnn"]), fmt_ms(ms["ort"]),
-                 *[fmt_ms(ms[k]) for k in extra], f"{ms['fastcnn'] / ms['ort']:.2f}",
+                 *[fmt_ms(ms[k]) for k in extra], f"{ms['fastcnn'] / ms['ort']:.2f}", *vs_best,
                  _pair(r["batch"] / ms["fastcnn"] * 1e3, r["batch"] / ms["ort"] * 1e3, fmt_rate),
                  _pair(gf["fastcnn"], gf["ort"], fmt_rate),
                  _pair(pct["fastcnn"], pct["ort"], _opt(lambda v: f"{v:.1f}")), check,
@@ -453,17 +514,27 @@ def timing_table(rows, peaks) -> list:
 
 
 def memory_table(mems) -> list:
-    """Markdown rows of load times, peak RSS and file sizes, one per model."""
-    head = ["model", "thr", "load ms fastcnn .onnx", "load ms fastcnn .fcnn", "load ms ort", "convert ms",
+    """Markdown rows of load times, peak RSS and file sizes, one per model; a column pair per
+    other engine measured on any model."""
+    others = []
+    for m in mems:
+        others += [k for k in m["load_s"] if k not in ("fastcnn (.onnx)", "fastcnn (.fcnn)", "ort")
+                   and k not in others]
+    head = ["model", "thr", "load ms fastcnn .onnx", "load ms fastcnn .fcnn", "load ms ort",
+            *[f"load ms {k}" for k in others], "convert ms",
             "peak RSS MiB fastcnn .onnx", "peak RSS MiB fastcnn .fcnn", "peak RSS MiB ort",
+            *[f"peak RSS MiB {k}" for k in others],
             "after import MiB fastcnn / ort", "file MB .onnx / .fcnn"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for m in mems:
         ld, rss = m["load_s"], m["rss"]
         cells = [m["model"], m["threads"], f"{ld['fastcnn (.onnx)'] * 1e3:.1f}",
-                 f"{ld['fastcnn (.fcnn)'] * 1e3:.1f}", f"{ld['ort'] * 1e3:.1f}", f"{m['convert_s'] * 1e3:.0f}",
+                 f"{ld['fastcnn (.fcnn)'] * 1e3:.1f}", f"{ld['ort'] * 1e3:.1f}",
+                 *[f"{ld[k] * 1e3:.1f}" if k in ld else "-" for k in others],
+                 f"{m['convert_s'] * 1e3:.0f}",
                  f"{rss['fastcnn (.onnx)']['peak_mib']:.0f}", f"{rss['fastcnn (.fcnn)']['peak_mib']:.0f}",
                  f"{rss['ort']['peak_mib']:.0f}",
+                 *[f"{rss[k]['peak_mib']:.0f}" if k in rss else "-" for k in others],
                  f"{rss['fastcnn (.fcnn)']['import_mib']:.0f} / {rss['ort']['import_mib']:.0f}",
                  f"{m['onnx_mb']:.1f} / {m['fcnn_mb']:.1f}"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
@@ -504,6 +575,10 @@ def main(argv=None):
                          "for other processes to use under 25%% of the CPUs")
     ap.add_argument("--ort-spinning", choices=("on", "off", "both"), default="on",
                     help="onnxruntime session.intra_op.allow_spinning (default on: its default)")
+    ap.add_argument("--engines", nargs="+", metavar="ENGINE",
+                    choices=(*engines.OTHER_ENGINES, "none"),
+                    help="other engines to time beside fastcnn and onnxruntime: "
+                         f"{', '.join(engines.OTHER_ENGINES)}, or none (default: those installed)")
     ap.add_argument("--no-memory", action="store_true", help="skip load time and peak RSS")
     ap.add_argument("--out", help="report path (default bench/results/<date>_<time>.md)")
     args = ap.parse_args(argv)
@@ -512,6 +587,13 @@ def main(argv=None):
         s.row_seconds = args.row_seconds
     if args.wait_quiet is not None:
         s.quiet_wait = args.wait_quiet
+    if args.engines is None:
+        others = [e for e in engines.OTHER_ENGINES if engines.missing(e) is None]
+    else:
+        others = [e for e in args.engines if e != "none"]
+        unavailable = [f"{e} ({engines.missing(e)})" for e in others if engines.missing(e)]
+        if unavailable:
+            ap.error(f"cannot run {', '.join(unavailable)}")
 
     def log(msg):
         print(msg, flush=True)
@@ -521,14 +603,14 @@ def main(argv=None):
     if s.quiet_wait > 0:
         wait_for_quiet_machine(s.quiet_wait, s.quiet_threshold)
     peak_runs = [{t: peak_in_subprocess(t, s.peak_seconds) for t in sorted(set(args.threads))}]
-    env_lines = environment(args.ort_spinning)
+    env_lines = environment(args.ort_spinning, others)
     rows, mems = [], []
     with tempfile.TemporaryDirectory(prefix="fastcnn-bench-") as fcnn_dir:
         for name in args.models:
             log(f"{name}: {onnx_flops(zoo.ensure(name), zoo.input_shape(name, 1)) / 1e9:.3f} GFLOP per image")
-            rows += bench_model(name, args.batches, args.threads, s, args.ort_spinning, log)
+            rows += bench_model(name, args.batches, args.threads, s, args.ort_spinning, others, log)
             if not args.no_memory:
-                mems.append(load_and_memory(name, max(args.threads), s, fcnn_dir, log))
+                mems.append(load_and_memory(name, max(args.threads), s, fcnn_dir, others, log))
     # The matmul peak is measured again at the end and the higher figure is the yardstick: a
     # burst of other work during one measurement would otherwise inflate every "% peak".
     log("numpy matmul peak again ...")

@@ -2,7 +2,6 @@
 caching, the profiler and a quick run of bench/run.py work. Correctness only, never timings."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,49 +17,10 @@ ort = pytest.importorskip("onnxruntime")
 
 import fastcnn  # noqa: E402
 
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BENCH_DIR = os.path.join(REPO_DIR, "bench")
+from bench_support import BENCH_DIR, TEST_SIZE, load_bench_module, zoo  # noqa: E402
+from bench_support import ort_run as _ort_run  # noqa: E402
 
-
-def _load_bench_module(name: str):
-    """Import bench/<name>.py under a private name. bench/ goes on sys.path only while it loads
-    (its modules import their siblings), so bench/profile_model.py never shadows the stdlib module."""
-    saved = list(sys.path)
-    sys.path.insert(0, BENCH_DIR)
-    try:
-        spec = importlib.util.spec_from_file_location(f"fastcnn_bench_{name}",
-                                                      os.path.join(BENCH_DIR, f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path[:] = saved
-
-
-zoo = _load_bench_module("zoo")
-flops = _load_bench_module("flops")
-
-# Test sizes: the two big networks at 32x32 (same weights, all stages down to 1x1), so the
-# naive kernels finish in well under a second.
-TEST_SIZE = {"lenet5": None, "edge_cnn": None, "resnet18": 32, "mobilenetv2": 32}
-
-
-def _ort_run(path, x, threads=1):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {zoo.INPUT_NAME: x})[0]
-
-
-@pytest.fixture(scope="module")
-def zoo_files(tmp_path_factory):
-    """name -> path of each zoo model at its test size, written once for this module."""
-    d = tmp_path_factory.mktemp("zoo")
-    paths = {}
-    for name, size in TEST_SIZE.items():
-        paths[name] = str(d / f"{name}.onnx")
-        onnx.save(zoo.build(name, size), paths[name])
-    return paths
+flops = load_bench_module("flops")
 
 
 @pytest.mark.parametrize("name", list(zoo.MODELS))
@@ -153,7 +113,7 @@ def test_builds_are_deterministic():
 
 
 def test_profile_accounts_for_every_step(zoo_files):
-    profile = _load_bench_module("profile_model")
+    profile = load_bench_module("profile_model")
     model = fastcnn.load(zoo_files["lenet5"], num_threads=1)
     plan = model.plan_for([(2, 1, 28, 28)])
     layers, run_ms, reps = profile.profile(model, (2, 1, 28, 28), seconds=0.0, min_reps=2)

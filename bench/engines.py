@@ -1,0 +1,224 @@
+"""The other engines run.py times beside fastcnn and onnxruntime, when they are installed.
+
+    openvino   OpenVINO's CPU plugin reading the .onnx file itself (`pip install openvino`),
+               compiled for each input shape it is called with (a static batch, as an OpenVINO
+               user reshapes a model), LATENCY hint, one stream, f32 inference precision.
+    torch      PyTorch eager (`pip install torch`, the CPU build): the zoo's ONNX graph as a
+               torch.fx GraphModule of torch.nn modules (`torch_module`), Conv-BatchNorm pairs
+               fused by torch.fx.experimental.optimization.fuse, called under
+               torch.inference_mode(). onnx2torch would do the conversion but needs torchvision;
+               the zoo uses ten ONNX ops, so the mapping is written here.
+
+Every engine: `missing(name)` (None, or why it cannot run here), `version(name)`, and
+`open_engine(name, path, threads, shape)` -> a Runner: call it with a float32 NCHW array to get
+the model's first output as a new numpy array; `close()` frees it. Opening prepares the engine for
+`shape` (what "load time" measures); other shapes are prepared at their first call (a warm-up
+call in run.py). Engines are independent references: run.py also checks their outputs against
+onnxruntime's, and flags a row whose engine computes something else.
+"""
+from __future__ import annotations
+
+import importlib.util
+import operator
+
+import numpy as np
+
+OTHER_ENGINES = ("openvino", "torch")
+
+
+class UnsupportedModel(Exception):
+    """The engine adapter cannot express this model (an op the torch mapping lacks)."""
+
+
+def missing(name: str):
+    """None when engine `name` can run here, else the reason (a module is not installed)."""
+    module = {"openvino": "openvino", "torch": "torch"}[name]
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not installed"
+    return None
+
+
+def version(name: str) -> str:
+    """'openvino 2026.4.1', 'torch 2.13.0+cpu'."""
+    if name == "openvino":
+        import openvino
+        return f"openvino {openvino.__version__.split('-')[0]}"
+    import torch
+    return f"torch {torch.__version__}"
+
+
+def open_engine(name: str, path: str, threads: int, shape):
+    """A Runner for engine `name` on the ONNX file `path` with `threads` threads, prepared for
+    an input of `shape` (the model's only input, float32 NCHW)."""
+    if name == "openvino":
+        return OpenVinoRunner(path, threads, tuple(shape))
+    if name == "torch":
+        return TorchRunner(path, threads)
+    raise ValueError(f"unknown engine {name!r}; the others are {', '.join(OTHER_ENGINES)}")
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+class OpenVinoRunner:
+    """OpenVINO: one compiled model and infer request per input shape."""
+
+    def __init__(self, path: str, threads: int, shape: tuple):
+        import openvino as ov
+        self._core = ov.Core()
+        self._model = self._core.read_model(path)
+        if len(self._model.inputs) != 1:
+            raise UnsupportedModel(f"{path}: {len(self._model.inputs)} inputs; the bench feeds one")
+        self._config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                        "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+        self._requests = {}
+        self._request(shape)
+
+    def _request(self, shape: tuple):
+        req = self._requests.get(shape)
+        if req is None:
+            model = self._model.clone()
+            model.reshape({model.inputs[0].any_name: list(shape)})
+            compiled = self._core.compile_model(model, "CPU", self._config)
+            req = self._requests[shape] = compiled.create_infer_request()
+        return req
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        req = self._request(x.shape)
+        req.infer({0: x})
+        return np.array(req.get_output_tensor(0).data, copy=True)
+
+    def close(self):
+        self._requests.clear()
+
+
+# ----------------------------------------------------------------------------- torch
+class TorchRunner:
+    """PyTorch eager on the GraphModule of `torch_module`. torch's thread count is per process:
+    each call sets it when another runner changed it."""
+
+    def __init__(self, path: str, threads: int):
+        import torch
+        self._torch = torch
+        self._threads = threads
+        torch.set_num_threads(threads)
+        self._module = torch_module(path)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        if torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
+        with torch.inference_mode():
+            return self._module(torch.from_numpy(x)).numpy()
+
+    def close(self):
+        self._module = None
+
+
+def _attrs(node) -> dict:
+    import onnx
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _symmetric_pads(node, attrs, rank=2):
+    pads = list(attrs.get("pads", [0] * (2 * rank)))
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or pads[:rank] != pads[rank:]:
+        raise UnsupportedModel(f"node '{node.name}' ({node.op_type}): auto_pad or asymmetric "
+                               f"pads {pads}")
+    return tuple(pads[:rank])
+
+
+def torch_module(path: str):
+    """The ONNX graph of `path` (one float32 NCHW input, the ops of the bench zoo: Conv,
+    BatchNormalization, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Flatten, Gemm,
+    Identity) as a torch.fx.GraphModule in eval mode, Conv-BatchNorm pairs fused. Raises
+    UnsupportedModel for anything else."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch import fx, nn
+    from torch.fx.experimental.optimization import fuse
+
+    model = onnx.load(path)
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for node in g.node:   # Constant nodes (none in the zoo) become initializers
+        if node.op_type == "Constant":
+            consts[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+    inputs = [i for i in g.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise UnsupportedModel(f"{path}: {len(inputs)} inputs; the bench feeds one")
+
+    def param(name):
+        return torch.from_numpy(np.array(consts[name], dtype=np.float32))
+
+    graph = fx.Graph()
+    modules = nn.Module()
+    values = {inputs[0].name: graph.placeholder("x")}
+    for k, node in enumerate(g.node):
+        op, a = node.op_type, _attrs(node)
+        if op == "Constant":
+            continue
+        x = values.get(node.input[0]) if node.input else None
+        if x is None and op not in ("Add",):
+            raise UnsupportedModel(f"node '{node.name}' ({op}): input '{node.input[0]}' is not "
+                                   f"computed at run time")
+        mod = None
+        if op == "Conv":
+            w = consts[node.input[1]]
+            if w.ndim != 4:
+                raise UnsupportedModel(f"node '{node.name}' (Conv): {w.ndim - 2}-D")
+            groups = a.get("group", 1)
+            mod = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
+                            stride=tuple(a.get("strides", (1, 1))),
+                            padding=_symmetric_pads(node, a),
+                            dilation=tuple(a.get("dilations", (1, 1))), groups=groups,
+                            bias=len(node.input) > 2 and bool(node.input[2]))
+            mod.weight.data = param(node.input[1])
+            if mod.bias is not None:
+                mod.bias.data = param(node.input[2])
+        elif op == "BatchNormalization":
+            scale = param(node.input[1])
+            mod = nn.BatchNorm2d(scale.shape[0], eps=a.get("epsilon", 1e-5))
+            mod.weight.data, mod.bias.data = scale, param(node.input[2])
+            mod.running_mean.data, mod.running_var.data = param(node.input[3]), param(node.input[4])
+        elif op == "Relu":
+            mod = nn.ReLU()
+        elif op == "Clip":
+            lo = float(consts[node.input[1]]) if len(node.input) > 1 and node.input[1] else a.get("min", -np.inf)
+            hi = float(consts[node.input[2]]) if len(node.input) > 2 and node.input[2] else a.get("max", np.inf)
+            mod = nn.ReLU6() if (lo, hi) == (0.0, 6.0) else nn.Hardtanh(lo, hi)
+        elif op in ("MaxPool", "AveragePool"):
+            kw = dict(kernel_size=tuple(a["kernel_shape"]), stride=tuple(a.get("strides", (1, 1))),
+                      padding=_symmetric_pads(node, a), ceil_mode=bool(a.get("ceil_mode", 0)))
+            if op == "MaxPool":
+                mod = nn.MaxPool2d(dilation=tuple(a.get("dilations", (1, 1))), **kw)
+            else:
+                mod = nn.AvgPool2d(count_include_pad=bool(a.get("count_include_pad", 0)), **kw)
+        elif op == "GlobalAveragePool":
+            mod = nn.AdaptiveAvgPool2d(1)
+        elif op == "Flatten":
+            values[node.output[0]] = graph.call_function(torch.flatten, (x, a.get("axis", 1)))
+        elif op == "Identity":
+            values[node.output[0]] = x
+        elif op == "Add":
+            b = [values.get(n) for n in node.input]
+            if any(v is None for v in b):
+                raise UnsupportedModel(f"node '{node.name}' (Add): a constant operand")
+            values[node.output[0]] = graph.call_function(operator.add, tuple(b))
+        elif op == "Gemm":
+            if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
+                raise UnsupportedModel(f"node '{node.name}' (Gemm): transA, alpha or beta")
+            w = consts[node.input[1]]
+            w = w if a.get("transB", 0) else w.T
+            mod = nn.Linear(w.shape[1], w.shape[0], bias=len(node.input) > 2)
+            mod.weight.data = torch.from_numpy(np.array(w, dtype=np.float32, order="C"))
+            if mod.bias is not None:
+                mod.bias.data = param(node.input[2]).reshape(-1)
+        else:
+            raise UnsupportedModel(f"node '{node.name}': op {op} is not mapped to torch")
+        if mod is not None:
+            name = f"m{k}"
+            modules.add_module(name, mod)
+            values[node.output[0]] = graph.call_module(name, (x,))
+    graph.output(values[g.output[0].name])
+    gm = fx.GraphModule(modules, graph).eval()
+    return fuse(gm).eval()

@@ -1,0 +1,120 @@
+"""The other engines of bench/engines.py compute what onnxruntime computes on the zoo models
+(each test skips where its engine is not installed), and run.py's report picks and flags them
+right (pure functions on made-up rows: these run everywhere)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench_support import TEST_SIZE, load_bench_module, ort_run, zoo
+from helpers import assert_close
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+engines = load_bench_module("engines")
+run = load_bench_module("run")
+
+
+@pytest.mark.parametrize("engine", engines.OTHER_ENGINES)
+@pytest.mark.parametrize("name", list(zoo.MODELS))
+def test_other_engine_matches_onnxruntime(engine, name, zoo_files):
+    pytest.importorskip(engine)
+    assert engines.missing(engine) is None
+    shape1 = zoo.sample_input(name, 1, size=TEST_SIZE[name]).shape
+    runner = engines.open_engine(engine, zoo_files[name], 2, shape1)
+    try:
+        for batch in (1, 3):   # 3: a shape the runner was not opened for
+            x = zoo.sample_input(name, batch, seed=batch, size=TEST_SIZE[name])
+            ref = ort_run(zoo_files[name], x)
+            got = runner(x)
+            assert np.abs(ref).max() > 0.1, "degenerate model output"
+            assert_close(got, ref, f"{engine} {name} batch {batch}")
+            again = runner(x)
+            assert again is not got, "a runner must return a new array per call"
+            assert_close(again, ref, f"{engine} {name} batch {batch}, second call")
+    finally:
+        runner.close()
+
+
+def _one_node_model(tmp_path, node, inits=()):
+    from onnx import TensorProto, helper
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(zoo.INPUT_NAME, TensorProto.FLOAT,
+                                                                      [1, 2, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits))
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_torch_mapping_refuses_what_it_cannot_express(tmp_path):
+    pytest.importorskip("torch")
+    from onnx import helper, numpy_helper
+    path = _one_node_model(tmp_path, helper.make_node("Sigmoid", [zoo.INPUT_NAME], ["y"], name="sig"))
+    with pytest.raises(engines.UnsupportedModel, match="'sig': op Sigmoid"):
+        engines.torch_module(path)
+    w = numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")
+    path = _one_node_model(tmp_path, helper.make_node("Conv", [zoo.INPUT_NAME, "w"], ["y"], name="c",
+                                                      pads=[0, 0, 1, 1]), [w])
+    with pytest.raises(engines.UnsupportedModel, match="asymmetric pads"):
+        engines.torch_module(path)
+
+
+def test_torch_mapping_of_pools_and_clip_against_onnxruntime(tmp_path):
+    pytest.importorskip("torch")
+    from onnx import helper, numpy_helper
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5), np.float32) * 4
+    assert x.max() > 6.5 and x.min() < -1.5
+    cases = [
+        (helper.make_node("MaxPool", [zoo.INPUT_NAME], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                          ceil_mode=1), []),
+        (helper.make_node("AveragePool", [zoo.INPUT_NAME], ["y"], kernel_shape=[2, 2], strides=[3, 3], pads=[1, 1, 1, 1],
+                          count_include_pad=0), []),
+        (helper.make_node("AveragePool", [zoo.INPUT_NAME], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                          count_include_pad=1), []),
+        (helper.make_node("Clip", [zoo.INPUT_NAME, "lo", "hi"], ["y"]),
+         [numpy_helper.from_array(np.array(-1.5, np.float32), "lo"),
+          numpy_helper.from_array(np.array(2.0, np.float32), "hi")]),
+        (helper.make_node("Clip", [zoo.INPUT_NAME, "lo", "hi"], ["y"]),   # ReLU6: x goes past 6
+         [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+          numpy_helper.from_array(np.array(6.0, np.float32), "hi")]),
+        (helper.make_node("Clip", [zoo.INPUT_NAME, "lo"], ["y"]), [numpy_helper.from_array(np.array(0.0, np.float32), "lo")]),
+    ]
+    for node, inits in cases:
+        path = _one_node_model(tmp_path, node, inits)
+        runner = engines.open_engine("torch", path, 1, x.shape)
+        assert_close(runner(x), ort_run(path, x), f"torch {node.op_type} {node.attribute}")
+
+
+def _row(ms, other_diff, tol=1e-3):
+    return {"model": "m", "batch": 1, "threads": 1, "flops": 1e6, "ms": ms,
+            "p10_ms": dict(ms), "spread": {k: 0.1 for k in ms}, "calls": {k: 3 for k in ms},
+            "spin_down_ms": {k: None for k in ms}, "others": None, "diff": 1e-6, "tol": tol,
+            "ok": True, "other_diff": other_diff}
+
+
+def test_report_compares_with_the_fastest_other_engine_that_was_right():
+    r = _row({"fastcnn": 1.0, "ort": 2.0, "openvino": 0.5, "torch": 4.0},
+             {"openvino": 0.1, "torch": 1e-6})   # openvino fastest, but wrong
+    assert run.best_other(r) == ("torch", 4.0)
+    line = run.row_line(r)
+    assert "vs torch 0.25" in line and "openvino WRONG OUTPUT" in line
+    table = "\n".join(run.timing_table([r], {1: 100.0}))
+    assert "| 0.25 (torch) |" in table and "**openvino wrong: 1.0e-01**" in table
+    assert "fastcnn / best other" in table
+    # no other engine, or none right: no comparison
+    assert run.best_other(_row({"fastcnn": 1.0, "ort": 2.0}, {})) is None
+    plain = "\n".join(run.timing_table([_row({"fastcnn": 1.0, "ort": 2.0}, {})], {1: 100.0}))
+    assert "best other" not in plain
+
+
+def test_memory_table_has_a_column_per_other_engine():
+    rss = {"import_mib": 40.0, "peak_mib": 50.0}
+    m = {"model": "m", "threads": 2, "convert_s": 0.01, "onnx_mb": 1.0, "fcnn_mb": 1.0,
+         "load_s": {"fastcnn (.onnx)": 0.002, "fastcnn (.fcnn)": 0.001, "ort": 0.003, "openvino": 0.03},
+         "rss": {"fastcnn (.onnx)": rss, "fastcnn (.fcnn)": rss, "ort": rss, "openvino": dict(rss, peak_mib=99.0)}}
+    lines = run.memory_table([m])
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[head.index("load ms openvino")] == "30.0"
+    assert cells[head.index("peak RSS MiB openvino")] == "99"
