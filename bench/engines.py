@@ -3,6 +3,10 @@
     openvino   OpenVINO's CPU plugin reading the .onnx file itself (`pip install openvino`),
                compiled for each input shape it is called with (a static batch, as an OpenVINO
                user reshapes a model), LATENCY hint, one stream, f32 inference precision.
+    ncnn       Tencent's ncnn (`pip install ncnn pnnx`): the .onnx file converted once with
+               pnnx (ncnn's converter, `fp16=0`: float32 weights) into `bench/zoo/ncnn/`, run
+               with fp16/bf16 storage and arithmetic off; it takes one image per extractor, so a
+               batch is a loop over its images, as ncnn users run one.
     torch      PyTorch eager (`pip install torch`, the CPU build): the zoo's ONNX graph as a
                torch.fx GraphModule of torch.nn modules (`torch_module`), Conv-BatchNorm pairs
                fused by torch.fx.experimental.optimization.fuse, called under
@@ -13,36 +17,44 @@ Every engine: `missing(name)` (None, or why it cannot run here), `version(name)`
 `open_engine(name, path, threads, shape)` -> a Runner: call it with a float32 NCHW array to get
 the model's first output as a new numpy array; `close()` frees it. Opening prepares the engine for
 `shape` (what "load time" measures); other shapes are prepared at their first call (a warm-up
-call in run.py). Engines are independent references: run.py also checks their outputs against
-onnxruntime's, and flags a row whose engine computes something else.
+call in run.py). run.py checks their outputs against onnxruntime's as it checks fastcnn's, and
+flags a row where an engine computes something else.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import operator
+import os
+import subprocess
 
 import numpy as np
 
-OTHER_ENGINES = ("openvino", "torch")
+OTHER_ENGINES = ("openvino", "ncnn", "torch")
+NCNN_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo", "ncnn")
 
 
 class UnsupportedModel(Exception):
-    """The engine adapter cannot express this model (an op the torch mapping lacks)."""
+    """The engine cannot run this model here (an op the torch mapping lacks, a file pnnx cannot
+    convert)."""
 
 
 def missing(name: str):
     """None when engine `name` can run here, else the reason (a module is not installed)."""
-    module = {"openvino": "openvino", "torch": "torch"}[name]
-    if importlib.util.find_spec(module) is None:
-        return f"{module} is not installed"
+    for module in {"openvino": ["openvino"], "ncnn": ["ncnn", "pnnx"], "torch": ["torch"]}[name]:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed"
     return None
 
 
 def version(name: str) -> str:
-    """'openvino 2026.4.1', 'torch 2.13.0+cpu'."""
+    """'openvino 2026.4.1', 'ncnn 1.0.20261020', 'torch 2.13.0+cpu'."""
     if name == "openvino":
         import openvino
         return f"openvino {openvino.__version__.split('-')[0]}"
+    if name == "ncnn":
+        import ncnn
+        return f"ncnn {ncnn.__version__}"
     import torch
     return f"torch {torch.__version__}"
 
@@ -52,6 +64,8 @@ def open_engine(name: str, path: str, threads: int, shape):
     an input of `shape` (the model's only input, float32 NCHW)."""
     if name == "openvino":
         return OpenVinoRunner(path, threads, tuple(shape))
+    if name == "ncnn":
+        return NcnnRunner(path, threads, tuple(shape))
     if name == "torch":
         return TorchRunner(path, threads)
     raise ValueError(f"unknown engine {name!r}; the others are {', '.join(OTHER_ENGINES)}")
@@ -88,6 +102,62 @@ class OpenVinoRunner:
 
     def close(self):
         self._requests.clear()
+
+
+# ----------------------------------------------------------------------------- ncnn
+def ncnn_files(path: str, shape: tuple, cache: str | None = None):
+    """(param, bin) paths of the ncnn model converted from the ONNX file `path` for an input of
+    `shape` (batch 1), converting with pnnx unless the cache holds it (keyed by the file's bytes
+    and the shape). Raises UnsupportedModel when pnnx fails."""
+    import pnnx
+    with open(path, "rb") as f:
+        key = hashlib.sha256(f.read() + repr(tuple(shape[1:])).encode()).hexdigest()[:16]
+    folder = os.path.join(cache or NCNN_CACHE, key)
+    param, weights = os.path.join(folder, "model.ncnn.param"), os.path.join(folder, "model.ncnn.bin")
+    if os.path.exists(param) and os.path.exists(weights):
+        return param, weights
+    os.makedirs(folder, exist_ok=True)
+    src = os.path.join(folder, "model.onnx")
+    with open(path, "rb") as f, open(src, "wb") as g:
+        g.write(f.read())
+    # fp16=0: pnnx stores fp16 weights by default (a 2e-3 difference on LeNet-5)
+    cmd = [pnnx.EXEC_PATH, src, f"inputshape=[{','.join(map(str, (1,) + tuple(shape[1:])))}]", "fp16=0"]
+    out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0 or not (os.path.exists(param) and os.path.exists(weights)):
+        raise UnsupportedModel(f"{path}: pnnx failed ({out.returncode}): {out.stderr[-500:]}")
+    return param, weights
+
+
+class NcnnRunner:
+    """ncnn on the pnnx conversion of the file: one extractor per image."""
+
+    def __init__(self, path: str, threads: int, shape: tuple):
+        import ncnn
+        self._ncnn = ncnn
+        param, weights = ncnn_files(path, shape)
+        net = self._net = ncnn.Net()
+        opt = net.opt
+        opt.num_threads = threads
+        # float32 throughout, as every engine here (ncnn picks fp16/bf16 where the CPU has them)
+        opt.use_fp16_packed = opt.use_fp16_storage = opt.use_fp16_arithmetic = False
+        opt.use_bf16_storage = False
+        if net.load_param(param) or net.load_model(weights):
+            raise UnsupportedModel(f"{path}: ncnn cannot load pnnx's conversion")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        ncnn, net = self._ncnn, self._net
+        outs = []
+        for image in x:
+            with net.create_extractor() as ex:
+                ex.input("in0", ncnn.Mat(np.ascontiguousarray(image)))
+                _, out = ex.extract("out0")
+                outs.append(np.array(out))
+        return np.stack(outs)
+
+    def close(self):
+        if self._net is not None:
+            self._net.clear()
+            self._net = None
 
 
 # ----------------------------------------------------------------------------- torch

@@ -4,7 +4,7 @@
     python bench/peak_rss.py ort     bench/zoo/resnet18.onnx --shape 1,3,224,224 --threads 2
     python bench/peak_rss.py openvino bench/zoo/resnet18.onnx --shape 1,3,224,224 --threads 2
 
-The engines: fastcnn, ort, and the others of bench/engines.py (openvino, torch) when installed.
+The engines: fastcnn, ort, and the others of bench/engines.py (openvino, ncnn, torch) when installed.
 
 Prints one JSON line {"engine", "import_mib", "peak_mib"}: the process's resident-memory
 high-water mark after importing numpy and the engine, and after loading the model and running it
@@ -42,7 +42,7 @@ def maxrss_mib() -> float:
 def main(argv=None):
     """Command line: load, run once, print the memory high-water marks as JSON."""
     ap = argparse.ArgumentParser(description="peak RSS of load + one run")
-    ap.add_argument("engine", choices=("fastcnn", "ort", "openvino", "torch"))
+    ap.add_argument("engine", choices=("fastcnn", "ort", "openvino", "ncnn", "torch"))
     ap.add_argument("path", help="model file (.onnx, or .fcnn for fastcnn)")
     ap.add_argument("--shape", required=True, help="input shape, comma separated, e.g. 1,3,224,224")
     ap.add_argument("--threads", type=int, default=1)

@@ -1,5 +1,5 @@
 """Benchmark fastcnn against onnxruntime on the zoo models, in one run, engines taking turns;
-also OpenVINO and PyTorch when they are installed (bench/engines.py).
+also OpenVINO, ncnn and PyTorch when they are installed (bench/engines.py).
 
     python bench/run.py                                  # every model, batch 1 and 16, 1 and 2 threads
     python bench/run.py --models lenet5 edge_cnn --quick # smoke test, a few seconds
@@ -374,10 +374,23 @@ def median_seconds(fns: dict, reps: int, block: int = 3) -> dict:
     return {label: float(np.median(v)) for label, v in times.items()}
 
 
+def load_times_in_child(names, path: str, fcnn_path: str, threads: int, shape, reps: int) -> dict:
+    """engine -> median load seconds, measured by load_time.py in a fresh process."""
+    cmd = [sys.executable, os.path.join(BENCH_DIR, "load_time.py"), path, "--fcnn", fcnn_path,
+           "--threads", str(threads), "--shape", ",".join(map(str, shape)), "--reps", str(reps),
+           "--engines", *names]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"load_time.py {' '.join(names)} {path} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, others, log) -> dict:
     """Load times (median of s.load_reps, warm file cache) and peak RSS of a fresh process that
     loads the model and runs one image, for fastcnn from .onnx, fastcnn from .fcnn, ort and
-    each engine of `others` that runs the model (loading it: preparing it for batch 1)."""
+    each engine of `others` that runs the model (loading it: preparing it for batch 1). The
+    loads run in fresh processes too (load_time.py): fastcnn's and onnxruntime's taking turns
+    in one, each other engine in its own."""
     import fastcnn
     path = zoo.ensure(name)
     fcnn_path = os.path.join(fcnn_dir, f"{name}.fcnn")
@@ -385,21 +398,19 @@ def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, others,
     fastcnn.convert(path, fcnn_path)
     convert_s = time.perf_counter() - t0
     shape1 = zoo.input_shape(name, 1)
-    loaders = {
-        "fastcnn (.onnx)": lambda: fastcnn.load(path, num_threads=threads),
-        "fastcnn (.fcnn)": lambda: fastcnn.load(fcnn_path, num_threads=threads),
-        "ort": lambda: ort_session(path, threads, True),
-    }
+    times = load_times_in_child(["fastcnn-onnx", "fastcnn-fcnn", "ort"], path, fcnn_path, threads,
+                                shape1, s.load_reps)
+    load = {"fastcnn (.onnx)": times["fastcnn-onnx"], "fastcnn (.fcnn)": times["fastcnn-fcnn"],
+            "ort": times["ort"]}
     for eng in others:
         try:
             engines.open_engine(eng, path, threads, shape1).close()
         except engines.UnsupportedModel:
             continue   # bench_model logged it
-        loaders[eng] = (lambda eng: lambda: engines.open_engine(eng, path, threads, shape1))(eng)
-    load = median_seconds(loaders, s.load_reps)
+        load.update(load_times_in_child([eng], path, fcnn_path, threads, shape1, s.load_reps))
     shape = ",".join(map(str, shape1))
     rss = {}
-    for label in loaders:
+    for label in load:
         engine, p = {"fastcnn (.onnx)": ("fastcnn", path),
                      "fastcnn (.fcnn)": ("fastcnn", fcnn_path)}.get(label, (label, path))
         cmd = [sys.executable, os.path.join(BENCH_DIR, "peak_rss.py"), engine, p, "--shape", shape,
@@ -465,6 +476,8 @@ def environment(ort_mode: str, others=()) -> list:
 
 OTHER_HOW = {"openvino": "CPU plugin on the .onnx file, compiled per input shape, LATENCY hint, "
                          "1 stream, INFERENCE_NUM_THREADS=N, f32",
+             "ncnn": "pnnx's float32 conversion of the .onnx file, fp16/bf16 off, num_threads=N, "
+                     "one image per extractor",
              "torch": "eager, the graph as torch.nn modules, Conv-BN fused by torch.fx, "
                       "inference_mode, set_num_threads(N)"}
 
@@ -556,7 +569,8 @@ def report(rows, mems, peaks, env_lines, elapsed) -> str:
         out += ["## Inference time (median per call, engines interleaved)", ""]
         out += timing_table(rows, peaks) + [""]
     if mems:
-        out += ["## Load time (median, warm file cache) and peak memory (fresh process, load + one image)", ""]
+        out += ["## Load time (median, warm file cache, a fresh process per engine group) and peak "
+                "memory (fresh process, load + one image)", ""]
         out += memory_table(mems) + [""]
     out += ["See bench/README.md for how each figure is measured."]
     return "\n".join(out) + "\n"

@@ -3,6 +3,8 @@
 right (pure functions on made-up rows: these run everywhere)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -18,9 +20,11 @@ run = load_bench_module("run")
 
 @pytest.mark.parametrize("engine", engines.OTHER_ENGINES)
 @pytest.mark.parametrize("name", list(zoo.MODELS))
-def test_other_engine_matches_onnxruntime(engine, name, zoo_files):
-    pytest.importorskip(engine)
-    assert engines.missing(engine) is None
+def test_other_engine_matches_onnxruntime(engine, name, zoo_files, tmp_path_factory, monkeypatch):
+    if engines.missing(engine):
+        pytest.skip(engines.missing(engine))
+    # ncnn's conversions go to a folder of this session, not bench/zoo/
+    monkeypatch.setattr(engines, "NCNN_CACHE", str(tmp_path_factory.getbasetemp() / "ncnn"))
     shape1 = zoo.sample_input(name, 1, size=TEST_SIZE[name]).shape
     runner = engines.open_engine(engine, zoo_files[name], 2, shape1)
     try:
@@ -118,3 +122,16 @@ def test_memory_table_has_a_column_per_other_engine():
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[head.index("load ms openvino")] == "30.0"
     assert cells[head.index("peak RSS MiB openvino")] == "99"
+
+
+def test_ncnn_conversion_keeps_float32_weights(zoo_files, tmp_path):
+    if engines.missing("ncnn"):
+        pytest.skip(engines.missing("ncnn"))
+    # pnnx writes fp16 weights unless told otherwise: an ncnn at half precision is no peer
+    param, weights = engines.ncnn_files(zoo_files["edge_cnn"], (1, 3, 32, 32), cache=str(tmp_path))
+    n_params = sum(int(np.prod(t.dims)) for t in onnx.load(zoo_files["edge_cnn"]).graph.initializer)
+    assert os.path.getsize(weights) >= 4 * n_params * 0.9
+    # cached: the same files again, not a second conversion
+    mtime = os.path.getmtime(weights)
+    assert engines.ncnn_files(zoo_files["edge_cnn"], (1, 3, 32, 32), cache=str(tmp_path)) == (param, weights)
+    assert os.path.getmtime(weights) == mtime
