@@ -20,7 +20,7 @@ Two kernels over the same geometry, tested against each other:
 """
 from cython.parallel cimport prange
 
-from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.step cimport Step, threads_for
 from fastcnn._kernels.act cimport apply_act, act_span, ACT_NONE
 from fastcnn._kernels.gemm cimport sgemm_plain_work, SGEMM_WORK_PER_THREAD
 
@@ -109,7 +109,7 @@ cdef void deconv_gemm_kernel(const float[:, :, :, ::1] x, const float[:, :, ::1]
     cdef Py_ssize_t b, gi, co, i
     cdef float *dst
     cdef float v
-    cdef int nt = num_threads if cog * (plane + kk * hw) >= 32768 and cog > 1 else 1
+    cdef int nt = threads_for(cog * (plane + kk * hw), num_threads) if cog > 1 else 1
     for b in range(g.n):
         for gi in range(g.group):
             deconv_gemm(&wt[gi, 0, 0], cig, &x[b, gi * cig, 0, 0], hw, col, hw, cog * kk, cig, hw,
@@ -131,7 +131,7 @@ cdef void deconv_direct_kernel(const float[:, :, :, ::1] x, const float[:, :, :,
     cdef Py_ssize_t cig = g.c_in // g.group, cog = g.c_out // g.group
     cdef Py_ssize_t job, b, co, gi, cl, ci, oh, ow, kh, kw, th, tw, ih, iw
     cdef float acc
-    cdef int nt = num_threads if g.n * g.c_out * g.h_out * g.w_out * cig * g.k_h * g.k_w >= 32768 else 1
+    cdef int nt = threads_for(g.n * g.c_out * g.h_out * g.w_out * cig * g.k_h * g.k_w, num_threads)
     for job in prange(g.n * g.c_out, num_threads=nt, schedule="static"):
         b = job // g.c_out
         co = job % g.c_out

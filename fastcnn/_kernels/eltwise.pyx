@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 from libc.math cimport expf, logf, powf, INFINITY
 from libc.stdint cimport int64_t
 
-from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.step cimport PARALLEL_MIN, Step, threads_for
 from fastcnn._kernels.act cimport *
 
 ACT_CODES = {
@@ -36,14 +36,6 @@ cdef enum:
 
 BINARY_CODES = {"Add": BIN_ADD, "Sub": BIN_SUB, "Mul": BIN_MUL, "Div": BIN_DIV, "Pow": BIN_POW,
                 "Max": BIN_MAX, "Min": BIN_MIN, "PRelu": BIN_PRELU}
-
-# Below this many elements a kernel runs on one thread: waking the team costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN = 32768
-
-
-cdef inline int threads_for(Py_ssize_t work, int num_threads) noexcept nogil:
-    return num_threads if work >= PARALLEL_MIN else 1
-
 
 # ----------------------------------------------------------------------------- unary
 cdef void unary_kernel(const float *x, float *out, Py_ssize_t n, int kind, float alpha,

@@ -9,7 +9,7 @@
 from cython.parallel cimport prange
 from libc.math cimport sqrtf, powf
 
-from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.step cimport Step, threads_for
 from fastcnn._kernels.act cimport act_span
 
 
@@ -33,7 +33,7 @@ cdef class ChannelAffineStep(Step):
         cdef Py_ssize_t n = self.x.shape[0], c = self.x.shape[1], inner = self.x.shape[2]
         cdef Py_ssize_t job, b, ch, i
         cdef float s, t
-        cdef int nt = self.num_threads if n * c * inner >= 32768 else 1
+        cdef int nt = threads_for(n * c * inner, self.num_threads)
         for job in prange(n * c, num_threads=nt, schedule="static"):
             b = job // c
             ch = job % c
@@ -66,7 +66,7 @@ cdef class LRNStep(Step):
         cdef Py_ssize_t job, b, ch, i, j, lo, hi
         cdef Py_ssize_t before = (self.size - 1) // 2, after = self.size - 1 - (self.size - 1) // 2
         cdef float s, v
-        cdef int nt = self.num_threads if n * c * inner * self.size >= 32768 else 1
+        cdef int nt = threads_for(n * c * inner * self.size, self.num_threads)
         for job in prange(n * c, num_threads=nt, schedule="static"):
             b = job // c
             ch = job % c
@@ -104,7 +104,7 @@ cdef class InstanceNormStep(Step):
         cdef Py_ssize_t job, b, ch, i
         cdef double mean, var, d
         cdef float inv, s, t
-        cdef int nt = self.num_threads if n * c * inner >= 32768 else 1
+        cdef int nt = threads_for(n * c * inner, self.num_threads)
         if inner == 0:
             return
         for job in prange(n * c, num_threads=nt, schedule="static"):
@@ -145,7 +145,7 @@ cdef class LayerNormStep(Step):
         cdef Py_ssize_t rows = self.x.shape[0], inner = self.x.shape[1], r, i
         cdef double mean, var, d
         cdef float inv
-        cdef int nt = self.num_threads if rows * inner >= 32768 else 1
+        cdef int nt = threads_for(rows * inner, self.num_threads)
         if inner == 0:
             return
         for r in prange(rows, num_threads=nt, schedule="static"):

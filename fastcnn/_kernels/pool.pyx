@@ -9,7 +9,7 @@ with ceil_mode a window may run past the end padding, and those positions never 
 from cython.parallel cimport prange
 from libc.math cimport powf, sqrtf, fabsf, INFINITY
 
-from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.step cimport PARALLEL_MIN, Step
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport (vf8_load_even, vf8_max_nan, vf8_min_nan, f32_max_nan,
                                           f32_min_nan)
@@ -378,7 +378,7 @@ cdef void pool2d_kernel(const float[:, :, :, ::1] x, float[:, :, :, ::1] out, Po
     # takes over ~10 us (workers spin between layers, so starting a region costs a few us; and
     # the input, written by a parallel conv, is half in the other core's cache anyway: edge CNN
     # batch 16, 2 threads, max pools median 0.20 / 0.12 / 0.10 -> 0.11 / 0.07 / 0.05 ms)
-    cdef int nt = (num_threads if taps >= (131072 if path != PATH_REFERENCE else 32768)
+    cdef int nt = (num_threads if taps >= (131072 if path != PATH_REFERENCE else PARALLEL_MIN)
                    and planes > 1 else 1)
     if nt <= 1:
         for job in range(planes):
@@ -490,7 +490,7 @@ cdef void global_pool_kernel(const float[:, ::1] x, float[::1] out, int kind, fl
                              int num_threads) noexcept nogil:
     """x: (n*c, spatial) -> out: (n*c,), reduce each row."""
     cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1], r
-    cdef int nt = num_threads if rows * cols >= (262144 if kind != POOL_LP else 32768) else 1
+    cdef int nt = num_threads if rows * cols >= (262144 if kind != POOL_LP else PARALLEL_MIN) else 1
     if nt <= 1:
         for r in range(rows):
             out[r] = global_row(&x[r, 0], cols, kind, p)

@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 from libc.math cimport expf, exp, log, sqrt, fabs, INFINITY, NAN
 from libc.stdint cimport int64_t
 
-from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.step cimport Step, threads_for
 
 cdef enum:
     RED_SUM = 0
@@ -221,7 +221,7 @@ cdef void reduce_kernel(const float *x, float *out, Py_ssize_t outer, Py_ssize_t
     """x: (outer, length, inner) C-contiguous -> out: (outer, inner)."""
     cdef Py_ssize_t blocks = (inner + BLOCK - 1) // BLOCK
     cdef Py_ssize_t task, o, b, i0, cols
-    cdef int nt = num_threads if outer * length * inner >= 32768 and outer * blocks > 1 else 1
+    cdef int nt = threads_for(outer * length * inner, num_threads) if outer * blocks > 1 else 1
     if inner == 1 and length > 0:
         for o in prange(outer, num_threads=nt, schedule="static"):
             out[o] = <float>reduce_row(x + o * length, length, kind)
@@ -308,7 +308,7 @@ cdef class ArgReduceStep(Step):
 
     cdef void run(self) noexcept nogil:
         cdef Py_ssize_t t, total = self.outer * self.inner, o, i
-        cdef int nt = self.num_threads if total * self.length >= 32768 else 1
+        cdef int nt = threads_for(total * self.length, self.num_threads)
         if total == 0:
             return
         for t in prange(total, num_threads=nt, schedule="static"):
@@ -404,7 +404,7 @@ cdef class TopKStep(Step):
 
     cdef void run(self) noexcept nogil:
         cdef Py_ssize_t t, total = self.outer * self.inner, o, i, out_at
-        cdef int nt = self.num_threads if total * self.length >= 32768 else 1
+        cdef int nt = threads_for(total * self.length, self.num_threads)
         if total == 0 or self.k == 0:
             return
         for t in prange(total, num_threads=nt, schedule="static"):

@@ -20,7 +20,7 @@ other through the copies and the cache); the generic loop runs rows in parallel.
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 
-from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.step cimport Step, threads_for
 
 import numpy as np
 
@@ -141,7 +141,7 @@ cdef void resize_kernel(const float *x, float *out, Py_ssize_t outer, Py_ssize_t
                         Py_ssize_t w_in, Py_ssize_t h_out, Py_ssize_t w_out, float *cache,
                         int cache_slots, const Tables *t, int num_threads) noexcept nogil:
     cdef Py_ssize_t c, r
-    cdef int nt = num_threads if outer * h_out * w_out * t.t_h * t.t_w >= 32768 else 1
+    cdef int nt = threads_for(outer * h_out * w_out * t.t_h * t.t_w, num_threads)
     if t.t_h == 1 and t.t_w == 1:
         for c in prange(outer, num_threads=nt, schedule="static"):
             nearest_plane(x + c * h_in * w_in, out + c * h_out * w_out, h_out, w_out, w_in, t)

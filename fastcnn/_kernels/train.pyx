@@ -18,12 +18,11 @@ from libc.math cimport exp, log, log1p, fabs, sqrt, expf, tanhf, sqrtf
 
 from fastcnn._kernels.gemm cimport sgemm_plain, sgemm_rows
 from fastcnn._kernels.act cimport *
+from fastcnn._kernels.step cimport PARALLEL_MIN, threads_for
 
 import numpy as np
 
 cdef enum:
-    # Below this many elements a loop runs on one thread: waking threads costs more.
-    PARALLEL_MIN = 32768
     # Below this many multiply-adds a product runs on one thread. Head training is many small
     # products (batch x features x classes); a parallel region per product costs more than it
     # saves at that size, and much more when other processes hold the cores.
@@ -127,7 +126,7 @@ def dense_forward(const float[:, ::1] x, const float[:, ::1] wt, const float[::1
         raise ValueError("dense_forward: scratch too small")
     if m == 0 or n == 0:
         return
-    nt = num_threads if m * n >= PARALLEL_MIN else 1
+    nt = threads_for(m * n, num_threads)
     with nogil:
         zt = &scratch[k * m]
         if k > 0:
@@ -150,7 +149,7 @@ def act_backward(const float[:, ::1] z, const float[:, ::1] da, float[:, ::1] dz
         raise ValueError("act_backward: shapes do not fit")
     if m == 0 or n == 0:
         return
-    nt = num_threads if m * n >= PARALLEL_MIN else 1
+    nt = threads_for(m * n, num_threads)
     with nogil:
         if act == ACT_NONE or act == ACT_IDENTITY:
             for i in prange(m, num_threads=nt, schedule="static"):
@@ -185,7 +184,7 @@ def dense_backward(const float[:, ::1] x, const float[:, ::1] wt, const float[:,
         dx[:, :] = 0.0
     if n == 0:
         return
-    nt = num_threads if m * n >= PARALLEL_MIN else 1
+    nt = threads_for(m * n, num_threads)
     with nogil:
         for j in prange(n, num_threads=nt, schedule="static"):
             s = 0.0
@@ -216,7 +215,7 @@ def mean_positions(const float[:, ::1] a, float[:, ::1] out, int num_threads=1):
     if p == 0 or n == 0:
         raise ValueError("mean_positions: empty")
     inv = 1.0 / p
-    nt = num_threads if a.shape[0] * n >= PARALLEL_MIN else 1
+    nt = threads_for(a.shape[0] * n, num_threads)
     with nogil:
         for i in prange(bsz, num_threads=nt, schedule="static"):
             for j in range(n):
@@ -239,7 +238,7 @@ def spread_positions(const float[:, ::1] dout, float[:, ::1] da, int num_threads
     if p == 0 or n == 0:
         raise ValueError("spread_positions: empty")
     inv = 1.0 / p
-    nt = num_threads if da.shape[0] * n >= PARALLEL_MIN else 1
+    nt = threads_for(da.shape[0] * n, num_threads)
     with nogil:
         for i in prange(bsz, num_threads=nt, schedule="static"):
             for q in range(p):
@@ -280,7 +279,7 @@ def softmax_cross_entropy(const float[:, ::1] z, const long long[::1] labels,
     if m == 0 or total_w == 0.0:
         grad[:, :] = 0.0
         return 0.0, total_w
-    nt = num_threads if m * n >= PARALLEL_MIN else 1
+    nt = threads_for(m * n, num_threads)
     with nogil:
         for i in prange(m, num_threads=nt, schedule="static"):
             y = labels[i]
@@ -330,7 +329,7 @@ def sigmoid_cross_entropy(const float[:, ::1] z, const float[:, ::1] targets,
     row_loss = np.empty(m, np.float64)
     cdef double[::1] rl = row_loss
     inv = 1.0 / count
-    nt = num_threads if m * n >= PARALLEL_MIN else 1
+    nt = threads_for(m * n, num_threads)
     with nogil:
         for i in prange(m, num_threads=nt, schedule="static"):
             acc = 0.0
@@ -368,7 +367,7 @@ def mean_squared_error(const float[:, ::1] out, const float[:, ::1] targets,
     row_loss = np.empty(m, np.float64)
     cdef double[::1] rl = row_loss
     inv = 1.0 / count
-    nt = num_threads if m * n >= PARALLEL_MIN else 1
+    nt = threads_for(m * n, num_threads)
     with nogil:
         for i in prange(m, num_threads=nt, schedule="static"):
             acc = 0.0
@@ -396,7 +395,7 @@ def sgd_update(float[::1] param, const float[::1] grad, float[::1] velocity, flo
     cdef int nt
     if grad.shape[0] != size or velocity.shape[0] != size:
         raise ValueError("sgd_update: sizes differ")
-    nt = num_threads if size >= PARALLEL_MIN else 1
+    nt = threads_for(size, num_threads)
     with nogil:
         for i in prange(size, num_threads=nt, schedule="static"):
             g = grad[i] + weight_decay * param[i]
@@ -426,7 +425,7 @@ def adam_update(float[::1] param, const float[::1] grad, float[::1] m1, float[::
     step_size = lr / correction1
     root_c2 = <float>sqrt(correction2)
     decay = 1.0 - lr * weight_decay
-    nt = num_threads if size >= PARALLEL_MIN else 1
+    nt = threads_for(size, num_threads)
     with nogil:
         for i in prange(size, num_threads=nt, schedule="static"):
             g = grad[i]
