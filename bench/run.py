@@ -583,7 +583,10 @@ def main(argv=None):
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
-    ap.add_argument("--row-seconds", type=float, help="target measuring time per row")
+    ap.add_argument("--row-seconds", type=float,
+                    help="target measuring time per row, all engines together (default 3 for "
+                         "fastcnn and onnxruntime, 0.3 with --quick, and half that more per "
+                         "other engine)")
     ap.add_argument("--wait-quiet", type=float, metavar="S",
                     help="before each row, wait up to S seconds (default 30, 0 with --quick) "
                          "for other processes to use under 25%% of the CPUs")
@@ -608,6 +611,10 @@ def main(argv=None):
         unavailable = [f"{e} ({engines.missing(e)})" for e in others if engines.missing(e)]
         if unavailable:
             ap.error(f"cannot run {', '.join(unavailable)}")
+    if args.row_seconds is None:
+        # the row's time is shared by its engines: each other engine adds its share, so
+        # fastcnn and onnxruntime keep as many calls as they have alone
+        s.row_seconds *= (2 + len(others)) / 2
 
     def log(msg):
         print(msg, flush=True)
