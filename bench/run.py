@@ -320,6 +320,13 @@ def bench_model(name: str, batches, threads_list, s: Settings, ort_mode: str, ot
     return rows
 
 
+def engines_that_ran(rows, others) -> list:
+    """The engines of `others` that opened the model in bench_model (an engine that cannot run
+    it, UnsupportedModel, has no output in its rows), in `others`' order."""
+    ran = {k for r in rows for k in r.get("other_diff", {})}
+    return [e for e in others if e in ran]
+
+
 def best_other(r):
     """(engine, median ms) of the fastest other engine (bench/engines.py) on row r whose output
     matched onnxruntime's, or None."""
@@ -388,7 +395,8 @@ def load_times_in_child(names, path: str, fcnn_path: str, threads: int, shape, r
 def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, others, log) -> dict:
     """Load times (median of s.load_reps, warm file cache) and peak RSS of a fresh process that
     loads the model and runs one image, for fastcnn from .onnx, fastcnn from .fcnn, ort and
-    each engine of `others` that runs the model (loading it: preparing it for batch 1). The
+    each engine of `others`, the ones bench_model ran on this model (`engines_that_ran`;
+    loading: preparing for batch 1). The
     loads run in fresh processes too (load_time.py): fastcnn's and onnxruntime's taking turns
     in one, each other engine in its own."""
     import fastcnn
@@ -403,10 +411,6 @@ def load_and_memory(name: str, threads: int, s: Settings, fcnn_dir: str, others,
     load = {"fastcnn (.onnx)": times["fastcnn-onnx"], "fastcnn (.fcnn)": times["fastcnn-fcnn"],
             "ort": times["ort"]}
     for eng in others:
-        try:
-            engines.open_engine(eng, path, threads, shape1).close()
-        except engines.UnsupportedModel:
-            continue   # bench_model logged it
         load.update(load_times_in_child([eng], path, fcnn_path, threads, shape1, s.load_reps))
     shape = ",".join(map(str, shape1))
     rss = {}
@@ -629,9 +633,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="fastcnn-bench-") as fcnn_dir:
         for name in args.models:
             log(f"{name}: {onnx_flops(zoo.ensure(name), zoo.input_shape(name, 1)) / 1e9:.3f} GFLOP per image")
-            rows += bench_model(name, args.batches, args.threads, s, args.ort_spinning, others, log)
+            model_rows = bench_model(name, args.batches, args.threads, s, args.ort_spinning,
+                                     others, log)
+            rows += model_rows
             if not args.no_memory:
-                mems.append(load_and_memory(name, max(args.threads), s, fcnn_dir, others, log))
+                mems.append(load_and_memory(name, max(args.threads), s, fcnn_dir,
+                                            engines_that_ran(model_rows, others), log))
     # The matmul peak is measured again at the end and the higher figure is the yardstick: a
     # burst of other work during one measurement would otherwise inflate every "% peak".
     log("numpy matmul peak again ...")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench_support import TEST_SIZE, load_bench_module, ort_run, zoo
-from helpers import assert_close
+from helpers import assert_close, onnx_model, save_onnx
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -41,48 +41,42 @@ def test_other_engine_matches_onnxruntime(engine, name, zoo_files, tmp_path_fact
         runner.close()
 
 
-def _one_node_model(tmp_path, node, inits=()):
-    from onnx import TensorProto, helper
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(zoo.INPUT_NAME, TensorProto.FLOAT,
-                                                                      [1, 2, 5, 5])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits))
-    path = str(tmp_path / "m.onnx")
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+def _one_node_model(tmp_path, node, inits=None):
+    """A model of one node reading the zoo's input name (1, 2, 5, 5), saved under tmp_path."""
+    return save_onnx(onnx_model([node], {zoo.INPUT_NAME: [1, 2, 5, 5]}, ["y"], inits),
+                     str(tmp_path))
 
 
 def test_torch_mapping_refuses_what_it_cannot_express(tmp_path):
     pytest.importorskip("torch")
-    from onnx import helper, numpy_helper
+    from onnx import helper
     path = _one_node_model(tmp_path, helper.make_node("Sigmoid", [zoo.INPUT_NAME], ["y"], name="sig"))
     with pytest.raises(engines.UnsupportedModel, match="'sig': op Sigmoid"):
         engines.torch_module(path)
-    w = numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")
     path = _one_node_model(tmp_path, helper.make_node("Conv", [zoo.INPUT_NAME, "w"], ["y"], name="c",
-                                                      pads=[0, 0, 1, 1]), [w])
+                                                      pads=[0, 0, 1, 1]),
+                           {"w": np.ones((2, 2, 3, 3), np.float32)})
     with pytest.raises(engines.UnsupportedModel, match="asymmetric pads"):
         engines.torch_module(path)
 
 
 def test_torch_mapping_of_pools_and_clip_against_onnxruntime(tmp_path):
     pytest.importorskip("torch")
-    from onnx import helper, numpy_helper
+    from onnx import helper
     x = np.random.default_rng(0).standard_normal((1, 2, 5, 5), np.float32) * 4
     assert x.max() > 6.5 and x.min() < -1.5
     cases = [
         (helper.make_node("MaxPool", [zoo.INPUT_NAME], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
-                          ceil_mode=1), []),
+                          ceil_mode=1), None),
         (helper.make_node("AveragePool", [zoo.INPUT_NAME], ["y"], kernel_shape=[2, 2], strides=[3, 3], pads=[1, 1, 1, 1],
-                          count_include_pad=0), []),
+                          count_include_pad=0), None),
         (helper.make_node("AveragePool", [zoo.INPUT_NAME], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                          count_include_pad=1), []),
+                          count_include_pad=1), None),
         (helper.make_node("Clip", [zoo.INPUT_NAME, "lo", "hi"], ["y"]),
-         [numpy_helper.from_array(np.array(-1.5, np.float32), "lo"),
-          numpy_helper.from_array(np.array(2.0, np.float32), "hi")]),
+         {"lo": np.array(-1.5, np.float32), "hi": np.array(2.0, np.float32)}),
         (helper.make_node("Clip", [zoo.INPUT_NAME, "lo", "hi"], ["y"]),   # ReLU6: x goes past 6
-         [numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
-          numpy_helper.from_array(np.array(6.0, np.float32), "hi")]),
-        (helper.make_node("Clip", [zoo.INPUT_NAME, "lo"], ["y"]), [numpy_helper.from_array(np.array(0.0, np.float32), "lo")]),
+         {"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}),
+        (helper.make_node("Clip", [zoo.INPUT_NAME, "lo"], ["y"]), {"lo": np.array(0.0, np.float32)}),
     ]
     for node, inits in cases:
         path = _one_node_model(tmp_path, node, inits)
@@ -135,3 +129,10 @@ def test_ncnn_conversion_keeps_float32_weights(zoo_files, tmp_path):
     mtime = os.path.getmtime(weights)
     assert engines.ncnn_files(zoo_files["edge_cnn"], (1, 3, 32, 32), cache=str(tmp_path)) == (param, weights)
     assert os.path.getmtime(weights) == mtime
+
+
+def test_loads_are_timed_for_the_engines_that_ran_the_model():
+    rows = [_row({"fastcnn": 1.0, "ort": 2.0, "torch": 3.0}, {"torch": 1e-6}),
+            _row({"fastcnn": 1.0, "ort": 2.0, "ncnn": 3.0, "torch": 3.0}, {"ncnn": 1e-6, "torch": 1e-6})]
+    assert run.engines_that_ran(rows, ["openvino", "ncnn", "torch"]) == ["ncnn", "torch"]
+    assert run.engines_that_ran(rows, []) == []
