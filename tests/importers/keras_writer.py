@@ -2,6 +2,7 @@
 as Keras writes them, for the importer tests.
 
     net = Net("keras")                       # "h5": Keras 2 .h5; "keras": Keras 3 .keras
+    net = Net("h5", version="3.15.1")        # Keras 3's legacy .h5 (no module names)
     x = net.input("img", (8, 8, 3))
     y = net.add("Conv2D", "conv", [x], weights=[("kernel", k), ("bias", b)], filters=4, ...)
     net.save(path, [y])
@@ -23,7 +24,8 @@ import numpy as np
 SNAKE = {"Conv2D": "conv2d", "Conv1D": "conv1d", "Dense": "dense", "BatchNormalization": "batch_normalization",
          "DepthwiseConv2D": "depthwise_conv2d", "SeparableConv2D": "separable_conv2d",
          "Conv2DTranspose": "conv2d_transpose", "PReLU": "p_re_lu", "LayerNormalization": "layer_normalization",
-         "Normalization": "normalization", "Functional": "functional", "Sequential": "sequential"}
+         "Normalization": "normalization", "Functional": "functional", "Sequential": "sequential",
+         "LayerScale": "layer_scale"}
 VERSIONS = {"h5": "2.13.1", "keras": "3.3.3"}
 
 
@@ -38,9 +40,16 @@ class Net:
         self.nested = {}           # layer name -> Net
         self.inputs = []
         self.calls = {}            # layer name -> number of calls so far
+        self.ops = set()           # names of operation entries (not layers: no weights)
 
     @property
     def keras3(self) -> bool:
+        """Keras 3 configs (call nodes with args, DTypePolicy, batch_shape)."""
+        return self.fmt == "keras" or not self.version.startswith(("1.", "2."))
+
+    @property
+    def modules(self) -> bool:
+        """Config entries name their module (.keras only: Keras 3's legacy .h5 drops them)."""
         return self.fmt == "keras"
 
     # -------------------------------------------------------------- building
@@ -49,7 +58,8 @@ class Net:
         if self.keras3:
             entry["config"].setdefault("dtype", {"module": "keras", "class_name": "DTypePolicy",
                                                  "config": {"name": "float32"}, "registered_name": None})
-            entry.update({"module": "keras.layers", "registered_name": None})
+            if self.modules:
+                entry.update({"module": "keras.layers", "registered_name": None})
         else:
             entry["config"].setdefault("dtype", "float32")
         return entry
@@ -70,13 +80,43 @@ class Net:
                 "config": {"shape": None, "dtype": "float32", "keras_history": list(r)}} for r in refs]
         return {"args": [kts[0] if len(kts) == 1 else kts], "kwargs": {}}
 
-    def add(self, cls, name, inputs, weights=(), **cfg):
+    def add(self, cls, name, inputs, weights=(), module="keras.layers", **cfg):
         entry = self._entry(cls, name, cfg)
+        if self.modules:
+            entry["module"] = module
         entry["inbound_nodes"] = [self._node(inputs)]
         self.entries.append(entry)
         self.weights[name] = [(n, np.asarray(a, np.float32)) for n, a in weights]
         self.calls[name] = 1
         return (name, 0, 0)
+
+    def op(self, cls, name, args, module="keras.src.ops.numpy", **cfg):
+        """A Keras 3 operation called in the model (`x + 3.0`, keras.ops.mean(x, ...)): args are
+        the call's positional arguments, tensors as the refs input/add/op return, constants as
+        numbers or numpy arrays (written as Keras writes them), lists as lists."""
+        assert self.keras3, "operations are Keras 3"
+        entry = {"class_name": cls, "config": {"name": name, **cfg}, "name": name,
+                 "inbound_nodes": [{"args": [self._arg(a) for a in args], "kwargs": {}}]}
+        if self.modules:
+            entry.update({"module": module, "registered_name": cls})
+        self.entries.append(entry)
+        self.ops.add(name)
+        self.calls[name] = 1
+        return (name, 0, 0)
+
+    def _arg(self, a):
+        if isinstance(a, tuple) and len(a) == 3 and isinstance(a[0], str):
+            return {"class_name": "__keras_tensor__",
+                    "config": {"shape": None, "dtype": "float32", "keras_history": list(a)}}
+        if isinstance(a, list):
+            return [self._arg(x) for x in a]
+        if isinstance(a, np.ndarray):
+            return {"class_name": "__numpy__", "config": {"value": a.tolist(), "dtype": str(a.dtype)}}
+        if isinstance(a, slice):
+            return {"class_name": "__slice__", "config": {"start": a.start, "stop": a.stop, "step": a.step}}
+        if a is Ellipsis:
+            return {"class_name": "__ellipsis__", "config": {}}
+        return a
 
     def call_again(self, name, inputs):
         """Call an existing layer (or nested model) once more: a shared layer."""
@@ -89,7 +129,7 @@ class Net:
         """Use `inner` (a Functional Net, same format) as a layer."""
         entry = {"class_name": "Functional", "config": inner.model_config(outputs)["config"],
                  "name": inner.name, "inbound_nodes": [self._node(inputs)]}
-        if self.keras3:
+        if self.modules:
             entry.update({"module": "keras.src.models.functional", "registered_name": "Functional"})
         self.entries.append(entry)
         self.nested[inner.name] = inner
@@ -102,7 +142,7 @@ class Net:
             cfg = {"name": self.name, "layers": [{k: v for k, v in e.items() if k not in ("inbound_nodes", "name")}
                                                 for e in self.entries]}
             out = {"class_name": "Sequential", "config": cfg}
-            if self.keras3:
+            if self.modules:
                 out.update({"module": "keras", "registered_name": None})
             return out
         refs = [list(r) for r in outputs]
@@ -113,7 +153,7 @@ class Net:
         cfg = {"name": self.name, "trainable": True, "layers": self.entries, "input_layers": ins,
                "output_layers": refs}
         out = {"class_name": "Functional", "config": cfg}
-        if self.keras3:
+        if self.modules:
             out.update({"module": "keras.src.models.functional", "registered_name": "Functional"})
         return out
 
@@ -139,11 +179,11 @@ class Net:
         return train + rest
 
     def _write_h5_weights(self, group):
-        names = [e["name"] for e in self.entries]
-        group.attrs["layer_names"] = np.array([n.encode() for n in names])
+        layers = [e for e in self.entries if e["name"] not in self.ops]   # as model.layers
+        group.attrs["layer_names"] = np.array([e["name"].encode() for e in layers])
         group.attrs["keras_version"] = self.version.encode()
         group.attrs["backend"] = b"tensorflow"
-        for e in self.entries:
+        for e in layers:
             n = e["name"]
             g = group.create_group(n)
             if n in self.nested:
@@ -158,7 +198,7 @@ class Net:
     def _write_v3_weights(self, h5, path, sequential=False):
         counters = {}
         for e in self.entries:
-            if sequential and e["class_name"] == "InputLayer":
+            if (sequential and e["class_name"] == "InputLayer") or e["name"] in self.ops:
                 continue
             snake = SNAKE.get(e["class_name"], e["class_name"].lower())
             counters[snake] = counters.get(snake, -1) + 1

@@ -13,6 +13,7 @@ pytest.importorskip("h5py")
 
 import fastcnn  # noqa: E402
 import reference as R  # noqa: E402
+from fastcnn.errors import ModelFileError  # noqa: E402
 from fastcnn.ir.ops import OPS  # noqa: E402
 from helpers import assert_close  # noqa: E402
 from keras_writer import Net  # noqa: E402
@@ -423,6 +424,35 @@ def test_activation_layers(fmt, tmp_path):
     refs += [cv] * 5
     for i, (g, r) in enumerate(zip(got, refs)):
         assert_close(g, r, f"output {i}")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_convnext_layer_scale(fmt, tmp_path):
+    """keras.applications' ConvNeXt LayerScale: x * gamma along the channels, after a layer that
+    leaves the tensor channels-first in the IR and before one that reads Keras order."""
+    net = Net(fmt)
+    x = net.input("img", (3, 4, 5))
+    k = rnd(1, 1, 5, 5, seed=9)
+    c = net.add("Conv2D", "conv2d", [x], [("kernel", k)], filters=5, kernel_size=[1, 1], strides=[1, 1],
+                padding="valid", activation="linear", use_bias=False, dilation_rate=[1, 1])
+    gamma = rnd(5, seed=10)
+    module = "keras.src.applications.convnext" if fmt == "keras" else "keras.applications.convnext"
+    s = net.add("LayerScale", "layer_scale", [c], [("gamma", gamma)], module=module, init_values=1e-6,
+                projection_dim=5)
+    out = net.add("Flatten", "flatten", [s])
+    xv = rnd(2, 3, 4, 5, seed=4)
+    _, (got,) = load_run(net, tmp_path, [out], {"img": xv})
+    assert_close(got, (conv_ref(xv, k, None) * gamma).reshape(2, -1))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_layer_scale_checks_its_channels(fmt, tmp_path):
+    net = Net(fmt)
+    x = net.input("img", (3, 4, 5))
+    s = net.add("LayerScale", "layer_scale", [x], [("gamma", rnd(4))], init_values=1e-6, projection_dim=4)
+    path = net.save(tmp_path / f"m.{fmt}", [s])
+    with pytest.raises(ModelFileError, match="projection_dim 4 does not match the input's 5 channels"):
+        fastcnn.load(path)
 
 
 # ----------------------------------------------------------------------------- padding, cropping, resizing

@@ -207,3 +207,32 @@ def test_conv_transpose(tmp_path, padding, strides, kernel, output_padding):
                               layers.Conv2DTranspose(2, kernel, strides=strides, padding=padding,
                                                      output_padding=output_padding)])
     _check(model, tmp_path, _x(2, 5, 4, 3))
+
+
+def test_keras_operations_in_a_functional_model(tmp_path):
+    """Keras 3 records arithmetic and keras.ops calls on Keras tensors as operations (module
+    keras.src.ops.*; in .h5 without a module), constants among their arguments."""
+    ops = keras.ops
+    inp = keras.Input((6, 5, 4))
+    c = layers.Conv2D(4, 1)(inp)
+    a = (c + 3.0) * (1.0 / 6.0)
+    b = 1.0 - ops.relu6(a) / 2.0 + ops.sigmoid(c) * c
+    m = ops.maximum(b, ops.mean(b, axis=[1, 2], keepdims=True))
+    h = ops.hard_silu(m) - ops.square(m) + ops.sqrt(ops.abs(m)) + ops.exp(-m) \
+        + m * np.linspace(0.5, 2.0, 4).astype("float32")
+    r = ops.reshape(h, (-1, 6 * 5 * 4))
+    out1 = ops.softmax(ops.concatenate([r, r ** 2], axis=-1), axis=-1)
+    out2 = ops.clip(ops.transpose(h, (0, 3, 1, 2)), -1.0, 1.0)
+    out3 = ops.sum(ops.gelu(h), axis=1) + ops.max(ops.leaky_relu(h, 0.1), axis=1)
+    out4 = ops.min(h, axis=-1, keepdims=True) * ops.expand_dims(ops.expand_dims(ops.mean(h, axis=[1, 2]), 1), 1)
+    out5 = layers.Concatenate()([layers.Flatten()(h[:, ::2, -1]), layers.Flatten()(h[..., None, 1:3, 0])])
+    model = keras.Model(inp, [out1, out2, out3, out4, out5])
+    _check(model, tmp_path, _x(2, 6, 5, 4))
+
+
+@pytest.mark.parametrize("name,size", [("MobileNetV3Small", 64), ("ConvNeXtTiny", 32)])
+def test_keras_applications(tmp_path, name, size):
+    """keras.applications models that use operations (MobileNetV3's hard_sigmoid) and
+    application layers (ConvNeXt's LayerScale)."""
+    model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
+    _check(model, tmp_path, np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32))

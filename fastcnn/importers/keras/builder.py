@@ -41,6 +41,12 @@ class KTensor:
     def ir_shape(self) -> tuple:
         return tuple(self.shape[p] for p in self.perm)
 
+    def transposed(self, q) -> "KTensor":
+        """This tensor as Keras' transpose(x, q) sees it (q keeps the batch axis 0 first): the
+        IR value does not move, only its description in Keras axes changes."""
+        inv_q = [q.index(i) for i in range(self.rank)]
+        return KTensor(self.value, tuple(self.shape[a] for a in q), tuple(inv_q[p] for p in self.perm))
+
 
 def identity_perm(rank: int) -> tuple:
     return tuple(range(rank))

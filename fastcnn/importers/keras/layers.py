@@ -292,12 +292,17 @@ def flatten(layer: Layer, xs):
 
 
 def reshape(layer: Layer, xs):
-    x = layer.b.keras_order(_one(layer, xs))
-    target = layer.get("target_shape")
+    return [reshape_to(layer, _one(layer, xs), layer.get("target_shape"), "target_shape")]
+
+
+def reshape_to(layer: Layer, x: KTensor, target, key) -> KTensor:
+    """x reshaped (in Keras axis order) to (batch, *target); target: positive ints, at most one
+    -1 (the config entry `key`, for messages)."""
+    x = layer.b.keras_order(x)
     if not isinstance(target, (list, tuple)) or not all(
             isinstance(d, numbers.Integral) and not isinstance(d, bool) and (d == -1 or d >= 1)
             for d in target) or list(target).count(-1) > 1:
-        layer.fail(f"target_shape must be a list of positive ints with at most one -1, got {target!r:.80}")
+        layer.fail(f"{key} must be a list of positive ints with at most one -1, got {target!r:.80}")
     target = [int(d) for d in target]
     known = None if any(d is None for d in x.shape[1:]) else math.prod(x.shape[1:])
     out = list(target)
@@ -313,7 +318,7 @@ def reshape(layer: Layer, xs):
         out = [None if d == -1 else d for d in target]
     shape_c = layer.b.ints(f"{layer.base}/shape", [0] + target)
     y = layer.b.emit("Reshape", [x.value, shape_c], layer.base)
-    return [KTensor(y, (x.shape[0],) + tuple(out), identity_perm(len(out) + 1))]
+    return KTensor(y, (x.shape[0],) + tuple(out), identity_perm(len(out) + 1))
 
 
 def permute(layer: Layer, xs):
@@ -321,10 +326,7 @@ def permute(layer: Layer, xs):
     dims = layer.get("dims")
     if not isinstance(dims, (list, tuple)) or sorted(dims) != list(range(1, x.rank)):
         layer.fail(f"dims {dims!r:.60} must be a permutation of 1..{x.rank - 1}")
-    q = (0,) + tuple(int(d) for d in dims)          # y = transpose(x, q) in Keras axes
-    inv_q = [q.index(i) for i in range(x.rank)]
-    # the IR value does not move: only its description in Keras axes changes
-    return [KTensor(x.value, tuple(x.shape[a] for a in q), tuple(inv_q[p] for p in x.perm))]
+    return [x.transposed((0,) + tuple(int(d) for d in dims))]
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -553,12 +555,14 @@ def thresholded_relu(layer: Layer, xs):
     return [layer.b.unary("ThresholdedRelu", _one(layer, xs), layer.base, {"alpha": layer.number("theta", 1.0)})]
 
 
-def softmax_layer(layer: Layer, xs):
+def softmax_layer(layer: Layer, xs, op="Softmax"):
+    """Softmax over the config's axis (one, not the batch); also the Softmax and LogSoftmax
+    operations (op), whose option is the same."""
     x = _one(layer, xs)
     axes = _norm_axes(layer, "axis", x.rank)
     if len(axes) != 1:
         layer.refuse(f"softmax over several axes {list(axes)} is not supported")
-    return [layer.b.unary("Softmax", x, layer.base, {"axis": x.ir_axis(axes[0])})]
+    return [layer.b.unary(op, x, layer.base, {"axis": x.ir_axis(axes[0])})]
 
 
 def prelu(layer: Layer, xs):
@@ -572,6 +576,18 @@ def prelu(layer: Layer, xs):
     w = layer.weights([("alpha", tuple(shape))])
     slope = layer.b.const(f"{layer.base}/slope", keras_const(w["alpha"], x))
     return [KTensor(layer.b.emit("PRelu", [x.value, slope], layer.base), x.shape, x.perm)]
+
+
+def layer_scale(layer: Layer, xs):
+    """keras.applications' ConvNeXt LayerScale: x * gamma, one learned factor per channel (the
+    last Keras axis, projection_dim values)."""
+    x = _one(layer, xs)
+    dim = layer.ints("projection_dim", 1)[0]
+    layer.number("init_values", 0.0)   # gamma's initial value: the stored gamma replaces it
+    if _keras_shape_dims(layer, x.shape[-1], "channels") != dim:
+        layer.fail(f"projection_dim {dim} does not match the input's {x.shape[-1]} channels")
+    w = layer.weights([("gamma", (dim,))])
+    return [layer.b.binary_const("Mul", x, w["gamma"], layer.base)]
 
 
 def identity_layer(layer: Layer, xs):
@@ -672,11 +688,18 @@ def _aligned(layer: Layer, xs, min_inputs=2):
 
 
 def _merged_shape(layer: Layer, xs):
+    return broadcast_shapes(layer, [x.shape for x in xs])
+
+
+def broadcast_shapes(layer: Layer, shapes) -> tuple:
+    """numpy's broadcast of Keras shapes (aligned on the last axis; None: unknown), failing on
+    dims that cannot agree."""
+    rank = max(len(s) for s in shapes)
     out = []
-    for dims in zip(*(x.shape for x in xs)):
+    for dims in zip(*((1,) * (rank - len(s)) + tuple(s) for s in shapes)):
         known = {d for d in dims if d is not None and d != 1}
         if len(known) > 1:
-            layer.fail(f"input shapes {[_fmt(x.shape) for x in xs]} do not match")
+            layer.fail(f"input shapes {[_fmt(s) for s in shapes]} do not match")
         out.append(known.pop() if known else (None if None in dims else 1))
     return tuple(out)
 
@@ -735,6 +758,7 @@ LAYERS = {
     "Normalization": normalization, "Rescaling": rescaling,
     "Activation": activation_layer, "ReLU": relu_layer, "LeakyReLU": leaky_relu, "PReLU": prelu,
     "ELU": elu, "ThresholdedReLU": thresholded_relu, "Softmax": softmax_layer,
+    "LayerScale": layer_scale,
     "Dropout": identity_layer, "SpatialDropout1D": identity_layer, "SpatialDropout2D": identity_layer,
     "SpatialDropout3D": identity_layer, "GaussianNoise": identity_layer, "GaussianDropout": identity_layer,
     "AlphaDropout": identity_layer, "ActivityRegularization": identity_layer,

@@ -1,5 +1,6 @@
 """Walk a Keras model config (Sequential or Functional, nested models included) and convert
-every layer call with the `LAYERS` table.
+every layer call with the `LAYERS` table, every Keras 3 operation call (`x + 3.0`,
+`keras.ops.mean`) with the `OPERATIONS` table.
 
 The config is JSON data. A layer is converted only if its class is in the whitelist and comes
 from a Keras module; Lambda, TFOpLambda and custom layers are refused by name. Nothing from the
@@ -7,13 +8,17 @@ file is ever executed or unpickled.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import re
+
+import numpy as np
 
 from fastcnn.errors import ModelFileError, UnsupportedOpError
 from fastcnn.importers.keras.builder import Builder, KTensor, identity_perm
 from fastcnn.importers.keras.layer import Layer, policy_name
 from fastcnn.importers.keras.layers import LAYERS
+from fastcnn.importers.keras.operations import OPERATIONS, is_operation
 from fastcnn.ir.graph import Graph, TensorSpec
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
@@ -90,6 +95,12 @@ class Importer:
         registered = entry.get("registered_name")
         custom = (module is not None and not (isinstance(module, str) and KERAS_MODULE.match(module))) or \
             (registered is not None and registered != cls)
+        if is_operation(entry):
+            if cls not in OPERATIONS:
+                raise UnsupportedOpError(f"{self.where}: layer '{name}': the Keras operation {cls!r:.60} "
+                                         f"({module}) is not supported; fastcnn loads these operations: "
+                                         f"{', '.join(sorted(OPERATIONS))}")
+            return cls
         if cls in CODE_LAYERS:
             raise UnsupportedOpError(f"{self.where}: layer '{name}' ({cls}): {CODE_LAYERS[cls]}; fastcnn "
                                      f"never runs code stored in a model file. Rebuild the model "
@@ -203,7 +214,8 @@ class Importer:
             if lname in seen:
                 raise ModelFileError(f"{self.where}: model '{name}' has two layers named '{lname}'")
             seen.add(lname)
-            key = _path_key(counters, cls)
+            # operations are not layers: they hold no weights and take no weight-file key
+            key = None if is_operation(entry) else _path_key(counters, cls)
             if cls == "InputLayer":
                 ref = (lname, 0, 0)
                 if inputs is None:
@@ -230,7 +242,7 @@ class Importer:
                 if any(x is None for x in xs):
                     left.append(item)
                     continue
-                outs = self.call_layer(entry, cls, lname, key, scope, xs, prefix, k, depth)
+                outs = self.call_layer(entry, cls, lname, key, scope, xs, prefix, k, depth, node)
                 for i, t in enumerate(outs):
                     tensors[(lname, k, i)] = t
             if len(left) == len(pending):
@@ -255,7 +267,9 @@ class Importer:
         return self.builder.fresh(name) if depth == 0 else name
 
     # -------------------------------------------------------------- one layer call
-    def call_layer(self, entry, cls, lname, key, scope, xs, prefix, k, depth):
+    def call_layer(self, entry, cls, lname, key, scope, xs, prefix, k, depth, node=None):
+        """Convert call k of a layer (or operation) on the KTensors xs; node: the call's
+        inbound node (an operation's constant arguments are read from it)."""
         cfg = self.config_of(entry, lname)
         if cls in MODEL_CLASSES:
             if not hasattr(entry, "get") or "layers" not in cfg:
@@ -274,7 +288,10 @@ class Importer:
 
         layer = self._layer_cache(entry, cls, cfg, lname, fetch)
         layer.base = f"{prefix}{lname}{f'_{k}' if k else ''}"
-        outs = LAYERS[cls](layer, xs)
+        if is_operation(entry):
+            outs = OPERATIONS[cls](layer, _call_args(node, xs, self.where, lname))
+        else:
+            outs = LAYERS[cls](layer, xs)
         layer.check_config()
         return outs
 
@@ -357,6 +374,66 @@ def _node_inputs(node, where, lname):
     if not refs:
         raise ModelFileError(f"{where}: layer '{lname}': a call without input tensors")
     return refs
+
+
+def _call_args(node, xs, where, lname):
+    """The positional arguments of a Keras 3 call: its Keras tensors replaced by xs (in the
+    order `_node_inputs` lists them), numbers kept, `__numpy__` arrays as float32 arrays,
+    `__slice__`/`__ellipsis__` as slice/Ellipsis, lists and tuples as lists. Keyword arguments
+    and other values are refused."""
+    if not isinstance(node, dict):
+        raise ModelFileError(f"{where}: layer '{lname}': an operation's call must be a Keras 3 "
+                             f"inbound node, got {node!r:.80}")
+    if node.get("kwargs"):
+        raise UnsupportedOpError(f"{where}: layer '{lname}': keyword arguments "
+                                 f"{sorted(node['kwargs'])!r:.80} of an operation call are not supported")
+    taken = iter(xs)
+
+    def index(v):
+        if v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(v) < 1 << 62):
+            return v
+        raise ModelFileError(f"{where}: layer '{lname}': slice bound {v!r:.40} is not an integer")
+
+    def build(v):
+        if isinstance(v, dict):
+            cls, cfg = v.get("class_name"), v.get("config")
+            cfg = cfg if isinstance(cfg, dict) else {}
+            if cls == "__keras_tensor__":
+                return next(taken)
+            if cls == "__tuple__":
+                return build(cfg.get("value"))
+            if cls == "__numpy__":
+                return _constant(cfg.get("value"), where, lname)
+            if cls == "__slice__":
+                return slice(index(cfg.get("start")), index(cfg.get("stop")), index(cfg.get("step")))
+            if cls == "__ellipsis__":
+                return Ellipsis
+            raise UnsupportedOpError(f"{where}: layer '{lname}': an argument of class {cls!r:.40} "
+                                     f"is not supported")
+        if isinstance(v, list):
+            return [build(x) for x in v]
+        if v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(v) < 1 << 62) \
+                or (isinstance(v, float) and math.isfinite(v)):
+            return v
+        raise UnsupportedOpError(f"{where}: layer '{lname}': argument {v!r:.60} is not supported "
+                                 f"(tensors, numbers, arrays and indices are)")
+
+    args = build(node.get("args", []))
+    if not isinstance(args, list) or next(taken, None) is not None:
+        raise ModelFileError(f"{where}: layer '{lname}': invalid call arguments {node.get('args')!r:.80}")
+    return args
+
+
+def _constant(value, where, lname):
+    """A numeric constant (a number or a rectangular nested list) as a float32 array."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        arr = None
+    if arr is None or not np.all(np.isfinite(arr)):
+        raise ModelFileError(f"{where}: layer '{lname}': constant argument {value!r:.60} is not a "
+                             f"finite number or a rectangular array of them")
+    return arr.astype(np.float32)
 
 
 def _lookup(tensors, ref, entries):
