@@ -32,6 +32,30 @@ def _bias_like(graph: Graph, node, bias: np.ndarray):
     return bias
 
 
+def _retarget_tail_reshapes(g: Graph, spec: HeadSpec, old_n: int, new_n: int) -> None:
+    """A Reshape between the head and the output that states the class count ([0, 1000] after
+    Keras' MobileNet conv head: (N, 1000, 1, 1) -> (N, 1000)) gets the new one. Only a shape of
+    the batch (0 or -1 first), the class count once and size-1 dims otherwise: the tensor is a
+    class vector per sample, whatever the count."""
+    if old_n == new_n or old_n == 1:
+        return
+    producer = {o: n for n in g.nodes for o in n.outputs if o}
+    value = spec.output
+    while value != spec.layers[-1].output:
+        node = producer.get(value)
+        if node is None or not node.inputs:
+            return
+        if node.op == "Reshape" and len(node.inputs) > 1 and node.inputs[1] in g.initializers:
+            shape = np.asarray(g.initializers[node.inputs[1]])
+            rest = list(shape.reshape(-1)[1:]) if shape.ndim == 1 and shape.size > 1 else None
+            if rest is not None and shape[0] in (0, -1) and rest.count(old_n) == 1 and \
+                    all(d in (1, old_n) for d in rest):
+                new = shape.copy()
+                new[1:][new[1:] == old_n] = new_n
+                node.inputs = [node.inputs[0], g.add_initializer(f"{node.name}_shape", new)]
+        value = node.inputs[0]
+
+
 def tuned_graph(graph: Graph, spec: HeadSpec, weights, biases, labels=None) -> Graph:
     """`graph` with each head layer's weight and bias replaced.
 
@@ -60,12 +84,13 @@ def tuned_graph(graph: Graph, spec: HeadSpec, weights, biases, labels=None) -> G
                 j = 0 if add.inputs[1] == node.outputs[0] else 1
                 add.inputs[j] = g.add_initializer(f"{add.name}_bias", _bias_like(graph, add, b))
         else:  # conv1x1: (k, n) -> (n, C, 1, ...)
-            ones = (1,) * (len(spec.feature_shape) - 1)  # one per spatial dim
+            ones = (1,) * layer.spatial_rank
             stored = np.ascontiguousarray(w.T).reshape(w.shape[1], w.shape[0], *ones)
             wname = g.add_initializer(f"{node.name}_weight", stored)
             bname = g.add_initializer(f"{node.name}_bias", b)
             node.inputs = [node.inputs[0], wname, bname]
             node.attrs.pop("weight_scale", None)   # the trained weights are the scaled ones
+    _retarget_tail_reshapes(g, spec, spec.layers[-1].out_features, np.shape(weights[-1])[1])
     g.metadata = dict(graph.metadata)
     if labels is None:
         g.metadata.pop("labels", None)

@@ -1,11 +1,13 @@
 """Find the trainable head of a classifier graph.
 
 A head is a chain of dense layers ending at a model output, possibly followed by "tail" ops that
-do not depend on its weights (Softmax, LogSoftmax, Flatten, Reshape, ...). A dense layer is one of
+do not depend on its weights (Softmax, LogSoftmax, Flatten, Reshape, a Transpose that only
+moves size-1 axes, ...). A dense layer is one of
 
     Gemm(x, B, C)                              (fused activation allowed)
     MatMul(x, W) [-> Add(., bias)]             (W a constant 2-D matrix, x (N, k))
     Conv 1x1 (W (n, C, 1, 1)) -> GlobalAveragePool   (SqueezeNet-style; the last layer only)
+    Conv 1x1 on a 1x1 map (N, C, 1, 1)           (Keras' MobileNets after pooling with keepdims)
 
 each optionally followed by a standalone activation with a known gradient. `find_head` walks back
 from the output (or starts at a node the user names) and returns a `HeadSpec`; weights come out
@@ -38,7 +40,7 @@ DENSE_OPS = ("Gemm", "MatMul", "Conv")
 class LayerSpec:
     """One trainable layer as found in the graph.
 
-    kind:       "gemm", "matmul" or "conv1x1".
+    kind:       "gemm", "matmul" or "conv1x1" (before a global average pool, or on a 1x1 map).
     node:       name of the node holding the weight (Gemm, MatMul or Conv).
     bias_node:  name of the Add holding the bias of a MatMul ("" otherwise).
     act_node:   name of a standalone activation node after the layer ("" if fused or none).
@@ -61,6 +63,8 @@ class LayerSpec:
     beta: float = 0.0
     bias_node: str = ""
     act_node: str = ""
+    spatial_rank: int = 0     # conv1x1: the number of spatial dims of its weight
+    pooled: bool = False      # conv1x1 before a global average pool: output is the pooled value
 
     @property
     def in_features(self) -> int:
@@ -177,13 +181,10 @@ def _dense_at(view, value):
             if c is None:
                 return None
             bias = c * np.float32(a.get("beta", 1.0))
-        layer = LayerSpec("gemm", node.name, np.ascontiguousarray(w), bias, True, node.inputs[0],
-                          value)
-        if a.get("activation"):
-            layer.activation = a["activation"]
-            layer.alpha = float(a.get("activation_alpha", 0.0))
-            layer.beta = float(a.get("activation_beta", 0.0))
-        return layer
+        return _with_fused_activation(LayerSpec("gemm", node.name, np.ascontiguousarray(w), bias, True,
+                                                node.inputs[0], value), node)
+    if node.op == "Conv":
+        return _conv1x1(view, node, value, pixel=True)
     if node.op == "MatMul":
         w = view.const(node.inputs[1])
         x = node.inputs[0]
@@ -232,7 +233,7 @@ def _conv_head_at(view, value):
     node = view.producer.get(conv_out)
     if node is None or view.only_reader(conv_out) is not gap:
         return None
-    act, act_node = ("", 0.0, 0.0), ""
+    act, act_node = None, ""
     if node.op != "Conv":
         a = _activation_of_node(node)
         if a is None:
@@ -242,17 +243,26 @@ def _conv_head_at(view, value):
         node = view.producer.get(inner_out)
         if node is None or node.op != "Conv" or view.only_reader(inner_out) is not view.nodes[act_node]:
             return None
+    layer = _conv1x1(view, node, value, pixel=False)
+    if layer is None or (node.attrs.get("activation") and act_node):
+        return None
+    layer.act_node, layer.pooled = act_node, True
+    if act_node:
+        layer.activation, layer.alpha, layer.beta = act
+    return layer
+
+
+def _conv1x1(view, node, value, pixel):
+    """A Conv node with a 1x1 kernel, no groups, keeping the spatial size, as a LayerSpec whose
+    output is `value` (with its fused activation), or None. pixel: its input must be a 1x1 map
+    (one position: a dense layer as it stands); else any map (a global average pool follows)."""
     w = view.const(node.inputs[1])
     x = node.inputs[0]
     xt, yt = view.types[x].shape, view.types[node.outputs[0]].shape
     if (w is None or len(node.inputs) > 3 or node.attrs.get("group", 1) != 1 or w.ndim != len(xt)
-            or any(d != 1 for d in w.shape[2:]) or tuple(xt[2:]) != tuple(yt[2:])):
+            or w.ndim < 3 or any(d != 1 for d in w.shape[2:]) or tuple(xt[2:]) != tuple(yt[2:])
+            or (pixel and any(d != 1 for d in xt[2:]))):
         return None
-    if node.attrs.get("activation"):
-        if act_node:
-            return None
-        act = (node.attrs["activation"], float(node.attrs.get("activation_alpha", 0.0)),
-               float(node.attrs.get("activation_beta", 0.0)))
     n, c = w.shape[:2]
     w = conv_weights(np.asarray(w, np.float32), node.attrs.get("weight_scale"))   # a folded BN's
     weight = np.ascontiguousarray(w.reshape(n, c).T)
@@ -262,9 +272,28 @@ def _conv_head_at(view, value):
         if b is None:
             return None
         bias = np.ascontiguousarray(np.asarray(b, np.float32).reshape(n))
-    layer = LayerSpec("conv1x1", node.name, weight, bias, True, x, value, act_node=act_node)
-    layer.activation, layer.alpha, layer.beta = act
+    return _with_fused_activation(LayerSpec("conv1x1", node.name, weight, bias, True, x, value,
+                                            spatial_rank=w.ndim - 2), node)
+
+
+def _with_fused_activation(layer, node):
+    """layer with the activation a pass fused into its Gemm or Conv node (if any)."""
+    if node.attrs.get("activation"):
+        layer.activation = node.attrs["activation"]
+        layer.alpha = float(node.attrs.get("activation_alpha", 0.0))
+        layer.beta = float(node.attrs.get("activation_beta", 0.0))
     return layer
+
+
+def _unit_transpose(view, node) -> bool:
+    """A Transpose that moves only size-1 axes: the data stays in the same order (Keras'
+    channels-last view of an (N, C, 1, 1) map)."""
+    p = node.attrs.get("perm")
+    shape = view.types[node.inputs[0]].shape
+    if node.op != "Transpose" or not isinstance(p, (list, tuple)) or sorted(p) != list(range(len(shape))):
+        return False
+    moved = [a for a in p if shape[a] != 1]
+    return moved == sorted(moved)
 
 
 def _describe(node):
@@ -285,11 +314,11 @@ def _auto_head(view):
                       f"{' through ' + ', '.join(tail) if tail else ''} reached '{value}', "
                       f"which no node computes. A head is a Gemm, a MatMul with a constant 2-D "
                       f"weight (+ Add bias), or a 1x1 Conv before GlobalAveragePool")
-        if node.op not in TAIL_OPS:
+        if node.op not in TAIL_OPS and not _unit_transpose(view, node):
             view.fail(f"no trainable head found: walking back from output '{out}'"
                       f"{' through ' + ', '.join(tail) if tail else ''} reached node "
                       f"{_describe(node)}, which is neither a dense layer (Gemm, MatMul with a "
-                      f"constant 2-D weight (+ Add bias), 1x1 Conv before GlobalAveragePool) nor "
+                      f"constant 2-D weight (+ Add bias), 1x1 Conv before GlobalAveragePool or on a 1x1 map) nor "
                       f"one of {', '.join(TAIL_OPS)}; name the head with head=...")
         tail.insert(0, node.op)
         value = node.inputs[0]
@@ -313,11 +342,11 @@ def _named_head(view, name):
                 (step == "activation" and _activation_of_node(nxt) is not None) or \
                 (step == "GlobalAveragePool" and nxt.op == "GlobalAveragePool" and node.op == "Conv"):
             value = nxt.outputs[0]
-    layer = _conv_head_at(view, value) if node.op == "Conv" else _layer_at(view, value)
+    layer = (_conv_head_at(view, value) if node.op == "Conv" else None) or _layer_at(view, value)
     if layer is None or name not in (layer.node, layer.bias_node):
         view.fail(f"head={name!r}: node {_describe(node)} is not a trainable layer (a Gemm, a "
                   f"MatMul with a constant 2-D weight (+ Add bias) on (N, k) input, or a 1x1 "
-                  f"Conv followed by GlobalAveragePool)")
+                  f"Conv followed by GlobalAveragePool or on a 1x1 map)")
     # Which model output does it feed, and through what?
     for out in view.output_names:
         tail, v = [], out
@@ -358,9 +387,10 @@ def find_head(graph: Graph, head: str | None = None, train_layers: int = 1) -> H
     else:
         last, output, tail = _named_head(view, head)
     layers = [last]
-    if last.kind == "conv1x1" and train_layers > 1:
-        view.fail(f"train_layers={train_layers}: the head '{last.node}' is a 1x1 Conv; only that "
-                  f"one layer can be trained (the layers before it are convolutions)")
+    if last.pooled and train_layers > 1:
+        view.fail(f"train_layers={train_layers}: the head '{last.node}' is a 1x1 Conv before a "
+                  f"global average pool; only that one layer can be trained (the layers before it "
+                  f"are convolutions)")
     while len(layers) < train_layers:
         found = _earlier_layer(view, layers[0].input)
         if not isinstance(found, LayerSpec):
@@ -381,7 +411,7 @@ def find_head(graph: Graph, head: str | None = None, train_layers: int = 1) -> H
     features = layers[0].input
     fshape = tuple(view.types[features].shape[1:])
     spec = HeadSpec(layers, features, fshape, output, tail=tail)
-    if last.kind == "conv1x1":
+    if last.pooled:
         positions = int(np.prod(fshape[1:], dtype=np.int64))
         if last.activation == "" and positions > 1:
             spec.pool_features = True  # mean(conv(x)) == conv(mean(x)): pool once, in the trunk

@@ -257,3 +257,71 @@ def test_reshape_hard_coding_the_class_count_is_reported():
     fastcnn.FineTuner(model)  # same class count: fine
     with pytest.raises(FineTuneError, match="does not accept the new head"):
         fastcnn.FineTuner(model, num_classes=5)
+
+
+def gap_trunk(rng, c_in=3, c=6):
+    """Conv 3x3 -> Relu -> GlobalAveragePool kept 4-D: (N, c_in, 5, 4) -> (N, c, 1, 1), as Keras'
+    GlobalAveragePooling2D(keepdims=True) leaves it for its MobileNet heads."""
+    nodes = [("Conv", ["x", "Wc", "Bc"], ["c"], {"pads": [1, 1, 1, 1]}), ("Relu", ["c"], ["r"]),
+             ("GlobalAveragePool", ["r"], ["g"])]
+    return nodes, {"Wc": rnd(rng, c, c_in, 3, 3), "Bc": rnd(rng, c)}
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_keras_mobilenetv3_style_convs_on_a_1x1_map(passes):
+    """GAP (keepdims) -> 1x1 Conv + HardSwish -> 1x1 Conv -> Transpose to channels-last ->
+    Flatten -> Softmax (keras.applications' MobileNetV3): both convs are dense layers on one
+    position; the Transpose only moves size-1 axes."""
+    rng = np.random.default_rng(11)
+    nodes, inits = gap_trunk(rng)
+    nodes += [("Conv", ["g", "W1", "B1"], ["h"]), ("HardSwish", ["h"], ["hs"]),
+              ("Conv", ["hs", "W2", "B2"], ["z"]), ("Transpose", ["z"], ["t"], {"perm": [0, 2, 3, 1]}),
+              ("Flatten", ["t"], ["f"]), ("Softmax", ["f"], ["p"])]
+    inits.update(W1=rnd(rng, 8, 6, 1, 1), B1=rnd(rng, 8), W2=rnd(rng, 4, 8, 1, 1), B2=rnd(rng, 4))
+    model = ir_model(nodes, {"x": (None, 3, 5, 4)}, ["p"], inits, passes=passes)
+    spec = find_head(model.graph, train_layers=2)
+    assert [l.kind for l in spec.layers] == ["conv1x1", "conv1x1"]
+    assert [l.activation for l in spec.layers] == ["HardSwish", ""]
+    assert spec.tail[-2:] == ["Flatten", "Softmax"] and spec.positions == 1 and not spec.pool_features
+    np.testing.assert_array_equal(spec.layers[1].weight, inits["W2"].reshape(4, 8).T)
+    x = rnd(rng, 6, 3, 5, 4, scale=1.0)
+    check_head(model, x, rng, tail_softmax=True)
+    check_head(model, x, rng, tail_softmax=True, train_layers=2)
+    tuner = check_head(model, x, rng, tail_softmax=True, train_layers=2, num_classes=7)
+    assert tuner.model.outputs[0].shape == (None, 7)
+
+
+def test_keras_mobilenet_style_reshape_takes_the_new_class_count():
+    """keras.applications' MobileNet: 1x1 Conv on the pooled map -> Reshape((classes,)) ->
+    Softmax. The Reshape states the class count ([0, 4]): a new count rewrites it."""
+    rng = np.random.default_rng(12)
+    nodes, inits = gap_trunk(rng)
+    nodes += [("Conv", ["g", "W", "B"], ["z"]), ("Transpose", ["z"], ["t"], {"perm": [0, 2, 3, 1]}),
+              ("Reshape", ["t", "shape"], ["rs"]), ("Softmax", ["rs"], ["p"])]
+    inits.update(W=rnd(rng, 4, 6, 1, 1), B=rnd(rng, 4), shape=np.array([0, 4], np.int64))
+    model = ir_model(nodes, {"x": (None, 3, 5, 4)}, ["p"], inits)
+    x = rnd(rng, 5, 3, 5, 4, scale=1.0)
+    check_head(model, x, rng, tail_softmax=True)
+    tuner = check_head(model, x, rng, tail_softmax=True, num_classes=9)
+    assert tuner.model.run(None, {"x": x})[0].shape == (5, 9)
+
+
+def test_a_transpose_that_moves_data_is_not_a_tail():
+    """After a dense layer, a Transpose that reorders non-unit axes changes which output is which
+    class: no head is taken through it."""
+    rng = np.random.default_rng(13)
+    nodes = [("Gemm", ["x", "W", "B"], ["z"]), ("Reshape", ["z", "shape"], ["r"]),
+             ("Transpose", ["r"], ["t"], {"perm": [0, 2, 1]}), ("Flatten", ["t"], ["p"])]
+    inits = {"W": rnd(rng, 5, 6), "B": rnd(rng, 6), "shape": np.array([0, 2, 3], np.int64)}
+    model = ir_model(nodes, {"x": (None, 5)}, ["p"], inits, passes=False)
+    with pytest.raises(FineTuneError, match="Transpose"):
+        find_head(model.graph)
+
+
+def test_a_1x1_conv_on_a_larger_map_without_pooling_is_not_a_head():
+    """A 1x1 Conv over 2x3 positions feeding Flatten is a convolution, not a dense layer."""
+    rng = np.random.default_rng(14)
+    nodes = [("Conv", ["x", "W", "B"], ["z"]), ("Flatten", ["z"], ["p"])]
+    model = ir_model(nodes, {"x": (None, 3, 2, 3)}, ["p"], {"W": rnd(rng, 4, 3, 1, 1), "B": rnd(rng, 4)})
+    with pytest.raises(FineTuneError, match="no trainable head"):
+        find_head(model.graph)

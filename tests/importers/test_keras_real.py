@@ -235,4 +235,9 @@ def test_keras_applications(tmp_path, name, size):
     """keras.applications models that use operations (MobileNetV3's hard_sigmoid) and
     application layers (ConvNeXt's LayerScale)."""
     model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
-    _check(model, tmp_path, np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32))
+    x = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype(np.float32)
+    _check(model, tmp_path, x)
+    # its head fine-tunes to a new class count (MobileNetV3: 1x1 convs on the pooled map)
+    tuner = fastcnn.FineTuner(fastcnn.load(str(tmp_path / "m.keras")), num_classes=3, seed=0)
+    tuner.fit(x, np.array([0, 1, 2, 1]), epochs=1, batch_size=2, progress=False)
+    assert tuner.predict(x).shape == (4, 3)
