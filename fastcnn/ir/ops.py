@@ -184,7 +184,7 @@ OPS = {
                            attrs={"blocksize": Attr("int"), "mode": Attr("str", "DCR")}, doc="DCR and CRD"),
     "SpaceToDepth": OpSpec(shapes.space_to_depth, fold.space_to_depth,
                            attrs={"blocksize": Attr("int")}, doc=""),
-    "ReduceMean": _reduce("any axes, keepdims"),
+    "ReduceMean": _reduce("any axes, keepdims; over the spatial axes, a GlobalAveragePool"),
     "ReduceSum": _reduce("any axes, keepdims"),
     "ReduceMax": _reduce("any axes, keepdims"),
     "ReduceMin": _reduce("any axes, keepdims"),

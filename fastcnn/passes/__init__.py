@@ -10,6 +10,7 @@ from fastcnn.passes.constants import fold_constants
 from fastcnn.passes.dead_nodes import remove_dead_nodes
 from fastcnn.passes.fusion import fuse_activation, fuse_residual_add
 from fastcnn.passes.identity import remove_identities
+from fastcnn.passes.spatial_mean import spatial_mean_to_pool
 from fastcnn.passes.swish import fuse_swish
 from fastcnn.passes.transposes import fold_transposes
 
@@ -18,6 +19,7 @@ PIPELINE = [
     remove_identities,
     fold_constants,
     fuse_compare_where,
+    spatial_mean_to_pool,
     remove_dead_nodes,
     fold_batchnorm,
     fuse_swish,
