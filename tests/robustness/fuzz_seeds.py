@@ -235,6 +235,50 @@ def _keras_layers(rng):
     return layers, weights
 
 
+def _keras3_ops_layers(rng):
+    """A Keras 3 functional CNN calling operations on Keras tensors (x + 3.0, relu6, a
+    __numpy__ constant, mean, x[:, 1:3], reshape), as (config layers, weights per layer)."""
+    def tensor(name):
+        return {"class_name": "__keras_tensor__",
+                "config": {"shape": None, "dtype": "float32", "keras_history": [name, 0, 0]}}
+
+    def entry(cls, name, args, module="keras.layers", **cfg):
+        e = {"module": module, "class_name": cls, "config": {"name": name, **cfg},
+             "registered_name": cls if module.startswith("keras.src.ops") else None, "name": name,
+             "inbound_nodes": [{"args": args, "kwargs": {}}] if args else []}
+        return e
+
+    policy = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"},
+              "registered_name": None}
+    numpy_ops, nn_ops = "keras.src.ops.numpy", "keras.src.ops.nn"
+    layers = [
+        entry("InputLayer", "input_1", None, batch_shape=[None, 8, 8, 3], dtype="float32",
+              sparse=False, ragged=False),
+        entry("Conv2D", "conv", [tensor("input_1")], trainable=True, dtype=policy, filters=4,
+              kernel_size=[3, 3], strides=[1, 1], padding="same", data_format="channels_last",
+              dilation_rate=[1, 1], groups=1, activation="linear", use_bias=True),
+        entry("Add", "add", [tensor("conv"), 3.0], module=numpy_ops),
+        entry("Relu6", "relu6", [tensor("add")], module=nn_ops),
+        entry("Multiply", "multiply", [tensor("relu6"),
+                                       {"class_name": "__numpy__",
+                                        "config": {"value": [0.5, 1.0, 1.5, 2.0], "dtype": "float32"}}],
+              module=numpy_ops),
+        entry("GetItem", "get_item", [tensor("multiply"),
+                                      [{"class_name": "__slice__", "config": {"start": None, "stop": None, "step": None}},
+                                       {"class_name": "__slice__", "config": {"start": 1, "stop": 7, "step": 2}}]],
+              module=numpy_ops),
+        entry("Mean", "mean", [tensor("get_item")], module=numpy_ops, axis=[1, 2], keepdims=False),
+        entry("Reshape", "reshape", [tensor("mean")], module=numpy_ops, newshape=[-1, 2, 2]),
+        entry("Flatten", "flatten", [tensor("reshape")], trainable=True, dtype=policy,
+              data_format="channels_last"),
+        entry("Dense", "dense", [tensor("flatten")], trainable=True, dtype=policy, units=3,
+              activation="softmax", use_bias=True),
+    ]
+    weights = {"conv": [("kernel", _w(rng, 3, 3, 3, 4)), ("bias", _w(rng, 4))],
+               "dense": [("kernel", _w(rng, 4, 3)), ("bias", _w(rng, 3))]}
+    return layers, weights
+
+
 def keras_config(layers) -> dict:
     return {"class_name": "Functional",
             "config": {"name": "model", "layers": layers,
@@ -259,20 +303,21 @@ def layer_names(config, weights) -> list:
     return names + [n for n in weights if n not in names]
 
 
-def write_keras_h5(path: str, config: dict, weights: dict) -> None:
-    """Keras 2 HDF5 layout: attrs model_config (JSON), keras_version, backend; group
-    model_weights/<layer>/<layer>/<weight> with layer_names / weight_names attributes."""
+def write_keras_h5(path: str, config: dict, weights: dict, version: str = "2.15.0") -> None:
+    """Keras 2 HDF5 layout (also Keras 3's legacy .h5): attrs model_config (JSON),
+    keras_version, backend; group model_weights/<layer>/<layer>/<weight> with layer_names /
+    weight_names attributes."""
     import h5py
 
     with h5py.File(path, "w") as f:
         f.attrs["model_config"] = json.dumps(config)
-        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["keras_version"] = version
         f.attrs["backend"] = "tensorflow"
         mw = f.create_group("model_weights")
         names = layer_names(config, weights)
         mw.attrs["layer_names"] = np.array([n.encode() for n in names])
         mw.attrs["backend"] = "tensorflow"
-        mw.attrs["keras_version"] = "2.15.0"
+        mw.attrs["keras_version"] = version
         for n in names:
             g = mw.create_group(n)
             ws = weights.get(n, [])
@@ -353,6 +398,25 @@ def h5_seeds(tmp_dir: str) -> dict:
     write_keras_v3(p, cfg, weights)
     with open(p, "rb") as f:
         out["functional.keras"] = f.read()
+    # Keras 3 operations: .keras names their modules, the legacy .h5 drops them
+    ops_layers, ops_weights = _keras3_ops_layers(rng)
+    ops_cfg = {"module": "keras.src.models.functional", "class_name": "Functional",
+               "registered_name": "Functional",
+               "config": {"name": "model", "layers": ops_layers, "input_layers": ["input_1", 0, 0],
+                          "output_layers": ["dense", 0, 0]}}
+    p = os.path.join(tmp_dir, "seed_ops.keras")
+    write_keras_v3(p, ops_cfg, ops_weights)
+    with open(p, "rb") as f:
+        out["operations.keras"] = f.read()
+    legacy = json.loads(json.dumps(ops_cfg))
+    for lay in legacy["config"]["layers"]:
+        lay.pop("module", None)
+        lay.pop("registered_name", None)
+    p = os.path.join(tmp_dir, "seed_ops.h5")
+    write_keras_h5(p, legacy, {n: [(f"{w}", a) for w, a in ws] for n, ws in ops_weights.items()},
+                   version="3.15.1")
+    with open(p, "rb") as f:
+        out["operations.h5"] = f.read()
     return out
 
 

@@ -53,7 +53,9 @@ def test_seed_corpus_loads_and_runs(tmp_path):
     import fastcnn
     import fuzz_seeds
 
-    for target in ("onnx", "fcnn"):
+    import importlib.util
+    targets = ("onnx", "fcnn") + (("h5",) if importlib.util.find_spec("h5py") else ())
+    for target in targets:
         for name, data in fuzz_seeds.seed_files(target, str(tmp_path)).items():
             path = tmp_path / ("s-" + name)
             path.write_bytes(data)
