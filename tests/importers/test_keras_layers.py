@@ -477,21 +477,31 @@ def test_zero_padding_and_cropping(fmt, tmp_path):
     assert_close(gs, xv[:, 1:-1, 2:-2])
 
 
-def bilinear_half_pixel(x, fh, fw):
-    """NHWC bilinear upsampling with half-pixel centres (tf.image.resize, antialias off)."""
+def bilinear_half_pixel(x, fh, fw, size=None):
+    """NHWC bilinear resize with half-pixel centres (tf.image.resize, antialias off): by the
+    factors (fh, fw), or to size (out_h, out_w)."""
     n, h, w, c = x.shape
+    out_h, out_w = size or (h * fh, w * fw)
 
-    def axis_weights(size, f):
-        out = np.zeros((size * f, size))
-        for o in range(size * f):
-            src = min(max((o + 0.5) / f - 0.5, 0), size - 1)
+    def axis_weights(size, out_len):
+        out = np.zeros((out_len, size))
+        for o in range(out_len):
+            src = min(max((o + 0.5) * size / out_len - 0.5, 0), size - 1)
             lo = int(math.floor(src))
             hi = min(lo + 1, size - 1)
             out[o, lo] += 1 - (src - lo)
             out[o, hi] += src - lo
         return out
 
-    return np.einsum("ph,nhwc,qw->npqc", axis_weights(h, fh), x.astype(np.float64), axis_weights(w, fw))
+    return np.einsum("ph,nhwc,qw->npqc", axis_weights(h, out_h), x.astype(np.float64), axis_weights(w, out_w))
+
+
+def nearest_half_pixel(x, size):
+    """NHWC nearest resize as tf.image.resize computes it: source floor((o + 0.5) * in / out)."""
+    h, w = x.shape[1:3]
+    rows = np.minimum(np.floor((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
+    cols = np.minimum(np.floor((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
+    return x[:, rows][:, :, cols]
 
 
 @needs_resize
@@ -506,6 +516,73 @@ def test_upsampling(fmt, tmp_path):
     _, (ga, gb) = load_run(net, tmp_path, [a, b], {"img": xv})
     assert_close(ga, np.repeat(np.repeat(xv, 2, axis=1), 3, axis=2))
     assert_close(gb, bilinear_half_pixel(xv, 2, 2))
+
+
+@needs_resize
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_resizing_center_crop_and_unit_normalization(fmt, tmp_path):
+    net = Net(fmt)
+    x = net.input("img", (6, 4, 2))
+    cfgs = [dict(height=9, width=7, interpolation="bilinear"), dict(height=4, width=3, interpolation="bilinear"),
+            dict(height=9, width=7, interpolation="nearest"), dict(height=4, width=3, interpolation="nearest"),
+            dict(height=2, width=2, interpolation="bilinear", crop_to_aspect_ratio=True),
+            dict(height=3, width=5, interpolation="nearest", crop_to_aspect_ratio=True),
+            dict(height=5, width=4, interpolation="nearest", crop_to_aspect_ratio=True)]
+    outs = [net.add("Resizing", f"resizing_{i}", [x], **cfg) for i, cfg in enumerate(cfgs)]
+    outs.append(net.add("CenterCrop", "center_crop", [x], height=3, width=2))
+    outs.append(net.add("UnitNormalization", "unit_norm", [x], axis=-1))
+    outs.append(net.add("UnitNormalization", "unit_norm_hw", [x], axis=[1, 2]))
+    xv = rnd(2, 6, 4, 2, seed=5)
+    _, got = load_run(net, tmp_path, outs, {"img": xv})
+
+    def resize(v, cfg):
+        size = (cfg["height"], cfg["width"])
+        if cfg.get("crop_to_aspect_ratio"):
+            h, w = v.shape[1:3]
+            ch, cw = min(h, int(w * size[0] / size[1])), min(w, int(h * size[1] / size[0]))
+            v = v[:, (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+        if cfg["interpolation"] == "bilinear":
+            return bilinear_half_pixel(v, 0, 0, size)
+        return nearest_half_pixel(v, size)
+
+    refs = [resize(xv, cfg) for cfg in cfgs]
+    refs.append(xv[:, 1:4, 1:3])
+    refs.append(xv / np.sqrt(np.maximum((xv.astype(np.float64) ** 2).sum(-1, keepdims=True), 1e-12)))
+    refs.append(xv / np.sqrt(np.maximum((xv.astype(np.float64) ** 2).sum((1, 2), keepdims=True), 1e-12)))
+    for i, (g, r) in enumerate(zip(got, refs)):
+        assert_close(g, r, f"output {i}")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_random_augmentation_layers_pass_through(fmt, tmp_path):
+    """Keras' data augmentation layers (often inside the model, as Keras' tutorials put them)
+    do nothing at inference."""
+    net = Net(fmt)
+    x = net.input("img", (5, 4, 3))
+    y = net.add("RandomFlip", "flip", [x], mode="horizontal", seed=None)
+    y = net.add("RandomRotation", "rotation", [y], factor=0.1, fill_mode="reflect", interpolation="bilinear")
+    y = net.add("RandomZoom", "zoom", [y], height_factor=0.2, width_factor=None)
+    y = net.add("RandomContrast", "contrast", [y], factor=0.3)
+    y = net.add("RandomTranslation", "translation", [y], height_factor=0.1, width_factor=0.1)
+    xv = rnd(2, 5, 4, 3, seed=6)
+    _, (got,) = load_run(net, tmp_path, [y], {"img": xv})
+    assert_close(got, xv)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("cls,cfg,words", [
+    ("RandomCrop", dict(height=2, width=2), "RandomCrop"),             # Keras 2 crops at inference
+    ("Resizing", dict(height=3, width=3, interpolation="bicubic"), "bicubic"),
+    ("Resizing", dict(height=3, width=3, interpolation="bilinear", antialias=True), "antialias"),
+    ("CenterCrop", dict(height=8, width=2), "smaller"),
+])
+def test_resizing_layers_refused(fmt, tmp_path, cls, cfg, words):
+    net = Net(fmt)
+    x = net.input("img", (6, 4, 2))
+    y = net.add(cls, "the_layer", [x], **cfg)
+    path = net.save(tmp_path / f"m.{fmt}", [y])
+    with pytest.raises(fastcnn.UnsupportedOpError, match=words):
+        fastcnn.load(path)
 
 
 # ----------------------------------------------------------------------------- merging

@@ -591,8 +591,8 @@ def layer_scale(layer: Layer, xs):
 
 
 def identity_layer(layer: Layer, xs):
-    """Dropout, noise and regularisation layers: nothing happens at inference, whatever their
-    options (rate, noise_shape, data_format, ...)."""
+    """Dropout, noise, regularisation and random augmentation layers: nothing happens at
+    inference, whatever their options (rate, noise_shape, factor, data_format, ...)."""
     layer.ignore_options()
     return [_one(layer, xs)]
 
@@ -662,6 +662,74 @@ def cropping(rank):
                              b.ints(f"{layer.base}/axes", ir_axes)], layer.base)
         return [KTensor(y, tuple(shape), x.perm)]
     return convert
+
+
+def _resize_to(layer: Layer, x_ir: str, size, mode: str, base: str) -> str:
+    """Resize an IR (N, C, H, W) value to `size` (h, w) as Keras' image resize computes it
+    without antialiasing: bilinear with half-pixel centers; nearest taking floor((o + 0.5) *
+    in / out), TensorFlow's half-pixel nearest (PyTorch's nearest-exact)."""
+    attrs = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"} if mode == "bilinear" else \
+        {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn", "nearest_mode": "floor"}
+    attrs["axes"] = [2, 3]
+    return layer.b.emit("Resize", [x_ir, "", "", layer.b.ints(f"{base}/sizes", list(size))], base, attrs)
+
+
+def _static_spatial(layer: Layer, spatial, what):
+    if any(d is None for d in spatial):
+        layer.refuse(f"{what} needs the input's height and width known, got {list(spatial)}")
+    return spatial
+
+
+def resizing(layer: Layer, xs):
+    """Keras' Resizing: bilinear or nearest, optionally cropping the input's centre to the
+    target's aspect ratio first (crop_to_aspect_ratio)."""
+    x_ir, df, c, spatial = _spatial_input(layer, xs, 2)
+    size = (layer.ints("height", 1)[0], layer.ints("width", 1)[0])
+    mode = layer.choice("interpolation", ("nearest", "bilinear"), "bilinear")
+    if layer.flag("antialias", False):
+        layer.refuse("antialias=True is not supported")
+    if layer.flag("pad_to_aspect_ratio", False):
+        layer.refuse("pad_to_aspect_ratio=True is not supported")
+    layer.get("fill_mode", None), layer.get("fill_value", None)   # pad_to_aspect_ratio's only
+    src = x_ir.value
+    if layer.flag("crop_to_aspect_ratio", False):
+        h, w = _static_spatial(layer, spatial, "crop_to_aspect_ratio")
+        ch, cw = min(h, int(w * size[0] / size[1])), min(w, int(h * size[1] / size[0]))
+        src = _crop_hw(layer, src, (h - ch) // 2, (w - cw) // 2, ch, cw, f"{layer.base}/crop")
+    y = _resize_to(layer, src, size, mode, layer.base)
+    return [_spatial_output(y, df, xs[0].shape[0], c, size)]
+
+
+def center_crop(layer: Layer, xs):
+    """Keras' CenterCrop of an input at least as large as the target: rows and columns from
+    (h - height) // 2 and (w - width) // 2."""
+    x_ir, df, c, spatial = _spatial_input(layer, xs, 2)
+    size = (layer.ints("height", 1)[0], layer.ints("width", 1)[0])
+    h, w = _static_spatial(layer, spatial, "CenterCrop")
+    if h < size[0] or w < size[1]:
+        layer.refuse(f"an input of {h}x{w} smaller than the {size[0]}x{size[1]} crop (Keras "
+                     f"resizes it) is not supported")
+    y = _crop_hw(layer, x_ir.value, (h - size[0]) // 2, (w - size[1]) // 2, size[0], size[1], layer.base)
+    return [_spatial_output(y, df, xs[0].shape[0], c, size)]
+
+
+def _crop_hw(layer: Layer, x_ir: str, top: int, left: int, h: int, w: int, base: str) -> str:
+    """Rows top..top+h and columns left..left+w of an IR (N, C, H, W) value."""
+    b = layer.b
+    return b.emit("Slice", [x_ir, b.ints(f"{base}/starts", [top, left]), b.ints(f"{base}/ends", [top + h, left + w]),
+                            b.ints(f"{base}/axes", [2, 3])], base)
+
+
+def unit_normalization(layer: Layer, xs):
+    """Keras' UnitNormalization: x / sqrt(max(sum(x^2 over axis), 1e-12))."""
+    x = _one(layer, xs)
+    axes = _norm_axes(layer, "axis", x.rank)
+    b, base = layer.b, layer.base
+    ss = b.emit("ReduceSumSquare", [x.value, b.ints(f"{base}/axes", sorted(x.ir_axis(a) for a in axes))],
+                f"{base}/sum_squares", {"keepdims": 1})
+    floor = b.emit("Max", [ss, b.const(f"{base}/eps", np.array(1e-12, np.float32))], f"{base}/floor")
+    norm = b.emit("Sqrt", [floor], f"{base}/norm")
+    return [KTensor(b.emit("Div", [x.value, norm], base), x.shape, x.perm)]
 
 
 def upsampling2d(layer: Layer, xs):
@@ -762,6 +830,7 @@ LAYERS = {
     "Dropout": identity_layer, "SpatialDropout1D": identity_layer, "SpatialDropout2D": identity_layer,
     "SpatialDropout3D": identity_layer, "GaussianNoise": identity_layer, "GaussianDropout": identity_layer,
     "AlphaDropout": identity_layer, "ActivityRegularization": identity_layer,
+    "Resizing": resizing, "CenterCrop": center_crop, "UnitNormalization": unit_normalization,
     "ZeroPadding1D": zero_padding(1), "ZeroPadding2D": zero_padding(2),
     "Cropping1D": cropping(1), "Cropping2D": cropping(2),
     "UpSampling2D": upsampling2d,
@@ -769,6 +838,15 @@ LAYERS = {
     "Average": merge(None, "Mean"), "Maximum": merge("Max", "Max"), "Minimum": merge("Min", "Min"),
     "Concatenate": concatenate,
 }
+# Random augmentation layers: identity at inference in Keras 2 and 3 (RandomCrop is not: Keras 2
+# resizes and crops at inference, Keras 3 passes the input through)
+LAYERS.update({name: identity_layer for name in (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation",
+    "RandomBrightness", "RandomHeight", "RandomWidth", "RandomColorDegeneration",
+    "RandomColorJitter", "RandomElasticTransform", "RandomErasing", "RandomGaussianBlur",
+    "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPerspective", "RandomPosterization",
+    "RandomSaturation", "RandomSharpness", "RandomShear", "Solarization", "AugMix", "CutMix",
+    "MixUp", "RandAugment")})
 # Keras 1/2 aliases of the same layers
 LAYERS.update({
     "Convolution1D": LAYERS["Conv1D"], "Convolution2D": LAYERS["Conv2D"],
