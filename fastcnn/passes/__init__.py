@@ -10,6 +10,7 @@ from fastcnn.passes.constants import fold_constants
 from fastcnn.passes.dead_nodes import remove_dead_nodes
 from fastcnn.passes.fusion import fuse_activation, fuse_residual_add
 from fastcnn.passes.identity import remove_identities
+from fastcnn.passes.pad_conv import fold_pad_into_window
 from fastcnn.passes.spatial_mean import spatial_mean_to_pool
 from fastcnn.passes.swish import fuse_swish
 from fastcnn.passes.transposes import fold_transposes
@@ -20,6 +21,7 @@ PIPELINE = [
     fold_constants,
     fuse_compare_where,
     spatial_mean_to_pool,
+    fold_pad_into_window,
     remove_dead_nodes,
     fold_batchnorm,
     fuse_swish,
