@@ -21,7 +21,7 @@ count.
 """
 from cython.parallel cimport prange, threadid
 
-from fastcnn._kernels.step cimport Step
+from fastcnn._kernels.step cimport Step, threads_for
 from fastcnn._kernels.simd cimport *
 from fastcnn._kernels.simd_extra cimport vf8_transpose8, vf8_max_nan, vf8_nan_seen, vf8_nan_where
 from libc.math cimport INFINITY
@@ -1109,6 +1109,37 @@ cdef class MaxPoolBlockedStep(Step):
 
 
 # ----------------------------------------------------------------------------- global pool
+cdef class ChannelScaleBlockedStep(Step):
+    """out = x * s with s broadcast over the pixels: x and out flat blocked (n, c, hw), s (n, c)
+    or (1, c) contiguous (one factor per image and channel, or per channel): the
+    squeeze-and-excitation scaling of MobileNetV3 and EfficientNet, on blocked tensors so the
+    convolutions around it stay blocked. out may be x."""
+    cdef const float[::1] x
+    cdef const float[::1] s
+    cdef float[::1] out
+    cdef Py_ssize_t n, c, hw, s_step
+
+    def __init__(self, const float[::1] x, const float[::1] s, float[::1] out, Py_ssize_t n,
+                 Py_ssize_t c, Py_ssize_t hw, bint per_image):
+        if c % 8 or hw < 1 or x.shape[0] != n * c * hw or out.shape[0] != n * c * hw or \
+                s.shape[0] != (n if per_image else 1) * c:
+            raise ValueError("ChannelScaleBlockedStep: shapes do not fit")
+        self.x, self.s, self.out, self.n, self.c, self.hw = x, s, out, n, c, hw
+        self.s_step = c if per_image else 0
+
+    cdef void run(self) noexcept nogil:
+        cdef Py_ssize_t blocks = self.n * (self.c // 8), t, p, base
+        cdef int nt = threads_for(blocks * self.hw * 8, self.num_threads)
+        cdef vf8 f
+        if blocks == 0:
+            return
+        for t in prange(blocks, num_threads=nt, schedule="static"):
+            f = vf8_load(&self.s[(t // (self.c // 8)) * self.s_step + (t % (self.c // 8)) * 8])
+            base = t * self.hw * 8
+            for p in range(self.hw):
+                vf8_store(&self.out[base + p * 8], vf8_mul(vf8_load(&self.x[base + p * 8]), f))
+
+
 cdef class GlobalAvgBlockedStep(Step):
     """out (n, c) = mean over the hw pixels of x, flat blocked (n, c, hw); pixels summed in
     order per lane, then divided by hw."""

@@ -73,6 +73,6 @@ def assign_layouts(graph, run_nodes, inferred, attrs_of, rules=None) -> set:
 
 def layout_rules() -> dict:
     """op -> rule, gathered from the kernel modules that have blocked kernels."""
-    from fastcnn.runtime import k_conv, k_pool
+    from fastcnn.runtime import k_conv, k_eltwise, k_pool
     return {"Conv": k_conv.conv_layouts, "MaxPool": k_pool.pool_layouts,
-            "GlobalAveragePool": k_pool.global_pool_layouts}
+            "GlobalAveragePool": k_pool.global_pool_layouts, "Mul": k_eltwise.scale_layouts}

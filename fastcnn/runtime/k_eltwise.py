@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastcnn._kernels import eltwise
+from fastcnn._kernels import blocked, eltwise
 from fastcnn.runtime.layout import broadcast_strides, c_strides, collapse, flat
 from fastcnn.runtime.prepare import Prepared
 
@@ -71,9 +71,49 @@ def _binary_step(a, b, out, op_code):
     return eltwise.BinaryStep(flat(a), flat(b), flat(out), cshape, csa, csb, op_code)
 
 
+def _channel_scale_operands(in_types, out_type):
+    """(i, j) when in_types are an (N, C, H, W) tensor i and an (N or 1, C, 1, 1) factor j (the
+    output having i's shape), else None."""
+    if len(in_types) != 2 or any(t is None for t in in_types) or out_type is None:
+        return None
+    for i, j in ((0, 1), (1, 0)):
+        big, small = in_types[i].shape, in_types[j].shape
+        if len(big) == 4 and big == out_type.shape and len(small) == 4 and \
+                small[0] in (1, big[0]) and small[1] == big[1] and small[2:] == (1, 1):
+            return i, j
+    return None
+
+
+def scale_layouts(node, in_types, out_types, attrs, in_blocked, out_blocked) -> bool:
+    """Layout rule (runtime/blocking.py): Mul of an (N, C, H, W) tensor by an (N or 1, C, 1, 1)
+    factor, either order (squeeze-and-excitation), reads and writes the tensor blocked or not;
+    the factor's bytes are the same in either layout. Any other Mul is NCHW only."""
+    if not any(in_blocked) and not any(out_blocked):
+        return True
+    pair = _channel_scale_operands(in_types, out_types[0] if out_types else None)
+    return pair is not None and in_blocked[pair[0]] == out_blocked[0]
+
+
+def _prepare_channel_scale(p, big, small):
+    """out = x * s on blocked tensors (blocked.ChannelScaleBlockedStep)."""
+    n, c, h, w = p.out_types[0].shape
+    per_image = p.in_types[small].shape[0] != 1
+
+    def bind(ins, outs, scale):
+        s = np.ascontiguousarray(ins[small], np.float32).reshape(-1)
+        return blocked.ChannelScaleBlockedStep(ins[big].reshape(-1), s, outs[0].reshape(-1), n, c, h * w,
+                                               per_image)
+
+    return Prepared(bind, inplace=big, flops=p.out_types[0].size)
+
+
 def prepare_binary(p):
-    """Add/Sub/Mul/Div/Pow/Max/Min/Sum/Mean/PRelu; variadic ops chain binary steps into out."""
+    """Add/Sub/Mul/Div/Pow/Max/Min/Sum/Mean/PRelu; variadic ops chain binary steps into out.
+    A Mul by a per-channel factor on a blocked tensor runs as a channel scale."""
     op = p.node.op
+    if op == "Mul" and p.blocked_out(0):
+        big, small = _channel_scale_operands(p.in_types, p.out_types[0])
+        return _prepare_channel_scale(p, big, small)
     n_in = len(p.node.inputs)
     if len(p.out_types[0].shape) > 6:
         p.unsupported("broadcasting over more than 6 dims")

@@ -636,3 +636,68 @@ def test_per_thread_scratch_is_whole_cache_lines():
     assert conv_gemm.gemm_to_blocked_slot(27, 13, 7) % 16 == 0
     for mode in (1, 2):
         assert conv_gemm.gemm_conv_slot(40, 123, 9, 7, mode) % 16 == 0
+
+
+@pytest.mark.parametrize("n,c,h,w,per_image", [(1, 8, 1, 1, True), (2, 24, 7, 5, True), (3, 16, 4, 9, False),
+                                               (2, 64, 17, 16, True)])
+def test_channel_scale_blocked(n, c, h, w, per_image, threads):
+    x = rand(RNG, n, c, h, w)
+    s = rand(RNG, n if per_image else 1, c)
+    out = np.full(x.size, np.nan, np.float32)
+    step = bk.ChannelScaleBlockedStep(to_blocked(x).reshape(-1), s.reshape(-1), out, n, c, h * w, per_image)
+    step.num_threads = threads
+    step()
+    assert_close(from_blocked(out.reshape(x.shape)), x * s[:, :, None, None])
+    inplace = to_blocked(x).reshape(-1).copy()      # out may be x
+    bk.ChannelScaleBlockedStep(inplace, s.reshape(-1), inplace, n, c, h * w, per_image)()
+    np.testing.assert_array_equal(inplace, out)
+
+
+def test_channel_scale_blocked_refuses_bad_shapes():
+    x = np.zeros(2 * 16 * 6, np.float32)
+    with pytest.raises(ValueError):
+        bk.ChannelScaleBlockedStep(x, np.zeros(16, np.float32), x, 2, 16, 6, True)   # s for one image
+    with pytest.raises(ValueError):
+        bk.ChannelScaleBlockedStep(x[:12 * 6 * 2], np.zeros(12, np.float32), x[:12 * 6 * 2], 2, 12, 6, False)
+
+
+def _squeeze_excite_graph(gate_first=False):
+    """expand 1x1 -> depthwise 3x3 -> squeeze-and-excitation (GAP, 1x1 conv + ReLU, 1x1 conv +
+    Sigmoid, Mul) -> project 1x1 -> 1x1 conv -> GAP -> flatten."""
+    rng = np.random.default_rng(9)
+    w = lambda *s: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32)
+    consts = {"we": w(32, 8, 1, 1), "be": rand(rng, 32), "wd": w(32, 1, 3, 3), "bd": rand(rng, 32),
+              "w1": w(8, 32, 1, 1), "b1": rand(rng, 8), "w2": w(32, 8, 1, 1), "b2": rand(rng, 32),
+              "wp": w(16, 32, 1, 1), "bp": rand(rng, 16)}
+    nodes = [
+        ("Conv", ["x", "we", "be"], ["e"], dict(activation="Relu")),
+        ("Conv", ["e", "wd", "bd"], ["d"], dict(pads=[1, 1, 1, 1], group=32, activation="Relu")),
+        ("GlobalAveragePool", ["d"], ["g"], {}),
+        ("Conv", ["g", "w1", "b1"], ["r"], dict(activation="Relu")),
+        ("Conv", ["r", "w2", "b2"], ["gate"], dict(activation="Sigmoid")),
+        ("Mul", ["gate", "d"] if gate_first else ["d", "gate"], ["se"], {}),
+        ("Conv", ["se", "wp", "bp"], ["p"], {}),
+        ("Conv", ["p", "wp2", "bp2"], ["q"], {}),
+        ("GlobalAveragePool", ["q"], ["q1"], {}),
+        ("Flatten", ["q1"], ["y"], {}),
+    ]
+    consts.update(wp2=w(8, 16, 1, 1), bp2=rand(rng, 8))
+    return nodes, consts
+
+
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_squeeze_excite_block_runs_blocked(gate_first, threads):
+    """The Mul of squeeze-and-excitation reads and writes blocked tensors, so the convs around
+    it stay blocked; a Mul of two full tensors does not."""
+    nodes, consts = _squeeze_excite_graph(gate_first)
+    x = rand(RNG, 2, 8, 9, 10)
+    model = ir_model(nodes, {"x": (None, 8, 9, 10)}, ["y"], consts, num_threads=threads)
+    plan = model.plan_for([x.shape])
+    assert {"e", "d", "se", "p"} <= set(plan.blocked)
+    kinds = [type(s).__name__ for s in plan.steps]
+    assert kinds.count("ChannelScaleBlockedStep") == 1
+    assert_close(model.run(None, {"x": x})[0], _nchw_reference(nodes, consts, x, ["y"])[0])
+    square = nodes[:5] + [("Mul", ["d", "d"], ["se"], {})] + nodes[6:]
+    model = ir_model(square, {"x": (None, 8, 9, 10)}, ["y"], consts, num_threads=threads)
+    assert "se" not in model.plan_for([x.shape]).blocked
+    assert_close(model.run(None, {"x": x})[0], _nchw_reference(square, consts, x, ["y"])[0])
