@@ -36,17 +36,14 @@ cdef enum:
     ACT_COUNT = 30
 
 
+# exp_neg_abs(v): exp(-|v|) in (0, 1] within 2 ulp, NaN for NaN, without branches or libm calls
+# so that loops over it vectorise: -|v| = n*ln2 + r with |r| <= ln2/2, exp(r) by Cephes'
+# degree-6 polynomial, 2^n written into the exponent bits (below -87.34 the result flushes to
+# 0). Single precision throughout. Written once, in C (simd_math.h's f32_exp_neg_abs, always
+# inlined: a Cython wrapper around it was left as a call per element), beside the vector
+# version the epilogues use, which must give the same bits.
 cdef extern from "simd_math.h" nogil:
-    float f32_exp_neg_abs(float v)
-
-
-cdef inline float exp_neg_abs(float v) noexcept nogil:
-    """exp(-|v|) in (0, 1] within 2 ulp, NaN for NaN, without branches or libm calls so that
-    loops over it vectorise: -|v| = n*ln2 + r with |r| <= ln2/2, exp(r) by Cephes' degree-6
-    polynomial, 2^n written into the exponent bits (below -87.34 the result flushes to 0).
-    Single precision throughout. Written once, in C (simd_math.h), beside the vector version
-    the epilogues use, which must give the same bits."""
-    return f32_exp_neg_abs(v)
+    float exp_neg_abs "f32_exp_neg_abs" (float v)
 
 
 cdef inline float log1p_unit(float e) noexcept nogil:
