@@ -37,17 +37,7 @@ def spatial_mean_to_pool(graph: Graph) -> Graph:
     if not any(_spatial_mean(graph, n, ranks) for n in graph.nodes):
         return graph
     g = graph.copy()
-    used = {v for n in g.nodes for v in list(n.inputs) + list(n.outputs) + [n.name]} | \
-        set(g.initializers) | {t.name for t in g.inputs}
-
-    def fresh(base):
-        name, k = base, 0
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        return name
-
+    used = g.used_names()
     nodes = []
     for node in g.nodes:
         if not _spatial_mean(g, node, ranks):
@@ -55,8 +45,9 @@ def spatial_mean_to_pool(graph: Graph) -> Graph:
         elif int(node.attrs.get("keepdims", 1)):
             nodes.append(Node("GlobalAveragePool", node.name, [node.inputs[0]], list(node.outputs), {}))
         else:
-            pooled = fresh(f"{node.outputs[0]}/pooled")
-            nodes.append(Node("GlobalAveragePool", fresh(f"{node.name}/pool"), [node.inputs[0]], [pooled], {}))
+            pooled = g.unique_name(f"{node.outputs[0]}/pooled", used)
+            nodes.append(Node("GlobalAveragePool", g.unique_name(f"{node.name}/pool", used), [node.inputs[0]],
+                              [pooled], {}))
             nodes.append(Node("Flatten", node.name, [pooled], list(node.outputs), {"axis": 1}))
     g.nodes = nodes
     return g

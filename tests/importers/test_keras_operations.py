@@ -254,10 +254,10 @@ def _one_op(fmt, tmp_path, cls, args_of, module="keras.src.ops.numpy", kwargs=No
     ("reshape fixing the batch", UnsupportedOpError, "keep the batch"),
     ("ragged constant", ModelFileError, "rectangular"),
     ("shapes that do not broadcast", ModelFileError, "do not match"),
-    ("softmax over the batch", FastCNNError, "batch axis"),
+    ("softmax over the batch", FastCNNError, "batch axis"),   # (the Softmax layer's check in .h5)
     ("slicing the batch", UnsupportedOpError, "batch axis"),
     ("index out of range", ModelFileError, "out of range"),
-    ("float slice bound", ModelFileError, "not an integer"),   # (the Softmax layer's check in .h5)
+    ("float slice bound", ModelFileError, "not an integer"),
 ])
 def test_operations_refused_with_a_message(fmt, tmp_path, case, error, words):
     args = lambda x: [x]  # noqa: E731
