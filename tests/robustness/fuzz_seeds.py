@@ -154,6 +154,31 @@ def onnx_seed_models() -> dict:
         {"w1": _w(rng, 4, 2, 5), "b1": _w(rng, 4), "w2": _w(rng, 4, 4, 3), "b2": _w(rng, 4),
          "w3": _w(rng, 4, 1, 3), "rax": _i64(2), "gw": _w(rng, 4, 3)})
 
+    # An EfficientNet-style block as exporters write it: a zero Pad before a strided conv (TF
+    # 'same'), SiLU as Sigmoid * x, a depthwise conv, squeeze-and-excitation with ReduceMean
+    # (the dynamo exporter's pooling) and a Mul on the blocked tensor, then a spatial mean.
+    seeds["mbconv"] = _onnx_model(
+        [N("Pad", ["x", "zpads"], ["xp"], name="pad"),
+         N("Conv", ["xp", "ws", "bs"], ["c"], name="stem", strides=[2, 2], kernel_shape=[3, 3]),
+         N("Sigmoid", ["c"], ["cs"], name="stem_sig"),
+         N("Mul", ["c", "cs"], ["a"], name="stem_silu"),
+         N("Conv", ["a", "wd", "bd"], ["d"], name="dw", group=16, pads=[1, 1, 1, 1]),
+         N("Relu", ["d"], ["dr"], name="dw_relu"),
+         N("ReduceMean", ["dr", "hw"], ["g"], name="se_mean", keepdims=1),
+         N("Conv", ["g", "w1", "b1"], ["g1"], name="se_reduce"),
+         N("Relu", ["g1"], ["g2"], name="se_relu"),
+         N("Conv", ["g2", "w2", "b2"], ["g3"], name="se_expand"),
+         N("Sigmoid", ["g3"], ["gate"], name="se_gate"),
+         N("Mul", ["dr", "gate"], ["se"], name="se_scale"),
+         N("Conv", ["se", "wp"], ["pj"], name="project"),
+         N("ReduceMean", ["pj", "nhw"], ["m"], name="mean", keepdims=0),
+         N("Gemm", ["m", "gw", "gb"], ["y"], name="fc", transB=1)],
+        {"x": [None, 3, 12, 11]}, ["y"],
+        {"zpads": _i64(0, 0, 0, 0, 0, 0, 1, 1), "ws": _w(rng, 16, 3, 3, 3), "bs": _w(rng, 16),
+         "wd": _w(rng, 16, 1, 3, 3), "bd": _w(rng, 16), "hw": _i64(2, 3), "w1": _w(rng, 8, 16, 1, 1),
+         "b1": _w(rng, 8), "w2": _w(rng, 16, 8, 1, 1), "b2": _w(rng, 16), "wp": _w(rng, 8, 16, 1, 1),
+         "nhw": _i64(-1, -2), "gw": _w(rng, 4, 8), "gb": _w(rng, 4)}, opset=18)
+
     # Old opset forms the importer rewrites (attributes that became inputs, legacy broadcast).
     seeds["legacy"] = _onnx_model(
         [N("Reshape", ["x"], ["r"], name="reshape", shape=[-1, 12]),
