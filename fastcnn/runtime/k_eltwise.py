@@ -99,7 +99,7 @@ def _prepare_channel_scale(p, big, small):
     n, c, h, w = p.out_types[0].shape
     per_image = p.in_types[small].shape[0] != 1
 
-    def bind(ins, outs, scale):
+    def bind(ins, outs, scratch):
         s = np.ascontiguousarray(ins[small], np.float32).reshape(-1)
         return blocked.ChannelScaleBlockedStep(ins[big].reshape(-1), s, outs[0].reshape(-1), n, c, h * w,
                                                per_image)
