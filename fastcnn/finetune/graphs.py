@@ -39,12 +39,8 @@ def _retarget_tail_reshapes(g: Graph, spec: HeadSpec, old_n: int, new_n: int) ->
     class vector per sample, whatever the count."""
     if old_n == new_n or old_n == 1:
         return
-    producer = {o: n for n in g.nodes for o in n.outputs if o}
-    value = spec.output
-    while value != spec.layers[-1].output:
-        node = producer.get(value)
-        if node is None or not node.inputs:
-            return
+    nodes = {n.name: n for n in g.nodes}
+    for node in (nodes[name] for name in spec.tail_nodes):
         if node.op == "Reshape" and len(node.inputs) > 1 and node.inputs[1] in g.initializers:
             shape = np.asarray(g.initializers[node.inputs[1]])
             rest = list(shape.reshape(-1)[1:]) if shape.ndim == 1 and shape.size > 1 else None
@@ -53,7 +49,6 @@ def _retarget_tail_reshapes(g: Graph, spec: HeadSpec, old_n: int, new_n: int) ->
                 new = shape.copy()
                 new[1:][new[1:] == old_n] = new_n
                 node.inputs = [node.inputs[0], g.add_initializer(f"{node.name}_shape", new)]
-        value = node.inputs[0]
 
 
 def tuned_graph(graph: Graph, spec: HeadSpec, weights, biases, labels=None) -> Graph:

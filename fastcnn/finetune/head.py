@@ -88,6 +88,7 @@ class HeadSpec:
                    features are averaged over space first and the conv is a dense layer.
     output:        the model output the head feeds.
     tail:          ops after the head up to that output, e.g. ["Softmax"].
+    tail_nodes:    the names of those nodes, in the same order.
     """
 
     layers: list
@@ -97,6 +98,7 @@ class HeadSpec:
     positions: int = 1
     pool_features: bool = False
     tail: list = field(default_factory=list)
+    tail_nodes: list = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -301,7 +303,8 @@ def _describe(node):
 
 
 def _auto_head(view):
-    """Walk back from the first model output through tail ops to the last dense layer."""
+    """Walk back from the first model output through tail ops to the last dense layer.
+    Returns (layer, output, tail nodes in order)."""
     out = view.output_names[0]
     value, tail = out, []
     while True:
@@ -311,16 +314,16 @@ def _auto_head(view):
         node = view.producer.get(value)
         if node is None:
             view.fail(f"no trainable head found: walking back from output '{out}'"
-                      f"{' through ' + ', '.join(tail) if tail else ''} reached '{value}', "
+                      f"{' through ' + ', '.join(n.op for n in tail) if tail else ''} reached '{value}', "
                       f"which no node computes. A head is a Gemm, a MatMul with a constant 2-D "
                       f"weight (+ Add bias), or a 1x1 Conv before GlobalAveragePool")
         if node.op not in TAIL_OPS and not _unit_transpose(view, node):
             view.fail(f"no trainable head found: walking back from output '{out}'"
-                      f"{' through ' + ', '.join(tail) if tail else ''} reached node "
+                      f"{' through ' + ', '.join(n.op for n in tail) if tail else ''} reached node "
                       f"{_describe(node)}, which is neither a dense layer (Gemm, MatMul with a "
                       f"constant 2-D weight (+ Add bias), 1x1 Conv before GlobalAveragePool or on a 1x1 map) nor "
                       f"one of {', '.join(TAIL_OPS)}; name the head with head=...")
-        tail.insert(0, node.op)
+        tail.insert(0, node)
         value = node.inputs[0]
 
 
@@ -354,7 +357,7 @@ def _named_head(view, name):
             p = view.producer.get(v)
             if p is None or not p.inputs:
                 break
-            tail.insert(0, p.op)
+            tail.insert(0, p)
             v = p.inputs[0]
         if v == value:
             return layer, out, tail
@@ -410,7 +413,8 @@ def find_head(graph: Graph, head: str | None = None, train_layers: int = 1) -> H
                       f"has no gradient for ({', '.join(a for a in TRAINABLE_ACTIVATIONS if a)})")
     features = layers[0].input
     fshape = tuple(view.types[features].shape[1:])
-    spec = HeadSpec(layers, features, fshape, output, tail=tail)
+    spec = HeadSpec(layers, features, fshape, output, tail=[n.op for n in tail],
+                    tail_nodes=[n.name for n in tail])
     if last.pooled:
         positions = int(np.prod(fshape[1:], dtype=np.int64))
         if last.activation == "" and positions > 1:
