@@ -19,7 +19,7 @@ from fastcnn.importers.keras.builder import (KTensor, channels_first_perm, ident
                                              keras_const)
 from fastcnn.importers.keras.layer import Layer
 
-INT64_MAX = (1 << 63) - 1
+INT64_MAX, INT64_MIN = (1 << 63) - 1, -(1 << 63)   # open slice ends, as ONNX Slice takes them
 KERAS_EPSILON = 1e-7   # keras.backend.epsilon(), used by Normalization
 
 
@@ -57,6 +57,18 @@ def _spatial_output(value: str, df: str, n, c, spatial) -> KTensor:
 
 def _fmt(shape) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def slice_axes(layer: Layer, x: KTensor, ranges: dict, base: str) -> KTensor:
+    """One Slice of x as it is laid out: ranges maps Keras axes to (start, stop, step) as
+    Python's slice reads them (INT64_MAX / INT64_MIN for open ends); other axes are kept.
+    Dims of unknown size stay unknown."""
+    b = layer.b
+    cols = zip(*((start, stop, x.ir_axis(a), step) for a, (start, stop, step) in sorted(ranges.items())))
+    ins = [x.value] + [b.ints(f"{base}/{n}", list(v)) for n, v in zip(("starts", "ends", "axes", "steps"), cols)]
+    shape = tuple(d if i not in ranges or d is None else len(range(*slice(*ranges[i]).indices(d)))
+                  for i, d in enumerate(x.shape))
+    return KTensor(b.emit("Slice", ins, base), shape, x.perm)
 
 
 def _out_len(size, k, s, d, padding):
@@ -648,19 +660,11 @@ def cropping(rank):
         x = _one(layer, xs)
         pairs = _pairs(layer, "cropping", rank)
         axes = _spatial_axes(layer, x, rank)
-        starts, ends, ir_axes = [], [], []
-        shape = list(x.shape)
         for a, (cb, ce) in zip(axes, pairs):
-            if shape[a] is not None and cb + ce >= shape[a]:
-                layer.fail(f"cropping {cb}+{ce} removes all {shape[a]} positions of axis {a}")
-            starts.append(cb)
-            ends.append(-ce if ce else INT64_MAX)
-            ir_axes.append(x.ir_axis(a))
-            shape[a] = None if shape[a] is None else shape[a] - cb - ce
-        b = layer.b
-        y = b.emit("Slice", [x.value, b.ints(f"{layer.base}/starts", starts), b.ints(f"{layer.base}/ends", ends),
-                             b.ints(f"{layer.base}/axes", ir_axes)], layer.base)
-        return [KTensor(y, tuple(shape), x.perm)]
+            if x.shape[a] is not None and cb + ce >= x.shape[a]:
+                layer.fail(f"cropping {cb}+{ce} removes all {x.shape[a]} positions of axis {a}")
+        ranges = {a: (cb, -ce if ce else INT64_MAX, 1) for a, (cb, ce) in zip(axes, pairs)}
+        return [slice_axes(layer, x, ranges, layer.base)]
     return convert
 
 
@@ -695,7 +699,7 @@ def resizing(layer: Layer, xs):
     if layer.flag("crop_to_aspect_ratio", False):
         h, w = _static_spatial(layer, spatial, "crop_to_aspect_ratio")
         ch, cw = min(h, int(w * size[0] / size[1])), min(w, int(h * size[1] / size[0]))
-        src = _crop_hw(layer, src, (h - ch) // 2, (w - cw) // 2, ch, cw, f"{layer.base}/crop")
+        src = _crop_hw(layer, x_ir, (h - ch) // 2, (w - cw) // 2, ch, cw, f"{layer.base}/crop")
     y = _resize_to(layer, src, size, mode, layer.base)
     return [_spatial_output(y, df, xs[0].shape[0], c, size)]
 
@@ -709,15 +713,14 @@ def center_crop(layer: Layer, xs):
     if h < size[0] or w < size[1]:
         layer.refuse(f"an input of {h}x{w} smaller than the {size[0]}x{size[1]} crop (Keras "
                      f"resizes it) is not supported")
-    y = _crop_hw(layer, x_ir.value, (h - size[0]) // 2, (w - size[1]) // 2, size[0], size[1], layer.base)
+    y = _crop_hw(layer, x_ir, (h - size[0]) // 2, (w - size[1]) // 2, size[0], size[1], layer.base)
     return [_spatial_output(y, df, xs[0].shape[0], c, size)]
 
 
-def _crop_hw(layer: Layer, x_ir: str, top: int, left: int, h: int, w: int, base: str) -> str:
-    """Rows top..top+h and columns left..left+w of an IR (N, C, H, W) value."""
-    b = layer.b
-    return b.emit("Slice", [x_ir, b.ints(f"{base}/starts", [top, left]), b.ints(f"{base}/ends", [top + h, left + w]),
-                            b.ints(f"{base}/axes", [2, 3])], base)
+def _crop_hw(layer: Layer, x_ir: KTensor, top: int, left: int, h: int, w: int, base: str) -> str:
+    """Rows top..top+h and columns left..left+w of x_ir, laid out (N, C, H, W) in the IR."""
+    return slice_axes(layer, x_ir, {x_ir.perm[2]: (top, top + h, 1), x_ir.perm[3]: (left, left + w, 1)},
+                      base).value
 
 
 def unit_normalization(layer: Layer, xs):

@@ -22,8 +22,8 @@ import numpy as np
 from fastcnn.importers.keras.activations import COMMON, KERAS3
 from fastcnn.importers.keras.builder import KTensor, identity_perm, keras_const
 from fastcnn.importers.keras.layer import Layer
-from fastcnn.importers.keras.layers import (LAYERS, _fmt, _norm_axes, broadcast_shapes, reshape_to,
-                                            softmax_layer)
+from fastcnn.importers.keras.layers import (INT64_MAX, INT64_MIN, LAYERS, _fmt, _norm_axes,
+                                            broadcast_shapes, reshape_to, slice_axes, softmax_layer)
 from fastcnn.importers.keras.layers import concatenate as concatenate_layer
 
 OPS_MODULE = re.compile(r"^keras\.(src\.)?ops(\.|$)")
@@ -187,9 +187,6 @@ def transpose(layer: Layer, args):
     return [x.transposed(tuple(int(a) for a in axes))]
 
 
-INT64_MAX, INT64_MIN = (1 << 63) - 1, -(1 << 63)
-
-
 def get_item(layer: Layer, args):
     """x[key]: slices (any step), integer indices, None (a new axis) and one Ellipsis, as numpy
     reads them; the batch axis must be kept whole. One Slice on x as laid out, then the
@@ -212,11 +209,11 @@ def get_item(layer: Layer, args):
         key[i:i + 1] = [slice(None)] * (x.rank - used)
     key += [slice(None)] * (x.rank - sum(1 for k in key if k is not None))
     ranges = {}                    # Keras axis -> (start, stop, step), ONNX Slice's encoding
-    shape, drop, new, a = [], [], [], 0
+    drop, new, a, out_axis = [], [], 0, 0
     for k in key:
         if k is None:
-            new.append(len(shape))
-            shape.append(1)
+            new.append(out_axis)
+            out_axis += 1
             continue
         d = x.shape[a]
         if isinstance(k, slice):
@@ -228,7 +225,7 @@ def get_item(layer: Layer, args):
             if k != slice(None):
                 ranges[a] = ((0 if step > 0 else INT64_MAX) if k.start is None else k.start,
                              (INT64_MAX if step > 0 else INT64_MIN) if k.stop is None else k.stop, step)
-            shape.append(None if d is None else len(range(*slice(*ranges.get(a, (0, d, 1))).indices(d))))
+            out_axis += 1
         else:
             if a == 0:
                 layer.refuse("indexing the batch axis is not supported")
@@ -238,28 +235,34 @@ def get_item(layer: Layer, args):
             ranges[a] = (k, INT64_MAX if k == -1 else k + 1, 1)
             drop.append(a)
         a += 1
-    b = layer.b
     t = x
     if ranges:
-        cols = list(zip(*((s0, s1, x.ir_axis(ax), st) for ax, (s0, s1, st) in sorted(ranges.items()))))
-        ins = [x.value] + [b.ints(f"{layer.base}/{n}", v) for n, v in zip(("starts", "ends", "axes", "steps"), cols)]
-        sliced = tuple(1 if i in drop else d if i not in ranges or d is None
-                       else len(range(*slice(*ranges[i]).indices(d))) for i, d in enumerate(x.shape))
-        last = not drop and not new
-        t = KTensor(b.emit("Slice", ins, layer.base if last else f"{layer.base}/slice"), sliced, x.perm)
+        t = slice_axes(layer, x, ranges, layer.base if not drop and not new else f"{layer.base}/slice")
     if drop:
-        t = b.keras_order(t)
-        kept = tuple(d for i, d in enumerate(t.shape) if i not in drop)
-        y = b.emit("Squeeze", [t.value, b.ints(f"{layer.base}/drop", drop)],
-                   layer.base if not new else f"{layer.base}/squeeze")
-        t = KTensor(y, kept, identity_perm(len(kept)))
+        t = _drop_axes(layer, t, drop, layer.base if not new else f"{layer.base}/squeeze")
     if new:
-        t = b.keras_order(t)
-        y = b.emit("Unsqueeze", [t.value, b.ints(f"{layer.base}/new", new)], layer.base)
-        t = KTensor(y, tuple(shape), identity_perm(len(shape)))
+        t = _insert_axes(layer, t, new, layer.base)
     if t is x:
-        t = b.unary("Identity", x, layer.base)
+        t = layer.b.unary("Identity", x, layer.base)
     return [t]
+
+
+def _drop_axes(layer: Layer, x: KTensor, axes, base: str) -> KTensor:
+    """x without its size-1 Keras `axes` (a Squeeze in Keras order)."""
+    x = layer.b.keras_order(x)
+    y = layer.b.emit("Squeeze", [x.value, layer.b.ints(f"{base}/axes", sorted(axes))], base)
+    shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return KTensor(y, shape, identity_perm(len(shape)))
+
+
+def _insert_axes(layer: Layer, x: KTensor, axes, base: str) -> KTensor:
+    """x with size-1 axes at `axes` of the result (an Unsqueeze in Keras order)."""
+    x = layer.b.keras_order(x)
+    y = layer.b.emit("Unsqueeze", [x.value, layer.b.ints(f"{base}/axes", sorted(axes))], base)
+    shape = list(x.shape)
+    for a in sorted(axes):
+        shape.insert(a, 1)
+    return KTensor(y, tuple(shape), identity_perm(len(shape)))
 
 
 def expand_dims(layer: Layer, args):
@@ -268,9 +271,7 @@ def expand_dims(layer: Layer, args):
     r = x.rank + 1
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not -r <= v < r or v % r == 0:
         layer.fail(f"'axis'={v!r:.40} is not a non-batch axis of the rank-{r} result")
-    a = int(v) % r
-    y = layer.b.emit("Unsqueeze", [x.value, layer.b.ints(f"{layer.base}/axes", [a])], layer.base)
-    return [KTensor(y, x.shape[:a] + (1,) + x.shape[a:], identity_perm(r))]
+    return [_insert_axes(layer, x, [int(v) % r], layer.base)]
 
 
 def squeeze(layer: Layer, args):
@@ -292,9 +293,7 @@ def squeeze(layer: Layer, args):
                        f"in {_fmt(x.shape)}")
     if not axes:
         return [layer.b.unary("Identity", x, layer.base)]
-    y = layer.b.emit("Squeeze", [x.value, layer.b.ints(f"{layer.base}/axes", axes)], layer.base)
-    shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
-    return [KTensor(y, shape, identity_perm(len(shape)))]
+    return [_drop_axes(layer, x, axes, layer.base)]
 
 
 def concatenate(layer: Layer, args):
