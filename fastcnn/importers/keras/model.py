@@ -335,8 +335,18 @@ def _refs(spec, where, what):
     return [(r[0], int(r[1]), int(r[2])) for r in spec]
 
 
-def _node_inputs(node, where, lname):
-    """The (layer, node, tensor) references a layer call reads, in argument order.
+class _TensorAt:
+    """Where a call's i-th input tensor stands among its arguments (`_parse_call`)."""
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def _parse_call(node, where, lname):
+    """(refs, args) of one layer call: the (layer, node, tensor) references it reads, in
+    argument order, and its positional arguments with each Keras tensor replaced by
+    _TensorAt(i) (tuples as lists, other values as stored; None for a Keras 2 call).
 
     Keras 2: a list of [layer, node, tensor, kwargs]. Keras 3: {"args": [...], "kwargs": {...}}
     whose Keras tensors are {"class_name": "__keras_tensor__", "config": {"keras_history": [...]}}.
@@ -344,50 +354,54 @@ def _node_inputs(node, where, lname):
     if isinstance(node, list):
         if not all(_is_ref(r) for r in node):
             raise ModelFileError(f"{where}: layer '{lname}': invalid inbound node {node!r:.100}")
-        return [(r[0], int(r[1]), int(r[2])) for r in node]
+        return [(r[0], int(r[1]), int(r[2])) for r in node], None
     if not isinstance(node, dict):
         raise ModelFileError(f"{where}: layer '{lname}': invalid inbound node {node!r:.100}")
     refs = []
 
     def walk(v, in_kwargs):
         if isinstance(v, dict):
+            cfg = v.get("config") if isinstance(v.get("config"), dict) else {}
             if v.get("class_name") == "__keras_tensor__":
-                hist = (v.get("config") or {}).get("keras_history")
+                hist = cfg.get("keras_history")
                 if not _is_ref(hist):
                     raise ModelFileError(f"{where}: layer '{lname}': invalid keras_history {hist!r:.80}")
                 if in_kwargs:
                     raise UnsupportedOpError(f"{where}: layer '{lname}' takes a tensor as a keyword "
                                              f"argument (mask, attention...), which fastcnn does not support")
                 refs.append((hist[0], int(hist[1]), int(hist[2])))
-                return
+                return _TensorAt(len(refs) - 1)
             if v.get("class_name") == "__tuple__":
-                walk((v.get("config") or {}).get("value"), in_kwargs)
-                return
-            for x in v.values():
-                walk(x, in_kwargs)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x, in_kwargs)
+                return walk(cfg.get("value"), in_kwargs)
+            return {k: walk(x, in_kwargs) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, in_kwargs) for x in v]
+        return v
 
-    walk(node.get("args", []), False)
+    args = walk(node.get("args", []), False)
     walk(node.get("kwargs", {}), True)
     if not refs:
         raise ModelFileError(f"{where}: layer '{lname}': a call without input tensors")
-    return refs
+    return refs, args
+
+
+def _node_inputs(node, where, lname):
+    """The (layer, node, tensor) references a layer call reads, in argument order."""
+    return _parse_call(node, where, lname)[0]
 
 
 def _call_args(node, xs, where, lname):
-    """The positional arguments of a Keras 3 call: its Keras tensors replaced by xs (in the
-    order `_node_inputs` lists them), numbers kept, `__numpy__` arrays as float32 arrays,
+    """The positional arguments of a Keras 3 call: its Keras tensors replaced by xs (the
+    tensors `_node_inputs` listed), numbers kept, `__numpy__` arrays as float32 arrays,
     `__slice__`/`__ellipsis__` as slice/Ellipsis, lists and tuples as lists. Keyword arguments
     and other values are refused."""
-    if not isinstance(node, dict):
+    _, args = _parse_call(node, where, lname)
+    if args is None:
         raise ModelFileError(f"{where}: layer '{lname}': an operation's call must be a Keras 3 "
                              f"inbound node, got {node!r:.80}")
     if node.get("kwargs"):
         raise UnsupportedOpError(f"{where}: layer '{lname}': keyword arguments "
                                  f"{sorted(node['kwargs'])!r:.80} of an operation call are not supported")
-    taken = iter(xs)
 
     def index(v):
         if v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and abs(v) < 1 << 62):
@@ -395,13 +409,11 @@ def _call_args(node, xs, where, lname):
         raise ModelFileError(f"{where}: layer '{lname}': slice bound {v!r:.40} is not an integer")
 
     def build(v):
+        if isinstance(v, _TensorAt):
+            return xs[v.index]
         if isinstance(v, dict):
             cls, cfg = v.get("class_name"), v.get("config")
             cfg = cfg if isinstance(cfg, dict) else {}
-            if cls == "__keras_tensor__":
-                return next(taken)
-            if cls == "__tuple__":
-                return build(cfg.get("value"))
             if cls == "__numpy__":
                 return _constant(cfg.get("value"), where, lname)
             if cls == "__slice__":
@@ -418,8 +430,8 @@ def _call_args(node, xs, where, lname):
         raise UnsupportedOpError(f"{where}: layer '{lname}': argument {v!r:.60} is not supported "
                                  f"(tensors, numbers, arrays and indices are)")
 
-    args = build(node.get("args", []))
-    if not isinstance(args, list) or next(taken, None) is not None:
+    args = build(args)
+    if not isinstance(args, list):
         raise ModelFileError(f"{where}: layer '{lname}': invalid call arguments {node.get('args')!r:.80}")
     return args
 
