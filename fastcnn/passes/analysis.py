@@ -2,6 +2,8 @@
 static (independent of the runtime inputs), and use counts."""
 from __future__ import annotations
 
+import numpy as np
+
 from fastcnn.ir.graph import Graph, ValueType
 from fastcnn.ir.infer import infer_graph
 
@@ -100,3 +102,11 @@ def single_consumer(graph: Graph, value: str, readers: dict | None = None):
     else:
         found = readers.get(value, ())
     return found[0] if len(found) == 1 else None
+
+
+def scalar_const(graph: Graph, name: str):
+    """The value of a one-element float initializer `name`, else None."""
+    v = graph.initializers.get(name)
+    if v is None or np.size(v) != 1 or np.asarray(v).dtype.kind != "f":
+        return None
+    return float(np.asarray(v).reshape(-1)[0])

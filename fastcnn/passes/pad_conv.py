@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastcnn.ir.graph import Graph
-from fastcnn.passes.analysis import readers_index, single_consumer
+from fastcnn.passes.analysis import readers_index, scalar_const, single_consumer
 
 
 def _spatial_pads(graph: Graph, pad) -> list | None:
@@ -26,10 +26,8 @@ def _spatial_pads(graph: Graph, pad) -> list | None:
     amounts = graph.initializers.get(pad.inputs[1])
     if amounts is None or np.ndim(amounts) != 1 or np.size(amounts) % 2:
         return None
-    if len(pad.inputs) > 2 and pad.inputs[2]:
-        value = graph.initializers.get(pad.inputs[2])
-        if value is None or np.size(value) != 1 or float(np.asarray(value).reshape(-1)[0]) != 0.0:
-            return None
+    if len(pad.inputs) > 2 and pad.inputs[2] and scalar_const(graph, pad.inputs[2]) != 0.0:
+        return None
     amounts = [int(v) for v in np.asarray(amounts)]
     k = len(amounts) // 2
     axes = list(range(k))

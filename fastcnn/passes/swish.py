@@ -16,15 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastcnn.ir.graph import Graph, Node
-from fastcnn.passes.analysis import readers_index, single_consumer
-
-
-def _scalar(graph: Graph, name: str):
-    """The value of a one-element float initializer, else None."""
-    v = graph.initializers.get(name)
-    if v is None or np.size(v) != 1 or np.asarray(v).dtype.kind != "f":
-        return None
-    return float(np.asarray(v).reshape(-1)[0])
+from fastcnn.passes.analysis import readers_index, scalar_const, single_consumer
 
 
 def _close(a, b):
@@ -48,7 +40,7 @@ def _with_const(op, want=None, param=None):
             return None
         sides = ((0, 1), (1, 0)) if op in ("Add", "Mul") else ((0, 1),)
         for d, c in sides:
-            v = _scalar(graph, node.inputs[c])
+            v = scalar_const(graph, node.inputs[c])
             if v is None or node.inputs[d] in graph.initializers:
                 continue
             if param is not None:
