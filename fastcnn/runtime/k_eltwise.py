@@ -99,10 +99,17 @@ def _prepare_channel_scale(p, big, small):
     n, c, h, w = p.out_types[0].shape
     per_image = p.in_types[small].shape[0] != 1
 
+    const = p.const(small) is not None
+
     def bind(ins, outs, scratch):
-        s = np.ascontiguousarray(ins[small], np.float32).reshape(-1)
-        return blocked.ChannelScaleBlockedStep(ins[big].reshape(-1), s, outs[0].reshape(-1), n, c, h * w,
-                                               per_image)
+        s = ins[small]
+        if const:
+            s = np.ascontiguousarray(s, np.float32)   # fixed: converted once, here
+        elif not s.flags.c_contiguous:
+            # the step reads the factor in place at every run: a copy made here would go stale
+            raise ValueError("channel scale: the factor's buffer is not contiguous")
+        return blocked.ChannelScaleBlockedStep(ins[big].reshape(-1), s.reshape(-1), outs[0].reshape(-1), n, c,
+                                               h * w, per_image)
 
     return Prepared(bind, inplace=big, flops=p.out_types[0].size)
 
