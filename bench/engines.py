@@ -11,7 +11,7 @@
                torch.fx GraphModule of torch.nn modules (`torch_module`), Conv-BatchNorm pairs
                fused by torch.fx.experimental.optimization.fuse, called under
                torch.inference_mode(). onnx2torch would do the conversion but needs torchvision;
-               the zoo uses ten ONNX ops, so the mapping is written here.
+               the zoo uses thirteen ONNX ops, so the mapping is written here.
 
 Every engine: `missing(name)` (None, or why it cannot run here), `version(name)`, and
 `open_engine(name, path, threads, shape)` -> a Runner: call it with a float32 NCHW array to get
@@ -198,9 +198,9 @@ def _symmetric_pads(node, attrs, rank=2):
 
 def torch_module(path: str):
     """The ONNX graph of `path` (one float32 NCHW input, the ops of the bench zoo: Conv,
-    BatchNormalization, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Add, Flatten, Gemm,
-    Identity) as a torch.fx.GraphModule in eval mode, Conv-BatchNorm pairs fused. Raises
-    UnsupportedModel for anything else."""
+    BatchNormalization, Relu, Clip, Sigmoid, MaxPool, AveragePool, GlobalAveragePool, Add, Mul,
+    Flatten, Gemm, Identity; x * Sigmoid(x) becomes nn.SiLU) as a torch.fx.GraphModule in eval
+    mode, Conv-BatchNorm pairs fused. Raises UnsupportedModel for anything else."""
     import onnx
     import torch
     from onnx import numpy_helper
@@ -223,6 +223,7 @@ def torch_module(path: str):
     graph = fx.Graph()
     modules = nn.Module()
     values = {inputs[0].name: graph.placeholder("x")}
+    sigmoid_of = {}   # output of a Sigmoid node -> its input
     for k, node in enumerate(g.node):
         op, a = node.op_type, _attrs(node)
         if op == "Constant":
@@ -269,11 +270,22 @@ def torch_module(path: str):
             values[node.output[0]] = graph.call_function(torch.flatten, (x, a.get("axis", 1)))
         elif op == "Identity":
             values[node.output[0]] = x
-        elif op == "Add":
+        elif op == "Sigmoid":
+            mod = nn.Sigmoid()
+            sigmoid_of[node.output[0]] = node.input[0]
+        elif op == "Mul" and len(node.input) == 2 and (
+                sigmoid_of.get(node.input[1]) == node.input[0]
+                or sigmoid_of.get(node.input[0]) == node.input[1]):
+            # x * Sigmoid(x): the SiLU a torch user writes (the Sigmoid left unused is dropped)
+            mod = nn.SiLU()
+            x = values[node.input[0] if sigmoid_of.get(node.input[1]) == node.input[0]
+                       else node.input[1]]
+        elif op in ("Add", "Mul"):
             b = [values.get(n) for n in node.input]
             if any(v is None for v in b):
-                raise UnsupportedModel(f"node '{node.name}' (Add): a constant operand")
-            values[node.output[0]] = graph.call_function(operator.add, tuple(b))
+                raise UnsupportedModel(f"node '{node.name}' ({op}): a constant operand")
+            values[node.output[0]] = graph.call_function(
+                operator.add if op == "Add" else operator.mul, tuple(b))
         elif op == "Gemm":
             if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
                 raise UnsupportedModel(f"node '{node.name}' (Gemm): transA, alpha or beta")
@@ -290,5 +302,8 @@ def torch_module(path: str):
             modules.add_module(name, mod)
             values[node.output[0]] = graph.call_module(name, (x,))
     graph.output(values[g.output[0].name])
+    for n in reversed(list(graph.nodes)):   # the Sigmoids a SiLU replaced
+        if n.op == "call_module" and not n.users:
+            graph.erase_node(n)
     gm = fx.GraphModule(modules, graph).eval()
     return fuse(gm).eval()

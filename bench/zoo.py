@@ -12,6 +12,10 @@ Models (NCHW float32 input named "input" with a dynamic batch dimension "N", ops
     resnet18     3x224x224 torchvision topology (7x7 s2 conv, BN, ReLU, maxpool, 4 stages of 2
                            BasicBlocks, 1x1 downsample convs, GAP, Flatten, Gemm 1000)
     mobilenetv2  3x224x224 torchvision topology, width 1.0, ReLU6 as Clip(0, 6), inverted residuals
+    efficientnet_b0
+                 3x224x224 torchvision topology: inverted residuals with 3x3 and 5x5 depthwise
+                           convs, squeeze-and-excitation, SiLU (x * Sigmoid(x)) throughout; not
+                           in #3's table (the models SiLU networks stand for: EfficientNet, YOLO)
 
 Conv and BatchNormalization are separate nodes, as a PyTorch eval-mode export without fusion writes
 them, so fastcnn's BN folding has work to do. Weights are He-scaled (std sqrt(2/fan_in)); every BN
@@ -104,6 +108,19 @@ class GraphBuilder:
         lo = self.const(f"{base}.min", np.array(0.0, np.float32))
         hi = self.const(f"{base}.max", np.array(6.0, np.float32))
         return self.node("Clip", [x, lo, hi], base)
+
+    def silu(self, x, base="silu"):
+        """SiLU as PyTorch exports it: x * Sigmoid(x)."""
+        return self.node("Mul", [x, self.node("Sigmoid", [x], f"{base}.sigmoid")], base)
+
+    def squeeze_excite(self, x, c, squeeze, base="se"):
+        """torchvision's SqueezeExcitation with SiLU: x * sigmoid(fc2(silu(fc1(gap(x))))), the
+        fully connected layers as 1x1 convs with bias on the (N, c, 1, 1) pooled map."""
+        s = self.node("GlobalAveragePool", [x], f"{base}.avgpool")
+        s = self.silu(self.conv(s, c, squeeze, 1, bias=True, base=f"{base}.fc1"), f"{base}.act")
+        s = self.node("Sigmoid", [self.conv(s, squeeze, c, 1, bias=True, base=f"{base}.fc2")],
+                      f"{base}.scale")
+        return self.node("Mul", [x, s], f"{base}.mul")
 
     def maxpool(self, x, k, stride, pad=0, base="maxpool"):
         """MaxPool with a k x k window and symmetric padding."""
@@ -227,20 +244,58 @@ def build_mobilenetv2(seed=2, size=224):
     return g.model("mobilenetv2", (3, size, size), x, 1000, "MobileNetV2 width 1.0 (torchvision topology)")
 
 
+# (expand ratio, kernel, stride, output channels, blocks) per stage
+EFFICIENTNET_B0_TABLE = (
+    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1),
+)
+
+
+def build_efficientnet_b0(seed=7, size=224):
+    """size: input height and width, as in build_resnet18."""
+    g = GraphBuilder(seed)
+    x = g.conv(INPUT_NAME, 3, 32, 3, stride=2, pad=1, base="features.0.0")
+    x = g.silu(g.batchnorm(x, 32, base="features.0.1"), "features.0.2")
+    c_in, index = 32, 1
+    for t, k, s, c, n in EFFICIENTNET_B0_TABLE:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            p = f"features.{index}"
+            hidden = c_in * t
+            y = x
+            if t != 1:
+                y = g.conv(y, c_in, hidden, 1, base=f"{p}.expand")
+                y = g.silu(g.batchnorm(y, hidden, base=f"{p}.expand_bn"), f"{p}.expand_act")
+            y = g.conv(y, hidden, hidden, k, stride=stride, pad=k // 2, group=hidden, base=f"{p}.dw")
+            y = g.silu(g.batchnorm(y, hidden, base=f"{p}.dw_bn"), f"{p}.dw_act")
+            y = g.squeeze_excite(y, hidden, max(1, c_in // 4), base=f"{p}.se")
+            y = g.conv(y, hidden, c, 1, base=f"{p}.project")
+            residual = stride == 1 and c_in == c
+            y = g.batchnorm(y, c, base=f"{p}.project_bn", scale=(0.2, 0.6) if residual else (0.5, 1.5))
+            x = g.node("Add", [x, y], f"{p}.add") if residual else y
+            c_in, index = c, index + 1
+    x = g.conv(x, c_in, 1280, 1, base=f"features.{index}.0")
+    x = g.silu(g.batchnorm(x, 1280, base=f"features.{index}.1"), f"features.{index}.2")
+    x = g.dense(g.gap_flatten(x), 1280, 1000, "classifier.1")
+    return g.model("efficientnet_b0", (3, size, size), x, 1000,
+                   "EfficientNet-B0 (torchvision topology): SiLU as Sigmoid * x, squeeze-and-excitation")
+
+
 # name -> (builder, input shape without batch)
 MODELS = {
     "lenet5": (build_lenet5, (1, 28, 28)),
     "edge_cnn": (build_edge_cnn, (3, 32, 32)),
     "resnet18": (build_resnet18, (3, 224, 224)),
     "mobilenetv2": (build_mobilenetv2, (3, 224, 224)),
+    "efficientnet_b0": (build_efficientnet_b0, (3, 224, 224)),
 }
 
 
-RESIZABLE = ("resnet18", "mobilenetv2")  # builders taking `size` (global pooling before the head)
+RESIZABLE = ("resnet18", "mobilenetv2", "efficientnet_b0")  # builders taking `size` (global pooling before the head)
 
 
 def build(name: str, size: int | None = None):
-    """The ModelProto of a zoo model; `size` (resnet18, mobilenetv2 only) overrides the input
+    """The ModelProto of a zoo model; `size` (the RESIZABLE models only) overrides the input
     height and width."""
     builder = MODELS[name][0]
     if size is None:

@@ -29,9 +29,10 @@ def load_bench_module(name: str):
 
 zoo = load_bench_module("zoo")
 
-# Test sizes: the two big networks at 32x32 (same weights, all stages down to 1x1), so the
+# Test sizes: the big networks at 32x32 (same weights, all stages down to 1x1), so the
 # naive kernels finish in well under a second.
-TEST_SIZE = {"lenet5": None, "edge_cnn": None, "resnet18": 32, "mobilenetv2": 32}
+TEST_SIZE = {"lenet5": None, "edge_cnn": None, "resnet18": 32, "mobilenetv2": 32,
+             "efficientnet_b0": 32}
 
 
 def ort_run(path, x, threads=1):

@@ -50,8 +50,12 @@ def _one_node_model(tmp_path, node, inits=None):
 def test_torch_mapping_refuses_what_it_cannot_express(tmp_path):
     pytest.importorskip("torch")
     from onnx import helper
-    path = _one_node_model(tmp_path, helper.make_node("Sigmoid", [zoo.INPUT_NAME], ["y"], name="sig"))
-    with pytest.raises(engines.UnsupportedModel, match="'sig': op Sigmoid"):
+    path = _one_node_model(tmp_path, helper.make_node("Tanh", [zoo.INPUT_NAME], ["y"], name="t"))
+    with pytest.raises(engines.UnsupportedModel, match="'t': op Tanh"):
+        engines.torch_module(path)
+    path = _one_node_model(tmp_path, helper.make_node("Mul", [zoo.INPUT_NAME, "k"], ["y"], name="m"),
+                           {"k": np.array(2.0, np.float32)})
+    with pytest.raises(engines.UnsupportedModel, match="'m' \\(Mul\\): a constant operand"):
         engines.torch_module(path)
     path = _one_node_model(tmp_path, helper.make_node("Conv", [zoo.INPUT_NAME, "w"], ["y"], name="c",
                                                       pads=[0, 0, 1, 1]),
@@ -82,6 +86,26 @@ def test_torch_mapping_of_pools_and_clip_against_onnxruntime(tmp_path):
         path = _one_node_model(tmp_path, node, inits)
         runner = engines.open_engine("torch", path, 1, x.shape)
         assert_close(runner(x), ort_run(path, x), f"torch {node.op_type} {node.attribute}")
+
+
+@pytest.mark.parametrize("order", ["x_first", "sigmoid_first"])
+def test_torch_mapping_of_silu_and_products_against_onnxruntime(tmp_path, order):
+    """x * Sigmoid(x) either way round becomes one nn.SiLU; Sigmoid alone and a product of two
+    other tensors stay what they are."""
+    pytest.importorskip("torch")
+    from onnx import helper
+    x = np.random.default_rng(1).standard_normal((1, 2, 5, 5), np.float32) * 4
+    mul_in = [zoo.INPUT_NAME, "s"] if order == "x_first" else ["s", zoo.INPUT_NAME]
+    nodes = [helper.make_node("Sigmoid", [zoo.INPUT_NAME], ["s"]),
+             helper.make_node("Mul", mul_in, ["silu"]),
+             helper.make_node("Sigmoid", ["silu"], ["s2"]),
+             helper.make_node("Mul", ["s2", "s"], ["y"])]   # not a SiLU: s2 = Sigmoid(silu)
+    path = save_onnx(onnx_model(nodes, {zoo.INPUT_NAME: [1, 2, 5, 5]}, ["y"]), str(tmp_path))
+    gm = engines.torch_module(path)
+    kinds = [type(getattr(gm, n.target)).__name__ for n in gm.graph.nodes if n.op == "call_module"]
+    assert sorted(kinds) == ["SiLU", "Sigmoid", "Sigmoid"]   # the first Sigmoid stays: s is used
+    runner = engines.open_engine("torch", path, 1, x.shape)
+    assert_close(runner(x), ort_run(path, x), f"torch SiLU {order}")
 
 
 def _row(ms, other_diff, tol=1e-3):

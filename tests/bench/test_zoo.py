@@ -49,6 +49,7 @@ def test_zoo_model_structure(name, zoo_files):
         "edge_cnn": (3, 3, 1, 0, 0),
         "resnet18": (20, 20, 1, 8, 0),
         "mobilenetv2": (52, 52, 1, 10, 35),
+        "efficientnet_b0": (81, 49, 1, 9, 0),
     }[name]
     assert tuple(ops.count(op) for op in ("Conv", "BatchNormalization", "Gemm", "Add", "Clip")) == expected
     # BN stays a separate node after every Conv it normalises, so folding has work to do.
