@@ -2,10 +2,10 @@
  *
  * f32_exp_neg_abs(v) and f32_sigmoid(v) are the one scalar definition of exp(-|v|) and of the
  * sigmoid (act.pxd's exp_neg_abs and sigmoidf call them). vf8_sigmoid(v) computes, lane by
- * lane, exactly what f32_sigmoid does, operation for operation (each a*b+c of the polynomial is one fused multiply-add in both when
- * the build targets FMA, F32_MADD, and a multiply then an add in both otherwise; the build
- * contracts nothing else: -std=c99), so a fused epilogue and the standalone activation give
- * the same bits:
+ * lane, exactly what f32_sigmoid does, operation for operation (each a*b+c of the polynomial
+ * is one fused multiply-add in both when the build targets FMA, F32_MADD, and a multiply then
+ * an add in both otherwise; the build contracts nothing else: -std=c99), so a fused epilogue
+ * and the standalone activation give the same bits:
  *   e = exp(-|v|) by exp_neg_abs (range reduction to n*ln2 + r, a degree-6 polynomial,
  *       2^n in the exponent bits, 0 below -87.34, NaN for NaN)
  *   sigmoid = (v >= 0 ? 1 : e) / (1 + e)
