@@ -122,6 +122,28 @@ class GraphBuilder:
                       f"{base}.scale")
         return self.node("Mul", [x, s], f"{base}.mul")
 
+    def inverted_residual(self, x, c_in, c_out, expand, k, stride, p, act, squeeze=None):
+        """torchvision's inverted residual block named p: [1x1 expand to c_in*expand, BN, act],
+        k x k depthwise conv (stride, pad k//2), BN, act, [squeeze-and-excitation to `squeeze`
+        channels], 1x1 project to c_out, BN, and the residual Add when the shapes allow it.
+        act(x, name) -> the activated tensor."""
+        hidden = c_in * expand
+        y = x
+        if expand != 1:
+            y = self.conv(y, c_in, hidden, 1, base=f"{p}.expand")
+            y = act(self.batchnorm(y, hidden, base=f"{p}.expand_bn"), f"{p}.expand_act")
+        y = self.conv(y, hidden, hidden, k, stride=stride, pad=k // 2, group=hidden, base=f"{p}.dw")
+        y = act(self.batchnorm(y, hidden, base=f"{p}.dw_bn"), f"{p}.dw_act")
+        if squeeze is not None:
+            y = self.squeeze_excite(y, hidden, squeeze, base=f"{p}.se")
+        y = self.conv(y, hidden, c_out, 1, base=f"{p}.project")
+        # The projection has no activation; the residual branch is scaled down as in
+        # build_resnet18 so repeated additions keep the variance bounded.
+        residual = stride == 1 and c_in == c_out
+        y = self.batchnorm(y, c_out, base=f"{p}.project_bn",
+                           scale=(0.2, 0.6) if residual else (0.5, 1.5))
+        return self.node("Add", [x, y], f"{p}.add") if residual else y
+
     def maxpool(self, x, k, stride, pad=0, base="maxpool"):
         """MaxPool with a k x k window and symmetric padding."""
         return self.node("MaxPool", [x], base, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
@@ -222,21 +244,8 @@ def build_mobilenetv2(seed=2, size=224):
     c_in, index = 32, 1
     for t, c, n, s in MOBILENETV2_TABLE:
         for i in range(n):
-            stride = s if i == 0 else 1
-            p = f"features.{index}"
-            hidden = c_in * t
-            y = x
-            if t != 1:
-                y = g.conv(y, c_in, hidden, 1, base=f"{p}.expand")
-                y = g.relu6(g.batchnorm(y, hidden, base=f"{p}.expand_bn"))
-            y = g.conv(y, hidden, hidden, 3, stride=stride, pad=1, group=hidden, base=f"{p}.dw")
-            y = g.relu6(g.batchnorm(y, hidden, base=f"{p}.dw_bn"))
-            y = g.conv(y, hidden, c, 1, base=f"{p}.project")
-            # The projection has no activation; the residual branch is scaled down as in
-            # build_resnet18 so repeated additions keep the variance bounded.
-            residual = stride == 1 and c_in == c
-            y = g.batchnorm(y, c, base=f"{p}.project_bn", scale=(0.2, 0.6) if residual else (0.5, 1.5))
-            x = g.node("Add", [x, y], f"{p}.add") if residual else y
+            x = g.inverted_residual(x, c_in, c, t, 3, s if i == 0 else 1, f"features.{index}",
+                                    lambda y, name: g.relu6(y))
             c_in, index = c, index + 1
     x = g.conv(x, c_in, 1280, 1, base=f"features.{index}.0")
     x = g.relu6(g.batchnorm(x, 1280, base=f"features.{index}.1"))
@@ -259,20 +268,8 @@ def build_efficientnet_b0(seed=7, size=224):
     c_in, index = 32, 1
     for t, k, s, c, n in EFFICIENTNET_B0_TABLE:
         for i in range(n):
-            stride = s if i == 0 else 1
-            p = f"features.{index}"
-            hidden = c_in * t
-            y = x
-            if t != 1:
-                y = g.conv(y, c_in, hidden, 1, base=f"{p}.expand")
-                y = g.silu(g.batchnorm(y, hidden, base=f"{p}.expand_bn"), f"{p}.expand_act")
-            y = g.conv(y, hidden, hidden, k, stride=stride, pad=k // 2, group=hidden, base=f"{p}.dw")
-            y = g.silu(g.batchnorm(y, hidden, base=f"{p}.dw_bn"), f"{p}.dw_act")
-            y = g.squeeze_excite(y, hidden, max(1, c_in // 4), base=f"{p}.se")
-            y = g.conv(y, hidden, c, 1, base=f"{p}.project")
-            residual = stride == 1 and c_in == c
-            y = g.batchnorm(y, c, base=f"{p}.project_bn", scale=(0.2, 0.6) if residual else (0.5, 1.5))
-            x = g.node("Add", [x, y], f"{p}.add") if residual else y
+            x = g.inverted_residual(x, c_in, c, t, k, s if i == 0 else 1, f"features.{index}",
+                                    g.silu, squeeze=max(1, c_in // 4))
             c_in, index = c, index + 1
     x = g.conv(x, c_in, 1280, 1, base=f"features.{index}.0")
     x = g.silu(g.batchnorm(x, 1280, base=f"features.{index}.1"), f"features.{index}.2")
