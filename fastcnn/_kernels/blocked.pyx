@@ -463,6 +463,33 @@ cdef void row3x3(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi,
         g0 = g0 + DW_PIXELS
 
 
+cdef void row5(const float *const *rows, Py_ssize_t kh_lo, Py_ssize_t kh_hi, const float *wk,
+               vf8 vb, Py_ssize_t w_out, Py_ssize_t sw, float *orow, const float *rrow, int fin,
+               vf8 lo, vf8 hi, int act, float alpha, float beta, bint stream) noexcept nogil:
+    """One output row of a 5-wide, dilation-1 depthwise conv at stride sw (1 or 2) from padded
+    rows (rows[kh] as in row3x3): groups of DW_PIXELS pixels, the last one shifted left to end
+    at the row's end; a row narrower than a group is one group from its start whose extra
+    lanes read the ring's zero padding (the rings are wide enough for a whole group) and are
+    not stored. Its own function, as row3x3: taps5_s1's register allocation inside the generic
+    loop of DepthwiseBlockedStep.plane changed with unrelated edits there (20% either way)."""
+    cdef vf8 acc[DW_PIXELS]
+    cdef Py_ssize_t g0 = 0, u, kh, count = min(w_out, DW_PIXELS)
+    while g0 < w_out:
+        if g0 + DW_PIXELS > w_out:
+            g0 = max(0, w_out - DW_PIXELS)
+        for u in range(DW_PIXELS):
+            acc[u] = vb
+        for kh in range(kh_lo, kh_hi):
+            if sw == 1:
+                taps5_s1(rows[kh] + g0 * 8, wk + kh * 40, acc)
+            else:
+                taps5_s2(rows[kh] + g0 * 16, wk + kh * 40, acc)
+        for u in range(count):
+            finish8(acc[u], orow + (g0 + u) * 8, rrow + (g0 + u) * 8 if rrow != NULL else NULL,
+                    fin, lo, hi, act, alpha, beta, stream)
+        g0 = g0 + DW_PIXELS
+
+
 def window_args(str who, x_size, out_size, shape_in, shape_out, kernel, strides, pads,
                 dilations):
     """The checked geometry of a windowed op on blocked tensors (depthwise conv, max pool):
@@ -625,6 +652,11 @@ cdef class DepthwiseBlockedStep(Step):
                                   rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act,
                                   alpha, beta, stream)
                     continue
+                if five:
+                    row5(rows, kh_lo, kh_hi, wk, vb, w_out, sw, ob + oh * w_out * 8,
+                         rb + oh * w_out * 8 if rb != NULL else NULL, fin, lo, hi, act, alpha,
+                         beta, stream)
+                    continue
             g0 = 0
             while g0 < w_out:
                 if g0 + DW_PIXELS > w_out:
@@ -645,12 +677,6 @@ cdef class DepthwiseBlockedStep(Step):
                                 taps3(xr, wk + kh * 24, 8, acc)
                             else:
                                 taps3(xr, wk + kh * 24, step8, acc)
-                            continue
-                        if five and w_out >= DW_PIXELS:
-                            if sw == 1:
-                                taps5_s1(xr, wk + kh * 40, acc)
-                            else:
-                                taps5_s2(xr, wk + kh * 40, acc)
                             continue
                         for kw in range(k_w):
                             wv = vf8_load(wk + (kh * k_w + kw) * 8)
