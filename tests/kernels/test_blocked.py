@@ -178,6 +178,37 @@ def test_depthwise_blocked(case, ring, threads):
     assert_close(from_blocked(out), np.clip(conv2d(x, wt, b, s, p, d, c) + res, -0.5, 1.0))
 
 
+FIVE_WIDE = [c for c in DEPTHWISE if c[4][1] == 5]
+
+
+@pytest.mark.parametrize("case", FIVE_WIDE, ids=lambda c: f"{c[:4]}_k{c[4]}_s{c[5]}")
+@pytest.mark.parametrize("act", ["", "Swish"])
+def test_depthwise_blocked_5_wide_rows_match_the_generic_loop(case, act, threads):
+    """The 5-wide row function (ring) and the generic tap loop (no ring) give the same bits,
+    and the values of the reference, with no clipping to hide a wrong sum: unactivated, and
+    with SiLU (EfficientNet's) after a residual."""
+    n, c, h, w, k, s, p, d = case
+    x, wt, b = rand(RNG, n, c, h, w), rand(RNG, c, 1, *k), rand(RNG, c)
+    ho, wo = out_size(h, k[0], s[0], p[0], p[2], d[0]), out_size(w, k[1], s[1], p[1], p[3], d[1])
+    res = rand(RNG, n, c, ho, wo)
+    slots = max(1, threads)
+    work = np.zeros(slots * bk.depthwise_blocked_scratch((n, c, h, w), (n, c, ho, wo), k, s, p[:2], d) + 1,
+                    np.float32)
+    outs = []
+    for ring in (True, False):
+        out = np.full((n, c, ho, wo), np.nan, np.float32)
+        step = bk.DepthwiseBlockedStep(to_blocked(x).reshape(-1), bk.pack_depthwise_blocked(wt), b,
+                                       to_blocked(res).reshape(-1), out.reshape(-1), (n, c, h, w),
+                                       (n, c, ho, wo), k, s, p[:2], d, ACT_CODES[act], 1.0, 0.0,
+                                       work, slots, ring)
+        step.num_threads = threads
+        step()
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    ref = conv2d(x, wt, b, s, p, d, c) + res
+    assert_close(from_blocked(outs[0]), apply(act, ref, 1.0, 0.0) if act else ref)
+
+
 # Pre-activation values at the activations' edges: signed zeros, the HardSigmoid/HardSwish knees
 # (+-3, +-2.5 for alpha 0.2) and their float neighbours, tiny and huge magnitudes, inf and NaN,
 # and where the sigmoid's exp changes regime.
