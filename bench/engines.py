@@ -302,7 +302,8 @@ def torch_module(path: str):
             modules.add_module(name, mod)
             values[node.output[0]] = graph.call_module(name, (x,))
     graph.output(values[g.output[0].name])
-    for n in reversed(list(graph.nodes)):   # the Sigmoids a SiLU replaced
+    # modules nothing reads (the Sigmoids a SiLU replaced; the zoo has no other dead nodes)
+    for n in reversed(list(graph.nodes)):
         if n.op == "call_module" and not n.users:
             graph.erase_node(n)
     gm = fx.GraphModule(modules, graph).eval()

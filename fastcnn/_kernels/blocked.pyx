@@ -1189,7 +1189,7 @@ cdef class MaxPoolBlockedStep(Step):
                            (t // planes + 1) * self.h_out // parts)
 
 
-# ----------------------------------------------------------------------------- global pool
+# ----------------------------------------------------------------------------- channel scale
 cdef class ChannelScaleBlockedStep(Step):
     """out = x * s with s broadcast over the pixels: x and out flat blocked (n, c, hw), s (n, c)
     or (1, c) contiguous (one factor per image and channel, or per channel): the
@@ -1221,6 +1221,7 @@ cdef class ChannelScaleBlockedStep(Step):
                 vf8_store(&self.out[base + p * 8], vf8_mul(vf8_load(&self.x[base + p * 8]), f))
 
 
+# ----------------------------------------------------------------------------- global pool
 cdef class GlobalAvgBlockedStep(Step):
     """out (n, c) = mean over the hw pixels of x, flat blocked (n, c, hw); pixels summed in
     order per lane, then divided by hw."""
